@@ -1,0 +1,265 @@
+//! The two encodings and their framing.
+//!
+//! * **JSON**: a UTF-8 object whose first member is the schema version,
+//!   `{"v":1,"seq":7,...}`. Its first byte is `{`.
+//! * **postcard**: the byte [`POSTCARD_MARKER`], the schema version as a postcard
+//!   varint, then the postcard body.
+//!
+//! A receiver needs no configuration: the first byte says which one it got. Decoding
+//! is total: any input yields a value or a [`DecodeError`], never a panic, and frames
+//! above [`Message::MAX_BYTES`] are refused before they are parsed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+use crate::SCHEMA_VERSION;
+
+/// First byte of a postcard frame. It can never start a JSON text.
+pub const POSTCARD_MARKER: u8 = 0xF0;
+
+/// How a node encodes what it publishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// Readable with `mosquitto_sub`, Telegraf, Node-RED, Home Assistant.
+    #[default]
+    Json,
+    /// Compact binary for thin links.
+    Postcard,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Postcard => "postcard",
+        }
+    }
+
+    /// Which encoding a frame uses, from its first byte.
+    pub fn sniff(bytes: &[u8]) -> Result<Encoding, DecodeError> {
+        match bytes.first() {
+            None => Err(DecodeError::Empty),
+            Some(&POSTCARD_MARKER) => Ok(Encoding::Postcard),
+            Some(b'{') => Ok(Encoding::Json),
+            Some(&b) if b.is_ascii_whitespace() => Ok(Encoding::Json),
+            Some(&b) => Err(DecodeError::UnknownEncoding { first_byte: b }),
+        }
+    }
+}
+
+impl std::str::FromStr for Encoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(Encoding::Json),
+            "postcard" => Ok(Encoding::Postcard),
+            other => Err(format!("unknown encoding {other:?}; expected \"json\" or \"postcard\"")),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("encoding {what} as json: {source}")]
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("encoding {what} as postcard: {source}")]
+    Postcard {
+        what: &'static str,
+        source: postcard::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty payload")]
+    Empty,
+    #[error("{what} frame is {len} bytes; the limit is {max}")]
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("unknown encoding (first byte 0x{first_byte:02x}); expected '{{' for json or 0xf0 for postcard")]
+    UnknownEncoding { first_byte: u8 },
+    #[error("schema version {found} is not supported (this build speaks {supported})")]
+    UnsupportedVersion { found: u16, supported: u16 },
+    #[error("malformed {what} in json: {source}")]
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("malformed {what} in postcard: {source}")]
+    Postcard {
+        what: &'static str,
+        source: postcard::Error,
+    },
+}
+
+/// Encode `msg` into a new buffer.
+pub fn encode<M: Message>(msg: &M, encoding: Encoding) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(128);
+    encode_into(msg, encoding, &mut out)?;
+    Ok(out)
+}
+
+/// Encode `msg`, appending to `out` (reuse one buffer on hot paths).
+pub fn encode_into<M: Message>(msg: &M, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match encoding {
+        Encoding::Json => {
+            // Write `{"v":1,` and then the message object without its own `{`, so the
+            // version is the first member without an intermediate Value.
+            out.extend_from_slice(b"{\"v\":");
+            let mut itoa = [0u8; 5];
+            out.extend_from_slice(format_u16(SCHEMA_VERSION, &mut itoa));
+            let body_start = out.len();
+            serde_json::to_writer(&mut *out, msg).map_err(|source| EncodeError::Json {
+                what: M::NAME,
+                source,
+            })?;
+            if out.len() - body_start <= 2 {
+                // `{}`: no members follow the version.
+                out.truncate(body_start);
+                out.push(b'}');
+            } else {
+                out[body_start] = b',';
+            }
+        }
+        Encoding::Postcard => {
+            out.push(POSTCARD_MARKER);
+            let body = postcard::to_extend(&(SCHEMA_VERSION, msg), std::mem::take(out));
+            *out = body.map_err(|source| EncodeError::Postcard {
+                what: M::NAME,
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn format_u16(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Decode a frame of either encoding, within `M::MAX_BYTES`.
+pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
+    decode_with_limit(bytes, M::MAX_BYTES)
+}
+
+/// Decode with a caller-chosen size limit (an agent's task limit is below the protocol's).
+pub fn decode_with_limit<M: Message>(bytes: &[u8], max_bytes: usize) -> Result<M, DecodeError> {
+    if bytes.len() > max_bytes {
+        return Err(DecodeError::TooLarge {
+            what: M::NAME,
+            len: bytes.len(),
+            max: max_bytes,
+        });
+    }
+    match Encoding::sniff(bytes)? {
+        Encoding::Json => {
+            #[derive(Deserialize)]
+            struct Version {
+                v: u16,
+            }
+            let json_err = |source| DecodeError::Json { what: M::NAME, source };
+            let Version { v } = serde_json::from_slice(bytes).map_err(json_err)?;
+            check_version(v)?;
+            serde_json::from_slice(bytes).map_err(json_err)
+        }
+        Encoding::Postcard => {
+            let postcard_err = |source| DecodeError::Postcard { what: M::NAME, source };
+            let (v, rest): (u16, &[u8]) = postcard::take_from_bytes(&bytes[1..]).map_err(postcard_err)?;
+            check_version(v)?;
+            let (msg, trailing): (M, &[u8]) = postcard::take_from_bytes(rest).map_err(postcard_err)?;
+            if !trailing.is_empty() {
+                return Err(postcard_err(postcard::Error::DeserializeBadEncoding));
+            }
+            Ok(msg)
+        }
+    }
+}
+
+fn check_version(found: u16) -> Result<(), DecodeError> {
+    if found == SCHEMA_VERSION {
+        Ok(())
+    } else {
+        Err(DecodeError::UnsupportedVersion {
+            found,
+            supported: SCHEMA_VERSION,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::*;
+
+    #[test]
+    fn json_carries_version_first() {
+        let bytes = encode(&Heartbeat::default(), Encoding::Json).expect("encodes");
+        let text = std::str::from_utf8(&bytes).expect("utf-8");
+        assert!(text.starts_with("{\"v\":1,\"seq\":0,"), "{text}");
+        let _: serde_json::Value = serde_json::from_slice(&bytes).expect("valid json");
+    }
+
+    #[test]
+    fn both_encodings_round_trip_and_are_sniffed() {
+        let hb = Heartbeat {
+            seq: 42,
+            cpu_pct: Some(12.5),
+            ..Heartbeat::default()
+        };
+        for enc in [Encoding::Json, Encoding::Postcard] {
+            let bytes = encode(&hb, enc).expect("encodes");
+            assert_eq!(Encoding::sniff(&bytes).expect("known"), enc);
+            assert_eq!(decode::<Heartbeat>(&bytes).expect("decodes"), hb);
+        }
+    }
+
+    #[test]
+    fn other_versions_are_refused() {
+        let json = br#"{"v":2,"seq":1}"#;
+        assert!(matches!(
+            decode::<Heartbeat>(json),
+            Err(DecodeError::UnsupportedVersion { found: 2, .. })
+        ));
+        let mut pc = vec![POSTCARD_MARKER];
+        pc.extend(postcard::to_allocvec(&(9u16, Heartbeat::default())).expect("encodes"));
+        assert!(matches!(
+            decode::<Heartbeat>(&pc),
+            Err(DecodeError::UnsupportedVersion { found: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_parsing() {
+        let big = vec![b'{'; Heartbeat::MAX_BYTES + 1];
+        assert!(matches!(decode::<Heartbeat>(&big), Err(DecodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn trailing_bytes_after_postcard_body_are_refused() {
+        let mut bytes = encode(&Heartbeat::default(), Encoding::Postcard).expect("encodes");
+        bytes.push(0);
+        assert!(decode::<Heartbeat>(&bytes).is_err());
+    }
+
+    #[test]
+    fn unknown_first_byte_is_named() {
+        let err = decode::<Heartbeat>(b"\x07abc").expect_err("refused");
+        assert!(err.to_string().contains("0x07"), "{err}");
+    }
+}

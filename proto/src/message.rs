@@ -1,0 +1,347 @@
+//! One type per topic. Field names carry their units (`_bytes`, `_pct`, `_ms`).
+//!
+//! Rules that keep both encodings stable: no `skip_serializing_if` (postcard is
+//! positional), no internally tagged enums, no maps keyed by anything but strings, and
+//! new fields only with a schema version bump.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Encoding;
+use crate::payload::Payload;
+use crate::topic::NodeId;
+
+/// A message type with its place in the protocol.
+pub trait Message: Serialize + for<'de> Deserialize<'de> {
+    /// Short name used in errors and counters (`heartbeat`, `reading`, ...).
+    const NAME: &'static str;
+    /// Largest encoded frame accepted on decode, in bytes.
+    const MAX_BYTES: usize;
+}
+
+macro_rules! message {
+    ($ty:ty, $name:literal, $max:expr) => {
+        impl Message for $ty {
+            const NAME: &'static str = $name;
+            const MAX_BYTES: usize = $max;
+        }
+    };
+}
+
+/// Largest task payload or output the protocol carries (agents configure lower limits).
+pub const MAX_TASK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Retained on `nodes/{node}/status`: the birth record when online, and the offline
+/// record (clean exit, or the Last Will the broker publishes for a lost connection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub online: bool,
+    /// Wall clock (ms since the Unix epoch) when the record was made. For a Last Will
+    /// this is when the connection that registered it was opened.
+    pub at_ms: u64,
+    /// Why the node is offline (`shutdown`, `connection lost`); empty when online.
+    pub reason: String,
+    /// Present when online.
+    pub birth: Option<Birth>,
+}
+
+/// What a node is: sent once per connection, retained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Birth {
+    pub node: NodeId,
+    /// fog-agent version.
+    pub version: String,
+    /// CPU architecture (`aarch64`, `arm`, `x86_64`).
+    pub arch: String,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub labels: BTreeMap<String, String>,
+    /// Encoding the node publishes in.
+    pub encoding: Encoding,
+    /// Task kinds this node will run.
+    pub task_kinds: Vec<String>,
+    pub heartbeat_interval_ms: u32,
+    pub metrics_interval_ms: u32,
+    pub keep_alive_secs: u32,
+    /// When this agent process started (ms since the epoch).
+    pub started_at_ms: u64,
+}
+
+/// Tiny load record on `nodes/{node}/heartbeat`, every few seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Increments by one per heartbeat since the agent started.
+    pub seq: u64,
+    pub at_ms: u64,
+    /// Total CPU use since the previous sample; `None` right after start.
+    pub cpu_pct: Option<f32>,
+    pub mem_pct: f32,
+    pub load1: f32,
+    pub queued: u32,
+    pub running: u32,
+    pub free_slots: u32,
+}
+
+/// Full reading on `nodes/{node}/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub uptime_secs: u64,
+    pub cpu: Cpu,
+    pub load: Load,
+    pub memory: Memory,
+    pub disks: Vec<Disk>,
+    pub networks: Vec<Network>,
+    pub temperatures: Vec<Temperature>,
+    pub agent: AgentSelf,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    /// Busy share of all cores since the previous sample; `None` on the first sample.
+    pub total_pct: Option<f32>,
+    /// Per core, in core order; empty on the first sample.
+    pub per_core_pct: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    pub one: f32,
+    pub five: f32,
+    pub fifteen: f32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub used_pct: f32,
+    pub swap_total_bytes: u64,
+    pub swap_used_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    pub mount: String,
+    pub device: String,
+    pub fs_type: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub used_pct: f32,
+    /// `None` on the first sample or when the device has no I/O counters.
+    pub read_bytes_per_sec: Option<f64>,
+    pub write_bytes_per_sec: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    pub interface: String,
+    /// Rates are `None` on the first sample.
+    pub rx_bytes_per_sec: Option<f64>,
+    pub tx_bytes_per_sec: Option<f64>,
+    pub rx_packets_per_sec: Option<f64>,
+    pub tx_packets_per_sec: Option<f64>,
+    /// Counters since boot.
+    pub rx_errors_total: u64,
+    pub tx_errors_total: u64,
+    pub rx_dropped_total: u64,
+    pub tx_dropped_total: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Temperature {
+    /// `thermal_zone0/cpu-thermal`, `hwmon1/coretemp/Core 0`, ...
+    pub sensor: String,
+    pub celsius: f32,
+}
+
+/// The agent's own footprint and internal figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentSelf {
+    pub rss_bytes: u64,
+    pub cpu_secs: f64,
+    /// Messages that could not be published (dropped while disconnected) since start.
+    pub publish_dropped_total: u64,
+}
+
+/// Threshold crossing on `nodes/{node}/alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub at_ms: u64,
+    /// `cpu`, `memory`, `disk:/`, `network:eth0`, `temperature:cpu-thermal`.
+    pub resource: String,
+    pub level: AlertLevel,
+    pub value: f64,
+    pub threshold: f64,
+    pub trend: Trend,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertLevel {
+    Warning,
+    Critical,
+    Cleared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trend {
+    Rising,
+    Falling,
+    Steady,
+}
+
+/// Coordinator to agent on `nodes/{node}/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    pub id: String,
+    /// Starts at 1; raised on every re-placement so late results are fenced off.
+    pub attempt: u32,
+    pub kind: String,
+    pub payload: Payload,
+    pub timeout_ms: u32,
+    /// Higher runs first.
+    pub priority: u8,
+    /// Wall-clock deadline (ms since the epoch); 0 for none.
+    pub deadline_ms: u64,
+    pub cacheable: bool,
+}
+
+/// Agent to coordinator on `nodes/{node}/results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub id: String,
+    pub attempt: u32,
+    pub node: NodeId,
+    pub at_ms: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Accepted,
+    Rejected {
+        reason: String,
+        retryable: bool,
+    },
+    Completed {
+        output: Payload,
+        /// Output was cut at the task's cap.
+        truncated: bool,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        cpu_ms: u64,
+        peak_rss_bytes: u64,
+        from_cache: bool,
+    },
+    Failed {
+        error: String,
+        retryable: bool,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+    },
+    TimedOut {
+        after_ms: u64,
+    },
+}
+
+/// Client to coordinator on `tasks/submit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSubmission {
+    /// Client-chosen id; the coordinator answers each id once.
+    pub id: String,
+    pub kind: String,
+    pub payload: Payload,
+    /// Topic the coordinator publishes this task's results to.
+    pub reply_to: String,
+    pub priority: u8,
+    pub timeout_ms: u32,
+    pub cacheable: bool,
+    /// Placement key for consistent hashing; empty means the task id.
+    pub key: String,
+    /// Strategy override; empty means the coordinator's default.
+    pub strategy: String,
+}
+
+/// Retained on `coordinator/status`: liveness plus a snapshot of the registry, which is
+/// what `fog-coordinator status` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorStatus {
+    pub online: bool,
+    pub at_ms: u64,
+    pub version: String,
+    pub reason: String,
+    pub nodes: Vec<NodeSummary>,
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Online,
+    Suspect,
+    Offline,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Online => "online",
+            NodeState::Suspect => "suspect",
+            NodeState::Offline => "offline",
+        }
+    }
+}
+
+/// One node as the coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub node: NodeId,
+    pub arch: String,
+    pub state: NodeState,
+    pub cores: u32,
+    pub cpu_pct: Option<f32>,
+    pub mem_pct: Option<f32>,
+    pub load1: Option<f32>,
+    /// Wall clock of the last message from the node (ms since the epoch).
+    pub last_seen_ms: u64,
+    pub version: String,
+    pub queued: u32,
+    pub running: u32,
+}
+
+/// On `cluster/scaling`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingAdvice {
+    pub at_ms: u64,
+    pub direction: ScaleDirection,
+    pub current_nodes: u32,
+    pub desired_nodes: u32,
+    pub cpu_pct: f32,
+    pub mem_pct: f32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleDirection {
+    Up,
+    Down,
+    Hold,
+}
+
+message!(Status, "status", 16 * 1024);
+message!(Heartbeat, "heartbeat", 1024);
+message!(Reading, "reading", 256 * 1024);
+message!(Alert, "alert", 8 * 1024);
+// Task messages: payload plus headroom; base64 in JSON costs 4/3.
+message!(TaskAssignment, "task assignment", MAX_TASK_BYTES * 4 / 3 + 4096);
+message!(TaskResult, "task result", MAX_TASK_BYTES * 4 / 3 + 8192);
+message!(TaskSubmission, "task submission", MAX_TASK_BYTES * 4 / 3 + 4096);
+message!(CoordinatorStatus, "coordinator status", 8 * 1024 * 1024);
+message!(ScalingAdvice, "scaling advice", 8 * 1024);

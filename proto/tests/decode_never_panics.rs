@@ -1,0 +1,83 @@
+//! Decoding arbitrary bytes never panics: random input, truncated and bit-flipped
+//! valid frames, each for every message type. Failures come back as typed errors.
+
+mod samples;
+
+use fog_proto::codec::{decode, encode};
+use fog_proto::message::*;
+use fog_proto::Encoding;
+use proptest::prelude::*;
+
+fn decode_all(bytes: &[u8]) {
+    let _ = decode::<Status>(bytes);
+    let _ = decode::<Heartbeat>(bytes);
+    let _ = decode::<Reading>(bytes);
+    let _ = decode::<Alert>(bytes);
+    let _ = decode::<TaskAssignment>(bytes);
+    let _ = decode::<TaskResult>(bytes);
+    let _ = decode::<TaskSubmission>(bytes);
+    let _ = decode::<CoordinatorStatus>(bytes);
+    let _ = decode::<ScalingAdvice>(bytes);
+}
+
+fn valid_frames() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for enc in [Encoding::Json, Encoding::Postcard] {
+        out.push(encode(&samples::status(), enc).expect("encodes"));
+        out.push(encode(&samples::heartbeat(), enc).expect("encodes"));
+        out.push(encode(&samples::reading(), enc).expect("encodes"));
+        out.push(encode(&samples::alert(), enc).expect("encodes"));
+        out.push(encode(&samples::assignment(), enc).expect("encodes"));
+        for r in samples::results() {
+            out.push(encode(&r, enc).expect("encodes"));
+        }
+        out.push(encode(&samples::submission(), enc).expect("encodes"));
+        out.push(encode(&samples::coordinator_status(), enc).expect("encodes"));
+        out.push(encode(&samples::scaling(), enc).expect("encodes"));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        decode_all(&bytes);
+    }
+
+    #[test]
+    fn random_bytes_behind_each_marker(first in prop_oneof![Just(b'{'), Just(0xF0u8)],
+                                       rest in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut bytes = vec![first];
+        bytes.extend(rest);
+        decode_all(&bytes);
+    }
+
+    #[test]
+    fn truncated_valid_frames(which in 0usize..32, cut in 0.0f64..1.0) {
+        let frames = valid_frames();
+        let frame = &frames[which % frames.len()];
+        let len = ((frame.len() as f64) * cut) as usize;
+        decode_all(&frame[..len]);
+    }
+
+    #[test]
+    fn corrupted_valid_frames(which in 0usize..32, pos in any::<usize>(), byte in any::<u8>()) {
+        let frames = valid_frames();
+        let mut frame = frames[which % frames.len()].clone();
+        let i = pos % frame.len();
+        frame[i] = byte;
+        decode_all(&frame);
+    }
+}
+
+#[test]
+fn every_strict_prefix_of_a_postcard_frame_is_an_error() {
+    for enc in [Encoding::Json, Encoding::Postcard] {
+        let frame = encode(&samples::reading(), enc).expect("encodes");
+        for len in 0..frame.len() {
+            assert!(decode::<Reading>(&frame[..len]).is_err(), "{enc:?} prefix of {len} bytes decoded");
+        }
+    }
+}
