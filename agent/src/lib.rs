@@ -1,1 +1,25 @@
+//! fog-agent: the per-node program. It publishes the node's readings and liveness over
+//! MQTT (and, with the tasks issue, runs the tasks a coordinator sends it).
+//!
+//! The binary is a thin shell around [`run`]; tests and the coordinator's demo drive
+//! the same function in-process.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = fog_agent::config::Config::from_toml("node_id = \"pi-1\"")?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! fog_agent::run(config, shutdown).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`config`] (TOML, validation, defaults), [`metrics`] (readings from /proc
+//! and /sys), [`transport`] (the MQTT link: announce, Last Will, backoff),
+//! [`service`] (the main loop), [`backoff`].
 
+pub mod backoff;
+pub mod config;
+pub mod metrics;
+pub mod service;
+pub mod transport;
+
+pub use service::{run, AgentError};

@@ -1,1 +1,169 @@
-fn main(){}
+//! fog-agent command line: parse, set up logging, load config, call the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fog_agent::config::{Config, DEFAULT_CONFIG};
+use tokio_util::sync::CancellationToken;
+
+/// sysexits' EX_CONFIG; the systemd unit's RestartPreventExitStatus matches it.
+const EXIT_CONFIG: u8 = 78;
+const DEFAULT_CONFIG_PATH: &str = "/etc/fog/agent.toml";
+
+#[derive(Parser)]
+#[command(name = "fog-agent", version, about = "fog node agent: readings, liveness and tasks over MQTT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent until SIGTERM or SIGINT.
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit (0 valid, 78 invalid).
+    CheckConfig {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Print the default config with every key documented.
+    PrintDefaultConfig,
+    /// Collect readings and print them as JSON.
+    Metrics {
+        /// Print one reading (taken after a short first sample, so rates are filled) and exit.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FOG_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // journald stamps every line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("fog-agent: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { config } => match load(&config) {
+            Ok(c) => match fog_agent::config::check_files(&c) {
+                Ok(()) => {
+                    println!("{}: ok (node {}, broker {})", config.display(), c.node_id, c.broker.url());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("fog-agent: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            },
+            Err(code) => code,
+        },
+        Command::Metrics { once, config } => {
+            let metrics = match config {
+                Some(path) => match load(&path) {
+                    Ok(c) => c.metrics,
+                    Err(code) => return code,
+                },
+                None => match Config::from_toml("") {
+                    Ok(c) => c.metrics,
+                    Err(e) => {
+                        eprintln!("fog-agent: {e}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+            };
+            let mut collector = fog_agent::metrics::Collector::new(metrics);
+            loop {
+                // A first sample primes the counters so the printed one has rates.
+                collector.reading(fog_agent::service::now_ms());
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let reading = collector.reading(fog_agent::service::now_ms());
+                match serde_json::to_string_pretty(&reading) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("fog-agent: encoding reading: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                if once {
+                    return ExitCode::SUCCESS;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+        Command::Run { config } => {
+            init_tracing();
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Err(e) = fog_agent::config::check_files(&config) {
+                eprintln!("fog-agent: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            // One thread: the agent's work is small and a second reactor costs RSS.
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("fog-agent: starting runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async move {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(signals(shutdown.clone()));
+                match fog_agent::run(config, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "fog-agent stopped");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for n in 0.. {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if n == 0 {
+            tracing::info!("signal received; shutting down (send again to exit at once)");
+            shutdown.cancel();
+        } else {
+            std::process::exit(1);
+        }
+    }
+}

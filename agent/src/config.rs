@@ -1,0 +1,460 @@
+//! The agent's TOML configuration: defaults in `default.toml`, unknown keys refused,
+//! every value validated at load so a bad file fails before anything starts, with an
+//! error that names the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fog_proto::{Encoding, NodeId, Prefix};
+use serde::Deserialize;
+
+/// The defaults, also printed by `fog-agent print-default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "FOG_AGENT_";
+const ENV_KEYS: [&str; 3] = ["NODE_ID", "BROKER_URL", "DATA_DIR"];
+/// Variables with the prefix that are about logging, not config.
+const ENV_IGNORED: [&str; 1] = ["LOG"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config {origin}: key `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// The file as written: every field optional, filled from the defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: Option<String>,
+    prefix: Option<String>,
+    encoding: Option<Encoding>,
+    data_dir: Option<PathBuf>,
+    heartbeat_interval_secs: Option<f64>,
+    metrics_interval_secs: Option<f64>,
+    labels: Option<BTreeMap<String, String>>,
+    broker: Option<RawBroker>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    url: Option<String>,
+    keep_alive_secs: Option<u64>,
+    client_id: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    reconnect_initial_secs: Option<f64>,
+    reconnect_max_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    exclude_interfaces: Option<Vec<String>>,
+    exclude_fs_types: Option<Vec<String>>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub prefix: Prefix,
+    pub encoding: Encoding,
+    pub data_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub metrics_interval: Duration,
+    pub labels: BTreeMap<String, String>,
+    pub broker: BrokerConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Where and how to reach the MQTT broker. Shared with the coordinator.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<TlsFiles>,
+    pub keep_alive: Duration,
+    /// Empty: derive from the node id.
+    pub client_id: String,
+    pub credentials: Option<(String, String)>,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca_file: PathBuf,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub exclude_interfaces: Vec<String>,
+    pub exclude_fs_types: Vec<String>,
+}
+
+impl BrokerConfig {
+    /// A plain-TCP broker at `url` with default settings (tests, the demo).
+    pub fn plain(url: &str) -> Result<Self, ConfigError> {
+        let raw = RawBroker {
+            url: Some(url.to_owned()),
+            ..RawBroker::default()
+        };
+        let defaults = defaults();
+        resolve_broker(&raw, &defaults.broker.unwrap_or_default(), "<built-in>")
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+fn defaults() -> RawConfig {
+    toml::from_str(DEFAULT_CONFIG).expect("default.toml is valid; a unit test checks it")
+}
+
+impl Config {
+    /// Load from a file, then apply `FOG_AGENT_*` environment overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parse TOML text (no environment overrides).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with_env(text, "<inline>", std::iter::empty())
+    }
+
+    /// Parse TOML text and apply overrides from `env` (pairs of name and value).
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            match key {
+                "NODE_ID" => raw.node_id = Some(value),
+                "BROKER_URL" => raw.broker.get_or_insert_with(RawBroker::default).url = Some(value),
+                "DATA_DIR" => raw.data_dir = Some(value.into()),
+                k if ENV_IGNORED.contains(&k) => {}
+                _ => tracing::warn!(
+                    env.name = %name,
+                    known = ?ENV_KEYS.map(|k| format!("{ENV_PREFIX}{k}")),
+                    "ignoring unknown environment override"
+                ),
+            }
+        }
+        resolve(raw, origin)
+    }
+}
+
+fn invalid(origin: &str, key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        key,
+        message: message.into(),
+    }
+}
+
+fn interval(origin: &str, key: &'static str, secs: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+    if !secs.is_finite() || secs < min || secs > max {
+        return Err(invalid(origin, key, format!("{secs} is out of range; expected {min} to {max} seconds")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
+    let d = defaults();
+    let node_id = match raw.node_id.or(d.node_id).filter(|s| !s.is_empty()) {
+        Some(id) => NodeId::new(id).map_err(|e| invalid(origin, "node_id", e.to_string()))?,
+        None => {
+            let host = hostname();
+            NodeId::new(sanitize_hostname(&host)).map_err(|e| {
+                invalid(origin, "node_id", format!("not set, and the hostname {host:?} is not usable: {e}"))
+            })?
+        }
+    };
+    let prefix = Prefix::new(raw.prefix.or(d.prefix).unwrap_or_default())
+        .map_err(|e| invalid(origin, "prefix", e.to_string()))?;
+    let data_dir = raw.data_dir.or(d.data_dir).unwrap_or_default();
+    if data_dir.as_os_str().is_empty() {
+        return Err(invalid(origin, "data_dir", "must not be empty"));
+    }
+    let heartbeat_interval = interval(
+        origin,
+        "heartbeat_interval_secs",
+        raw.heartbeat_interval_secs.or(d.heartbeat_interval_secs).unwrap_or(5.0),
+        0.05,
+        3600.0,
+    )?;
+    let metrics_interval = interval(
+        origin,
+        "metrics_interval_secs",
+        raw.metrics_interval_secs.or(d.metrics_interval_secs).unwrap_or(10.0),
+        0.05,
+        86_400.0,
+    )?;
+    let labels = raw.labels.unwrap_or_default();
+    for (k, v) in &labels {
+        if k.is_empty() || k.len() > 64 || v.len() > 256 {
+            return Err(invalid(origin, "labels", format!("label {k:?} = {v:?}: keys are 1 to 64 bytes, values at most 256")));
+        }
+    }
+    let broker = resolve_broker(&raw.broker.unwrap_or_default(), &d.broker.unwrap_or_default(), origin)?;
+    let dm = d.metrics.unwrap_or_default();
+    let rm = raw.metrics.unwrap_or_default();
+    Ok(Config {
+        node_id,
+        prefix,
+        encoding: raw.encoding.or(d.encoding).unwrap_or_default(),
+        data_dir,
+        heartbeat_interval,
+        metrics_interval,
+        labels,
+        broker,
+        metrics: MetricsConfig {
+            exclude_interfaces: rm.exclude_interfaces.or(dm.exclude_interfaces).unwrap_or_default(),
+            exclude_fs_types: rm.exclude_fs_types.or(dm.exclude_fs_types).unwrap_or_default(),
+        },
+    })
+}
+
+fn nonempty(p: Option<PathBuf>) -> Option<PathBuf> {
+    p.filter(|p| !p.as_os_str().is_empty())
+}
+
+fn resolve_broker(raw: &RawBroker, d: &RawBroker, origin: &str) -> Result<BrokerConfig, ConfigError> {
+    let url = raw.url.clone().or(d.url.clone()).unwrap_or_default();
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("mqtt://") {
+        (false, rest)
+    } else {
+        return Err(invalid(origin, "broker.url", format!("{url:?} must start with mqtt:// or mqtts://")));
+    };
+    let rest = rest.trim_end_matches('/');
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = match rest.rsplit_once(':') {
+        // IPv6 literal without a port: "[::1]"
+        _ if rest.ends_with(']') => (rest, default_port),
+        Some((h, p)) => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| invalid(origin, "broker.url", format!("port {p:?} in {url:?} is not a number from 1 to 65535")))?;
+            (h, port)
+        }
+        None => (rest, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') || host.contains('@') {
+        return Err(invalid(origin, "broker.url", format!("{url:?} has no usable host (expected mqtt://host:port)")));
+    }
+    let keep_alive_secs = raw.keep_alive_secs.or(d.keep_alive_secs).unwrap_or(10);
+    if !(1..=3600).contains(&keep_alive_secs) {
+        return Err(invalid(origin, "broker.keep_alive_secs", format!("{keep_alive_secs} is out of range; expected 1 to 3600")));
+    }
+    let ca_file = nonempty(raw.ca_file.clone());
+    let cert = nonempty(raw.cert_file.clone());
+    let key = nonempty(raw.key_file.clone());
+    let tls = if tls {
+        let ca_file = ca_file.ok_or_else(|| {
+            invalid(
+                origin,
+                "broker.ca_file",
+                "mqtts:// needs the CA that signed the broker's certificate (for a public CA: /etc/ssl/certs/ca-certificates.crt)",
+            )
+        })?;
+        let client_cert = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid(origin, "broker.key_file", "cert_file is set, so key_file is required")),
+            (None, Some(_)) => return Err(invalid(origin, "broker.cert_file", "key_file is set, so cert_file is required")),
+        };
+        Some(TlsFiles { ca_file, client_cert })
+    } else {
+        if ca_file.is_some() || cert.is_some() || key.is_some() {
+            return Err(invalid(origin, "broker.url", "ca_file/cert_file/key_file are set but the url is mqtt:// (use mqtts://)"));
+        }
+        None
+    };
+    let username = raw.username.clone().unwrap_or_default();
+    let password = raw.password.clone().unwrap_or_default();
+    let password_file = nonempty(raw.password_file.clone());
+    if !password.is_empty() && password_file.is_some() {
+        return Err(invalid(origin, "broker.password_file", "set password or password_file, not both"));
+    }
+    let password = match password_file {
+        Some(p) => std::fs::read_to_string(&p)
+            .map_err(|e| invalid(origin, "broker.password_file", format!("reading {}: {e}", p.display())))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        None => password,
+    };
+    let credentials = match (username.is_empty(), password.is_empty()) {
+        (true, true) => None,
+        (false, _) => Some((username, password)),
+        (true, false) => return Err(invalid(origin, "broker.username", "a password is set but no username")),
+    };
+    let reconnect_initial = interval(
+        origin,
+        "broker.reconnect_initial_secs",
+        raw.reconnect_initial_secs.or(d.reconnect_initial_secs).unwrap_or(0.5),
+        0.01,
+        60.0,
+    )?;
+    let reconnect_max = interval(
+        origin,
+        "broker.reconnect_max_secs",
+        raw.reconnect_max_secs.or(d.reconnect_max_secs).unwrap_or(30.0),
+        0.01,
+        3600.0,
+    )?;
+    if reconnect_max < reconnect_initial {
+        return Err(invalid(origin, "broker.reconnect_max_secs", "must be at least reconnect_initial_secs"));
+    }
+    Ok(BrokerConfig {
+        host: host.to_owned(),
+        port,
+        tls,
+        keep_alive: Duration::from_secs(keep_alive_secs),
+        client_id: raw.client_id.clone().unwrap_or_default(),
+        credentials,
+        reconnect_initial,
+        reconnect_max,
+    })
+}
+
+/// The kernel's hostname, without a libc call.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Hostnames are almost always valid node ids; replace what is not.
+fn sanitize_hostname(h: &str) -> String {
+    h.chars()
+        .map(|c| if c == '/' || c == '+' || c == '#' || c.is_whitespace() || c.is_control() { '-' } else { c })
+        .take(fog_proto::topic::MAX_NODE_ID_LEN)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text).expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn defaults_load_and_node_id_falls_back_to_hostname() {
+        let c = Config::from_toml("").expect("empty config is valid");
+        assert_eq!(c.node_id.as_str(), sanitize_hostname(&hostname()));
+        assert_eq!(c.broker.port, 1883);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.encoding, Encoding::Json);
+        assert!(c.broker.tls.is_none());
+        let d = Config::from_toml(DEFAULT_CONFIG).expect("default file is valid");
+        assert_eq!(d.metrics.exclude_interfaces, vec!["lo".to_owned()]);
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        assert!(err("bogus = 1").contains("bogus"));
+        assert!(err("[broker]\nurll = \"x\"").contains("urll"));
+        assert!(err("node_id = \"a/b\"").contains("`node_id`"));
+        assert!(err("prefix = \"fog/#\"").contains("`prefix`"));
+        assert!(err("heartbeat_interval_secs = 0").contains("`heartbeat_interval_secs`"));
+        assert!(err("heartbeat_interval_secs = \"5\"").contains("heartbeat_interval_secs"));
+        assert!(err("encoding = \"xml\"").contains("xml"));
+        assert!(err("[broker]\nurl = \"http://x\"").contains("`broker.url`"));
+        assert!(err("[broker]\nurl = \"mqtt://h:99999\"").contains("`broker.url`"));
+        assert!(err("[broker]\nurl = \"mqtts://h\"").contains("`broker.ca_file`"));
+        assert!(err("[broker]\nkeep_alive_secs = 0").contains("`broker.keep_alive_secs`"));
+        assert!(err("[broker]\npassword = \"x\"").contains("`broker.username`"));
+    }
+
+    #[test]
+    fn broker_urls_parse() {
+        let c = Config::from_toml("[broker]\nurl = \"mqtts://broker.lan:8884\"\nca_file = \"/ca.pem\"").expect("valid");
+        assert_eq!((c.broker.host.as_str(), c.broker.port), ("broker.lan", 8884));
+        assert!(c.broker.tls.is_some());
+        let c = Config::from_toml("[broker]\nurl = \"mqtt://[::1]:1884\"").expect("valid");
+        assert_eq!((c.broker.host.as_str(), c.broker.port), ("::1", 1884));
+        let c = Config::from_toml("[broker]\nurl = \"mqtts://h\"\nca_file = \"/ca\"").expect("valid");
+        assert_eq!(c.broker.port, 8883);
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_unknown_ones_are_ignored() {
+        let env = [
+            ("FOG_AGENT_NODE_ID".to_owned(), "from-env".to_owned()),
+            ("FOG_AGENT_BROKER_URL".to_owned(), "mqtt://b:1999".to_owned()),
+            ("FOG_AGENT_TYPO".to_owned(), "x".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let c = Config::from_toml_with_env("node_id = \"file\"", "t", env).expect("valid");
+        assert_eq!(c.node_id.as_str(), "from-env");
+        assert_eq!(c.broker.port, 1999);
+    }
+
+    #[test]
+    fn password_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\n").expect("write");
+        let text = format!("[broker]\nusername = \"u\"\npassword_file = \"{}\"", p.display());
+        let c = Config::from_toml(&text).expect("valid");
+        assert_eq!(c.broker.credentials, Some(("u".into(), "s3cret".into())));
+    }
+}
+
+/// Check that files the config names are readable (what `check-config` adds to parsing).
+pub fn check_files(c: &Config) -> Result<(), ConfigError> {
+    let Some(tls) = &c.broker.tls else {
+        return Ok(());
+    };
+    let mut files = vec![("broker.ca_file", &tls.ca_file)];
+    if let Some((cert, key)) = &tls.client_cert {
+        files.push(("broker.cert_file", cert));
+        files.push(("broker.key_file", key));
+    }
+    for (key, path) in files {
+        std::fs::File::open(path).map_err(|e| invalid("<config>", key, format!("cannot read {}: {e}", path.display())))?;
+    }
+    Ok(())
+}

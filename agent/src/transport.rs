@@ -1,0 +1,344 @@
+//! The MQTT link: the only module (with the coordinator's equivalent use) that
+//! touches rumqttc.
+//!
+//! A [`Link`] owns a rumqttc event loop polled in its own task (awaiting requests while
+//! the loop is not polled deadlocks rumqttc). On every ConnAck it subscribes again and
+//! re-publishes its announcements (the retained birth record), so a broker restart
+//! needs nothing from the caller. Failed connections back off with full jitter; the
+//! first failure is logged as a warning, later ones only every minute, so a long outage
+//! does not flood the journal. Publishing never blocks: while disconnected it refuses
+//! with [`PublishError::NotConnected`] and the caller counts the loss.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::backoff::Backoff;
+use crate::config::BrokerConfig;
+
+pub use rumqttc::QoS as Qos;
+
+/// A message to publish: on connect, as the Last Will, or on close.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// What the link tells its owner.
+#[derive(Debug)]
+pub enum LinkEvent {
+    Connected,
+    Disconnected,
+    Message { topic: String, payload: Bytes },
+}
+
+pub struct LinkOptions {
+    pub broker: BrokerConfig,
+    pub client_id: String,
+    pub will: Option<Announce>,
+    pub on_connect: Vec<Announce>,
+    pub subscriptions: Vec<(String, QoS)>,
+    /// Largest MQTT packet sent or accepted.
+    pub max_packet_bytes: usize,
+    /// Capacity of rumqttc's request channel and of the event channel to the owner.
+    pub queue: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("reading {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    NotConnected,
+    #[error("message of {len} bytes exceeds the {max}-byte packet limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("request queue to the broker is full")]
+    Busy,
+}
+
+/// Counters shared between the link task and its owner.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    pub connects_total: AtomicU64,
+    pub connect_failures_total: AtomicU64,
+    pub dropped_total: AtomicU64,
+}
+
+pub struct Link {
+    client: AsyncClient,
+    connected: Arc<AtomicBool>,
+    stats: Arc<LinkStats>,
+    events: mpsc::Receiver<LinkEvent>,
+    close_tx: Option<oneshot::Sender<Option<Announce>>>,
+    task: JoinHandle<()>,
+    max_packet_bytes: usize,
+}
+
+fn read_file(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, LinkError> {
+    std::fs::read(path).map_err(|source| LinkError::TlsFile {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// rumqttc options for a broker (also used by the coordinator and the CLI).
+pub fn mqtt_options(broker: &BrokerConfig, client_id: &str, max_packet_bytes: usize) -> Result<MqttOptions, LinkError> {
+    let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
+    o.set_keep_alive(broker.keep_alive);
+    o.set_clean_session(true);
+    o.set_max_packet_size(max_packet_bytes, max_packet_bytes);
+    if let Some((u, p)) = &broker.credentials {
+        o.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(tls) = &broker.tls {
+        let ca = read_file("CA file", &tls.ca_file)?;
+        let client_auth = match &tls.client_cert {
+            Some((cert, key)) => Some((read_file("client certificate", cert)?, read_file("client key", key)?)),
+            None => None,
+        };
+        o.set_transport(Transport::Tls(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(o)
+}
+
+impl Link {
+    /// Start connecting in the background. Returns at once; [`LinkEvent::Connected`]
+    /// arrives when the broker accepts.
+    pub fn start(opts: LinkOptions) -> Result<Link, LinkError> {
+        let mut mqtt = mqtt_options(&opts.broker, &opts.client_id, opts.max_packet_bytes)?;
+        if let Some(w) = &opts.will {
+            mqtt.set_last_will(LastWill::new(w.topic.clone(), w.payload.clone(), w.qos, w.retain));
+        }
+        let queue = opts.queue.max(8);
+        let (client, eventloop) = AsyncClient::new(mqtt, queue);
+        let (events_tx, events) = mpsc::channel(queue);
+        let (close_tx, close_rx) = oneshot::channel();
+        let connected = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(LinkStats::default());
+        let driver = Driver {
+            client: client.clone(),
+            eventloop,
+            connected: connected.clone(),
+            stats: stats.clone(),
+            events: events_tx,
+            on_connect: opts.on_connect,
+            subscriptions: opts.subscriptions,
+            backoff: Backoff::new(opts.broker.reconnect_initial, opts.broker.reconnect_max),
+            url: opts.broker.url(),
+        };
+        let task = tokio::spawn(driver.run(close_rx));
+        Ok(Link {
+            client,
+            connected,
+            stats,
+            events,
+            close_tx: Some(close_tx),
+            task,
+            max_packet_bytes: opts.max_packet_bytes,
+        })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+
+    /// Next event; `None` once the link task has ended.
+    pub async fn next_event(&mut self) -> Option<LinkEvent> {
+        self.events.recv().await
+    }
+
+    /// Queue a publish without waiting. Refused (and counted as dropped) while
+    /// disconnected, when oversized (rumqttc would accept it and then drop the
+    /// connection), or when the request queue is full.
+    pub fn publish(&self, topic: &str, payload: Vec<u8>, qos: QoS, retain: bool) -> Result<(), PublishError> {
+        // Fixed header (<=5) + topic length prefix (2) + topic + packet id (2).
+        let len = payload.len() + topic.len() + 9;
+        let res = if len > self.max_packet_bytes {
+            Err(PublishError::TooLarge {
+                len,
+                max: self.max_packet_bytes,
+            })
+        } else if !self.is_connected() {
+            Err(PublishError::NotConnected)
+        } else {
+            self.client.try_publish(topic, qos, retain, payload).map_err(|_| PublishError::Busy)
+        };
+        if res.is_err() {
+            self.stats.dropped_total.fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    /// Publish `last` (if connected), disconnect cleanly so the broker discards the
+    /// Last Will, and wait (bounded) for that to reach the socket.
+    pub async fn close(mut self, last: Option<Announce>, wait: Duration) {
+        if let Some(tx) = self.close_tx.take() {
+            let _ = tx.send(last);
+        }
+        if tokio::time::timeout(wait, &mut self.task).await.is_err() {
+            tracing::warn!(timeout = ?wait, "mqtt link did not close in time; aborting it");
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Driver {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    connected: Arc<AtomicBool>,
+    stats: Arc<LinkStats>,
+    events: mpsc::Sender<LinkEvent>,
+    on_connect: Vec<Announce>,
+    subscriptions: Vec<(String, QoS)>,
+    backoff: Backoff,
+    url: String,
+}
+
+/// How often a continuing outage is logged at WARN.
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Driver {
+    async fn run(mut self, mut close_rx: oneshot::Receiver<Option<Announce>>) {
+        let mut down_since: Option<Instant> = None;
+        let mut last_warn: Option<Instant> = None;
+        loop {
+            let polled = tokio::select! {
+                biased;
+                last = &mut close_rx => {
+                    self.close(last.ok().flatten()).await;
+                    return;
+                }
+                polled = self.eventloop.poll() => polled,
+            };
+            match polled {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    self.connected.store(true, Ordering::Relaxed);
+                    self.stats.connects_total.fetch_add(1, Ordering::Relaxed);
+                    if let Some(since) = down_since.take() {
+                        tracing::info!(
+                            broker = %self.url,
+                            attempts = self.backoff.attempts(),
+                            down_secs = since.elapsed().as_secs_f32(),
+                            "reconnected to broker"
+                        );
+                    } else {
+                        tracing::info!(broker = %self.url, "connected to broker");
+                    }
+                    self.backoff.reset();
+                    last_warn = None;
+                    self.announce();
+                    let _ = self.events.send(LinkEvent::Connected).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let ev = LinkEvent::Message {
+                        topic: p.topic,
+                        payload: p.payload,
+                    };
+                    // Backpressure: the owner is slow, so stop reading the socket.
+                    if self.events.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.stats.connect_failures_total.fetch_add(1, Ordering::Relaxed);
+                    if self.connected.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(broker = %self.url, %error, "lost connection to broker");
+                        let _ = self.events.send(LinkEvent::Disconnected).await;
+                    }
+                    let now = Instant::now();
+                    let since = *down_since.get_or_insert(now);
+                    let delay = self.backoff.next_delay();
+                    if last_warn.is_none_or(|t| now.duration_since(t) >= OUTAGE_LOG_EVERY) {
+                        last_warn = Some(now);
+                        tracing::warn!(
+                            broker = %self.url,
+                            %error,
+                            attempts = self.backoff.attempts(),
+                            down_secs = since.elapsed().as_secs(),
+                            retry_in_ms = delay.as_millis() as u64,
+                            "cannot reach broker; retrying with backoff"
+                        );
+                    } else {
+                        tracing::debug!(broker = %self.url, %error, retry_in_ms = delay.as_millis() as u64, "reconnect failed");
+                    }
+                    tokio::select! {
+                        biased;
+                        last = &mut close_rx => {
+                            // Not connected: nothing to flush, the will already stands.
+                            drop(last);
+                            return;
+                        }
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn announce(&self) {
+        if !self.subscriptions.is_empty() {
+            let subs = self
+                .subscriptions
+                .iter()
+                .map(|(t, q)| rumqttc::SubscribeFilter::new(t.clone(), *q));
+            if let Err(error) = self.client.try_subscribe_many(subs) {
+                tracing::error!(%error, "could not queue subscriptions");
+            }
+        }
+        for a in &self.on_connect {
+            if let Err(error) = self.client.try_publish(a.topic.clone(), a.qos, a.retain, a.payload.clone()) {
+                tracing::error!(topic = %a.topic, %error, "could not queue announcement");
+            }
+        }
+    }
+
+    async fn close(mut self, last: Option<Announce>) {
+        if !self.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(a) = last {
+            let _ = self.client.try_publish(a.topic, a.qos, a.retain, a.payload);
+        }
+        let _ = self.client.try_disconnect();
+        // Drive the loop until the DISCONNECT has been written.
+        loop {
+            match self.eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        self.connected.store(false, Ordering::Relaxed);
+    }
+}
