@@ -124,6 +124,19 @@ impl BrokerConfig {
         resolve_broker(&raw, &defaults.broker.unwrap_or_default(), "<built-in>")
     }
 
+    /// Parse a `[broker]` table written with the same keys as the agent's (the
+    /// coordinator's config uses it), defaults filled in.
+    pub fn from_table(table: Option<toml::Table>, origin: &str) -> Result<Self, ConfigError> {
+        let raw: RawBroker = match table {
+            Some(t) => t.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: origin.to_owned(),
+                message: format!("[broker]: {}", e.to_string().trim_end()),
+            })?,
+            None => RawBroker::default(),
+        };
+        resolve_broker(&raw, &defaults().broker.unwrap_or_default(), origin)
+    }
+
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
         format!("{scheme}://{}:{}", self.host, self.port)

@@ -83,6 +83,12 @@ impl NodeId {
     }
 }
 
+impl std::borrow::Borrow<str> for NodeId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for NodeId {
     type Error = TopicError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
@@ -248,6 +254,22 @@ impl Topics {
         format!("{}/cluster/scaling", self.base)
     }
 
+    /// Parse a per-node topic without allocating: the node segment (validated) and kind.
+    pub fn parse_node<'t>(&self, topic: &'t str) -> Result<(&'t str, NodeTopic), TopicError> {
+        let foreign = || TopicError::Foreign {
+            topic: topic.chars().take(256).collect(),
+            prefix: self.prefix.to_string(),
+        };
+        let rest = topic
+            .strip_prefix(self.base.as_str())
+            .and_then(|r| r.strip_prefix("/nodes/"))
+            .ok_or_else(foreign)?;
+        let (node, kind) = rest.split_once('/').ok_or_else(foreign)?;
+        let kind = NodeTopic::parse(kind).ok_or_else(foreign)?;
+        check_segment("node id", node, MAX_NODE_ID_LEN, false)?;
+        Ok((node, kind))
+    }
+
     /// Map a topic back to what it is. Anything not built by this `Topics` is
     /// [`TopicError::Foreign`]; a node segment that is not a valid [`NodeId`] is refused.
     pub fn parse(&self, topic: &str) -> Result<ParsedTopic, TopicError> {
@@ -303,6 +325,9 @@ mod tests {
             let topic = t.node(&n, kind);
             assert_eq!(t.parse(&topic), Ok(ParsedTopic::Node(n.clone(), kind)));
         }
+        assert_eq!(t.parse_node("farm/north/v1/nodes/pi-1/heartbeat"), Ok(("pi-1", NodeTopic::Heartbeat)));
+        assert!(t.parse_node("farm/north/v1/nodes/pi-1/heartbeat/x").is_err());
+        assert!(t.parse_node("farm/north/v1/nodes/p+/heartbeat").is_err());
         assert_eq!(t.parse(&t.submit()), Ok(ParsedTopic::Submit));
         assert_eq!(t.parse(&t.coordinator_status()), Ok(ParsedTopic::CoordinatorStatus));
         assert_eq!(t.parse(&t.scaling()), Ok(ParsedTopic::Scaling));

@@ -1,0 +1,428 @@
+//! The live registry of agents, built only from what they publish.
+//!
+//! Per node it keeps the birth record, the latest load, when it was last heard from and
+//! a state: online, suspect (silent for `suspect_after_missed` heartbeat intervals) or
+//! offline (a Last Will or clean offline record at once, or silent for
+//! `offline_after_missed` intervals). State per node is constant in size.
+//!
+//! Every message that cannot be used (foreign topic, bad node id, oversized, malformed)
+//! is counted by reason and logged at a bounded rate; none of them stops ingestion.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use fog_proto::{codec, Birth, DecodeError, Heartbeat, NodeId, NodeState, NodeSummary, NodeTopic, Reading, Status, TopicError, Topics};
+use tokio::time::Instant;
+
+/// Liveness rules.
+#[derive(Debug, Clone)]
+pub struct LivenessConfig {
+    /// Heartbeat interval assumed for nodes whose birth record has not been seen.
+    pub default_heartbeat_interval: Duration,
+    /// Missed heartbeat intervals before a silent node is suspect.
+    pub suspect_after_missed: u32,
+    /// Missed heartbeat intervals before a silent node is offline.
+    pub offline_after_missed: u32,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig {
+            default_heartbeat_interval: Duration::from_secs(5),
+            suspect_after_missed: 3,
+            offline_after_missed: 6,
+        }
+    }
+}
+
+/// Why a message was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("topic: {0}")]
+    Topic(#[from] TopicError),
+    #[error("{topic}: {source}")]
+    Decode { topic: String, source: DecodeError },
+    #[error("{0}: not a topic the registry reads")]
+    Unexpected(String),
+}
+
+impl IngestError {
+    /// The counter this error increments.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Topic(TopicError::Foreign { .. }) | IngestError::Unexpected(_) => "wrong_topic",
+            IngestError::Topic(_) => "bad_node_id",
+            IngestError::Decode {
+                source: DecodeError::TooLarge { .. },
+                ..
+            } => "oversized",
+            IngestError::Decode { .. } => "malformed",
+        }
+    }
+}
+
+/// What ingesting a message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    Status { node: NodeId, online: bool },
+    Heartbeat,
+    Reading,
+}
+
+/// A change of a node's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub node: NodeId,
+    pub from: NodeState,
+    pub to: NodeState,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeEntry {
+    pub birth: Option<Birth>,
+    pub state: NodeState,
+    /// Monotonic time of the last message, for liveness.
+    pub last_seen: Instant,
+    /// Wall clock of the last message, for display.
+    pub last_seen_ms: u64,
+    pub heartbeat: Option<Heartbeat>,
+    /// CPU and memory % from the latest full reading.
+    pub reading_cpu_pct: Option<f32>,
+    pub reading_mem_pct: Option<f32>,
+    pub offline_reason: String,
+    /// Offline by its own record (will or clean exit): only a new birth revives it.
+    offline_by_record: bool,
+}
+
+impl NodeEntry {
+    fn new(now: Instant, wall_ms: u64) -> Self {
+        NodeEntry {
+            birth: None,
+            state: NodeState::Online,
+            last_seen: now,
+            last_seen_ms: wall_ms,
+            heartbeat: None,
+            reading_cpu_pct: None,
+            reading_mem_pct: None,
+            offline_reason: String::new(),
+            offline_by_record: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    topics: Topics,
+    liveness: LivenessConfig,
+    nodes: HashMap<NodeId, NodeEntry>,
+    counters: BTreeMap<&'static str, u64>,
+}
+
+impl Registry {
+    pub fn new(topics: Topics, liveness: LivenessConfig) -> Self {
+        Registry {
+            topics,
+            liveness,
+            nodes: HashMap::new(),
+            counters: BTreeMap::new(),
+        }
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    pub fn get(&self, node: &str) -> Option<&NodeEntry> {
+        self.nodes.get(node)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.counters.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
+    fn count(&mut self, name: &'static str) {
+        *self.counters.entry(name).or_insert(0) += 1;
+    }
+
+    /// Take in one message from a node topic. Errors are already counted.
+    pub fn ingest(&mut self, topic: &str, payload: &[u8], now: Instant, wall_ms: u64) -> Result<Ingested, IngestError> {
+        let res = self.ingest_inner(topic, payload, now, wall_ms);
+        match &res {
+            Ok(Ingested::Status { .. }) => self.count("status_total"),
+            Ok(Ingested::Heartbeat) => self.count("heartbeats_total"),
+            Ok(Ingested::Reading) => self.count("readings_total"),
+            Err(e) => {
+                self.count("rejected_total");
+                self.count(match e.reason() {
+                    "wrong_topic" => "rejected_wrong_topic_total",
+                    "bad_node_id" => "rejected_bad_node_id_total",
+                    "oversized" => "rejected_oversized_total",
+                    _ => "rejected_malformed_total",
+                });
+            }
+        }
+        res
+    }
+
+    fn ingest_inner(&mut self, topic: &str, payload: &[u8], now: Instant, wall_ms: u64) -> Result<Ingested, IngestError> {
+        let (node, kind) = self.topics.parse_node(topic)?;
+        let decode_err = |source| IngestError::Decode {
+            topic: topic.to_owned(),
+            source,
+        };
+        match kind {
+            NodeTopic::Heartbeat => {
+                let hb: Heartbeat = codec::decode(payload).map_err(decode_err)?;
+                let e = self.touch(node, now, wall_ms);
+                e.heartbeat = Some(hb);
+                Ok(Ingested::Heartbeat)
+            }
+            NodeTopic::Metrics => {
+                let r: Reading = codec::decode(payload).map_err(decode_err)?;
+                let e = self.touch(node, now, wall_ms);
+                e.reading_cpu_pct = r.cpu.total_pct;
+                e.reading_mem_pct = Some(r.memory.used_pct);
+                Ok(Ingested::Reading)
+            }
+            NodeTopic::Status => {
+                let s: Status = codec::decode(payload).map_err(decode_err)?;
+                let id = NodeId::new(node)?;
+                if let Some(b) = &s.birth {
+                    if b.node != id {
+                        return Err(IngestError::Unexpected(format!(
+                            "{topic} carries the birth record of {}",
+                            b.node
+                        )));
+                    }
+                }
+                let entry = self.nodes.entry(id.clone()).or_insert_with(|| NodeEntry::new(now, wall_ms));
+                if s.online {
+                    entry.birth = s.birth;
+                    entry.state = NodeState::Online;
+                    entry.offline_by_record = false;
+                    entry.offline_reason.clear();
+                    entry.last_seen = now;
+                    entry.last_seen_ms = wall_ms;
+                } else {
+                    entry.state = NodeState::Offline;
+                    entry.offline_by_record = true;
+                    entry.offline_reason = s.reason;
+                    entry.heartbeat = None;
+                }
+                Ok(Ingested::Status { node: id, online: s.online })
+            }
+            NodeTopic::Alerts | NodeTopic::Tasks | NodeTopic::Results => Err(IngestError::Unexpected(topic.to_owned())),
+        }
+    }
+
+    /// Record that `node` spoke. Looks up by `&str` so the hot path does not allocate.
+    fn touch(&mut self, node: &str, now: Instant, wall_ms: u64) -> &mut NodeEntry {
+        if !self.nodes.contains_key(node) {
+            let id = NodeId::new(node).expect("parse_node validated the node id");
+            self.nodes.insert(id, NodeEntry::new(now, wall_ms));
+        }
+        let e = self.nodes.get_mut(node).expect("inserted above");
+        e.last_seen = now;
+        e.last_seen_ms = wall_ms;
+        // A suspect or silence-offline node that speaks again is back; one that said
+        // goodbye itself waits for its birth record.
+        if e.state != NodeState::Online && !e.offline_by_record {
+            e.state = NodeState::Online;
+            e.offline_reason.clear();
+        }
+        e
+    }
+
+    /// Apply silence rules; returns the transitions made.
+    pub fn tick(&mut self, now: Instant) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let l = &self.liveness;
+        for (id, e) in self.nodes.iter_mut() {
+            if e.state == NodeState::Offline {
+                continue;
+            }
+            let interval = e
+                .birth
+                .as_ref()
+                .map(|b| Duration::from_millis(u64::from(b.heartbeat_interval_ms)))
+                .filter(|d| !d.is_zero())
+                .unwrap_or(l.default_heartbeat_interval);
+            let silent = now.saturating_duration_since(e.last_seen);
+            let to = if silent >= interval * l.offline_after_missed {
+                NodeState::Offline
+            } else if silent >= interval * l.suspect_after_missed {
+                NodeState::Suspect
+            } else {
+                NodeState::Online
+            };
+            if to != e.state {
+                let reason = format!("silent for {:.1}s", silent.as_secs_f32());
+                if to == NodeState::Offline {
+                    e.offline_reason = reason.clone();
+                }
+                out.push(Transition {
+                    node: id.clone(),
+                    from: e.state,
+                    to,
+                    reason,
+                });
+                e.state = to;
+            }
+        }
+        out
+    }
+
+    /// One row per node, sorted by node id.
+    pub fn summaries(&self) -> Vec<NodeSummary> {
+        let mut v: Vec<NodeSummary> = self
+            .nodes
+            .iter()
+            .map(|(id, e)| {
+                let hb = e.heartbeat.as_ref();
+                NodeSummary {
+                    node: id.clone(),
+                    arch: e.birth.as_ref().map(|b| b.arch.clone()).unwrap_or_default(),
+                    state: e.state,
+                    cores: e.birth.as_ref().map_or(0, |b| b.cores),
+                    cpu_pct: hb.and_then(|h| h.cpu_pct).or(e.reading_cpu_pct),
+                    mem_pct: hb.map(|h| h.mem_pct).or(e.reading_mem_pct),
+                    load1: hb.map(|h| h.load1),
+                    last_seen_ms: e.last_seen_ms,
+                    version: e.birth.as_ref().map(|b| b.version.clone()).unwrap_or_default(),
+                    queued: hb.map_or(0, |h| h.queued),
+                    running: hb.map_or(0, |h| h.running),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fog_proto::{Encoding, Prefix};
+
+    fn birth(node: &str, hb_ms: u32) -> Status {
+        Status {
+            online: true,
+            at_ms: 1,
+            reason: String::new(),
+            birth: Some(Birth {
+                node: NodeId::new(node).expect("valid"),
+                version: "0.1.0".into(),
+                arch: "aarch64".into(),
+                cores: 4,
+                memory_bytes: 1 << 30,
+                labels: Default::default(),
+                encoding: Encoding::Json,
+                task_kinds: vec![],
+                heartbeat_interval_ms: hb_ms,
+                metrics_interval_ms: 10_000,
+                keep_alive_secs: 10,
+                started_at_ms: 1,
+            }),
+        }
+    }
+
+    fn reg() -> Registry {
+        Registry::new(Topics::new(Prefix::default()), LivenessConfig::default())
+    }
+
+    fn enc<M: fog_proto::message::Message>(m: &M, e: Encoding) -> Vec<u8> {
+        codec::encode(m, e).expect("encodes")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn birth_heartbeat_silence_and_recovery() {
+        let mut r = reg();
+        let t0 = Instant::now();
+        r.ingest("fog/v1/nodes/pi-1/status", &enc(&birth("pi-1", 1000), Encoding::Json), t0, 1)
+            .expect("birth");
+        assert_eq!(r.get("pi-1").expect("known").state, NodeState::Online);
+        let hb = Heartbeat {
+            seq: 1,
+            cpu_pct: Some(50.0),
+            mem_pct: 20.0,
+            ..Heartbeat::default()
+        };
+        r.ingest("fog/v1/nodes/pi-1/heartbeat", &enc(&hb, Encoding::Postcard), t0, 2)
+            .expect("heartbeat");
+        assert!(r.tick(t0 + Duration::from_millis(2900)).is_empty());
+        let t = r.tick(t0 + Duration::from_millis(3000));
+        assert_eq!(t[0].to, NodeState::Suspect);
+        let t = r.tick(t0 + Duration::from_millis(6000));
+        assert_eq!(t[0].to, NodeState::Offline);
+        // It speaks again: back online.
+        r.ingest("fog/v1/nodes/pi-1/heartbeat", &enc(&hb, Encoding::Json), t0 + Duration::from_secs(7), 3)
+            .expect("heartbeat");
+        assert_eq!(r.get("pi-1").expect("known").state, NodeState::Online);
+        let s = r.summaries();
+        assert_eq!(s[0].cpu_pct, Some(50.0));
+        assert_eq!(s[0].arch, "aarch64");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn last_will_marks_offline_at_once_and_only_a_birth_revives() {
+        let mut r = reg();
+        let t0 = Instant::now();
+        r.ingest("fog/v1/nodes/pi-2/status", &enc(&birth("pi-2", 1000), Encoding::Json), t0, 1)
+            .expect("birth");
+        let will = Status {
+            online: false,
+            at_ms: 1,
+            reason: "connection lost".into(),
+            birth: None,
+        };
+        r.ingest("fog/v1/nodes/pi-2/status", &enc(&will, Encoding::Json), t0, 2).expect("will");
+        assert_eq!(r.get("pi-2").expect("known").state, NodeState::Offline);
+        // A straggling heartbeat does not revive a node that said goodbye.
+        r.ingest("fog/v1/nodes/pi-2/heartbeat", &enc(&Heartbeat::default(), Encoding::Json), t0, 3)
+            .expect("heartbeat");
+        assert_eq!(r.get("pi-2").expect("known").state, NodeState::Offline);
+        r.ingest("fog/v1/nodes/pi-2/status", &enc(&birth("pi-2", 1000), Encoding::Json), t0, 4)
+            .expect("birth");
+        assert_eq!(r.get("pi-2").expect("known").state, NodeState::Online);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_input_is_counted_by_reason_and_changes_nothing() {
+        let mut r = reg();
+        let now = Instant::now();
+        let hb = enc(&Heartbeat::default(), Encoding::Json);
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("fog/v1/nodes/a/heartbeat", b"{not json".to_vec(), "malformed"),
+            ("fog/v1/nodes/a/heartbeat", vec![0xF0, 0x01, 0xff], "malformed"),
+            ("fog/v1/nodes/a/heartbeat", vec![b' '; 4096], "oversized"),
+            ("fog/v1/nodes/a/metrics", b"\x00\x01".to_vec(), "malformed"),
+            ("fog/v1/nodes/a/status", b"[]".to_vec(), "malformed"),
+            ("fog/v1/nodes/a/status", enc(&birth("b", 1000), Encoding::Json), "wrong_topic"),
+            ("fog/v1/nodes/a/bogus", hb.clone(), "wrong_topic"),
+            ("elsewhere/v1/nodes/a/heartbeat", hb.clone(), "wrong_topic"),
+            ("fog/v1/nodes/a/results", hb.clone(), "wrong_topic"),
+        ];
+        for (topic, payload, reason) in &cases {
+            let err = r.ingest(topic, payload, now, 0).expect_err("refused");
+            assert_eq!(err.reason(), *reason, "{topic}: {err}");
+        }
+        assert!(r.is_empty(), "no node was created from bad input");
+        assert_eq!(r.counter("rejected_total"), cases.len() as u64);
+        assert_eq!(r.counter("rejected_oversized_total"), 1);
+        r.ingest("fog/v1/nodes/a/heartbeat", &hb, now, 0).expect("good input still flows");
+        assert_eq!(r.len(), 1);
+    }
+}

@@ -1,0 +1,135 @@
+//! `fog-coordinator serve`: subscribe to every node, keep the registry, publish the
+//! coordinator's retained status (with the registry snapshot) under a Last Will.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fog_agent::service::now_ms;
+use fog_agent::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
+use fog_proto::{codec, CoordinatorStatus, NodeTopic, Topics};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CoordinatorConfig;
+use crate::registry::Registry;
+
+/// How often silence rules are applied.
+const LIVENESS_TICK: Duration = Duration::from_millis(250);
+/// Largest MQTT packet the coordinator handles.
+pub const MAX_PACKET_BYTES: usize = crate::broker::MAX_PAYLOAD_BYTES;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Link(#[from] fog_agent::transport::LinkError),
+    #[error("encoding coordinator status: {0}")]
+    Encode(#[from] fog_proto::EncodeError),
+    #[error("the mqtt link task ended unexpectedly")]
+    LinkEnded,
+}
+
+/// Latest registry snapshot, for in-process viewers (the demo).
+pub type Snapshot = Arc<CoordinatorStatus>;
+
+fn status(registry: &Registry, online: bool, reason: &str) -> CoordinatorStatus {
+    CoordinatorStatus {
+        online,
+        at_ms: now_ms(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        reason: reason.to_owned(),
+        nodes: if online { registry.summaries() } else { Vec::new() },
+        counters: registry.counters(),
+    }
+}
+
+/// Rate limit for "rejected message" warnings: one per reason per this period.
+const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Run until `shutdown`; snapshots go to `view` after every status interval.
+pub async fn serve(config: CoordinatorConfig, shutdown: CancellationToken, view: watch::Sender<Snapshot>) -> Result<(), ServeError> {
+    let topics = Topics::new(config.prefix.clone());
+    let mut registry = Registry::new(topics.clone(), config.liveness.clone());
+    let status_topic = topics.coordinator_status();
+    let enc = config.encoding;
+    let retained = |payload| Announce {
+        topic: status_topic.clone(),
+        payload,
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    };
+    let client_id = if config.broker.client_id.is_empty() {
+        format!("fog-coordinator-{}-{}", fog_agent::config::hostname(), std::process::id())
+    } else {
+        config.broker.client_id.clone()
+    };
+    let subscriptions = [NodeTopic::Status, NodeTopic::Heartbeat, NodeTopic::Metrics]
+        .into_iter()
+        .map(|k| (topics.all_nodes(k), Qos::AtLeastOnce))
+        .collect();
+    let mut link = Link::start(LinkOptions {
+        broker: config.broker.clone(),
+        client_id,
+        will: Some(retained(codec::encode(&status(&registry, false, "connection lost"), enc)?)),
+        on_connect: Vec::new(),
+        subscriptions,
+        max_packet_bytes: MAX_PACKET_BYTES,
+        queue: 1024,
+    })?;
+    tracing::info!(broker = %config.broker.url(), prefix = %config.prefix, "fog-coordinator serving");
+
+    let mut liveness = tokio::time::interval(LIVENESS_TICK);
+    liveness.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut publish = tokio::time::interval(config.status_interval);
+    publish.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut last_reject_log: std::collections::HashMap<&'static str, Instant> = Default::default();
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            ev = link.next_event() => match ev {
+                Some(LinkEvent::Message { topic, payload }) => {
+                    let now = Instant::now();
+                    let res = registry.ingest(&topic, &payload, now, now_ms());
+                    if let Ok(crate::registry::Ingested::Status { node, online }) = &res {
+                        let reason = registry.get(node.as_str()).map(|e| e.offline_reason.clone()).unwrap_or_default();
+                        tracing::info!(node.id = %node, online, %reason, "node status");
+                    }
+                    if let Err(error) = res {
+                        let reason = error.reason();
+                        let due = last_reject_log.get(reason).is_none_or(|t| now - *t >= REJECT_LOG_EVERY);
+                        if due {
+                            last_reject_log.insert(reason, now);
+                            tracing::warn!(%topic, reason, %error, rejected_total = registry.counter("rejected_total"), "rejected message (further ones of this kind logged at most every 10 s)");
+                        } else {
+                            tracing::debug!(%topic, reason, %error, "rejected message");
+                        }
+                    }
+                }
+                Some(LinkEvent::Connected) => {
+                    // Publish at once so `status` works right after a (re)connect.
+                    publish.reset_immediately();
+                }
+                Some(LinkEvent::Disconnected) => {}
+                None => return Err(ServeError::LinkEnded),
+            },
+            _ = liveness.tick() => {
+                for t in registry.tick(Instant::now()) {
+                    tracing::info!(node.id = %t.node, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "node state changed");
+                }
+            }
+            _ = publish.tick() => {
+                let s = status(&registry, true, "");
+                if link.is_connected() {
+                    let _ = link.publish(&status_topic, codec::encode(&s, enc)?, Qos::AtLeastOnce, true);
+                }
+                view.send_replace(Arc::new(s));
+            }
+        }
+    }
+    let last = status(&registry, false, "shutdown");
+    view.send_replace(Arc::new(status(&registry, true, "")));
+    link.close(Some(retained(codec::encode(&last, enc)?)), Duration::from_secs(3)).await;
+    Ok(())
+}
