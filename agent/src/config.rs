@@ -238,13 +238,23 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         0.05,
         86_400.0,
     )?;
+    let broker = resolve_broker(&raw.broker.unwrap_or_default(), &d.broker.unwrap_or_default(), origin)?;
+    if heartbeat_interval * 2 > broker.keep_alive {
+        return Err(invalid(
+            origin,
+            "heartbeat_interval_secs",
+            format!(
+                "{:?} is more than half of broker.keep_alive_secs ({:?}); the coordinator declares a node offline after 1.5 x keep-alive of silence, which must span at least three heartbeats",
+                heartbeat_interval, broker.keep_alive
+            ),
+        ));
+    }
     let labels = raw.labels.unwrap_or_default();
     for (k, v) in &labels {
         if k.is_empty() || k.len() > 64 || v.len() > 256 {
             return Err(invalid(origin, "labels", format!("label {k:?} = {v:?}: keys are 1 to 64 bytes, values at most 256")));
         }
     }
-    let broker = resolve_broker(&raw.broker.unwrap_or_default(), &d.broker.unwrap_or_default(), origin)?;
     let dm = d.metrics.unwrap_or_default();
     let rm = raw.metrics.unwrap_or_default();
     Ok(Config {
@@ -419,6 +429,7 @@ mod tests {
         assert!(err("[broker]\nurl = \"mqtts://h\"").contains("`broker.ca_file`"));
         assert!(err("[broker]\nkeep_alive_secs = 0").contains("`broker.keep_alive_secs`"));
         assert!(err("[broker]\npassword = \"x\"").contains("`broker.username`"));
+        assert!(err("heartbeat_interval_secs = 6").contains("`heartbeat_interval_secs`"));
     }
 
     #[test]

@@ -3,7 +3,14 @@
 //! Per node it keeps the birth record, the latest load, when it was last heard from and
 //! a state: online, suspect (silent for `suspect_after_missed` heartbeat intervals) or
 //! offline (a Last Will or clean offline record at once, or silent for
-//! `offline_after_missed` intervals). State per node is constant in size.
+//! `offline_after_missed` intervals or 1.5 x its MQTT keep-alive, whichever is
+//! shorter). State per node is constant in size.
+//!
+//! Why the keep-alive bound: the broker's own keep-alive check is coarse (Mosquitto
+//! 2.0 works in whole seconds and was measured firing its Last Will 5.8 s after a cut
+//! with a 2 s keep-alive). Agents heartbeat at least twice per keep-alive (their config
+//! refuses anything slower), so a node silent for 1.5 x keep-alive has missed three
+//! heartbeats and the coordinator need not wait for the broker.
 //!
 //! Every message that cannot be used (foreign topic, bad node id, oversized, malformed)
 //! is counted by reason and logged at a bounded rate; none of them stops ingestion.
@@ -261,7 +268,11 @@ impl Registry {
                 .filter(|d| !d.is_zero())
                 .unwrap_or(l.default_heartbeat_interval);
             let silent = now.saturating_duration_since(e.last_seen);
-            let to = if silent >= interval * l.offline_after_missed {
+            let mut offline_after = interval * l.offline_after_missed;
+            if let Some(ka) = e.birth.as_ref().map(|b| Duration::from_secs(u64::from(b.keep_alive_secs))).filter(|d| !d.is_zero()) {
+                offline_after = offline_after.min(ka.mul_f32(1.5));
+            }
+            let to = if silent >= offline_after {
                 NodeState::Offline
             } else if silent >= interval * l.suspect_after_missed {
                 NodeState::Suspect
@@ -374,6 +385,26 @@ mod tests {
         let s = r.summaries();
         assert_eq!(s[0].cpu_pct, Some(50.0));
         assert_eq!(s[0].arch, "aarch64");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_past_one_and_a_half_keep_alives_is_offline() {
+        let mut r = Registry::new(
+            Topics::default(),
+            LivenessConfig {
+                suspect_after_missed: 1,
+                offline_after_missed: 1000,
+                ..LivenessConfig::default()
+            },
+        );
+        let t0 = Instant::now();
+        // keep_alive_secs = 10 in the helper's birth record.
+        r.ingest("fog/v1/nodes/k/status", &enc(&birth("k", 1000), Encoding::Json), t0, 1)
+            .expect("birth");
+        let t = r.tick(t0 + Duration::from_millis(14_900));
+        assert_eq!(t[0].to, NodeState::Suspect);
+        let t = r.tick(t0 + Duration::from_secs(15));
+        assert_eq!(t[0].to, NodeState::Offline);
     }
 
     #[tokio::test(start_paused = true)]

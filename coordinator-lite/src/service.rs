@@ -15,7 +15,7 @@ use crate::config::CoordinatorConfig;
 use crate::registry::Registry;
 
 /// How often silence rules are applied.
-const LIVENESS_TICK: Duration = Duration::from_millis(250);
+const LIVENESS_TICK: Duration = Duration::from_millis(100);
 /// Largest MQTT packet the coordinator handles.
 pub const MAX_PACKET_BYTES: usize = crate::broker::MAX_PAYLOAD_BYTES;
 

@@ -1,1 +1,172 @@
+//! Harness for fog's end-to-end tests: real brokers started per test on free ports,
+//! a TCP proxy that can cut or freeze a connection, and helpers to run the real
+//! coordinator and agents in-process.
+//!
+//! Which broker: the embedded rumqttd by default (in a child process, so it can be
+//! killed and restarted); a Mosquitto process with its own config when
+//! `FOG_E2E_MOSQUITTO=1` is set or the `mosquitto` feature is on.
 
+pub mod brokers;
+pub mod proxy;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fog_agent::config::Config as AgentConfig;
+use fog_coordinator::config::CoordinatorConfig;
+use fog_coordinator::registry::LivenessConfig;
+use fog_coordinator::service::Snapshot;
+use fog_proto::{CoordinatorStatus, Prefix};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use brokers::{BrokerKind, TestBroker};
+pub use proxy::Proxy;
+
+/// Log to the test's output when `FOG_TEST_LOG` is set (e.g. `FOG_TEST_LOG=debug`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("FOG_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// An in-process coordinator and the stream of its registry snapshots.
+pub struct RunningCoordinator {
+    pub view: watch::Receiver<Snapshot>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningCoordinator {
+    pub fn start(broker_url: &str, liveness: LivenessConfig) -> anyhow::Result<Self> {
+        let cfg = CoordinatorConfig {
+            prefix: Prefix::default(),
+            encoding: Default::default(),
+            status_interval: Duration::from_millis(100),
+            liveness,
+            broker: fog_agent::config::BrokerConfig {
+                keep_alive: Duration::from_secs(5),
+                reconnect_initial: Duration::from_millis(50),
+                reconnect_max: Duration::from_millis(500),
+                ..fog_agent::config::BrokerConfig::plain(broker_url)?
+            },
+        };
+        Self::start_with(cfg)
+    }
+
+    pub fn start_with(cfg: CoordinatorConfig) -> anyhow::Result<Self> {
+        let (tx, view) = watch::channel(Arc::new(CoordinatorStatus {
+            online: false,
+            at_ms: 0,
+            version: String::new(),
+            reason: String::new(),
+            nodes: Vec::new(),
+            counters: Default::default(),
+        }));
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = fog_coordinator::service::serve(cfg, s, tx).await {
+                panic!("coordinator failed: {e}");
+            }
+        });
+        Ok(RunningCoordinator { view, stop, task })
+    }
+
+    /// Wait until a snapshot satisfies `pred`; fail with the last snapshot if not.
+    pub async fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&CoordinatorStatus) -> bool) -> Snapshot {
+        let res = tokio::time::timeout(timeout, async {
+            loop {
+                {
+                    let s = self.view.borrow_and_update();
+                    if pred(&s) {
+                        return s.clone();
+                    }
+                }
+                if self.view.changed().await.is_err() {
+                    panic!("coordinator stopped while waiting for {what}");
+                }
+            }
+        })
+        .await;
+        match res {
+            Ok(s) => s,
+            Err(_) => panic!("timed out after {timeout:?} waiting for {what}; last snapshot: {:#?}", self.view.borrow()),
+        }
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.view.borrow().counters.get(name).copied().unwrap_or(0)
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// An in-process agent.
+pub struct RunningAgent {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningAgent {
+    /// Start an agent; `extra` is appended to its TOML config (its own `[broker]` etc.
+    /// come first, so `extra` may only add top-level keys or new tables).
+    pub fn start(node: &str, broker_url: &str, extra_top: &str, extra_broker: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let text = format!(
+            "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\nmetrics_interval_secs = 0.5\n{extra_top}\n[broker]\nurl = \"{broker_url}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n{extra_broker}\n",
+            dir.path().join("data").display()
+        );
+        let cfg = AgentConfig::from_toml(&text)?;
+        Ok(Self::start_with(cfg, dir))
+    }
+
+    pub fn start_with(cfg: AgentConfig, dir: tempfile::TempDir) -> Self {
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = fog_agent::run(cfg, s).await {
+                panic!("agent failed: {e}");
+            }
+        });
+        RunningAgent { stop, task, _dir: dir }
+    }
+
+    /// Graceful stop: publishes the retained offline record.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Vanish without a goodbye (the task is aborted; its socket closes).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Poll `f` until it returns `Some`, or panic after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

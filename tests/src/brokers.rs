@@ -1,0 +1,195 @@
+//! Real brokers for tests, each in its own process on a free loopback port, so a test
+//! can kill one and start it again on the same port.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// fog's embedded rumqttd, run as `fog-test-broker`.
+    Embedded,
+    /// A `mosquitto` process with a config written by the harness.
+    Mosquitto,
+}
+
+impl BrokerKind {
+    /// Mosquitto when `FOG_E2E_MOSQUITTO=1` or the `mosquitto` feature is on.
+    pub fn from_env() -> BrokerKind {
+        let env = std::env::var("FOG_E2E_MOSQUITTO").is_ok_and(|v| !v.is_empty() && v != "0");
+        if env || cfg!(feature = "mosquitto") {
+            BrokerKind::Mosquitto
+        } else {
+            BrokerKind::Embedded
+        }
+    }
+}
+
+/// TLS material and credentials for Mosquitto's second listener.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub port: u16,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub username: String,
+    pub password: String,
+}
+
+pub struct TestBroker {
+    pub kind: BrokerKind,
+    pub addr: SocketAddr,
+    pub tls: Option<TlsListener>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn test_broker_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("FOG_TEST_BROKER_BIN") {
+        return Ok(p.into());
+    }
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("locating target dir")?;
+    let bin = dir.join("fog-test-broker");
+    if !bin.exists() {
+        bail!("{} not found; build it with `cargo build -p fog-e2e`", bin.display());
+    }
+    Ok(bin)
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// CA, server certificate (for 127.0.0.1 and localhost) and a client certificate,
+/// made with the openssl command line.
+fn make_certs(dir: &Path) -> anyhow::Result<()> {
+    let o = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
+    o(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=fog test CA", "-keyout", "ca.key", "-out", "ca.pem"])?;
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n")?;
+    for name in ["server", "client"] {
+        o(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN=fog test {name}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")])?;
+        o(&[
+            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-extfile", "san.ext", "-out", &format!("{name}.pem"),
+        ])?;
+    }
+    Ok(())
+}
+
+impl TestBroker {
+    /// Start the broker kind chosen by the environment.
+    pub fn start() -> anyhow::Result<TestBroker> {
+        Self::start_kind(BrokerKind::from_env())
+    }
+
+    pub fn start_kind(kind: BrokerKind) -> anyhow::Result<TestBroker> {
+        let dir = tempfile::tempdir()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let tls = if kind == BrokerKind::Mosquitto {
+            make_certs(dir.path())?;
+            let pw = dir.path().join("passwd");
+            run(Command::new("mosquitto_passwd").args(["-b", "-c"]).arg(&pw).args(["fog", "s3cret pass"]))?;
+            let port = free_port()?;
+            let conf = format!(
+                "per_listener_settings true\nuser root\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n\
+                 listener {} 127.0.0.1\nallow_anonymous true\n\
+                 listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate false\n",
+                addr.port(),
+                pw.display(),
+                d = dir.path().display()
+            );
+            std::fs::write(dir.path().join("mosquitto.conf"), conf)?;
+            Some(TlsListener {
+                port,
+                ca: dir.path().join("ca.pem"),
+                client_cert: dir.path().join("client.pem"),
+                client_key: dir.path().join("client.key"),
+                username: "fog".into(),
+                password: "s3cret pass".into(),
+            })
+        } else {
+            None
+        };
+        let mut b = TestBroker {
+            kind,
+            addr,
+            tls,
+            dir,
+            child: None,
+        };
+        b.spawn()?;
+        Ok(b)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut cmd = match self.kind {
+            BrokerKind::Embedded => {
+                let mut c = Command::new(test_broker_bin()?);
+                c.arg(self.addr.to_string());
+                c
+            }
+            BrokerKind::Mosquitto => {
+                let mut c = Command::new("mosquitto");
+                c.arg("-c").arg(self.dir.path().join("mosquitto.conf"));
+                c
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {:?} broker ({cmd:?})", self.kind))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_err() {
+            if Instant::now() > deadline {
+                bail!("{:?} broker did not listen on {} within 10 s", self.kind, self.addr);
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!("{:?} broker exited at start: {status}", self.kind);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://{}", self.addr)
+    }
+
+    /// Kill the broker process (SIGKILL: no goodbye to anyone).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port(s).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
