@@ -128,10 +128,12 @@ impl BrokerConfig {
     /// coordinator's config uses it), defaults filled in.
     pub fn from_table(table: Option<toml::Table>, origin: &str) -> Result<Self, ConfigError> {
         let raw: RawBroker = match table {
-            Some(t) => t.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-                origin: origin.to_owned(),
-                message: format!("[broker]: {}", e.to_string().trim_end()),
-            })?,
+            Some(t) => t
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: origin.to_owned(),
+                    message: format!("[broker]: {}", e.to_string().trim_end()),
+                })?,
             None => RawBroker::default(),
         };
         resolve_broker(&raw, &defaults().broker.unwrap_or_default(), origin)
@@ -200,9 +202,19 @@ fn invalid(origin: &str, key: &'static str, message: impl Into<String>) -> Confi
     }
 }
 
-fn interval(origin: &str, key: &'static str, secs: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+fn interval(
+    origin: &str,
+    key: &'static str,
+    secs: f64,
+    min: f64,
+    max: f64,
+) -> Result<Duration, ConfigError> {
     if !secs.is_finite() || secs < min || secs > max {
-        return Err(invalid(origin, key, format!("{secs} is out of range; expected {min} to {max} seconds")));
+        return Err(invalid(
+            origin,
+            key,
+            format!("{secs} is out of range; expected {min} to {max} seconds"),
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -214,7 +226,11 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         None => {
             let host = hostname();
             NodeId::new(sanitize_hostname(&host)).map_err(|e| {
-                invalid(origin, "node_id", format!("not set, and the hostname {host:?} is not usable: {e}"))
+                invalid(
+                    origin,
+                    "node_id",
+                    format!("not set, and the hostname {host:?} is not usable: {e}"),
+                )
             })?
         }
     };
@@ -227,18 +243,26 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     let heartbeat_interval = interval(
         origin,
         "heartbeat_interval_secs",
-        raw.heartbeat_interval_secs.or(d.heartbeat_interval_secs).unwrap_or(5.0),
+        raw.heartbeat_interval_secs
+            .or(d.heartbeat_interval_secs)
+            .unwrap_or(5.0),
         0.05,
         3600.0,
     )?;
     let metrics_interval = interval(
         origin,
         "metrics_interval_secs",
-        raw.metrics_interval_secs.or(d.metrics_interval_secs).unwrap_or(10.0),
+        raw.metrics_interval_secs
+            .or(d.metrics_interval_secs)
+            .unwrap_or(10.0),
         0.05,
         86_400.0,
     )?;
-    let broker = resolve_broker(&raw.broker.unwrap_or_default(), &d.broker.unwrap_or_default(), origin)?;
+    let broker = resolve_broker(
+        &raw.broker.unwrap_or_default(),
+        &d.broker.unwrap_or_default(),
+        origin,
+    )?;
     if heartbeat_interval * 2 > broker.keep_alive {
         return Err(invalid(
             origin,
@@ -252,7 +276,11 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     let labels = raw.labels.unwrap_or_default();
     for (k, v) in &labels {
         if k.is_empty() || k.len() > 64 || v.len() > 256 {
-            return Err(invalid(origin, "labels", format!("label {k:?} = {v:?}: keys are 1 to 64 bytes, values at most 256")));
+            return Err(invalid(
+                origin,
+                "labels",
+                format!("label {k:?} = {v:?}: keys are 1 to 64 bytes, values at most 256"),
+            ));
         }
     }
     let dm = d.metrics.unwrap_or_default();
@@ -267,8 +295,14 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         labels,
         broker,
         metrics: MetricsConfig {
-            exclude_interfaces: rm.exclude_interfaces.or(dm.exclude_interfaces).unwrap_or_default(),
-            exclude_fs_types: rm.exclude_fs_types.or(dm.exclude_fs_types).unwrap_or_default(),
+            exclude_interfaces: rm
+                .exclude_interfaces
+                .or(dm.exclude_interfaces)
+                .unwrap_or_default(),
+            exclude_fs_types: rm
+                .exclude_fs_types
+                .or(dm.exclude_fs_types)
+                .unwrap_or_default(),
         },
     })
 }
@@ -277,14 +311,22 @@ fn nonempty(p: Option<PathBuf>) -> Option<PathBuf> {
     p.filter(|p| !p.as_os_str().is_empty())
 }
 
-fn resolve_broker(raw: &RawBroker, d: &RawBroker, origin: &str) -> Result<BrokerConfig, ConfigError> {
+fn resolve_broker(
+    raw: &RawBroker,
+    d: &RawBroker,
+    origin: &str,
+) -> Result<BrokerConfig, ConfigError> {
     let url = raw.url.clone().or(d.url.clone()).unwrap_or_default();
     let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("mqtt://") {
         (false, rest)
     } else {
-        return Err(invalid(origin, "broker.url", format!("{url:?} must start with mqtt:// or mqtts://")));
+        return Err(invalid(
+            origin,
+            "broker.url",
+            format!("{url:?} must start with mqtt:// or mqtts://"),
+        ));
     };
     let rest = rest.trim_end_matches('/');
     let default_port = if tls { 8883 } else { 1883 };
@@ -292,22 +334,32 @@ fn resolve_broker(raw: &RawBroker, d: &RawBroker, origin: &str) -> Result<Broker
         // IPv6 literal without a port: "[::1]"
         _ if rest.ends_with(']') => (rest, default_port),
         Some((h, p)) => {
-            let port = p
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| invalid(origin, "broker.url", format!("port {p:?} in {url:?} is not a number from 1 to 65535")))?;
+            let port = p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
+                invalid(
+                    origin,
+                    "broker.url",
+                    format!("port {p:?} in {url:?} is not a number from 1 to 65535"),
+                )
+            })?;
             (h, port)
         }
         None => (rest, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains('/') || host.contains('@') {
-        return Err(invalid(origin, "broker.url", format!("{url:?} has no usable host (expected mqtt://host:port)")));
+        return Err(invalid(
+            origin,
+            "broker.url",
+            format!("{url:?} has no usable host (expected mqtt://host:port)"),
+        ));
     }
     let keep_alive_secs = raw.keep_alive_secs.or(d.keep_alive_secs).unwrap_or(10);
     if !(1..=3600).contains(&keep_alive_secs) {
-        return Err(invalid(origin, "broker.keep_alive_secs", format!("{keep_alive_secs} is out of range; expected 1 to 3600")));
+        return Err(invalid(
+            origin,
+            "broker.keep_alive_secs",
+            format!("{keep_alive_secs} is out of range; expected 1 to 3600"),
+        ));
     }
     let ca_file = nonempty(raw.ca_file.clone());
     let cert = nonempty(raw.cert_file.clone());
@@ -323,13 +375,32 @@ fn resolve_broker(raw: &RawBroker, d: &RawBroker, origin: &str) -> Result<Broker
         let client_cert = match (cert, key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            (Some(_), None) => return Err(invalid(origin, "broker.key_file", "cert_file is set, so key_file is required")),
-            (None, Some(_)) => return Err(invalid(origin, "broker.cert_file", "key_file is set, so cert_file is required")),
+            (Some(_), None) => {
+                return Err(invalid(
+                    origin,
+                    "broker.key_file",
+                    "cert_file is set, so key_file is required",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    origin,
+                    "broker.cert_file",
+                    "key_file is set, so cert_file is required",
+                ))
+            }
         };
-        Some(TlsFiles { ca_file, client_cert })
+        Some(TlsFiles {
+            ca_file,
+            client_cert,
+        })
     } else {
         if ca_file.is_some() || cert.is_some() || key.is_some() {
-            return Err(invalid(origin, "broker.url", "ca_file/cert_file/key_file are set but the url is mqtt:// (use mqtts://)"));
+            return Err(invalid(
+                origin,
+                "broker.url",
+                "ca_file/cert_file/key_file are set but the url is mqtt:// (use mqtts://)",
+            ));
         }
         None
     };
@@ -337,11 +408,21 @@ fn resolve_broker(raw: &RawBroker, d: &RawBroker, origin: &str) -> Result<Broker
     let password = raw.password.clone().unwrap_or_default();
     let password_file = nonempty(raw.password_file.clone());
     if !password.is_empty() && password_file.is_some() {
-        return Err(invalid(origin, "broker.password_file", "set password or password_file, not both"));
+        return Err(invalid(
+            origin,
+            "broker.password_file",
+            "set password or password_file, not both",
+        ));
     }
     let password = match password_file {
         Some(p) => std::fs::read_to_string(&p)
-            .map_err(|e| invalid(origin, "broker.password_file", format!("reading {}: {e}", p.display())))?
+            .map_err(|e| {
+                invalid(
+                    origin,
+                    "broker.password_file",
+                    format!("reading {}: {e}", p.display()),
+                )
+            })?
             .trim_end_matches(['\r', '\n'])
             .to_owned(),
         None => password,
@@ -349,24 +430,38 @@ fn resolve_broker(raw: &RawBroker, d: &RawBroker, origin: &str) -> Result<Broker
     let credentials = match (username.is_empty(), password.is_empty()) {
         (true, true) => None,
         (false, _) => Some((username, password)),
-        (true, false) => return Err(invalid(origin, "broker.username", "a password is set but no username")),
+        (true, false) => {
+            return Err(invalid(
+                origin,
+                "broker.username",
+                "a password is set but no username",
+            ))
+        }
     };
     let reconnect_initial = interval(
         origin,
         "broker.reconnect_initial_secs",
-        raw.reconnect_initial_secs.or(d.reconnect_initial_secs).unwrap_or(0.5),
+        raw.reconnect_initial_secs
+            .or(d.reconnect_initial_secs)
+            .unwrap_or(0.5),
         0.01,
         60.0,
     )?;
     let reconnect_max = interval(
         origin,
         "broker.reconnect_max_secs",
-        raw.reconnect_max_secs.or(d.reconnect_max_secs).unwrap_or(30.0),
+        raw.reconnect_max_secs
+            .or(d.reconnect_max_secs)
+            .unwrap_or(30.0),
         0.01,
         3600.0,
     )?;
     if reconnect_max < reconnect_initial {
-        return Err(invalid(origin, "broker.reconnect_max_secs", "must be at least reconnect_initial_secs"));
+        return Err(invalid(
+            origin,
+            "broker.reconnect_max_secs",
+            "must be at least reconnect_initial_secs",
+        ));
     }
     Ok(BrokerConfig {
         host: host.to_owned(),
@@ -390,7 +485,13 @@ pub fn hostname() -> String {
 /// Hostnames are almost always valid node ids; replace what is not.
 fn sanitize_hostname(h: &str) -> String {
     h.chars()
-        .map(|c| if c == '/' || c == '+' || c == '#' || c.is_whitespace() || c.is_control() { '-' } else { c })
+        .map(|c| {
+            if c == '/' || c == '+' || c == '#' || c.is_whitespace() || c.is_control() {
+                '-'
+            } else {
+                c
+            }
+        })
         .take(fog_proto::topic::MAX_NODE_ID_LEN)
         .collect()
 }
@@ -400,7 +501,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Config::from_toml(text).expect_err("should be refused").to_string()
+        Config::from_toml(text)
+            .expect_err("should be refused")
+            .to_string()
     }
 
     #[test]
@@ -434,12 +537,18 @@ mod tests {
 
     #[test]
     fn broker_urls_parse() {
-        let c = Config::from_toml("[broker]\nurl = \"mqtts://broker.lan:8884\"\nca_file = \"/ca.pem\"").expect("valid");
-        assert_eq!((c.broker.host.as_str(), c.broker.port), ("broker.lan", 8884));
+        let c =
+            Config::from_toml("[broker]\nurl = \"mqtts://broker.lan:8884\"\nca_file = \"/ca.pem\"")
+                .expect("valid");
+        assert_eq!(
+            (c.broker.host.as_str(), c.broker.port),
+            ("broker.lan", 8884)
+        );
         assert!(c.broker.tls.is_some());
         let c = Config::from_toml("[broker]\nurl = \"mqtt://[::1]:1884\"").expect("valid");
         assert_eq!((c.broker.host.as_str(), c.broker.port), ("::1", 1884));
-        let c = Config::from_toml("[broker]\nurl = \"mqtts://h\"\nca_file = \"/ca\"").expect("valid");
+        let c =
+            Config::from_toml("[broker]\nurl = \"mqtts://h\"\nca_file = \"/ca\"").expect("valid");
         assert_eq!(c.broker.port, 8883);
     }
 
@@ -447,7 +556,10 @@ mod tests {
     fn environment_overrides_apply_and_unknown_ones_are_ignored() {
         let env = [
             ("FOG_AGENT_NODE_ID".to_owned(), "from-env".to_owned()),
-            ("FOG_AGENT_BROKER_URL".to_owned(), "mqtt://b:1999".to_owned()),
+            (
+                "FOG_AGENT_BROKER_URL".to_owned(),
+                "mqtt://b:1999".to_owned(),
+            ),
             ("FOG_AGENT_TYPO".to_owned(), "x".to_owned()),
             ("PATH".to_owned(), "/bin".to_owned()),
         ];
@@ -461,7 +573,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("pw");
         std::fs::write(&p, "s3cret\n").expect("write");
-        let text = format!("[broker]\nusername = \"u\"\npassword_file = \"{}\"", p.display());
+        let text = format!(
+            "[broker]\nusername = \"u\"\npassword_file = \"{}\"",
+            p.display()
+        );
         let c = Config::from_toml(&text).expect("valid");
         assert_eq!(c.broker.credentials, Some(("u".into(), "s3cret".into())));
     }
@@ -478,7 +593,13 @@ pub fn check_files(c: &Config) -> Result<(), ConfigError> {
         files.push(("broker.key_file", key));
     }
     for (key, path) in files {
-        std::fs::File::open(path).map_err(|e| invalid("<config>", key, format!("cannot read {}: {e}", path.display())))?;
+        std::fs::File::open(path).map_err(|e| {
+            invalid(
+                "<config>",
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
     }
     Ok(())
 }

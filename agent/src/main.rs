@@ -12,7 +12,11 @@ const EXIT_CONFIG: u8 = 78;
 const DEFAULT_CONFIG_PATH: &str = "/etc/fog/agent.toml";
 
 #[derive(Parser)]
-#[command(name = "fog-agent", version, about = "fog node agent: readings, liveness and tasks over MQTT")]
+#[command(
+    name = "fog-agent",
+    version,
+    about = "fog node agent: readings, liveness and tasks over MQTT"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,8 +48,11 @@ enum Command {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FOG_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("FOG_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // journald stamps every line itself.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
@@ -71,7 +78,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => match load(&config) {
             Ok(c) => match fog_agent::config::check_files(&c) {
                 Ok(()) => {
-                    println!("{}: ok (node {}, broker {})", config.display(), c.node_id, c.broker.url());
+                    println!(
+                        "{}: ok (node {}, broker {})",
+                        config.display(),
+                        c.node_id,
+                        c.broker.url()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -125,7 +137,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
             // One thread: the agent's work is small and a second reactor costs RSS.
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("fog-agent: starting runtime: {e}");
@@ -150,7 +165,10 @@ fn main() -> ExitCode {
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

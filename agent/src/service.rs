@@ -36,11 +36,16 @@ pub enum AgentError {
 
 /// Wall clock in ms since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn encode<M: fog_proto::message::Message>(msg: &M, enc: Encoding) -> Result<Vec<u8>, AgentError> {
-    codec::encode(msg, enc).map_err(|source| AgentError::Encode { what: M::NAME, source })
+    codec::encode(msg, enc).map_err(|source| AgentError::Encode {
+        what: M::NAME,
+        source,
+    })
 }
 
 /// The birth record this agent announces.
@@ -81,7 +86,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         online: true,
         at_ms: started_at_ms,
         reason: String::new(),
-        birth: Some(birth(&config, collector.memory_total_bytes(), started_at_ms)),
+        birth: Some(birth(
+            &config,
+            collector.memory_total_bytes(),
+            started_at_ms,
+        )),
     };
     let will = Status {
         online: false,
@@ -156,7 +165,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                 let now = tokio::time::Instant::now();
                 if last_drop_log.is_none_or(|t| now - t >= Duration::from_secs(60)) {
                     last_drop_log = Some(now);
-                    tracing::warn!(what, dropped_total = link.stats().dropped_total.load(std::sync::atomic::Ordering::Relaxed), "not connected; dropping readings until the broker is back");
+                    tracing::warn!(
+                        what,
+                        dropped_total = link
+                            .stats()
+                            .dropped_total
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                        "not connected; dropping readings until the broker is back"
+                    );
                 }
             }
             Err(error) => tracing::warn!(what, %error, "publish refused"),
@@ -170,6 +186,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         reason: "shutdown".to_owned(),
         birth: None,
     };
-    link.close(Some(retained(encode(&offline, enc)?)), Duration::from_secs(3)).await;
+    link.close(
+        Some(retained(encode(&offline, enc)?)),
+        Duration::from_secs(3),
+    )
+    .await;
     Ok(())
 }

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
+    Transport,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -99,7 +102,11 @@ fn read_file(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, Link
 }
 
 /// rumqttc options for a broker (also used by the coordinator and the CLI).
-pub fn mqtt_options(broker: &BrokerConfig, client_id: &str, max_packet_bytes: usize) -> Result<MqttOptions, LinkError> {
+pub fn mqtt_options(
+    broker: &BrokerConfig,
+    client_id: &str,
+    max_packet_bytes: usize,
+) -> Result<MqttOptions, LinkError> {
     let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     o.set_keep_alive(broker.keep_alive);
     o.set_clean_session(true);
@@ -110,7 +117,10 @@ pub fn mqtt_options(broker: &BrokerConfig, client_id: &str, max_packet_bytes: us
     if let Some(tls) = &broker.tls {
         let ca = read_file("CA file", &tls.ca_file)?;
         let client_auth = match &tls.client_cert {
-            Some((cert, key)) => Some((read_file("client certificate", cert)?, read_file("client key", key)?)),
+            Some((cert, key)) => Some((
+                read_file("client certificate", cert)?,
+                read_file("client key", key)?,
+            )),
             None => None,
         };
         o.set_transport(Transport::Tls(TlsConfiguration::Simple {
@@ -128,7 +138,12 @@ impl Link {
     pub fn start(opts: LinkOptions) -> Result<Link, LinkError> {
         let mut mqtt = mqtt_options(&opts.broker, &opts.client_id, opts.max_packet_bytes)?;
         if let Some(w) = &opts.will {
-            mqtt.set_last_will(LastWill::new(w.topic.clone(), w.payload.clone(), w.qos, w.retain));
+            mqtt.set_last_will(LastWill::new(
+                w.topic.clone(),
+                w.payload.clone(),
+                w.qos,
+                w.retain,
+            ));
         }
         let queue = opts.queue.max(8);
         let (client, eventloop) = AsyncClient::new(mqtt, queue);
@@ -175,7 +190,13 @@ impl Link {
     /// Queue a publish without waiting. Refused (and counted as dropped) while
     /// disconnected, when oversized (rumqttc would accept it and then drop the
     /// connection), or when the request queue is full.
-    pub fn publish(&self, topic: &str, payload: Vec<u8>, qos: QoS, retain: bool) -> Result<(), PublishError> {
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), PublishError> {
         // Fixed header (<=5) + topic length prefix (2) + topic + packet id (2).
         let len = payload.len() + topic.len() + 9;
         let res = if len > self.max_packet_bytes {
@@ -186,7 +207,9 @@ impl Link {
         } else if !self.is_connected() {
             Err(PublishError::NotConnected)
         } else {
-            self.client.try_publish(topic, qos, retain, payload).map_err(|_| PublishError::Busy)
+            self.client
+                .try_publish(topic, qos, retain, payload)
+                .map_err(|_| PublishError::Busy)
         };
         if res.is_err() {
             self.stats.dropped_total.fetch_add(1, Ordering::Relaxed);
@@ -272,7 +295,9 @@ impl Driver {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    self.stats.connect_failures_total.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .connect_failures_total
+                        .fetch_add(1, Ordering::Relaxed);
                     if self.connected.swap(false, Ordering::Relaxed) {
                         tracing::warn!(broker = %self.url, %error, "lost connection to broker");
                         let _ = self.events.send(LinkEvent::Disconnected).await;
@@ -318,7 +343,10 @@ impl Driver {
             }
         }
         for a in &self.on_connect {
-            if let Err(error) = self.client.try_publish(a.topic.clone(), a.qos, a.retain, a.payload.clone()) {
+            if let Err(error) =
+                self.client
+                    .try_publish(a.topic.clone(), a.qos, a.retain, a.payload.clone())
+            {
                 tracing::error!(topic = %a.topic, %error, "could not queue announcement");
             }
         }

@@ -42,7 +42,11 @@ fn invalid(origin: &str, key: &'static str, message: impl Into<String>) -> Confi
 
 fn secs(origin: &str, key: &'static str, v: f64) -> Result<Duration, ConfigError> {
     if !v.is_finite() || !(0.05..=3600.0).contains(&v) {
-        return Err(invalid(origin, key, format!("{v} is out of range; expected 0.05 to 3600 seconds")));
+        return Err(invalid(
+            origin,
+            key,
+            format!("{v} is out of range; expected 0.05 to 3600 seconds"),
+        ));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -67,13 +71,27 @@ impl CoordinatorConfig {
         let d = parse(DEFAULT_CONFIG).expect("default.toml is valid; a unit test checks it");
         let prefix = Prefix::new(raw.prefix.or(d.prefix).unwrap_or_default())
             .map_err(|e| invalid(origin, "prefix", e.to_string()))?;
-        let suspect = raw.suspect_after_missed.or(d.suspect_after_missed).unwrap_or(3);
-        let offline = raw.offline_after_missed.or(d.offline_after_missed).unwrap_or(6);
+        let suspect = raw
+            .suspect_after_missed
+            .or(d.suspect_after_missed)
+            .unwrap_or(3);
+        let offline = raw
+            .offline_after_missed
+            .or(d.offline_after_missed)
+            .unwrap_or(6);
         if suspect == 0 {
-            return Err(invalid(origin, "suspect_after_missed", "must be at least 1"));
+            return Err(invalid(
+                origin,
+                "suspect_after_missed",
+                "must be at least 1",
+            ));
         }
         if offline <= suspect {
-            return Err(invalid(origin, "offline_after_missed", format!("{offline} must be above suspect_after_missed ({suspect})")));
+            return Err(invalid(
+                origin,
+                "offline_after_missed",
+                format!("{offline} must be above suspect_after_missed ({suspect})"),
+            ));
         }
         let broker_table = match (raw.broker, d.broker) {
             (Some(t), _) => Some(t),
@@ -82,12 +100,20 @@ impl CoordinatorConfig {
         Ok(CoordinatorConfig {
             prefix,
             encoding: raw.encoding.or(d.encoding).unwrap_or_default(),
-            status_interval: secs(origin, "status_interval_secs", raw.status_interval_secs.or(d.status_interval_secs).unwrap_or(2.0))?,
+            status_interval: secs(
+                origin,
+                "status_interval_secs",
+                raw.status_interval_secs
+                    .or(d.status_interval_secs)
+                    .unwrap_or(2.0),
+            )?,
             liveness: LivenessConfig {
                 default_heartbeat_interval: secs(
                     origin,
                     "default_heartbeat_interval_secs",
-                    raw.default_heartbeat_interval_secs.or(d.default_heartbeat_interval_secs).unwrap_or(5.0),
+                    raw.default_heartbeat_interval_secs
+                        .or(d.default_heartbeat_interval_secs)
+                        .unwrap_or(5.0),
                 )?,
                 suspect_after_missed: suspect,
                 offline_after_missed: offline,
@@ -109,7 +135,8 @@ mod tests {
         CoordinatorConfig::from_toml(DEFAULT_CONFIG, "t").expect("default file is valid");
         let e = CoordinatorConfig::from_toml("offline_after_missed = 2", "t").expect_err("refused");
         assert!(e.to_string().contains("`offline_after_missed`"), "{e}");
-        let e = CoordinatorConfig::from_toml("[broker]\nurl = \"tcp://x\"", "t").expect_err("refused");
+        let e =
+            CoordinatorConfig::from_toml("[broker]\nurl = \"tcp://x\"", "t").expect_err("refused");
         assert!(e.to_string().contains("`broker.url`"), "{e}");
         let e = CoordinatorConfig::from_toml("[broker]\nbogus = 1", "t").expect_err("refused");
         assert!(e.to_string().contains("bogus"), "{e}");

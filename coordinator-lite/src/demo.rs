@@ -67,7 +67,10 @@ impl std::fmt::Display for DemoSummary {
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoSummary, DemoError> {
     let started = tokio::time::Instant::now();
     let broker = EmbeddedBroker::start_local()?;
-    let tmp = tempfile::Builder::new().prefix("fog-demo-").tempdir().map_err(DemoError::TempDir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("fog-demo-")
+        .tempdir()
+        .map_err(DemoError::TempDir)?;
     let broker_cfg = BrokerConfig {
         keep_alive: Duration::from_secs(5),
         ..BrokerConfig::plain(&broker.url())?
@@ -158,7 +161,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
     Ok(DemoSummary {
         ran_for: started.elapsed(),
         nodes_seen: snap.nodes.len(),
-        nodes_online_at_end: snap.nodes.iter().filter(|n| n.state == NodeState::Online).count(),
+        nodes_online_at_end: snap
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Online)
+            .count(),
         heartbeats: c("heartbeats_total"),
         readings: c("readings_total"),
         rejected: c("rejected_total"),

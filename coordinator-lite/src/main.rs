@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "fog-coordinator", version, about = "fog coordinator-lite: registry, CLI and embedded broker")]
+#[command(
+    name = "fog-coordinator",
+    version,
+    about = "fog coordinator-lite: registry, CLI and embedded broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +77,9 @@ enum Command {
 fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("FOG_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
@@ -98,10 +104,14 @@ fn load(common: &Common) -> Result<CoordinatorConfig, ConfigError> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
-        eprintln!("fog-coordinator: starting runtime: {e}");
-        ExitCode::FAILURE
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("fog-coordinator: starting runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn main() -> ExitCode {
@@ -132,7 +142,10 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 std::thread::park();
             }
         }
-        Command::Serve { common, embedded_broker } => {
+        Command::Serve {
+            common,
+            embedded_broker,
+        } => {
             init_tracing("info,rumqttd=warn");
             let mut cfg = load(&common).map_err(config_err)?;
             runtime()?.block_on(async move {
@@ -158,16 +171,22 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
-        Command::Status { common, json, timeout } => {
+        Command::Status {
+            common,
+            json,
+            timeout,
+        } => {
             init_tracing("warn,rumqttd=warn");
             let cfg = load(&common).map_err(config_err)?;
             let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 600.0));
             runtime()?.block_on(async move {
                 let topics = Topics::new(cfg.prefix.clone());
-                let s = status::fetch(&cfg.broker, &topics, timeout).await.map_err(|e| {
-                    eprintln!("fog-coordinator: {e}");
-                    ExitCode::FAILURE
-                })?;
+                let s = status::fetch(&cfg.broker, &topics, timeout)
+                    .await
+                    .map_err(|e| {
+                        eprintln!("fog-coordinator: {e}");
+                        ExitCode::FAILURE
+                    })?;
                 if json {
                     let text = serde_json::to_string_pretty(&s).map_err(|e| {
                         eprintln!("fog-coordinator: {e}");
@@ -222,7 +241,10 @@ fn empty_status() -> fog_proto::CoordinatorStatus {
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -18,7 +18,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use fog_proto::{codec, Birth, DecodeError, Heartbeat, NodeId, NodeState, NodeSummary, NodeTopic, Reading, Status, TopicError, Topics};
+use fog_proto::{
+    codec, Birth, DecodeError, Heartbeat, NodeId, NodeState, NodeSummary, NodeTopic, Reading,
+    Status, TopicError, Topics,
+};
 use tokio::time::Instant;
 
 /// Liveness rules.
@@ -57,7 +60,9 @@ impl IngestError {
     /// The counter this error increments.
     pub fn reason(&self) -> &'static str {
         match self {
-            IngestError::Topic(TopicError::Foreign { .. }) | IngestError::Unexpected(_) => "wrong_topic",
+            IngestError::Topic(TopicError::Foreign { .. }) | IngestError::Unexpected(_) => {
+                "wrong_topic"
+            }
             IngestError::Topic(_) => "bad_node_id",
             IngestError::Decode {
                 source: DecodeError::TooLarge { .. },
@@ -153,7 +158,10 @@ impl Registry {
     }
 
     pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.counters.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        self.counters
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect()
     }
 
     pub fn counter(&self, name: &str) -> u64 {
@@ -165,7 +173,13 @@ impl Registry {
     }
 
     /// Take in one message from a node topic. Errors are already counted.
-    pub fn ingest(&mut self, topic: &str, payload: &[u8], now: Instant, wall_ms: u64) -> Result<Ingested, IngestError> {
+    pub fn ingest(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: Instant,
+        wall_ms: u64,
+    ) -> Result<Ingested, IngestError> {
         let res = self.ingest_inner(topic, payload, now, wall_ms);
         match &res {
             Ok(Ingested::Status { .. }) => self.count("status_total"),
@@ -184,7 +198,13 @@ impl Registry {
         res
     }
 
-    fn ingest_inner(&mut self, topic: &str, payload: &[u8], now: Instant, wall_ms: u64) -> Result<Ingested, IngestError> {
+    fn ingest_inner(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: Instant,
+        wall_ms: u64,
+    ) -> Result<Ingested, IngestError> {
         let (node, kind) = self.topics.parse_node(topic)?;
         let decode_err = |source| IngestError::Decode {
             topic: topic.to_owned(),
@@ -215,7 +235,10 @@ impl Registry {
                         )));
                     }
                 }
-                let entry = self.nodes.entry(id.clone()).or_insert_with(|| NodeEntry::new(now, wall_ms));
+                let entry = self
+                    .nodes
+                    .entry(id.clone())
+                    .or_insert_with(|| NodeEntry::new(now, wall_ms));
                 if s.online {
                     entry.birth = s.birth;
                     entry.state = NodeState::Online;
@@ -229,9 +252,14 @@ impl Registry {
                     entry.offline_reason = s.reason;
                     entry.heartbeat = None;
                 }
-                Ok(Ingested::Status { node: id, online: s.online })
+                Ok(Ingested::Status {
+                    node: id,
+                    online: s.online,
+                })
             }
-            NodeTopic::Alerts | NodeTopic::Tasks | NodeTopic::Results => Err(IngestError::Unexpected(topic.to_owned())),
+            NodeTopic::Alerts | NodeTopic::Tasks | NodeTopic::Results => {
+                Err(IngestError::Unexpected(topic.to_owned()))
+            }
         }
     }
 
@@ -269,7 +297,12 @@ impl Registry {
                 .unwrap_or(l.default_heartbeat_interval);
             let silent = now.saturating_duration_since(e.last_seen);
             let mut offline_after = interval * l.offline_after_missed;
-            if let Some(ka) = e.birth.as_ref().map(|b| Duration::from_secs(u64::from(b.keep_alive_secs))).filter(|d| !d.is_zero()) {
+            if let Some(ka) = e
+                .birth
+                .as_ref()
+                .map(|b| Duration::from_secs(u64::from(b.keep_alive_secs)))
+                .filter(|d| !d.is_zero())
+            {
                 offline_after = offline_after.min(ka.mul_f32(1.5));
             }
             let to = if silent >= offline_after {
@@ -312,7 +345,11 @@ impl Registry {
                     mem_pct: hb.map(|h| h.mem_pct).or(e.reading_mem_pct),
                     load1: hb.map(|h| h.load1),
                     last_seen_ms: e.last_seen_ms,
-                    version: e.birth.as_ref().map(|b| b.version.clone()).unwrap_or_default(),
+                    version: e
+                        .birth
+                        .as_ref()
+                        .map(|b| b.version.clone())
+                        .unwrap_or_default(),
                     queued: hb.map_or(0, |h| h.queued),
                     running: hb.map_or(0, |h| h.running),
                 }
@@ -362,8 +399,13 @@ mod tests {
     async fn birth_heartbeat_silence_and_recovery() {
         let mut r = reg();
         let t0 = Instant::now();
-        r.ingest("fog/v1/nodes/pi-1/status", &enc(&birth("pi-1", 1000), Encoding::Json), t0, 1)
-            .expect("birth");
+        r.ingest(
+            "fog/v1/nodes/pi-1/status",
+            &enc(&birth("pi-1", 1000), Encoding::Json),
+            t0,
+            1,
+        )
+        .expect("birth");
         assert_eq!(r.get("pi-1").expect("known").state, NodeState::Online);
         let hb = Heartbeat {
             seq: 1,
@@ -371,16 +413,26 @@ mod tests {
             mem_pct: 20.0,
             ..Heartbeat::default()
         };
-        r.ingest("fog/v1/nodes/pi-1/heartbeat", &enc(&hb, Encoding::Postcard), t0, 2)
-            .expect("heartbeat");
+        r.ingest(
+            "fog/v1/nodes/pi-1/heartbeat",
+            &enc(&hb, Encoding::Postcard),
+            t0,
+            2,
+        )
+        .expect("heartbeat");
         assert!(r.tick(t0 + Duration::from_millis(2900)).is_empty());
         let t = r.tick(t0 + Duration::from_millis(3000));
         assert_eq!(t[0].to, NodeState::Suspect);
         let t = r.tick(t0 + Duration::from_millis(6000));
         assert_eq!(t[0].to, NodeState::Offline);
         // It speaks again: back online.
-        r.ingest("fog/v1/nodes/pi-1/heartbeat", &enc(&hb, Encoding::Json), t0 + Duration::from_secs(7), 3)
-            .expect("heartbeat");
+        r.ingest(
+            "fog/v1/nodes/pi-1/heartbeat",
+            &enc(&hb, Encoding::Json),
+            t0 + Duration::from_secs(7),
+            3,
+        )
+        .expect("heartbeat");
         assert_eq!(r.get("pi-1").expect("known").state, NodeState::Online);
         let s = r.summaries();
         assert_eq!(s[0].cpu_pct, Some(50.0));
@@ -399,8 +451,13 @@ mod tests {
         );
         let t0 = Instant::now();
         // keep_alive_secs = 10 in the helper's birth record.
-        r.ingest("fog/v1/nodes/k/status", &enc(&birth("k", 1000), Encoding::Json), t0, 1)
-            .expect("birth");
+        r.ingest(
+            "fog/v1/nodes/k/status",
+            &enc(&birth("k", 1000), Encoding::Json),
+            t0,
+            1,
+        )
+        .expect("birth");
         let t = r.tick(t0 + Duration::from_millis(14_900));
         assert_eq!(t[0].to, NodeState::Suspect);
         let t = r.tick(t0 + Duration::from_secs(15));
@@ -411,22 +468,43 @@ mod tests {
     async fn last_will_marks_offline_at_once_and_only_a_birth_revives() {
         let mut r = reg();
         let t0 = Instant::now();
-        r.ingest("fog/v1/nodes/pi-2/status", &enc(&birth("pi-2", 1000), Encoding::Json), t0, 1)
-            .expect("birth");
+        r.ingest(
+            "fog/v1/nodes/pi-2/status",
+            &enc(&birth("pi-2", 1000), Encoding::Json),
+            t0,
+            1,
+        )
+        .expect("birth");
         let will = Status {
             online: false,
             at_ms: 1,
             reason: "connection lost".into(),
             birth: None,
         };
-        r.ingest("fog/v1/nodes/pi-2/status", &enc(&will, Encoding::Json), t0, 2).expect("will");
+        r.ingest(
+            "fog/v1/nodes/pi-2/status",
+            &enc(&will, Encoding::Json),
+            t0,
+            2,
+        )
+        .expect("will");
         assert_eq!(r.get("pi-2").expect("known").state, NodeState::Offline);
         // A straggling heartbeat does not revive a node that said goodbye.
-        r.ingest("fog/v1/nodes/pi-2/heartbeat", &enc(&Heartbeat::default(), Encoding::Json), t0, 3)
-            .expect("heartbeat");
+        r.ingest(
+            "fog/v1/nodes/pi-2/heartbeat",
+            &enc(&Heartbeat::default(), Encoding::Json),
+            t0,
+            3,
+        )
+        .expect("heartbeat");
         assert_eq!(r.get("pi-2").expect("known").state, NodeState::Offline);
-        r.ingest("fog/v1/nodes/pi-2/status", &enc(&birth("pi-2", 1000), Encoding::Json), t0, 4)
-            .expect("birth");
+        r.ingest(
+            "fog/v1/nodes/pi-2/status",
+            &enc(&birth("pi-2", 1000), Encoding::Json),
+            t0,
+            4,
+        )
+        .expect("birth");
         assert_eq!(r.get("pi-2").expect("known").state, NodeState::Online);
     }
 
@@ -436,12 +514,24 @@ mod tests {
         let now = Instant::now();
         let hb = enc(&Heartbeat::default(), Encoding::Json);
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-            ("fog/v1/nodes/a/heartbeat", b"{not json".to_vec(), "malformed"),
-            ("fog/v1/nodes/a/heartbeat", vec![0xF0, 0x01, 0xff], "malformed"),
+            (
+                "fog/v1/nodes/a/heartbeat",
+                b"{not json".to_vec(),
+                "malformed",
+            ),
+            (
+                "fog/v1/nodes/a/heartbeat",
+                vec![0xF0, 0x01, 0xff],
+                "malformed",
+            ),
             ("fog/v1/nodes/a/heartbeat", vec![b' '; 4096], "oversized"),
             ("fog/v1/nodes/a/metrics", b"\x00\x01".to_vec(), "malformed"),
             ("fog/v1/nodes/a/status", b"[]".to_vec(), "malformed"),
-            ("fog/v1/nodes/a/status", enc(&birth("b", 1000), Encoding::Json), "wrong_topic"),
+            (
+                "fog/v1/nodes/a/status",
+                enc(&birth("b", 1000), Encoding::Json),
+                "wrong_topic",
+            ),
             ("fog/v1/nodes/a/bogus", hb.clone(), "wrong_topic"),
             ("elsewhere/v1/nodes/a/heartbeat", hb.clone(), "wrong_topic"),
             ("fog/v1/nodes/a/results", hb.clone(), "wrong_topic"),
@@ -453,7 +543,8 @@ mod tests {
         assert!(r.is_empty(), "no node was created from bad input");
         assert_eq!(r.counter("rejected_total"), cases.len() as u64);
         assert_eq!(r.counter("rejected_oversized_total"), 1);
-        r.ingest("fog/v1/nodes/a/heartbeat", &hb, now, 0).expect("good input still flows");
+        r.ingest("fog/v1/nodes/a/heartbeat", &hb, now, 0)
+            .expect("good input still flows");
         assert_eq!(r.len(), 1);
     }
 }

@@ -38,7 +38,11 @@ fn status(registry: &Registry, online: bool, reason: &str) -> CoordinatorStatus 
         at_ms: now_ms(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         reason: reason.to_owned(),
-        nodes: if online { registry.summaries() } else { Vec::new() },
+        nodes: if online {
+            registry.summaries()
+        } else {
+            Vec::new()
+        },
         counters: registry.counters(),
     }
 }
@@ -47,7 +51,11 @@ fn status(registry: &Registry, online: bool, reason: &str) -> CoordinatorStatus 
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Run until `shutdown`; snapshots go to `view` after every status interval.
-pub async fn serve(config: CoordinatorConfig, shutdown: CancellationToken, view: watch::Sender<Snapshot>) -> Result<(), ServeError> {
+pub async fn serve(
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+    view: watch::Sender<Snapshot>,
+) -> Result<(), ServeError> {
     let topics = Topics::new(config.prefix.clone());
     let mut registry = Registry::new(topics.clone(), config.liveness.clone());
     let status_topic = topics.coordinator_status();
@@ -59,7 +67,11 @@ pub async fn serve(config: CoordinatorConfig, shutdown: CancellationToken, view:
         retain: true,
     };
     let client_id = if config.broker.client_id.is_empty() {
-        format!("fog-coordinator-{}-{}", fog_agent::config::hostname(), std::process::id())
+        format!(
+            "fog-coordinator-{}-{}",
+            fog_agent::config::hostname(),
+            std::process::id()
+        )
     } else {
         config.broker.client_id.clone()
     };
@@ -70,7 +82,10 @@ pub async fn serve(config: CoordinatorConfig, shutdown: CancellationToken, view:
     let mut link = Link::start(LinkOptions {
         broker: config.broker.clone(),
         client_id,
-        will: Some(retained(codec::encode(&status(&registry, false, "connection lost"), enc)?)),
+        will: Some(retained(codec::encode(
+            &status(&registry, false, "connection lost"),
+            enc,
+        )?)),
         on_connect: Vec::new(),
         subscriptions,
         max_packet_bytes: MAX_PACKET_BYTES,
@@ -130,6 +145,10 @@ pub async fn serve(config: CoordinatorConfig, shutdown: CancellationToken, view:
     }
     let last = status(&registry, false, "shutdown");
     view.send_replace(Arc::new(status(&registry, true, "")));
-    link.close(Some(retained(codec::encode(&last, enc)?)), Duration::from_secs(3)).await;
+    link.close(
+        Some(retained(codec::encode(&last, enc)?)),
+        Duration::from_secs(3),
+    )
+    .await;
     Ok(())
 }

@@ -25,7 +25,11 @@ pub enum StatusError {
 }
 
 /// Fetch the retained coordinator status.
-pub async fn fetch(broker: &BrokerConfig, topics: &Topics, timeout: Duration) -> Result<CoordinatorStatus, StatusError> {
+pub async fn fetch(
+    broker: &BrokerConfig,
+    topics: &Topics,
+    timeout: Duration,
+) -> Result<CoordinatorStatus, StatusError> {
     let topic = topics.coordinator_status();
     let mut link = Link::start(LinkOptions {
         broker: broker.clone(),
@@ -41,7 +45,9 @@ pub async fn fetch(broker: &BrokerConfig, topics: &Topics, timeout: Duration) ->
         while let Some(ev) = link.next_event().await {
             match ev {
                 LinkEvent::Connected => connected = true,
-                LinkEvent::Message { topic: t, payload } if t == topic => return Some(codec::decode(&payload)),
+                LinkEvent::Message { topic: t, payload } if t == topic => {
+                    return Some(codec::decode(&payload))
+                }
                 _ => {}
             }
         }
@@ -95,7 +101,11 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
     for n in &s.nodes {
         rows.push([
             n.node.to_string(),
-            if n.arch.is_empty() { "?".to_owned() } else { n.arch.clone() },
+            if n.arch.is_empty() {
+                "?".to_owned()
+            } else {
+                n.arch.clone()
+            },
             n.state.as_str().to_owned(),
             opt(n.cpu_pct, 1),
             opt(n.mem_pct, 1),
@@ -183,9 +193,22 @@ mod tests {
         let t = render_table(&s, 10_000);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("NODE"), "{t}");
-        assert!(lines[1].contains("12.3") && lines[1].contains("1s ago"), "{t}");
-        assert!(lines[2].contains("offline") && lines[2].contains("never"), "{t}");
-        assert_eq!(lines[0].find("ARCH"), lines[1].find("aarch64"), "columns align:\n{t}");
-        assert!(lines[3].contains("2 nodes: 1 online, 0 suspect, 1 offline"), "{t}");
+        assert!(
+            lines[1].contains("12.3") && lines[1].contains("1s ago"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("offline") && lines[2].contains("never"),
+            "{t}"
+        );
+        assert_eq!(
+            lines[0].find("ARCH"),
+            lines[1].find("aarch64"),
+            "columns align:\n{t}"
+        );
+        assert!(
+            lines[3].contains("2 nodes: 1 online, 0 suspect, 1 offline"),
+            "{t}"
+        );
     }
 }

@@ -54,7 +54,9 @@ impl std::str::FromStr for Encoding {
         match s {
             "json" => Ok(Encoding::Json),
             "postcard" => Ok(Encoding::Postcard),
-            other => Err(format!("unknown encoding {other:?}; expected \"json\" or \"postcard\"")),
+            other => Err(format!(
+                "unknown encoding {other:?}; expected \"json\" or \"postcard\""
+            )),
         }
     }
 }
@@ -107,7 +109,11 @@ pub fn encode<M: Message>(msg: &M, encoding: Encoding) -> Result<Vec<u8>, Encode
 }
 
 /// Encode `msg`, appending to `out` (reuse one buffer on hot paths).
-pub fn encode_into<M: Message>(msg: &M, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode_into<M: Message>(
+    msg: &M,
+    encoding: Encoding,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     match encoding {
         Encoding::Json => {
             // Write `{"v":1,` and then the message object without its own `{`, so the
@@ -173,16 +179,24 @@ pub fn decode_with_limit<M: Message>(bytes: &[u8], max_bytes: usize) -> Result<M
             struct Version {
                 v: u16,
             }
-            let json_err = |source| DecodeError::Json { what: M::NAME, source };
+            let json_err = |source| DecodeError::Json {
+                what: M::NAME,
+                source,
+            };
             let Version { v } = serde_json::from_slice(bytes).map_err(json_err)?;
             check_version(v)?;
             serde_json::from_slice(bytes).map_err(json_err)
         }
         Encoding::Postcard => {
-            let postcard_err = |source| DecodeError::Postcard { what: M::NAME, source };
-            let (v, rest): (u16, &[u8]) = postcard::take_from_bytes(&bytes[1..]).map_err(postcard_err)?;
+            let postcard_err = |source| DecodeError::Postcard {
+                what: M::NAME,
+                source,
+            };
+            let (v, rest): (u16, &[u8]) =
+                postcard::take_from_bytes(&bytes[1..]).map_err(postcard_err)?;
             check_version(v)?;
-            let (msg, trailing): (M, &[u8]) = postcard::take_from_bytes(rest).map_err(postcard_err)?;
+            let (msg, trailing): (M, &[u8]) =
+                postcard::take_from_bytes(rest).map_err(postcard_err)?;
             if !trailing.is_empty() {
                 return Err(postcard_err(postcard::Error::DeserializeBadEncoding));
             }
@@ -247,7 +261,10 @@ mod tests {
     #[test]
     fn oversized_frames_are_refused_before_parsing() {
         let big = vec![b'{'; Heartbeat::MAX_BYTES + 1];
-        assert!(matches!(decode::<Heartbeat>(&big), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode::<Heartbeat>(&big),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -340,8 +340,16 @@ message!(Heartbeat, "heartbeat", 1024);
 message!(Reading, "reading", 256 * 1024);
 message!(Alert, "alert", 8 * 1024);
 // Task messages: payload plus headroom; base64 in JSON costs 4/3.
-message!(TaskAssignment, "task assignment", MAX_TASK_BYTES * 4 / 3 + 4096);
+message!(
+    TaskAssignment,
+    "task assignment",
+    MAX_TASK_BYTES * 4 / 3 + 4096
+);
 message!(TaskResult, "task result", MAX_TASK_BYTES * 4 / 3 + 8192);
-message!(TaskSubmission, "task submission", MAX_TASK_BYTES * 4 / 3 + 4096);
+message!(
+    TaskSubmission,
+    "task submission",
+    MAX_TASK_BYTES * 4 / 3 + 4096
+);
 message!(CoordinatorStatus, "coordinator status", 8 * 1024 * 1024);
 message!(ScalingAdvice, "scaling advice", 8 * 1024);

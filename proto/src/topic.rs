@@ -41,7 +41,12 @@ pub enum TopicError {
     Foreign { topic: String, prefix: String },
 }
 
-fn check_segment(what: &'static str, value: &str, max: usize, allow_slash: bool) -> Result<(), TopicError> {
+fn check_segment(
+    what: &'static str,
+    value: &str,
+    max: usize,
+    allow_slash: bool,
+) -> Result<(), TopicError> {
     if value.is_empty() {
         return Err(TopicError::Empty { what });
     }
@@ -52,10 +57,9 @@ fn check_segment(what: &'static str, value: &str, max: usize, allow_slash: bool)
             max,
         });
     }
-    if let Some(ch) = value
-        .chars()
-        .find(|&c| c == '+' || c == '#' || (c == '/' && !allow_slash) || c.is_control() || c.is_whitespace())
-    {
+    if let Some(ch) = value.chars().find(|&c| {
+        c == '+' || c == '#' || (c == '/' && !allow_slash) || c.is_control() || c.is_whitespace()
+    }) {
         return Err(TopicError::BadChar {
             what,
             value: value.to_owned(),
@@ -325,13 +329,24 @@ mod tests {
             let topic = t.node(&n, kind);
             assert_eq!(t.parse(&topic), Ok(ParsedTopic::Node(n.clone(), kind)));
         }
-        assert_eq!(t.parse_node("farm/north/v1/nodes/pi-1/heartbeat"), Ok(("pi-1", NodeTopic::Heartbeat)));
-        assert!(t.parse_node("farm/north/v1/nodes/pi-1/heartbeat/x").is_err());
+        assert_eq!(
+            t.parse_node("farm/north/v1/nodes/pi-1/heartbeat"),
+            Ok(("pi-1", NodeTopic::Heartbeat))
+        );
+        assert!(t
+            .parse_node("farm/north/v1/nodes/pi-1/heartbeat/x")
+            .is_err());
         assert!(t.parse_node("farm/north/v1/nodes/p+/heartbeat").is_err());
         assert_eq!(t.parse(&t.submit()), Ok(ParsedTopic::Submit));
-        assert_eq!(t.parse(&t.coordinator_status()), Ok(ParsedTopic::CoordinatorStatus));
+        assert_eq!(
+            t.parse(&t.coordinator_status()),
+            Ok(ParsedTopic::CoordinatorStatus)
+        );
         assert_eq!(t.parse(&t.scaling()), Ok(ParsedTopic::Scaling));
-        assert_eq!(t.all_nodes(NodeTopic::Status), "farm/north/v1/nodes/+/status");
+        assert_eq!(
+            t.all_nodes(NodeTopic::Status),
+            "farm/north/v1/nodes/+/status"
+        );
     }
 
     #[test]

@@ -77,7 +77,10 @@ fn every_strict_prefix_of_a_postcard_frame_is_an_error() {
     for enc in [Encoding::Json, Encoding::Postcard] {
         let frame = encode(&samples::reading(), enc).expect("encodes");
         for len in 0..frame.len() {
-            assert!(decode::<Reading>(&frame[..len]).is_err(), "{enc:?} prefix of {len} bytes decoded");
+            assert!(
+                decode::<Reading>(&frame[..len]).is_err(),
+                "{enc:?} prefix of {len} bytes decoded"
+            );
         }
     }
 }

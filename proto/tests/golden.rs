@@ -21,9 +21,18 @@ fn check<M: Message + PartialEq + std::fmt::Debug>(name: &str, msg: &M) {
         if std::env::var_os("FOG_BLESS").is_some() {
             std::fs::write(&path, &bytes).expect("write golden vector");
         }
-        let golden = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("missing golden vector {}: {e}; run with FOG_BLESS=1", path.display()));
-        assert_eq!(bytes, golden, "{name} in {ext} no longer matches {}", path.display());
+        let golden = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "missing golden vector {}: {e}; run with FOG_BLESS=1",
+                path.display()
+            )
+        });
+        assert_eq!(
+            bytes,
+            golden,
+            "{name} in {ext} no longer matches {}",
+            path.display()
+        );
         let back: M = decode(&golden).expect("golden vector decodes");
         assert_eq!(&back, msg, "{name} in {ext} decodes to something else");
     }

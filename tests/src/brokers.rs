@@ -57,10 +57,16 @@ fn test_broker_bin() -> anyhow::Result<PathBuf> {
     }
     // Test executables live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("locating target dir")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locating target dir")?;
     let bin = dir.join("fog-test-broker");
     if !bin.exists() {
-        bail!("{} not found; build it with `cargo build -p fog-e2e`", bin.display());
+        bail!(
+            "{} not found; build it with `cargo build -p fog-e2e`",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -77,13 +83,54 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// made with the openssl command line.
 fn make_certs(dir: &Path) -> anyhow::Result<()> {
     let o = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
-    o(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=fog test CA", "-keyout", "ca.key", "-out", "ca.pem"])?;
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n")?;
+    o(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fog test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ])?;
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
     for name in ["server", "client"] {
-        o(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN=fog test {name}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")])?;
         o(&[
-            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-extfile", "san.ext", "-out", &format!("{name}.pem"),
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN=fog test {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ])?;
+        o(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            &format!("{name}.pem"),
         ])?;
     }
     Ok(())
@@ -101,7 +148,10 @@ impl TestBroker {
         let tls = if kind == BrokerKind::Mosquitto {
             make_certs(dir.path())?;
             let pw = dir.path().join("passwd");
-            run(Command::new("mosquitto_passwd").args(["-b", "-c"]).arg(&pw).args(["fog", "s3cret pass"]))?;
+            run(Command::new("mosquitto_passwd")
+                .args(["-b", "-c"])
+                .arg(&pw)
+                .args(["fog", "s3cret pass"]))?;
             let port = free_port()?;
             let conf = format!(
                 "per_listener_settings true\nuser root\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n\
@@ -157,7 +207,11 @@ impl TestBroker {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_err() {
             if Instant::now() > deadline {
-                bail!("{:?} broker did not listen on {} within 10 s", self.kind, self.addr);
+                bail!(
+                    "{:?} broker did not listen on {} within 10 s",
+                    self.kind,
+                    self.addr
+                );
             }
             if let Some(c) = self.child.as_mut() {
                 if let Some(status) = c.try_wait()? {

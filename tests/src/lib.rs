@@ -79,7 +79,12 @@ impl RunningCoordinator {
     }
 
     /// Wait until a snapshot satisfies `pred`; fail with the last snapshot if not.
-    pub async fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&CoordinatorStatus) -> bool) -> Snapshot {
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&CoordinatorStatus) -> bool,
+    ) -> Snapshot {
         let res = tokio::time::timeout(timeout, async {
             loop {
                 {
@@ -96,7 +101,10 @@ impl RunningCoordinator {
         .await;
         match res {
             Ok(s) => s,
-            Err(_) => panic!("timed out after {timeout:?} waiting for {what}; last snapshot: {:#?}", self.view.borrow()),
+            Err(_) => panic!(
+                "timed out after {timeout:?} waiting for {what}; last snapshot: {:#?}",
+                self.view.borrow()
+            ),
         }
     }
 
@@ -120,7 +128,12 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Start an agent; `extra` is appended to its TOML config (its own `[broker]` etc.
     /// come first, so `extra` may only add top-level keys or new tables).
-    pub fn start(node: &str, broker_url: &str, extra_top: &str, extra_broker: &str) -> anyhow::Result<Self> {
+    pub fn start(
+        node: &str,
+        broker_url: &str,
+        extra_top: &str,
+        extra_broker: &str,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let text = format!(
             "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\nmetrics_interval_secs = 0.5\n{extra_top}\n[broker]\nurl = \"{broker_url}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n{extra_broker}\n",
@@ -138,7 +151,11 @@ impl RunningAgent {
                 panic!("agent failed: {e}");
             }
         });
-        RunningAgent { stop, task, _dir: dir }
+        RunningAgent {
+            stop,
+            task,
+            _dir: dir,
+        }
     }
 
     /// Graceful stop: publishes the retained offline record.

@@ -11,19 +11,27 @@ use fog_proto::{NodeState, Topics};
 async fn status_shows_the_fleet() {
     init_logging();
     let broker = TestBroker::start().expect("broker");
-    let mut coord = RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
     let agent = RunningAgent::start("status-1", &broker.url(), "", "").expect("agent");
     coord
         .wait_for("status-1 online with load", Duration::from_secs(20), |s| {
-            s.nodes.iter().any(|n| n.node.as_str() == "status-1" && n.state == NodeState::Online && n.mem_pct.is_some())
+            s.nodes.iter().any(|n| {
+                n.node.as_str() == "status-1" && n.state == NodeState::Online && n.mem_pct.is_some()
+            })
         })
         .await;
     // The snapshot is published every 100 ms; give the retained copy a moment to catch up.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
-    let s = fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_secs(5)).await.expect("status");
+    let s = fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_secs(5))
+        .await
+        .expect("status");
     let table = fog_coordinator::status::render_table(&s, fog_agent::service::now_ms());
-    assert!(table.contains("status-1") && table.contains("online"), "{table}");
+    assert!(
+        table.contains("status-1") && table.contains("online"),
+        "{table}"
+    );
     assert!(table.contains(std::env::consts::ARCH), "{table}");
     let json = serde_json::to_value(&s).expect("json");
     assert_eq!(json["nodes"][0]["node"], "status-1");
@@ -33,6 +41,12 @@ async fn status_shows_the_fleet() {
     coord.stop().await;
     let empty = TestBroker::start().expect("broker");
     let cfg = fog_agent::config::BrokerConfig::plain(&empty.url()).expect("url");
-    let err = fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_millis(500)).await.expect_err("no coordinator");
-    assert!(err.to_string().contains("is `fog-coordinator serve` running"), "{err}");
+    let err = fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_millis(500))
+        .await
+        .expect_err("no coordinator");
+    assert!(
+        err.to_string()
+            .contains("is `fog-coordinator serve` running"),
+        "{err}"
+    );
 }

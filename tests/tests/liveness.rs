@@ -22,31 +22,45 @@ fn will_only() -> LivenessConfig {
 }
 
 fn online(s: &fog_proto::CoordinatorStatus, node: &str) -> bool {
-    s.nodes.iter().any(|n| n.node.as_str() == node && n.state == NodeState::Online)
+    s.nodes
+        .iter()
+        .any(|n| n.node.as_str() == node && n.state == NodeState::Online)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn birth_reaches_the_registry() {
     init_logging();
     let broker = TestBroker::start().expect("broker");
-    let mut coord = RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
-    let agent = RunningAgent::start("birth-1", &broker.url(), "[labels]\nsite = \"lab\"", "").expect("agent");
-    let snap = coord.wait_for("birth-1 online", WAIT, |s| online(s, "birth-1")).await;
-    let n = snap.nodes.iter().find(|n| n.node.as_str() == "birth-1").expect("listed");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    let agent = RunningAgent::start("birth-1", &broker.url(), "[labels]\nsite = \"lab\"", "")
+        .expect("agent");
+    let snap = coord
+        .wait_for("birth-1 online", WAIT, |s| online(s, "birth-1"))
+        .await;
+    let n = snap
+        .nodes
+        .iter()
+        .find(|n| n.node.as_str() == "birth-1")
+        .expect("listed");
     assert_eq!(n.arch, std::env::consts::ARCH);
     assert!(n.cores >= 1);
     assert_eq!(n.version, env!("CARGO_PKG_VERSION"));
     // Heartbeats fill in load figures.
     coord
         .wait_for("a heartbeat with memory use", WAIT, |s| {
-            s.nodes.iter().any(|n| n.node.as_str() == "birth-1" && n.mem_pct.is_some_and(|m| m > 0.0))
+            s.nodes
+                .iter()
+                .any(|n| n.node.as_str() == "birth-1" && n.mem_pct.is_some_and(|m| m > 0.0))
         })
         .await;
     // A clean stop publishes the retained offline record.
     agent.stop().await;
     coord
         .wait_for("birth-1 offline after clean stop", WAIT, |s| {
-            s.nodes.iter().any(|n| n.node.as_str() == "birth-1" && n.state == NodeState::Offline)
+            s.nodes
+                .iter()
+                .any(|n| n.node.as_str() == "birth-1" && n.state == NodeState::Offline)
         })
         .await;
     coord.stop().await;
@@ -59,16 +73,22 @@ async fn readings_arrive_and_decode_in_both_encodings() {
     let mut opts = MqttOptions::new("reading-watcher", "127.0.0.1", broker.addr.port());
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
-    client.subscribe("fog/v1/nodes/+/metrics", QoS::AtMostOnce).await.expect("subscribe");
+    client
+        .subscribe("fog/v1/nodes/+/metrics", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
     // Wait for the subscription to be in place before agents publish.
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.expect("connected") {
             break;
         }
     }
-    let mut coord = RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
-    let a = RunningAgent::start("enc-json", &broker.url(), "encoding = \"json\"", "").expect("agent");
-    let b = RunningAgent::start("enc-postcard", &broker.url(), "encoding = \"postcard\"", "").expect("agent");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    let a =
+        RunningAgent::start("enc-json", &broker.url(), "encoding = \"json\"", "").expect("agent");
+    let b = RunningAgent::start("enc-postcard", &broker.url(), "encoding = \"postcard\"", "")
+        .expect("agent");
 
     let mut seen_json = 0;
     let mut seen_postcard = 0;
@@ -95,7 +115,9 @@ async fn readings_arrive_and_decode_in_both_encodings() {
     assert!(with_rates >= 2, "readings after the first carry CPU rates");
     coord
         .wait_for("registry counts readings from both", WAIT, |s| {
-            s.counters.get("readings_total").copied().unwrap_or(0) >= 4 && online(s, "enc-json") && online(s, "enc-postcard")
+            s.counters.get("readings_total").copied().unwrap_or(0) >= 4
+                && online(s, "enc-json")
+                && online(s, "enc-postcard")
         })
         .await;
     assert_eq!(coord.counter("rejected_total"), 0);
@@ -109,24 +131,35 @@ async fn cut_connection_is_offline_within_one_and_a_half_keep_alives() {
     init_logging();
     let broker = TestBroker::start().expect("broker");
     let proxy = Proxy::start(broker.addr).await.expect("proxy");
-    let mut coord = RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
     // keep_alive_secs = 2 (set by the harness).
     let keep_alive = Duration::from_secs(2);
     let agent = RunningAgent::start("cut-1", &proxy.url(), "", "").expect("agent");
-    coord.wait_for("cut-1 online", WAIT, |s| online(s, "cut-1")).await;
+    coord
+        .wait_for("cut-1 online", WAIT, |s| online(s, "cut-1"))
+        .await;
 
     // The node goes silent without a DISCONNECT: only keep-alive can tell.
     let cut_at = tokio::time::Instant::now();
     proxy.freeze();
     let snap = coord
         .wait_for("cut-1 offline", keep_alive * 3, |s| {
-            s.nodes.iter().any(|n| n.node.as_str() == "cut-1" && n.state == NodeState::Offline)
+            s.nodes
+                .iter()
+                .any(|n| n.node.as_str() == "cut-1" && n.state == NodeState::Offline)
         })
         .await;
     let took = cut_at.elapsed();
-    eprintln!("offline detected {took:?} after the cut (keep-alive {keep_alive:?}, broker {:?})", broker.kind);
+    eprintln!(
+        "offline detected {took:?} after the cut (keep-alive {keep_alive:?}, broker {:?})",
+        broker.kind
+    );
     // 1.5 x keep-alive, plus the 100 ms snapshot interval and scheduling slack.
-    assert!(took <= keep_alive.mul_f32(1.5) + Duration::from_millis(300), "took {took:?}");
+    assert!(
+        took <= keep_alive.mul_f32(1.5) + Duration::from_millis(300),
+        "took {took:?}"
+    );
     assert!(snap.nodes.iter().any(|n| n.node.as_str() == "cut-1"));
     agent.abort();
     coord.stop().await;
@@ -140,16 +173,28 @@ async fn the_broker_publishes_the_last_will_of_a_silent_agent() {
     // Silence rules off: only the broker's Last Will can mark the node offline.
     let mut coord = RunningCoordinator::start(&broker.url(), will_only()).expect("coordinator");
     let agent = RunningAgent::start("will-1", &proxy.url(), "", "").expect("agent");
-    coord.wait_for("will-1 online", WAIT, |s| online(s, "will-1")).await;
+    coord
+        .wait_for("will-1 online", WAIT, |s| online(s, "will-1"))
+        .await;
     let cut_at = tokio::time::Instant::now();
     proxy.freeze();
     // Brokers check keep-alives coarsely (Mosquitto 2.0 in whole seconds).
     coord
-        .wait_for("will-1 offline by its Last Will", Duration::from_secs(10), |s| {
-            s.nodes.iter().any(|n| n.node.as_str() == "will-1" && n.state == NodeState::Offline)
-        })
+        .wait_for(
+            "will-1 offline by its Last Will",
+            Duration::from_secs(10),
+            |s| {
+                s.nodes
+                    .iter()
+                    .any(|n| n.node.as_str() == "will-1" && n.state == NodeState::Offline)
+            },
+        )
         .await;
-    eprintln!("Last Will arrived {:?} after the cut (keep-alive 2s, broker {:?})", cut_at.elapsed(), broker.kind);
+    eprintln!(
+        "Last Will arrived {:?} after the cut (keep-alive 2s, broker {:?})",
+        cut_at.elapsed(),
+        broker.kind
+    );
     assert_eq!(coord.counter("rejected_total"), 0);
     agent.abort();
     coord.stop().await;
@@ -159,12 +204,17 @@ async fn the_broker_publishes_the_last_will_of_a_silent_agent() {
 async fn agents_and_registry_recover_after_a_broker_restart() {
     init_logging();
     let mut broker = TestBroker::start().expect("broker");
-    let mut coord = RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
     let agents: Vec<_> = (1..=3)
-        .map(|i| RunningAgent::start(&format!("restart-{i}"), &broker.url(), "", "").expect("agent"))
+        .map(|i| {
+            RunningAgent::start(&format!("restart-{i}"), &broker.url(), "", "").expect("agent")
+        })
         .collect();
     coord
-        .wait_for("three agents online", WAIT, |s| (1..=3).all(|i| online(s, &format!("restart-{i}"))))
+        .wait_for("three agents online", WAIT, |s| {
+            (1..=3).all(|i| online(s, &format!("restart-{i}")))
+        })
         .await;
     let births_before = coord.counter("status_total");
 
@@ -179,7 +229,9 @@ async fn agents_and_registry_recover_after_a_broker_restart() {
     broker.restart().expect("broker restarts");
 
     coord
-        .wait_for("three agents online again", WAIT, |s| (1..=3).all(|i| online(s, &format!("restart-{i}"))))
+        .wait_for("three agents online again", WAIT, |s| {
+            (1..=3).all(|i| online(s, &format!("restart-{i}")))
+        })
         .await;
     // Each agent announced itself again on reconnect.
     let births = eventually("re-announced births", WAIT, || {

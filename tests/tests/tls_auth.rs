@@ -19,11 +19,21 @@ fn mosquitto_or_skip() -> Option<TestBroker> {
     Some(TestBroker::start().expect("mosquitto"))
 }
 
-fn agent_config(node: &str, tls: &fog_e2e::brokers::TlsListener, dir: &std::path::Path, client_cert: bool, password: &str) -> String {
+fn agent_config(
+    node: &str,
+    tls: &fog_e2e::brokers::TlsListener,
+    dir: &std::path::Path,
+    client_cert: bool,
+    password: &str,
+) -> String {
     let pw = dir.join("pw");
     std::fs::write(&pw, format!("{password}\n")).expect("write password file");
     let cert = if client_cert {
-        format!("cert_file = \"{}\"\nkey_file = \"{}\"\n", tls.client_cert.display(), tls.client_key.display())
+        format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+            tls.client_cert.display(),
+            tls.client_key.display()
+        )
     } else {
         String::new()
     };
@@ -40,20 +50,34 @@ fn agent_config(node: &str, tls: &fog_e2e::brokers::TlsListener, dir: &std::path
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_connect_over_tls_with_a_password_and_a_client_certificate() {
     init_logging();
-    let Some(broker) = mosquitto_or_skip() else { return };
+    let Some(broker) = mosquitto_or_skip() else {
+        return;
+    };
     let tls = broker.tls.clone().expect("mosquitto has a TLS listener");
     // The coordinator stays on the plain listener; the agents cross TLS.
-    let mut coord = RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
     let mut agents = Vec::new();
     for (node, client_cert) in [("tls-1", false), ("tls-2", true)] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = Config::from_toml(&agent_config(node, &tls, dir.path(), client_cert, &tls.password)).expect("valid config");
+        let cfg = Config::from_toml(&agent_config(
+            node,
+            &tls,
+            dir.path(),
+            client_cert,
+            &tls.password,
+        ))
+        .expect("valid config");
         fog_agent::config::check_files(&cfg).expect("files readable");
         agents.push(RunningAgent::start_with(cfg, dir));
     }
     coord
         .wait_for("both TLS agents online", WAIT, |s| {
-            ["tls-1", "tls-2"].iter().all(|id| s.nodes.iter().any(|n| n.node.as_str() == *id && n.state == NodeState::Online))
+            ["tls-1", "tls-2"].iter().all(|id| {
+                s.nodes
+                    .iter()
+                    .any(|n| n.node.as_str() == *id && n.state == NodeState::Online)
+            })
         })
         .await;
     for a in agents {
@@ -65,22 +89,39 @@ async fn agents_connect_over_tls_with_a_password_and_a_client_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_never_gets_in_and_the_agent_keeps_retrying() {
     init_logging();
-    let Some(broker) = mosquitto_or_skip() else { return };
+    let Some(broker) = mosquitto_or_skip() else {
+        return;
+    };
     let tls = broker.tls.clone().expect("mosquitto has a TLS listener");
-    let mut coord = RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = Config::from_toml(&agent_config("tls-bad", &tls, dir.path(), false, "wrong")).expect("valid config");
+    let cfg = Config::from_toml(&agent_config("tls-bad", &tls, dir.path(), false, "wrong"))
+        .expect("valid config");
     let agent = RunningAgent::start_with(cfg, dir);
     // A control agent with the right password proves the listener works meanwhile.
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = Config::from_toml(&agent_config("tls-good", &tls, dir.path(), false, &tls.password)).expect("valid config");
+    let cfg = Config::from_toml(&agent_config(
+        "tls-good",
+        &tls,
+        dir.path(),
+        false,
+        &tls.password,
+    ))
+    .expect("valid config");
     let good = RunningAgent::start_with(cfg, dir);
     coord
-        .wait_for("the good agent online", WAIT, |s| s.nodes.iter().any(|n| n.node.as_str() == "tls-good"))
+        .wait_for("the good agent online", WAIT, |s| {
+            s.nodes.iter().any(|n| n.node.as_str() == "tls-good")
+        })
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let snap = coord.view.borrow().clone();
-    assert!(!snap.nodes.iter().any(|n| n.node.as_str() == "tls-bad"), "refused agent appeared: {:#?}", snap.nodes);
+    assert!(
+        !snap.nodes.iter().any(|n| n.node.as_str() == "tls-bad"),
+        "refused agent appeared: {:#?}",
+        snap.nodes
+    );
     agent.stop().await;
     good.stop().await;
     coord.stop().await;
@@ -89,20 +130,37 @@ async fn a_wrong_password_never_gets_in_and_the_agent_keeps_retrying() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_refused() {
     init_logging();
-    let Some(broker) = mosquitto_or_skip() else { return };
+    let Some(broker) = mosquitto_or_skip() else {
+        return;
+    };
     let tls = broker.tls.clone().expect("mosquitto has a TLS listener");
-    let mut coord = RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
     // Trust the client certificate as if it were the CA: the server's chain fails.
     let wrong_ca = fog_e2e::brokers::TlsListener {
         ca: tls.client_cert.clone(),
         ..tls.clone()
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = Config::from_toml(&agent_config("tls-untrusted", &wrong_ca, dir.path(), false, &tls.password)).expect("valid config");
+    let cfg = Config::from_toml(&agent_config(
+        "tls-untrusted",
+        &wrong_ca,
+        dir.path(),
+        false,
+        &tls.password,
+    ))
+    .expect("valid config");
     let agent = RunningAgent::start_with(cfg, dir);
-    coord.wait_for("coordinator online", WAIT, |s| s.online).await;
+    coord
+        .wait_for("coordinator online", WAIT, |s| s.online)
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!coord.view.borrow().nodes.iter().any(|n| n.node.as_str() == "tls-untrusted"));
+    assert!(!coord
+        .view
+        .borrow()
+        .nodes
+        .iter()
+        .any(|n| n.node.as_str() == "tls-untrusted"));
     agent.stop().await;
     coord.stop().await;
 }

@@ -11,7 +11,9 @@ pub(crate) struct Times {
 /// Parse one `cpu`/`cpuN` line's counters (user nice system idle iowait irq softirq
 /// steal ...). Guest time is already counted in user, so it is not added again.
 pub(crate) fn parse_line(fields: &str) -> Option<Times> {
-    let mut it = fields.split_ascii_whitespace().map(|f| f.parse::<u64>().ok());
+    let mut it = fields
+        .split_ascii_whitespace()
+        .map(|f| f.parse::<u64>().ok());
     let mut v = [0u64; 8];
     let mut n = 0;
     for slot in v.iter_mut() {
@@ -73,7 +75,10 @@ pub(crate) struct CpuTracker {
 impl CpuTracker {
     /// Total and per-core busy %, `(None, [])` on the first sample.
     pub fn sample(&mut self, r: &mut ProcReader) -> (Option<f32>, Vec<f32>) {
-        let Some(all) = r.read("proc/stat").and_then(|t| parse_stat(t, &mut self.cores)) else {
+        let Some(all) = r
+            .read("proc/stat")
+            .and_then(|t| parse_stat(t, &mut self.cores))
+        else {
             return (None, Vec::new());
         };
         let total = self.prev_all.and_then(|p| busy_pct(p, all));
@@ -93,7 +98,10 @@ impl CpuTracker {
 
     /// Only the total (heartbeats), still tracking its own previous sample.
     pub fn sample_total(&mut self, r: &mut ProcReader) -> (Option<f32>, ()) {
-        let Some(all) = r.read("proc/stat").and_then(|t| parse_stat(t, &mut self.cores)) else {
+        let Some(all) = r
+            .read("proc/stat")
+            .and_then(|t| parse_stat(t, &mut self.cores))
+        else {
             return (None, ());
         };
         let total = self.prev_all.and_then(|p| busy_pct(p, all));
@@ -113,9 +121,21 @@ mod tests {
     fn parses_totals_and_cores() {
         let mut cores = Vec::new();
         let all = parse_stat(STAT, &mut cores).expect("parses");
-        assert_eq!(all, Times { busy: 200, total: 1000 });
+        assert_eq!(
+            all,
+            Times {
+                busy: 200,
+                total: 1000
+            }
+        );
         assert_eq!(cores.len(), 2);
-        assert_eq!(cores[0], Times { busy: 100, total: 500 });
+        assert_eq!(
+            cores[0],
+            Times {
+                busy: 100,
+                total: 500
+            }
+        );
     }
 
     #[test]
@@ -124,7 +144,11 @@ mod tests {
         let a = parse_stat(STAT, &mut c).expect("parses");
         let b = parse_stat(STAT2, &mut c).expect("parses");
         assert_eq!(busy_pct(a, b), Some(20.0));
-        assert_eq!(busy_pct(b, a), None, "counters going backwards give no figure");
+        assert_eq!(
+            busy_pct(b, a),
+            None,
+            "counters going backwards give no figure"
+        );
         assert_eq!(busy_pct(a, a), None, "no time passed");
     }
 

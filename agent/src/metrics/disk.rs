@@ -28,7 +28,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -69,7 +72,11 @@ pub(crate) fn parse_diskstats(text: &str) -> impl Iterator<Item = (&str, u64, u6
         let name = f.nth(2)?;
         let sectors_read: u64 = f.nth(2)?.parse().ok()?;
         let sectors_written: u64 = f.nth(3)?.parse().ok()?;
-        Some((name, sectors_read * SECTOR_BYTES, sectors_written * SECTOR_BYTES))
+        Some((
+            name,
+            sectors_read * SECTOR_BYTES,
+            sectors_written * SECTOR_BYTES,
+        ))
     })
 }
 
@@ -95,18 +102,25 @@ pub(crate) struct DiskTracker {
 
 impl DiskTracker {
     pub fn sample(&mut self, r: &mut ProcReader, exclude_fs: &[String], now: Instant) -> Vec<Disk> {
-        let mounts = r.read("proc/self/mounts").map(|t| parse_mounts(t, exclude_fs)).unwrap_or_default();
+        let mounts = r
+            .read("proc/self/mounts")
+            .map(|t| parse_mounts(t, exclude_fs))
+            .unwrap_or_default();
         let mut io: HashMap<String, (u64, u64)> = HashMap::new();
         if let Some(text) = r.read("proc/diskstats") {
             for (name, rd, wr) in parse_diskstats(text) {
-                if mounts.iter().any(|m| m.device.rsplit('/').next() == Some(name)) {
+                if mounts
+                    .iter()
+                    .any(|m| m.device.rsplit('/').next() == Some(name))
+                {
                     io.insert(name.to_owned(), (rd, wr));
                 }
             }
         }
         let mut out = Vec::with_capacity(mounts.len());
         for m in mounts {
-            let Some((total, avail, used_pct)) = statvfs(&r.path(m.mount.trim_start_matches('/')).to_string_lossy())
+            let Some((total, avail, used_pct)) =
+                statvfs(&r.path(m.mount.trim_start_matches('/')).to_string_lossy())
             else {
                 continue;
             };
@@ -130,7 +144,8 @@ impl DiskTracker {
             });
         }
         if self.prev.len() > out.len() {
-            self.prev.retain(|k, _| out.iter().any(|d| d.device.rsplit('/').next() == Some(k)));
+            self.prev
+                .retain(|k, _| out.iter().any(|d| d.device.rsplit('/').next() == Some(k)));
         }
         out
     }

@@ -5,7 +5,9 @@ use fog_proto::Load;
 use super::ProcReader;
 
 pub(crate) fn parse_load(text: &str) -> Load {
-    let mut it = text.split_ascii_whitespace().map(|v| v.parse::<f32>().unwrap_or(0.0));
+    let mut it = text
+        .split_ascii_whitespace()
+        .map(|v| v.parse::<f32>().unwrap_or(0.0));
     Load {
         one: it.next().unwrap_or(0.0),
         five: it.next().unwrap_or(0.0),
@@ -66,7 +68,10 @@ pub(crate) fn footprint(r: &mut ProcReader) -> ProcessFootprint {
         .read("proc/self/statm")
         .and_then(|t| t.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0);
-    let ticks = r.read("proc/self/stat").and_then(parse_stat_cpu_ticks).unwrap_or(0);
+    let ticks = r
+        .read("proc/self/stat")
+        .and_then(parse_stat_cpu_ticks)
+        .unwrap_or(0);
     ProcessFootprint {
         rss_bytes: rss_pages * page_size(),
         cpu_secs: ticks as f64 / clock_ticks(),

@@ -108,7 +108,9 @@ impl Collector {
             },
             load: host::load(&mut self.reader),
             memory: memory::read(&mut self.reader),
-            disks: self.disks.sample(&mut self.reader, &self.config.exclude_fs_types, now),
+            disks: self
+                .disks
+                .sample(&mut self.reader, &self.config.exclude_fs_types, now),
             networks: self
                 .networks
                 .sample(&mut self.reader, &self.config.exclude_interfaces, now),
@@ -188,7 +190,10 @@ mod tests {
         let second = c.reading(2);
         let total = second.cpu.total_pct.expect("rate on the second sample");
         assert!((0.0..=100.0).contains(&total));
-        assert_eq!(second.cpu.per_core_pct.len(), std::thread::available_parallelism().map_or(1, |n| n.get()));
+        assert_eq!(
+            second.cpu.per_core_pct.len(),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
         assert_eq!(second.seq, 2);
         assert!(second.networks.iter().all(|n| n.interface != "lo"));
         // The encoded reading must be valid JSON (no NaN).

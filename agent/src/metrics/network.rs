@@ -81,7 +81,8 @@ impl NetworkTracker {
         }
         // Forget interfaces that went away, so the map stays bounded by what exists.
         if self.prev.len() > out.len() {
-            self.prev.retain(|k, _| out.iter().any(|n| &n.interface == k));
+            self.prev
+                .retain(|k, _| out.iter().any(|n| &n.interface == k));
         }
         out
     }
@@ -93,10 +94,17 @@ mod tests {
 
     #[test]
     fn parses_proc_net_dev_lines() {
-        let (name, c) = parse_line("  eth0: 1000 10 1 2 0 0 0 0  500 5 3 4 0 0 0 0").expect("parses");
+        let (name, c) =
+            parse_line("  eth0: 1000 10 1 2 0 0 0 0  500 5 3 4 0 0 0 0").expect("parses");
         assert_eq!(name, "eth0");
-        assert_eq!((c.rx_bytes, c.rx_packets, c.rx_errors, c.rx_dropped), (1000, 10, 1, 2));
-        assert_eq!((c.tx_bytes, c.tx_packets, c.tx_errors, c.tx_dropped), (500, 5, 3, 4));
+        assert_eq!(
+            (c.rx_bytes, c.rx_packets, c.rx_errors, c.rx_dropped),
+            (1000, 10, 1, 2)
+        );
+        assert_eq!(
+            (c.tx_bytes, c.tx_packets, c.tx_errors, c.tx_dropped),
+            (500, 5, 3, 4)
+        );
         assert!(parse_line("Inter-|   Receive").is_none());
         assert!(parse_line("eth0: 1 2 3").is_none());
     }

@@ -12,7 +12,10 @@ pub(crate) struct Sensors {
 
 fn list(r: &ProcReader, rel: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(r.path(rel))
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -21,17 +24,29 @@ fn list(r: &ProcReader, rel: &str) -> Vec<String> {
 impl Sensors {
     pub fn discover(r: &mut ProcReader) -> Self {
         let mut files = Vec::new();
-        for zone in list(r, "sys/class/thermal").into_iter().filter(|z| z.starts_with("thermal_zone")) {
+        for zone in list(r, "sys/class/thermal")
+            .into_iter()
+            .filter(|z| z.starts_with("thermal_zone"))
+        {
             let kind = r
                 .read(&format!("sys/class/thermal/{zone}/type"))
                 .map(|t| t.trim().to_owned())
                 .unwrap_or_default();
-            files.push((format!("{zone}/{kind}"), format!("sys/class/thermal/{zone}/temp")));
+            files.push((
+                format!("{zone}/{kind}"),
+                format!("sys/class/thermal/{zone}/temp"),
+            ));
         }
         for hw in list(r, "sys/class/hwmon") {
             let base = format!("sys/class/hwmon/{hw}");
-            let name = r.read(&format!("{base}/name")).map(|t| t.trim().to_owned()).unwrap_or_default();
-            for input in list(r, &base).into_iter().filter(|f| f.starts_with("temp") && f.ends_with("_input")) {
+            let name = r
+                .read(&format!("{base}/name"))
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_default();
+            for input in list(r, &base)
+                .into_iter()
+                .filter(|f| f.starts_with("temp") && f.ends_with("_input"))
+            {
                 let stem = input.trim_end_matches("_input");
                 let label = r
                     .read(&format!("{base}/{stem}_label"))

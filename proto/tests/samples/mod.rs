@@ -16,7 +16,10 @@ pub fn birth() -> Birth {
         arch: "aarch64".into(),
         cores: 4,
         memory_bytes: 4_000_000_000,
-        labels: BTreeMap::from([("site".into(), "barn".into()), ("role".into(), "camera".into())]),
+        labels: BTreeMap::from([
+            ("site".into(), "barn".into()),
+            ("role".into(), "camera".into()),
+        ]),
         encoding: Encoding::Json,
         task_kinds: vec!["echo".into(), "sha256".into()],
         heartbeat_interval_ms: 5000,

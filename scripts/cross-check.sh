@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# ARM cross-check without Docker: build fog-agent for aarch64 and armv7 with Debian's
+# own Rust (rustc-web/cargo-web from bookworm-security), run the fog-proto and
+# fog-agent unit tests under qemu-user, run `fog-agent metrics --once` under qemu and
+# check that its output parses, and print each stripped binary's size.
+#
+#   scripts/cross-check.sh            # both targets
+#   TARGETS=aarch64 scripts/cross-check.sh
+#
+# aarch64 uses Debian's prebuilt standard library (libstd-rust-web-dev:arm64); armv7
+# builds the standard library from rust-web-src with -Zbuild-std (the armhf index of
+# bookworm-security has been seen stuck mid-sync). Installs what it needs if missing
+# (as root). Debian's toolchain is called by path: rustup's comes first on PATH and has
+# no ARM standard library.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+targets=${TARGETS:-"aarch64 armv7"}
+
+apt_retry() {
+    for i in 1 2 3 4 5; do
+        if "$@"; then return 0; fi
+        echo "cross-check: '$*' failed (attempt $i); retrying" >&2
+        sleep $((i * 5))
+    done
+    return 1
+}
+
+need=()
+[ -x /usr/bin/cargo ] && /usr/bin/cargo --version 2>/dev/null | grep -q '1\.9[6-9]\|1\.[1-9][0-9][0-9]' || need+=(rustc-web cargo-web)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+case " $targets " in *" aarch64 "*)
+    dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64; }
+    dpkg -s libstd-rust-web-dev:arm64 >/dev/null 2>&1 || need+=(libstd-rust-web-dev:arm64)
+    command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+esac
+case " $targets " in *" armv7 "*)
+    dpkg -s rust-web-src >/dev/null 2>&1 || need+=(rust-web-src)
+    command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+esac
+if [ ${#need[@]} -gt 0 ]; then
+    echo "cross-check: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt_retry apt-get update -qq
+    apt_retry apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+CARGO=/usr/bin/cargo
+export RUSTC=/usr/bin/rustc
+# Separate target dir: Debian's rustc must not share artefacts with rustup's.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR_CROSS:-target/cross}
+echo "cross-check: $($RUSTC --version)"
+
+check_target() {
+    local short=$1 triple gcc sysroot qemu extra=()
+    case $short in
+        aarch64) triple=aarch64-unknown-linux-gnu; gcc=aarch64-linux-gnu-gcc; sysroot=/usr/aarch64-linux-gnu; qemu=qemu-aarch64 ;;
+        armv7) triple=armv7-unknown-linux-gnueabihf; gcc=arm-linux-gnueabihf-gcc; sysroot=/usr/arm-linux-gnueabihf; qemu=qemu-arm
+               extra=(-Zbuild-std=std,panic_unwind); export RUSTC_BOOTSTRAP=1 ;;
+        *) echo "unknown target $short" >&2; return 1 ;;
+    esac
+    local up; up=$(echo "$triple" | tr 'a-z-' 'A-Z_')
+    export "CARGO_TARGET_${up}_LINKER=$gcc"
+    export "CARGO_TARGET_${up}_RUNNER=$qemu -L $sysroot"
+    # ring's C code needs the cross C compiler too.
+    export "CC_${triple//-/_}=$gcc"
+
+    echo "== $triple: unit tests of fog-proto and fog-agent under $qemu"
+    $CARGO test --locked --target "$triple" "${extra[@]}" -p fog-proto -p fog-agent --lib --bins --tests
+
+    echo "== $triple: release build of fog-agent"
+    $CARGO build --locked --release --target "$triple" "${extra[@]}" -p fog-agent
+    local bin=$CARGO_TARGET_DIR/$triple/release/fog-agent
+
+    echo "== $triple: fog-agent metrics --once under $qemu"
+    $qemu -L "$sysroot" "$bin" metrics --once > "$CARGO_TARGET_DIR/metrics-$short.json"
+    python3 - "$CARGO_TARGET_DIR/metrics-$short.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["memory"]["total_bytes"] > 0, "no memory figure"
+assert r["uptime_secs"] > 0, "no uptime"
+assert isinstance(r["cpu"]["per_core_pct"], list)
+print(f"   reading parses: {len(r['cpu']['per_core_pct'])} cores, {len(r['disks'])} disks, {len(r['networks'])} interfaces")
+PY
+    $qemu -L "$sysroot" "$bin" --version
+    local size; size=$(stat -c %s "$bin")
+    sizes+=("$(printf '%-34s %8d bytes (%.2f MiB)' "$triple" "$size" "$(awk "BEGIN{print $size/1048576}")")")
+    unset RUSTC_BOOTSTRAP
+}
+
+sizes=()
+for t in $targets; do check_target "$t"; done
+echo
+echo "stripped release fog-agent:"
+printf '  %s\n' "${sizes[@]}"
