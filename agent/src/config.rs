@@ -496,6 +496,28 @@ fn sanitize_hostname(h: &str) -> String {
         .collect()
 }
 
+/// Check that files the config names are readable (what `check-config` adds to parsing).
+pub fn check_files(c: &Config) -> Result<(), ConfigError> {
+    let Some(tls) = &c.broker.tls else {
+        return Ok(());
+    };
+    let mut files = vec![("broker.ca_file", &tls.ca_file)];
+    if let Some((cert, key)) = &tls.client_cert {
+        files.push(("broker.cert_file", cert));
+        files.push(("broker.key_file", key));
+    }
+    for (key, path) in files {
+        std::fs::File::open(path).map_err(|e| {
+            invalid(
+                "<config>",
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,26 +602,4 @@ mod tests {
         let c = Config::from_toml(&text).expect("valid");
         assert_eq!(c.broker.credentials, Some(("u".into(), "s3cret".into())));
     }
-}
-
-/// Check that files the config names are readable (what `check-config` adds to parsing).
-pub fn check_files(c: &Config) -> Result<(), ConfigError> {
-    let Some(tls) = &c.broker.tls else {
-        return Ok(());
-    };
-    let mut files = vec![("broker.ca_file", &tls.ca_file)];
-    if let Some((cert, key)) = &tls.client_cert {
-        files.push(("broker.cert_file", cert));
-        files.push(("broker.key_file", key));
-    }
-    for (key, path) in files {
-        std::fs::File::open(path).map_err(|e| {
-            invalid(
-                "<config>",
-                key,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-    }
-    Ok(())
 }

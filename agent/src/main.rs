@@ -61,7 +61,7 @@ fn init_tracing() {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("fog-agent: {e}");
         ExitCode::from(EXIT_CONFIG)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fog_coordinator::registry::LivenessConfig;
 use fog_e2e::{init_logging, RunningCoordinator, TestBroker};
 use fog_proto::{codec, Birth, Encoding, Heartbeat, NodeId, Status};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, QoS};
 
 const WAIT: Duration = Duration::from_secs(20);
 
