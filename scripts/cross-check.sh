@@ -53,7 +53,13 @@ echo "cross-check: $($RUSTC --version)"
 check_target() {
     local short=$1 triple gcc sysroot qemu extra=()
     case $short in
-        aarch64) triple=aarch64-unknown-linux-gnu; gcc=aarch64-linux-gnu-gcc; sysroot=/usr/aarch64-linux-gnu; qemu=qemu-aarch64 ;;
+        aarch64) triple=aarch64-unknown-linux-gnu; gcc=aarch64-linux-gnu-gcc; qemu=qemu-aarch64
+                 # libstd-rust-web-dev:arm64 pulls in libc6:arm64 (/lib/aarch64-linux-gnu),
+                 # newer than the cross libc in /usr/aarch64-linux-gnu. With `-L
+                 # /usr/aarch64-linux-gnu` the old ld.so loads the new libc.so.6 and
+                 # pthread_create spins forever (seen here; a C repro hangs the same way).
+                 # Use the matching multiarch loader and libc when they are installed.
+                 if [ -e /lib/ld-linux-aarch64.so.1 ]; then sysroot=/; else sysroot=/usr/aarch64-linux-gnu; fi ;;
         armv7) triple=armv7-unknown-linux-gnueabihf; gcc=arm-linux-gnueabihf-gcc; sysroot=/usr/arm-linux-gnueabihf; qemu=qemu-arm
                extra=(-Zbuild-std=std,panic_unwind); export RUSTC_BOOTSTRAP=1 ;;
         *) echo "unknown target $short" >&2; return 1 ;;
