@@ -14,10 +14,11 @@ async fn demo_runs_and_summarises() {
         duration: Some(Duration::from_secs(4)),
         redraw: false,
     };
-    let summary = tokio::time::timeout(Duration::from_secs(30), run(opts, CancellationToken::new()))
-        .await
-        .expect("demo ends by itself")
-        .expect("demo runs");
+    let summary =
+        tokio::time::timeout(Duration::from_secs(30), run(opts, CancellationToken::new()))
+            .await
+            .expect("demo ends by itself")
+            .expect("demo runs");
     assert_eq!(summary.nodes_seen, 3, "{summary}");
     assert!(summary.heartbeats >= 6, "{summary}");
     assert!(summary.readings >= 3, "{summary}");

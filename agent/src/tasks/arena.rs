@@ -54,7 +54,11 @@ impl BuddyCore {
     /// An allocator over `bytes` (rounded down to whole `MIN_BLOCK`s).
     pub fn new(bytes: usize) -> Self {
         let blocks = (bytes / MIN_BLOCK).min(u32::MAX as usize / 2) as u32;
-        let max_order = if blocks == 0 { 0 } else { (31 - blocks.leading_zeros()) as u8 };
+        let max_order = if blocks == 0 {
+            0
+        } else {
+            (31 - blocks.leading_zeros()) as u8
+        };
         let mut core = BuddyCore {
             blocks,
             free_order: vec![NOT_FREE; blocks as usize],
@@ -130,7 +134,9 @@ impl BuddyCore {
         while k < self.max_order {
             let buddy = idx ^ (1 << k);
             let merged = idx.min(buddy);
-            if merged as u64 + (2u64 << k) > self.blocks as u64 || self.free_order.get(buddy as usize) != Some(&k) {
+            if merged as u64 + (2u64 << k) > self.blocks as u64
+                || self.free_order.get(buddy as usize) != Some(&k)
+            {
                 break;
             }
             self.remove(buddy, k);
@@ -142,7 +148,10 @@ impl BuddyCore {
 
     /// Bytes in free blocks.
     pub fn free_bytes(&self) -> usize {
-        (0..MAX_ORDERS).map(|k| self.lists[k].len() << k).sum::<usize>() * MIN_BLOCK
+        (0..MAX_ORDERS)
+            .map(|k| self.lists[k].len() << k)
+            .sum::<usize>()
+            * MIN_BLOCK
     }
 
     /// Size of the largest free block, in bytes.
@@ -202,7 +211,11 @@ impl Arena {
 
     /// A block of at least `len` bytes whose visible length is `len`.
     pub fn alloc(self: &Arc<Self>, len: usize) -> Result<Block, ArenaError> {
-        let res = self.core.lock().unwrap_or_else(|p| p.into_inner()).alloc(len.max(1));
+        let res = self
+            .core
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .alloc(len.max(1));
         match res {
             Ok((idx, order)) => {
                 let size = (MIN_BLOCK << order) as u64;
@@ -298,14 +311,24 @@ impl Block {
 
 impl std::fmt::Debug for Block {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Block(offset {}, len {}, capacity {})", self.start(), self.len, self.capacity())
+        write!(
+            f,
+            "Block(offset {}, len {}, capacity {})",
+            self.start(),
+            self.len,
+            self.capacity()
+        )
     }
 }
 
 impl Drop for Block {
     fn drop(&mut self) {
         let size = self.capacity() as u64;
-        self.arena.core.lock().unwrap_or_else(|p| p.into_inner()).free(self.idx, self.order);
+        self.arena
+            .core
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .free(self.idx, self.order);
         self.arena.used.fetch_sub(size, Ordering::Relaxed);
     }
 }
@@ -333,9 +356,15 @@ mod tests {
     fn odd_sizes_full_and_too_large() {
         let mut c = BuddyCore::new(6 * MIN_BLOCK + 100);
         assert_eq!(c.capacity_bytes(), 6 * MIN_BLOCK);
-        assert!(matches!(c.alloc(8 * MIN_BLOCK), Err(ArenaError::TooLarge { .. })));
+        assert!(matches!(
+            c.alloc(8 * MIN_BLOCK),
+            Err(ArenaError::TooLarge { .. })
+        ));
         let (x, k) = c.alloc(4 * MIN_BLOCK).expect("fits");
-        assert!(matches!(c.alloc(4 * MIN_BLOCK), Err(ArenaError::Full { .. })));
+        assert!(matches!(
+            c.alloc(4 * MIN_BLOCK),
+            Err(ArenaError::Full { .. })
+        ));
         let y = c.alloc(2 * MIN_BLOCK).expect("fits");
         assert!(matches!(c.alloc(1), Err(ArenaError::Full { .. })));
         c.free(x, k);

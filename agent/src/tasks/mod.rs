@@ -1,4 +1,5 @@
-//! Running tasks: the arena their bytes live in (more modules arrive with the tasks
-//! issue: the worker pool, command execution and the durable store).
+//! Running tasks: the arena their bytes live in and safe command execution (the worker
+//! pool and the durable store arrive with the rest of the tasks issue).
 
 pub mod arena;
+pub mod exec;
