@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fog_proto::{Encoding, NodeId, Prefix};
+
+use crate::tasks::exec::CommandSpec;
 use serde::Deserialize;
 
 /// The defaults, also printed by `fog-agent print-default-config`.
@@ -48,6 +50,43 @@ struct RawConfig {
     labels: Option<BTreeMap<String, String>>,
     broker: Option<RawBroker>,
     metrics: Option<RawMetrics>,
+    pool: Option<RawPool>,
+    store: Option<RawStore>,
+    tasks: Option<BTreeMap<String, RawCommand>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    workers: Option<usize>,
+    queue_capacity: Option<usize>,
+    arena_bytes: Option<usize>,
+    max_task_bytes: Option<usize>,
+    builtins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    result_retention_secs: Option<u64>,
+    result_retention_count: Option<usize>,
+    commit_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    command: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    working_dir: Option<PathBuf>,
+    timeout_secs: Option<f64>,
+    max_output_bytes: Option<usize>,
+    memory_limit_bytes: Option<u64>,
+    cpu_limit_secs: Option<u64>,
+    max_open_files: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -85,6 +124,30 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub broker: BrokerConfig,
     pub metrics: MetricsConfig,
+    pub pool: PoolConfig,
+    pub store: StoreConfig,
+    /// Named command tasks, by kind.
+    pub commands: BTreeMap<String, CommandSpec>,
+}
+
+/// Built-in task kinds an agent knows.
+pub const BUILTINS: [&str; 3] = ["echo", "sha256", "sleep"];
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub arena_bytes: usize,
+    pub max_task_bytes: usize,
+    /// Enabled built-in kinds.
+    pub builtins: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub result_retention: Duration,
+    pub result_retention_count: usize,
+    pub commit_interval: Duration,
 }
 
 /// Where and how to reach the MQTT broker. Shared with the coordinator.
@@ -285,7 +348,21 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     }
     let dm = d.metrics.unwrap_or_default();
     let rm = raw.metrics.unwrap_or_default();
+    let pool = resolve_pool(
+        raw.pool.unwrap_or_default(),
+        d.pool.unwrap_or_default(),
+        origin,
+    )?;
+    let store = resolve_store(
+        raw.store.unwrap_or_default(),
+        d.store.unwrap_or_default(),
+        origin,
+    )?;
+    let commands = resolve_commands(raw.tasks.unwrap_or_default(), &pool, origin)?;
     Ok(Config {
+        pool,
+        store,
+        commands,
         node_id,
         prefix,
         encoding: raw.encoding.or(d.encoding).unwrap_or_default(),
@@ -305,6 +382,164 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
                 .unwrap_or_default(),
         },
     })
+}
+
+fn resolve_pool(raw: RawPool, d: RawPool, origin: &str) -> Result<PoolConfig, ConfigError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = match raw.workers.or(d.workers).unwrap_or(0) {
+        0 => cores,
+        n if n > 1024 => {
+            return Err(invalid(
+                origin,
+                "pool.workers",
+                format!("{n} is more than 1024"),
+            ))
+        }
+        n => n,
+    };
+    let queue_capacity = raw.queue_capacity.or(d.queue_capacity).unwrap_or(64);
+    if !(1..=1_000_000).contains(&queue_capacity) {
+        return Err(invalid(
+            origin,
+            "pool.queue_capacity",
+            format!("{queue_capacity} is out of range; expected 1 to 1000000"),
+        ));
+    }
+    let arena_bytes = raw.arena_bytes.or(d.arena_bytes).unwrap_or(4 << 20);
+    if !(64 * 1024..=1 << 32).contains(&arena_bytes) {
+        return Err(invalid(
+            origin,
+            "pool.arena_bytes",
+            format!("{arena_bytes} is out of range; expected 64 KiB to 4 GiB"),
+        ));
+    }
+    let max_task_bytes = raw.max_task_bytes.or(d.max_task_bytes).unwrap_or(1 << 20);
+    if max_task_bytes == 0
+        || max_task_bytes > arena_bytes / 2
+        || max_task_bytes > fog_proto::message::MAX_TASK_BYTES
+    {
+        return Err(invalid(
+            origin,
+            "pool.max_task_bytes",
+            format!(
+                "{max_task_bytes} must be at least 1, at most half of pool.arena_bytes ({arena_bytes}) and at most {}",
+                fog_proto::message::MAX_TASK_BYTES
+            ),
+        ));
+    }
+    let builtins = raw.builtins.or(d.builtins).unwrap_or_default();
+    if let Some(b) = builtins.iter().find(|b| !BUILTINS.contains(&b.as_str())) {
+        return Err(invalid(
+            origin,
+            "pool.builtins",
+            format!("unknown built-in {b:?}; known: {}", BUILTINS.join(", ")),
+        ));
+    }
+    Ok(PoolConfig {
+        workers,
+        queue_capacity,
+        arena_bytes,
+        max_task_bytes,
+        builtins,
+    })
+}
+
+fn resolve_store(raw: RawStore, d: RawStore, origin: &str) -> Result<StoreConfig, ConfigError> {
+    let retention = raw
+        .result_retention_secs
+        .or(d.result_retention_secs)
+        .unwrap_or(3600);
+    let count = raw
+        .result_retention_count
+        .or(d.result_retention_count)
+        .unwrap_or(10_000);
+    let commit_ms = raw
+        .commit_interval_ms
+        .or(d.commit_interval_ms)
+        .unwrap_or(10);
+    if count == 0 {
+        return Err(invalid(
+            origin,
+            "store.result_retention_count",
+            "must be at least 1",
+        ));
+    }
+    if commit_ms > 10_000 {
+        return Err(invalid(
+            origin,
+            "store.commit_interval_ms",
+            format!("{commit_ms} is more than 10000"),
+        ));
+    }
+    Ok(StoreConfig {
+        result_retention: Duration::from_secs(retention),
+        result_retention_count: count,
+        commit_interval: Duration::from_millis(commit_ms),
+    })
+}
+
+fn resolve_commands(
+    raw: BTreeMap<String, RawCommand>,
+    pool: &PoolConfig,
+    origin: &str,
+) -> Result<BTreeMap<String, CommandSpec>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, c) in raw {
+        let bad = |m: String| invalid(origin, "tasks", format!("[tasks.{name}]: {m}"));
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return Err(bad(
+                "task names are 1 to 64 letters, digits, '-' or '_'".into()
+            ));
+        }
+        if BUILTINS.contains(&name.as_str()) {
+            return Err(bad(format!(
+                "{name:?} is a built-in kind; pick another name"
+            )));
+        }
+        if !c.command.is_absolute() {
+            return Err(bad(format!(
+                "command {:?} must be an absolute path (no shell, no PATH lookup)",
+                c.command
+            )));
+        }
+        let timeout = c.timeout_secs.unwrap_or(60.0);
+        if !timeout.is_finite() || !(0.01..=86_400.0).contains(&timeout) {
+            return Err(bad(format!(
+                "timeout_secs {timeout} is out of range; expected 0.01 to 86400"
+            )));
+        }
+        let max_output_bytes = c.max_output_bytes.unwrap_or(pool.max_task_bytes);
+        if max_output_bytes == 0 || max_output_bytes > pool.max_task_bytes {
+            return Err(bad(format!(
+                "max_output_bytes {max_output_bytes} must be 1 to pool.max_task_bytes ({})",
+                pool.max_task_bytes
+            )));
+        }
+        let working_dir = c.working_dir.unwrap_or_else(|| PathBuf::from("/"));
+        if !working_dir.is_absolute() {
+            return Err(bad(format!("working_dir {working_dir:?} must be absolute")));
+        }
+        out.insert(
+            name,
+            CommandSpec {
+                program: c.command,
+                args: c.args,
+                env: c.env.into_iter().collect(),
+                working_dir,
+                timeout: Duration::from_secs_f64(timeout),
+                memory_limit_bytes: c.memory_limit_bytes,
+                cpu_limit_secs: c.cpu_limit_secs,
+                max_open_files: c.max_open_files.unwrap_or(64),
+                max_output_bytes,
+            },
+        );
+    }
+    Ok(out)
 }
 
 fn nonempty(p: Option<PathBuf>) -> Option<PathBuf> {
@@ -498,6 +733,26 @@ fn sanitize_hostname(h: &str) -> String {
 
 /// Check that files the config names are readable (what `check-config` adds to parsing).
 pub fn check_files(c: &Config) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for (name, spec) in &c.commands {
+        let meta = std::fs::metadata(&spec.program).map_err(|e| {
+            invalid(
+                "<config>",
+                "tasks",
+                format!("[tasks.{name}]: command {}: {e}", spec.program.display()),
+            )
+        })?;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(invalid(
+                "<config>",
+                "tasks",
+                format!(
+                    "[tasks.{name}]: {} is not an executable file",
+                    spec.program.display()
+                ),
+            ));
+        }
+    }
     let Some(tls) = &c.broker.tls else {
         return Ok(());
     };
@@ -555,6 +810,29 @@ mod tests {
         assert!(err("[broker]\nkeep_alive_secs = 0").contains("`broker.keep_alive_secs`"));
         assert!(err("[broker]\npassword = \"x\"").contains("`broker.username`"));
         assert!(err("heartbeat_interval_secs = 6").contains("`heartbeat_interval_secs`"));
+    }
+
+    #[test]
+    fn task_sections_validate() {
+        let c = Config::from_toml(
+            "[pool]\nworkers = 3\n[tasks.resize]\ncommand = \"/usr/local/bin/resize\"\nargs = [\"--width\", \"320\"]\ntimeout_secs = 5\nmemory_limit_bytes = 1000000\n",
+        )
+        .expect("valid");
+        assert_eq!(c.pool.workers, 3);
+        let r = &c.commands["resize"];
+        assert_eq!(r.args, vec!["--width".to_owned(), "320".to_owned()]);
+        assert_eq!(r.timeout, Duration::from_secs(5));
+        assert_eq!(c.pool.builtins, vec!["echo", "sha256", "sleep"]);
+        assert!(err("[tasks.x]\ncommand = \"resize\"").contains("absolute"));
+        assert!(err("[tasks.echo]\ncommand = \"/bin/echo\"").contains("built-in"));
+        assert!(err("[tasks.x]\ncommand = \"/bin/x\"\nshell = true").contains("shell"));
+        assert!(err("[pool]\nbuiltins = [\"rm\"]").contains("`pool.builtins`"));
+        assert!(err("[pool]\nmax_task_bytes = 99999999").contains("`pool.max_task_bytes`"));
+        let missing = Config::from_toml("[tasks.x]\ncommand = \"/nonexistent/x\"").expect("parses");
+        assert!(check_files(&missing)
+            .expect_err("missing program")
+            .to_string()
+            .contains("/nonexistent/x"));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct CommandSpec {
     pub cpu_limit_secs: Option<u64>,
     /// RLIMIT_NOFILE.
     pub max_open_files: u64,
+    /// stdout beyond this is cut.
+    pub max_output_bytes: usize,
 }
 
 /// How the process ended.
@@ -297,6 +299,7 @@ mod tests {
             memory_limit_bytes: None,
             cpu_limit_secs: None,
             max_open_files: 64,
+            max_output_bytes: 4096,
         }
     }
 

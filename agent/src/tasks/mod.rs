@@ -1,5 +1,8 @@
-//! Running tasks: the arena their bytes live in and safe command execution (the worker
-//! pool and the durable store arrive with the rest of the tasks issue).
+//! Running tasks: the arena their bytes live in, the worker pool, the built-in kinds
+//! and safe command execution.
 
 pub mod arena;
+pub mod builtin;
 pub mod exec;
+pub mod job;
+pub mod pool;
