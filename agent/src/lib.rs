@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod config;
 pub mod metrics;
 pub mod service;
+pub mod store;
 pub mod tasks;
 pub mod transport;
 
