@@ -10,11 +10,9 @@ use crate::config::Config;
 use crate::metrics::Collector;
 use crate::transport::{Announce, Link, LinkEvent, LinkOptions, PublishError, Qos};
 
-/// Task kinds this build runs (the task executor arrives with the tasks issue).
-pub const TASK_KINDS: &[&str] = &[];
-
-/// Largest MQTT packet the agent sends or accepts.
-pub const MAX_PACKET_BYTES: usize = 512 * 1024;
+/// How long running tasks get to finish after a shutdown signal before they are
+/// killed and reported as retryable failures.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -32,6 +30,8 @@ pub enum AgentError {
     },
     #[error("the mqtt link task ended unexpectedly")]
     LinkEnded,
+    #[error("starting the task host: {0}")]
+    Tasks(#[from] crate::tasks::host::HostError),
 }
 
 /// Wall clock in ms since the Unix epoch (0 if the clock is before 1970).
@@ -58,12 +58,32 @@ pub fn birth(config: &Config, memory_bytes: u64, started_at_ms: u64) -> Birth {
         memory_bytes,
         labels: config.labels.clone(),
         encoding: config.encoding,
-        task_kinds: TASK_KINDS.iter().map(|k| (*k).to_owned()).collect(),
+        task_kinds: {
+            let mut k: Vec<String> = config.pool.builtins.clone();
+            k.extend(config.commands.keys().cloned());
+            k
+        },
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
         metrics_interval_ms: config.metrics_interval.as_millis() as u32,
         keep_alive_secs: config.broker.keep_alive.as_secs() as u32,
         started_at_ms,
     }
+}
+
+fn fill_task_figures(a: &mut fog_proto::AgentSelf, host: &crate::tasks::host::TaskHost) {
+    let load = host.pool().load();
+    let arena = host.arena().stats();
+    let c = host.counters;
+    a.tasks_finished_total = c.finished;
+    a.tasks_rejected_total = c.rejected;
+    a.tasks_queued = load.queued;
+    a.tasks_running = load.running;
+    a.arena_capacity_bytes = arena.capacity_bytes;
+    a.arena_used_bytes = arena.used_bytes;
+    a.arena_high_water_bytes = arena.high_water_bytes;
+    a.arena_refused_total = arena.refused_total;
+    a.cache_hits_total = c.cache_hits;
+    a.cache_misses_total = c.cache_misses;
 }
 
 /// Run the agent until `shutdown` is cancelled, then publish the retained offline
@@ -79,6 +99,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let status_topic = topics.node(&node, NodeTopic::Status);
     let heartbeat_topic = topics.node(&node, NodeTopic::Heartbeat);
     let metrics_topic = topics.node(&node, NodeTopic::Metrics);
+    let tasks_topic = topics.node(&node, NodeTopic::Tasks);
+
+    let (pool_tx, mut pool_rx) = tokio::sync::mpsc::channel(config.pool.queue_capacity + config.pool.workers + 16);
+    let (commit_tx, mut commit_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut host = crate::tasks::host::TaskHost::start(&config, topics.node(&node, NodeTopic::Results), pool_tx, commit_tx)?;
 
     let mut collector = Collector::new(config.metrics.clone());
     let started_at_ms = now_ms();
@@ -114,9 +139,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         client_id,
         will: Some(retained(encode(&will, enc)?)),
         on_connect: vec![retained(encode(&online, enc)?)],
-        subscriptions: Vec::new(),
-        max_packet_bytes: MAX_PACKET_BYTES,
-        queue: 64,
+        subscriptions: vec![(tasks_topic.clone(), Qos::AtLeastOnce)],
+        max_packet_bytes: crate::tasks::host::packet_limit(config.pool.max_task_bytes),
+        queue: 1024,
     })?;
     tracing::info!(
         node.id = %node,
@@ -132,14 +157,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let mut readings = tokio::time::interval(config.metrics_interval);
     readings.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut last_drop_log: Option<tokio::time::Instant> = None;
+    let mut flush = tokio::time::interval(Duration::from_millis(10));
+    flush.set_missed_tick_behavior(MissedTickBehavior::Skip);
 
     loop {
         let (topic, payload, what) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Some(c) = commit_rx.recv() => {
+                host.on_committed(&link, c);
+                continue;
+            }
+            Some(r) = pool_rx.recv() => {
+                host.on_result(r);
+                continue;
+            }
             ev = link.next_event() => {
                 match ev {
                     Some(LinkEvent::Connected) | Some(LinkEvent::Disconnected) => {}
+                    Some(LinkEvent::Message { topic, payload }) if topic == tasks_topic => host.on_assignment(&link, &payload),
                     Some(LinkEvent::Message { topic, .. }) => {
                         tracing::debug!(%topic, "ignoring message on a topic the agent does not handle");
                     }
@@ -147,13 +183,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                 }
                 continue;
             }
+            _ = flush.tick(), if host.outbox_len() > 0 => {
+                host.flush(&link);
+                continue;
+            }
             _ = heartbeat.tick() => {
-                let hb = collector.heartbeat(now_ms());
+                let mut hb = collector.heartbeat(now_ms());
+                let load = host.pool().load();
+                (hb.queued, hb.running, hb.free_slots) = (load.queued, load.running, load.free_slots);
                 (&heartbeat_topic, encode(&hb, enc)?, "heartbeat")
             }
             _ = readings.tick() => {
                 let mut r = collector.reading(now_ms());
                 r.agent.publish_dropped_total = link.stats().dropped_total.load(std::sync::atomic::Ordering::Relaxed);
+                fill_task_figures(&mut r.agent, &host);
                 (&metrics_topic, encode(&r, enc)?, "reading")
             }
         };
@@ -179,6 +222,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         }
     }
 
+    // Stop taking tasks; queued ones go back as retryable; running ones get a grace
+    // period, then are killed and reported as retryable failures.
+    host.close();
+    let grace_end = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let mut cancelled = false;
+    while host.in_flight() > 0 || host.outbox_len() > 0 {
+        tokio::select! {
+            Some(c) = commit_rx.recv() => host.on_committed(&link, c),
+            Some(r) = pool_rx.recv() => host.on_result(r),
+            _ = flush.tick() => host.flush(&link),
+            _ = tokio::time::sleep_until(grace_end), if !cancelled => {
+                tracing::warn!(in_flight = host.in_flight(), "grace period over; killing running tasks");
+                host.cancel_running();
+                cancelled = true;
+            }
+            _ = tokio::time::sleep_until(grace_end + Duration::from_secs(5)), if cancelled => break,
+        }
+        if !link.is_connected() && host.in_flight() == 0 {
+            break; // results are in the store; a redelivery will be answered from it
+        }
+    }
     tracing::info!(node.id = %node, "shutting down: publishing offline status");
     let offline = Status {
         online: false,

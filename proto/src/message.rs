@@ -164,6 +164,20 @@ pub struct AgentSelf {
     pub cpu_secs: f64,
     /// Messages that could not be published (dropped while disconnected) since start.
     pub publish_dropped_total: u64,
+    /// Tasks finished (any outcome) and rejected since start.
+    pub tasks_finished_total: u64,
+    pub tasks_rejected_total: u64,
+    /// Task queue and workers now.
+    pub tasks_queued: u32,
+    pub tasks_running: u32,
+    /// The task arena: capacity, in use now, the most ever in use, refused allocations.
+    pub arena_capacity_bytes: u64,
+    pub arena_used_bytes: u64,
+    pub arena_high_water_bytes: u64,
+    pub arena_refused_total: u64,
+    /// Content cache of cacheable tasks.
+    pub cache_hits_total: u64,
+    pub cache_misses_total: u64,
 }
 
 /// Threshold crossing on `nodes/{node}/alerts`.

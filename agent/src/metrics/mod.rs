@@ -118,7 +118,7 @@ impl Collector {
             agent: AgentSelf {
                 rss_bytes: footprint.rss_bytes,
                 cpu_secs: footprint.cpu_secs,
-                publish_dropped_total: 0,
+                ..AgentSelf::default()
             },
         }
     }

@@ -4,5 +4,6 @@
 pub mod arena;
 pub mod builtin;
 pub mod exec;
+pub mod host;
 pub mod job;
 pub mod pool;

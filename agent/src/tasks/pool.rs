@@ -157,6 +157,10 @@ impl Pool {
         }
     }
 
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
     pub fn workers(&self) -> usize {
         self.workers.len()
     }

@@ -101,6 +101,16 @@ pub fn reading() -> Reading {
             rss_bytes: 3_500_000,
             cpu_secs: 0.25,
             publish_dropped_total: 0,
+            tasks_finished_total: 120,
+            tasks_rejected_total: 2,
+            tasks_queued: 1,
+            tasks_running: 2,
+            arena_capacity_bytes: 4_194_304,
+            arena_used_bytes: 8192,
+            arena_high_water_bytes: 65_536,
+            arena_refused_total: 1,
+            cache_hits_total: 10,
+            cache_misses_total: 30,
         },
     }
 }

@@ -1,0 +1,474 @@
+//! The agent's side of task delivery: take assignments off the wire, record them in
+//! the store before acknowledging, run them on the pool, store and publish results.
+//!
+//! Delivery is at-least-once on the wire, so this is where duplicates stop:
+//! * an id already finished is answered from the store, never run again;
+//! * an id in flight (accepting, queued or running) is ignored;
+//! * after a crash, accepted and unfinished tasks come back from the store and run
+//!   again (or fail as retryable if the node cannot take them now).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fog_proto::{codec, Encoding, NodeId, Outcome, Payload, TaskAssignment, TaskResult};
+
+use super::arena::{Arena, ArenaError};
+use super::job::{Job, JobOutcome, JobResult, Kind};
+use super::pool::{self, Busy, Pool};
+use crate::config::Config;
+use crate::service::now_ms;
+use crate::store::{Committed, Op, RedbStore, StoredTask, TaskStore};
+use crate::transport::{Link, PublishError, Qos};
+
+/// What a store commit was for.
+pub enum Token {
+    Accepted(Job),
+    Finished { id: String, wire: Vec<u8> },
+}
+
+enum State {
+    InFlight,
+    Finished,
+}
+
+/// Counters for readings.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TaskCounters {
+    pub finished: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub malformed: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+/// Results waiting for room in the MQTT request queue, bounded.
+const OUTBOX_MAX: usize = 65_536;
+
+pub struct TaskHost {
+    node: NodeId,
+    results_topic: String,
+    encoding: Encoding,
+    max_task_bytes: usize,
+    decode_limit: usize,
+    arena: Arc<Arena>,
+    pool: Pool,
+    store: RedbStore<Token>,
+    kinds: HashMap<String, Kind>,
+    states: HashMap<String, State>,
+    outbox: VecDeque<Vec<u8>>,
+    pub counters: TaskCounters,
+    last_malformed_log: Option<std::time::Instant>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The kinds a config enables.
+pub fn kinds(config: &Config) -> HashMap<String, Kind> {
+    let mut k = HashMap::new();
+    for b in &config.pool.builtins {
+        let kind = match b.as_str() {
+            "echo" => Kind::Echo,
+            "sha256" => Kind::Sha256,
+            "sleep" => Kind::Sleep,
+            _ => continue, // config validation allows only the built-ins
+        };
+        k.insert(b.clone(), kind);
+    }
+    for (name, spec) in &config.commands {
+        k.insert(
+            name.clone(),
+            Kind::Command {
+                name: name.clone(),
+                spec: Arc::new(spec.clone()),
+            },
+        );
+    }
+    k
+}
+
+/// Largest MQTT packet the agent must accept for its task limit.
+pub fn packet_limit(max_task_bytes: usize) -> usize {
+    // base64 in JSON, plus the other fields.
+    (max_task_bytes * 4 / 3 + 8192).max(512 * 1024)
+}
+
+impl TaskHost {
+    /// Open the store, start the pool, and requeue what a previous run left unfinished.
+    pub fn start(
+        config: &Config,
+        results_topic: String,
+        pool_results: tokio::sync::mpsc::Sender<JobResult>,
+        committed: tokio::sync::mpsc::UnboundedSender<Committed<Token>>,
+    ) -> Result<TaskHost, HostError> {
+        let arena = Arena::new(config.pool.arena_bytes);
+        let (store, recovered) = RedbStore::open(&config.data_dir.join("store"), &config.store, committed)?;
+        let pool = Pool::start(config.pool.workers, config.pool.queue_capacity, arena.clone(), pool_results);
+        let mut host = TaskHost {
+            node: config.node_id.clone(),
+            results_topic,
+            encoding: config.encoding,
+            max_task_bytes: config.pool.max_task_bytes,
+            decode_limit: packet_limit(config.pool.max_task_bytes),
+            arena,
+            pool,
+            store,
+            kinds: kinds(config),
+            states: HashMap::new(),
+            outbox: VecDeque::new(),
+            counters: TaskCounters::default(),
+            last_malformed_log: None,
+        };
+        for id in recovered.finished {
+            host.states.insert(id, State::Finished);
+        }
+        if !recovered.unfinished.is_empty() {
+            tracing::info!(tasks = recovered.unfinished.len(), "running again the tasks a previous run accepted and did not finish");
+        }
+        for task in recovered.unfinished {
+            host.requeue(task);
+        }
+        Ok(host)
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn arena(&self) -> &Arc<Arena> {
+        &self.arena
+    }
+
+    fn requeue(&mut self, t: StoredTask) {
+        let id = t.id.clone();
+        let attempt = t.attempt;
+        let Some(kind) = self.kinds.get(&t.kind).cloned() else {
+            self.finish_now(&id, attempt, Outcome::Failed {
+                error: format!("kind {:?} is no longer allowed on this node", t.kind),
+                retryable: true,
+                exit_code: None,
+                duration_ms: 0,
+            });
+            return;
+        };
+        let block = match self.arena.alloc(t.payload.len()) {
+            Ok(mut b) => {
+                b.as_mut_slice().copy_from_slice(&t.payload);
+                b
+            }
+            Err(e) => {
+                self.finish_now(&id, attempt, Outcome::Failed {
+                    error: format!("agent restarted and cannot hold the task now: {e}"),
+                    retryable: true,
+                    exit_code: None,
+                    duration_ms: 0,
+                });
+                return;
+            }
+        };
+        self.states.insert(id.clone(), State::InFlight);
+        let job = Job {
+            id,
+            attempt,
+            kind,
+            payload: block,
+            timeout: Duration::from_millis(u64::from(t.timeout_ms.max(1))),
+            priority: t.priority,
+            deadline_ms: t.deadline_ms,
+            cacheable: t.cacheable,
+        };
+        if let Err(Busy(job)) = self.pool.submit(job) {
+            self.finish_now(&job.id, job.attempt, busy_outcome("the task queue is full"));
+        }
+    }
+
+    fn encode_result(&self, id: &str, attempt: u32, outcome: Outcome) -> Vec<u8> {
+        let r = TaskResult {
+            id: id.to_owned(),
+            attempt,
+            node: self.node.clone(),
+            at_ms: now_ms(),
+            outcome,
+        };
+        codec::encode(&r, self.encoding).expect("task results always encode")
+    }
+
+    /// Publish now, or keep it (bounded) until the request queue has room.
+    fn publish(&mut self, link: &Link, wire: Vec<u8>) {
+        if !self.outbox.is_empty() {
+            self.outbox.push_back(wire);
+            self.flush(link);
+            return;
+        }
+        match link.publish(&self.results_topic, wire.clone(), Qos::AtLeastOnce, false) {
+            Ok(()) => {}
+            Err(PublishError::Busy) | Err(PublishError::NotConnected) if self.outbox.len() < OUTBOX_MAX => self.outbox.push_back(wire),
+            Err(error) => tracing::warn!(%error, "task result not published; the coordinator will ask again"),
+        }
+    }
+
+    /// Retry held results (called on a short timer and before each publish).
+    pub fn flush(&mut self, link: &Link) {
+        while let Some(wire) = self.outbox.pop_front() {
+            if let Err(e) = link.publish(&self.results_topic, wire.clone(), Qos::AtLeastOnce, false) {
+                if matches!(e, PublishError::Busy | PublishError::NotConnected) {
+                    self.outbox.push_front(wire);
+                }
+                return;
+            }
+        }
+    }
+
+    /// An answer that needs no run (rejections): published at once, not stored.
+    fn reject(&mut self, link: &Link, a: &TaskAssignment, reason: String, retryable: bool) {
+        self.counters.rejected += 1;
+        tracing::debug!(task.id = %a.id, %reason, retryable, "task rejected");
+        let wire = self.encode_result(&a.id, a.attempt, Outcome::Rejected { reason, retryable });
+        self.publish(link, wire);
+    }
+
+    /// A terminal answer that must be stored before it is published.
+    fn finish_now(&mut self, id: &str, attempt: u32, outcome: Outcome) {
+        let wire = self.encode_result(id, attempt, outcome);
+        self.states.insert(id.to_owned(), State::InFlight);
+        let op = Op::Finish {
+            id: id.to_owned(),
+            result: wire.clone(),
+            at_ms: now_ms(),
+            token: Token::Finished { id: id.to_owned(), wire },
+        };
+        if let Err(e) = self.store.submit(op) {
+            tracing::error!(task.id = %id, error = %e, "cannot store task result");
+        }
+    }
+
+    /// An assignment arrived on our tasks topic.
+    pub fn on_assignment(&mut self, link: &Link, bytes: &[u8]) {
+        let a: TaskAssignment = match codec::decode_with_limit(bytes, self.decode_limit) {
+            Ok(a) => a,
+            Err(error) => {
+                self.counters.malformed += 1;
+                let now = std::time::Instant::now();
+                if self.last_malformed_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+                    self.last_malformed_log = Some(now);
+                    tracing::warn!(%error, malformed_total = self.counters.malformed, "dropping a task assignment that does not decode");
+                }
+                return;
+            }
+        };
+        match self.states.get(&a.id) {
+            Some(State::InFlight) => {
+                self.counters.duplicates += 1;
+                tracing::debug!(task.id = %a.id, "duplicate of a task in flight; ignored");
+                return;
+            }
+            Some(State::Finished) => {
+                self.counters.duplicates += 1;
+                match self.store.task(&a.id) {
+                    Ok(Some(StoredTask { result: Some(wire), .. })) => {
+                        tracing::debug!(task.id = %a.id, "redelivered task answered from the store");
+                        self.publish(link, wire);
+                        return;
+                    }
+                    Ok(_) => {} // pruned meanwhile: treat as new
+                    Err(e) => {
+                        tracing::error!(task.id = %a.id, error = %e, "reading stored result");
+                        self.reject(link, &a, "store unavailable".into(), true);
+                        return;
+                    }
+                }
+            }
+            None => {}
+        }
+        let Some(kind) = self.kinds.get(&a.kind).cloned() else {
+            let reason = format!("kind {:?} is not allowed on this node", a.kind.chars().take(64).collect::<String>());
+            self.reject(link, &a, reason, false);
+            return;
+        };
+        if a.payload.0.len() > self.max_task_bytes {
+            let reason = format!("too large: payload of {} bytes exceeds this node's limit of {}", a.payload.0.len(), self.max_task_bytes);
+            self.reject(link, &a, reason, false);
+            return;
+        }
+        if a.cacheable {
+            let key = pool::cache_key(kind.name(), &a.payload.0);
+            match self.store.cached(&key) {
+                Ok(Some(output)) => {
+                    self.counters.cache_hits += 1;
+                    self.finish_now(&a.id, a.attempt, Outcome::Completed {
+                        output: Payload(output),
+                        truncated: false,
+                        exit_code: None,
+                        duration_ms: 0,
+                        cpu_ms: 0,
+                        peak_rss_bytes: 0,
+                        from_cache: true,
+                    });
+                    return;
+                }
+                Ok(None) => self.counters.cache_misses += 1,
+                Err(e) => tracing::warn!(error = %e, "cache lookup failed; running the task"),
+            }
+        }
+        let load = self.pool.load();
+        if load.queued as usize >= self.pool.capacity() {
+            self.reject(link, &a, busy_reason("the task queue is full"), true);
+            return;
+        }
+        let mut block = match self.arena.alloc(a.payload.0.len()) {
+            Ok(b) => b,
+            Err(ArenaError::Full { .. }) => {
+                self.reject(link, &a, busy_reason("the task arena is full"), true);
+                return;
+            }
+            Err(e @ ArenaError::TooLarge { .. }) => {
+                self.reject(link, &a, format!("too large: {e}"), false);
+                return;
+            }
+        };
+        block.as_mut_slice().copy_from_slice(&a.payload.0);
+        let timeout = Duration::from_millis(u64::from(a.timeout_ms.max(1)));
+        let job = Job {
+            id: a.id.clone(),
+            attempt: a.attempt,
+            kind,
+            payload: block,
+            timeout,
+            priority: a.priority,
+            deadline_ms: a.deadline_ms,
+            cacheable: a.cacheable,
+        };
+        let stored = StoredTask {
+            id: a.id.clone(),
+            attempt: a.attempt,
+            kind: a.kind,
+            timeout_ms: a.timeout_ms,
+            priority: a.priority,
+            deadline_ms: a.deadline_ms,
+            cacheable: a.cacheable,
+            accepted_at_ms: now_ms(),
+            payload: a.payload.0,
+            result: None,
+            finished_at_ms: 0,
+        };
+        self.states.insert(a.id, State::InFlight);
+        if let Err(e) = self.store.submit(Op::Accept {
+            task: stored,
+            token: Token::Accepted(job),
+        }) {
+            tracing::error!(error = %e, "cannot record an accepted task");
+        }
+    }
+
+    /// A store commit became durable.
+    pub fn on_committed(&mut self, link: &Link, c: Committed<Token>) {
+        match c.token {
+            Token::Accepted(job) => {
+                if let Err(error) = c.result {
+                    self.states.remove(&job.id);
+                    self.counters.rejected += 1;
+                    let wire = self.encode_result(&job.id, job.attempt, busy_outcome(&format!("the store cannot record it: {error}")));
+                    self.publish(link, wire);
+                    return;
+                }
+                let wire = self.encode_result(&job.id, job.attempt, Outcome::Accepted);
+                self.publish(link, wire);
+                if let Err(Busy(job)) = self.pool.submit(job) {
+                    self.counters.rejected += 1;
+                    self.finish_now(&job.id, job.attempt, busy_outcome("the task queue is full"));
+                }
+            }
+            Token::Finished { id, wire } => {
+                if let Err(error) = &c.result {
+                    tracing::error!(task.id = %id, %error, "task result not stored; publishing it anyway");
+                }
+                self.states.insert(id, State::Finished);
+                self.counters.finished += 1;
+                self.publish(link, wire);
+            }
+        }
+    }
+
+    /// A worker finished a job.
+    pub fn on_result(&mut self, r: JobResult) {
+        let outcome = match r.outcome {
+            JobOutcome::Completed {
+                output,
+                truncated,
+                exit_code,
+                duration,
+                cpu,
+                peak_rss_bytes,
+            } => {
+                let bytes = output.as_slice().to_vec();
+                drop(output); // back to the arena before the store round trip
+                if r.cacheable && !truncated {
+                    let _ = self.store.submit(Op::CachePut {
+                        key: r.cache_key,
+                        output: bytes.clone(),
+                        at_ms: now_ms(),
+                    });
+                }
+                Outcome::Completed {
+                    output: Payload(bytes),
+                    truncated,
+                    exit_code,
+                    duration_ms: duration.as_millis() as u64,
+                    cpu_ms: cpu.as_millis() as u64,
+                    peak_rss_bytes,
+                    from_cache: false,
+                }
+            }
+            JobOutcome::Failed {
+                error,
+                retryable,
+                exit_code,
+                duration,
+            } => Outcome::Failed {
+                error,
+                retryable,
+                exit_code,
+                duration_ms: duration.as_millis() as u64,
+            },
+            JobOutcome::TimedOut { after } => Outcome::TimedOut {
+                after_ms: after.as_millis() as u64,
+            },
+        };
+        self.finish_now(&r.id, r.attempt, outcome);
+    }
+
+    /// Shutdown: stop taking work, hand queued tasks back as retryable.
+    pub fn close(&mut self) {
+        for job in self.pool.close() {
+            self.finish_now(&job.id, job.attempt, busy_outcome("the agent is shutting down"));
+        }
+    }
+
+    pub fn cancel_running(&self) {
+        self.pool.cancel_running();
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.states.values().filter(|s| matches!(s, State::InFlight)).count()
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+}
+
+fn busy_reason(why: &str) -> String {
+    format!("busy (retryable): {why}")
+}
+
+fn busy_outcome(why: &str) -> Outcome {
+    Outcome::Rejected {
+        reason: busy_reason(why),
+        retryable: true,
+    }
+}
