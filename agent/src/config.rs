@@ -406,7 +406,7 @@ fn resolve_pool(raw: RawPool, d: RawPool, origin: &str) -> Result<PoolConfig, Co
         ));
     }
     let arena_bytes = raw.arena_bytes.or(d.arena_bytes).unwrap_or(4 << 20);
-    if !(64 * 1024..=1 << 32).contains(&arena_bytes) {
+    if arena_bytes < 64 * 1024 || arena_bytes as u64 > 4 << 30 {
         return Err(invalid(
             origin,
             "pool.arena_bytes",

@@ -101,9 +101,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let metrics_topic = topics.node(&node, NodeTopic::Metrics);
     let tasks_topic = topics.node(&node, NodeTopic::Tasks);
 
-    let (pool_tx, mut pool_rx) = tokio::sync::mpsc::channel(config.pool.queue_capacity + config.pool.workers + 16);
+    let (pool_tx, mut pool_rx) =
+        tokio::sync::mpsc::channel(config.pool.queue_capacity + config.pool.workers + 16);
     let (commit_tx, mut commit_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut host = crate::tasks::host::TaskHost::start(&config, topics.node(&node, NodeTopic::Results), pool_tx, commit_tx)?;
+    let mut host = crate::tasks::host::TaskHost::start(
+        &config,
+        topics.node(&node, NodeTopic::Results),
+        pool_tx,
+        commit_tx,
+    )?;
 
     let mut collector = Collector::new(config.metrics.clone());
     let started_at_ms = now_ms();
@@ -200,7 +206,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                 (&metrics_topic, encode(&r, enc)?, "reading")
             }
         };
-        match link.publish(topic, payload, Qos::AtMostOnce, false) {
+        let res = link.publish(topic, payload, Qos::AtMostOnce, false);
+        if res.is_err() {
+            link.count_dropped();
+        }
+        match res {
             Ok(()) => {}
             Err(PublishError::NotConnected) => {
                 // Store-and-forward arrives with the outage issue; until then the loss

@@ -178,6 +178,11 @@ impl Link {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// Count a message the caller gave up on.
+    pub fn count_dropped(&self) {
+        self.stats.dropped_total.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn stats(&self) -> &LinkStats {
         &self.stats
     }
@@ -187,9 +192,10 @@ impl Link {
         self.events.recv().await
     }
 
-    /// Queue a publish without waiting. Refused (and counted as dropped) while
-    /// disconnected, when oversized (rumqttc would accept it and then drop the
-    /// connection), or when the request queue is full.
+    /// Queue a publish without waiting. Refused while disconnected, when oversized
+    /// (rumqttc would accept it and then drop the connection), or when the request
+    /// queue is full; the caller decides whether to retry or count it as dropped
+    /// ([`LinkStats::dropped_total`]).
     pub fn publish(
         &self,
         topic: &str,
@@ -199,7 +205,7 @@ impl Link {
     ) -> Result<(), PublishError> {
         // Fixed header (<=5) + topic length prefix (2) + topic + packet id (2).
         let len = payload.len() + topic.len() + 9;
-        let res = if len > self.max_packet_bytes {
+        if len > self.max_packet_bytes {
             Err(PublishError::TooLarge {
                 len,
                 max: self.max_packet_bytes,
@@ -210,11 +216,7 @@ impl Link {
             self.client
                 .try_publish(topic, qos, retain, payload)
                 .map_err(|_| PublishError::Busy)
-        };
-        if res.is_err() {
-            self.stats.dropped_total.fetch_add(1, Ordering::Relaxed);
         }
-        res
     }
 
     /// Publish `last` (if connected), disconnect cleanly so the broker discards the

@@ -22,6 +22,7 @@
 pub mod broker;
 pub mod config;
 pub mod demo;
+pub mod dispatch;
 pub mod registry;
 pub mod service;
 pub mod status;

@@ -329,6 +329,23 @@ impl Registry {
         out
     }
 
+    /// Online nodes that announced `kind`, sorted by id (stable for round robin).
+    pub fn candidates(&self, kind: &str) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, e)| {
+                e.state == NodeState::Online
+                    && e.birth
+                        .as_ref()
+                        .is_some_and(|b| b.task_kinds.iter().any(|k| k == kind))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// One row per node, sorted by node id.
     pub fn summaries(&self) -> Vec<NodeSummary> {
         let mut v: Vec<NodeSummary> = self

@@ -5,8 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fog_agent::service::now_ms;
-use fog_agent::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
-use fog_proto::{codec, CoordinatorStatus, NodeTopic, Topics};
+use std::collections::VecDeque;
+
+use fog_agent::transport::{Announce, Link, LinkEvent, LinkOptions, PublishError, Qos};
+use fog_proto::{codec, CoordinatorStatus, NodeTopic, ParsedTopic, Topics};
+
+use crate::dispatch::{Dispatcher, Publish};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +36,19 @@ pub enum ServeError {
 /// Latest registry snapshot, for in-process viewers (the demo).
 pub type Snapshot = Arc<CoordinatorStatus>;
 
-fn status(registry: &Registry, online: bool, reason: &str) -> CoordinatorStatus {
+fn status(
+    registry: &Registry,
+    dispatch: &Dispatcher,
+    online: bool,
+    reason: &str,
+) -> CoordinatorStatus {
+    let mut counters = registry.counters();
+    counters.extend(
+        dispatch
+            .counters_map()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+    );
     CoordinatorStatus {
         online,
         at_ms: now_ms(),
@@ -43,7 +59,42 @@ fn status(registry: &Registry, online: bool, reason: &str) -> CoordinatorStatus 
         } else {
             Vec::new()
         },
-        counters: registry.counters(),
+        counters,
+    }
+}
+
+/// Messages waiting for room in the MQTT request queue (bounded).
+const OUTBOX_MAX: usize = 262_144;
+
+fn send(link: &Link, outbox: &mut VecDeque<Publish>, msgs: Vec<Publish>) {
+    for m in msgs {
+        if !outbox.is_empty() {
+            if outbox.len() < OUTBOX_MAX {
+                outbox.push_back(m);
+            } else {
+                tracing::warn!(topic = %m.topic, "outbox full; dropping a task message (the client's timeout will tell)");
+            }
+            continue;
+        }
+        if let Err(e) = link.publish(&m.topic, m.payload.clone(), Qos::AtLeastOnce, false) {
+            if matches!(e, PublishError::Busy | PublishError::NotConnected) {
+                outbox.push_back(m);
+            } else {
+                tracing::warn!(topic = %m.topic, error = %e, "task message not published");
+            }
+        }
+    }
+}
+
+fn flush(link: &Link, outbox: &mut VecDeque<Publish>) {
+    while let Some(m) = outbox.pop_front() {
+        if link
+            .publish(&m.topic, m.payload.clone(), Qos::AtLeastOnce, false)
+            .is_err()
+        {
+            outbox.push_front(m);
+            return;
+        }
     }
 }
 
@@ -58,6 +109,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let topics = Topics::new(config.prefix.clone());
     let mut registry = Registry::new(topics.clone(), config.liveness.clone());
+    let mut dispatch = Dispatcher::new(topics.clone(), config.encoding);
+    let mut outbox: VecDeque<Publish> = VecDeque::new();
     let status_topic = topics.coordinator_status();
     let enc = config.encoding;
     let retained = |payload| Announce {
@@ -75,22 +128,30 @@ pub async fn serve(
     } else {
         config.broker.client_id.clone()
     };
-    let subscriptions = [NodeTopic::Status, NodeTopic::Heartbeat, NodeTopic::Metrics]
-        .into_iter()
-        .map(|k| (topics.all_nodes(k), Qos::AtLeastOnce))
-        .collect();
+    let mut subscriptions: Vec<(String, Qos)> = [
+        NodeTopic::Status,
+        NodeTopic::Heartbeat,
+        NodeTopic::Metrics,
+        NodeTopic::Results,
+    ]
+    .into_iter()
+    .map(|k| (topics.all_nodes(k), Qos::AtLeastOnce))
+    .collect();
+    subscriptions.push((topics.submit(), Qos::AtLeastOnce));
     let mut link = Link::start(LinkOptions {
         broker: config.broker.clone(),
         client_id,
         will: Some(retained(codec::encode(
-            &status(&registry, false, "connection lost"),
+            &status(&registry, &dispatch, false, "connection lost"),
             enc,
         )?)),
         on_connect: Vec::new(),
         subscriptions,
         max_packet_bytes: MAX_PACKET_BYTES,
-        queue: 1024,
+        queue: 4096,
     })?;
+    let mut flush_tick = tokio::time::interval(Duration::from_millis(5));
+    flush_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     tracing::info!(broker = %config.broker.url(), prefix = %config.prefix, "fog-coordinator serving");
 
     let mut liveness = tokio::time::interval(LIVENESS_TICK);
@@ -104,6 +165,14 @@ pub async fn serve(
             biased;
             _ = shutdown.cancelled() => break,
             ev = link.next_event() => match ev {
+                Some(LinkEvent::Message { topic, payload }) if topic.ends_with("/results") || topic.ends_with("/tasks/submit") => {
+                    let msgs = match topics.parse(&topic) {
+                        Ok(ParsedTopic::Submit) => dispatch.on_submit(&registry, &payload),
+                        Ok(ParsedTopic::Node(node, NodeTopic::Results)) => dispatch.on_result(&registry, node.as_str(), &payload),
+                        _ => Vec::new(),
+                    };
+                    send(&link, &mut outbox, msgs);
+                }
                 Some(LinkEvent::Message { topic, payload }) => {
                     let now = Instant::now();
                     let res = registry.ingest(&topic, &payload, now, now_ms());
@@ -129,13 +198,14 @@ pub async fn serve(
                 Some(LinkEvent::Disconnected) => {}
                 None => return Err(ServeError::LinkEnded),
             },
+            _ = flush_tick.tick(), if !outbox.is_empty() => flush(&link, &mut outbox),
             _ = liveness.tick() => {
                 for t in registry.tick(Instant::now()) {
                     tracing::info!(node.id = %t.node, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "node state changed");
                 }
             }
             _ = publish.tick() => {
-                let s = status(&registry, true, "");
+                let s = status(&registry, &dispatch, true, "");
                 if link.is_connected() {
                     let _ = link.publish(&status_topic, codec::encode(&s, enc)?, Qos::AtLeastOnce, true);
                 }
@@ -143,8 +213,8 @@ pub async fn serve(
             }
         }
     }
-    let last = status(&registry, false, "shutdown");
-    view.send_replace(Arc::new(status(&registry, true, "")));
+    let last = status(&registry, &dispatch, false, "shutdown");
+    view.send_replace(Arc::new(status(&registry, &dispatch, true, "")));
     link.close(
         Some(retained(codec::encode(&last, enc)?)),
         Duration::from_secs(3),

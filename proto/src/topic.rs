@@ -246,6 +246,11 @@ impl Topics {
         format!("{}/nodes/+/{}", self.base, kind.as_str())
     }
 
+    /// `{prefix}/v1/clients/{client}/results`: where a client asks for its results.
+    pub fn client_results(&self, client: &NodeId) -> String {
+        format!("{}/clients/{}/results", self.base, client)
+    }
+
     pub fn submit(&self) -> String {
         format!("{}/tasks/submit", self.base)
     }

@@ -107,8 +107,14 @@ impl TaskHost {
         committed: tokio::sync::mpsc::UnboundedSender<Committed<Token>>,
     ) -> Result<TaskHost, HostError> {
         let arena = Arena::new(config.pool.arena_bytes);
-        let (store, recovered) = RedbStore::open(&config.data_dir.join("store"), &config.store, committed)?;
-        let pool = Pool::start(config.pool.workers, config.pool.queue_capacity, arena.clone(), pool_results);
+        let (store, recovered) =
+            RedbStore::open(&config.data_dir.join("store"), &config.store, committed)?;
+        let pool = Pool::start(
+            config.pool.workers,
+            config.pool.queue_capacity,
+            arena.clone(),
+            pool_results,
+        );
         let mut host = TaskHost {
             node: config.node_id.clone(),
             results_topic,
@@ -128,7 +134,10 @@ impl TaskHost {
             host.states.insert(id, State::Finished);
         }
         if !recovered.unfinished.is_empty() {
-            tracing::info!(tasks = recovered.unfinished.len(), "running again the tasks a previous run accepted and did not finish");
+            tracing::info!(
+                tasks = recovered.unfinished.len(),
+                "running again the tasks a previous run accepted and did not finish"
+            );
         }
         for task in recovered.unfinished {
             host.requeue(task);
@@ -148,12 +157,16 @@ impl TaskHost {
         let id = t.id.clone();
         let attempt = t.attempt;
         let Some(kind) = self.kinds.get(&t.kind).cloned() else {
-            self.finish_now(&id, attempt, Outcome::Failed {
-                error: format!("kind {:?} is no longer allowed on this node", t.kind),
-                retryable: true,
-                exit_code: None,
-                duration_ms: 0,
-            });
+            self.finish_now(
+                &id,
+                attempt,
+                Outcome::Failed {
+                    error: format!("kind {:?} is no longer allowed on this node", t.kind),
+                    retryable: true,
+                    exit_code: None,
+                    duration_ms: 0,
+                },
+            );
             return;
         };
         let block = match self.arena.alloc(t.payload.len()) {
@@ -162,12 +175,16 @@ impl TaskHost {
                 b
             }
             Err(e) => {
-                self.finish_now(&id, attempt, Outcome::Failed {
-                    error: format!("agent restarted and cannot hold the task now: {e}"),
-                    retryable: true,
-                    exit_code: None,
-                    duration_ms: 0,
-                });
+                self.finish_now(
+                    &id,
+                    attempt,
+                    Outcome::Failed {
+                        error: format!("agent restarted and cannot hold the task now: {e}"),
+                        retryable: true,
+                        exit_code: None,
+                        duration_ms: 0,
+                    },
+                );
                 return;
             }
         };
@@ -207,15 +224,22 @@ impl TaskHost {
         }
         match link.publish(&self.results_topic, wire.clone(), Qos::AtLeastOnce, false) {
             Ok(()) => {}
-            Err(PublishError::Busy) | Err(PublishError::NotConnected) if self.outbox.len() < OUTBOX_MAX => self.outbox.push_back(wire),
-            Err(error) => tracing::warn!(%error, "task result not published; the coordinator will ask again"),
+            Err(PublishError::Busy) | Err(PublishError::NotConnected)
+                if self.outbox.len() < OUTBOX_MAX =>
+            {
+                self.outbox.push_back(wire)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "task result not published; the coordinator will ask again")
+            }
         }
     }
 
     /// Retry held results (called on a short timer and before each publish).
     pub fn flush(&mut self, link: &Link) {
         while let Some(wire) = self.outbox.pop_front() {
-            if let Err(e) = link.publish(&self.results_topic, wire.clone(), Qos::AtLeastOnce, false) {
+            if let Err(e) = link.publish(&self.results_topic, wire.clone(), Qos::AtLeastOnce, false)
+            {
                 if matches!(e, PublishError::Busy | PublishError::NotConnected) {
                     self.outbox.push_front(wire);
                 }
@@ -240,7 +264,10 @@ impl TaskHost {
             id: id.to_owned(),
             result: wire.clone(),
             at_ms: now_ms(),
-            token: Token::Finished { id: id.to_owned(), wire },
+            token: Token::Finished {
+                id: id.to_owned(),
+                wire,
+            },
         };
         if let Err(e) = self.store.submit(op) {
             tracing::error!(task.id = %id, error = %e, "cannot store task result");
@@ -254,7 +281,10 @@ impl TaskHost {
             Err(error) => {
                 self.counters.malformed += 1;
                 let now = std::time::Instant::now();
-                if self.last_malformed_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+                if self
+                    .last_malformed_log
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+                {
                     self.last_malformed_log = Some(now);
                     tracing::warn!(%error, malformed_total = self.counters.malformed, "dropping a task assignment that does not decode");
                 }
@@ -270,7 +300,9 @@ impl TaskHost {
             Some(State::Finished) => {
                 self.counters.duplicates += 1;
                 match self.store.task(&a.id) {
-                    Ok(Some(StoredTask { result: Some(wire), .. })) => {
+                    Ok(Some(StoredTask {
+                        result: Some(wire), ..
+                    })) => {
                         tracing::debug!(task.id = %a.id, "redelivered task answered from the store");
                         self.publish(link, wire);
                         return;
@@ -286,12 +318,19 @@ impl TaskHost {
             None => {}
         }
         let Some(kind) = self.kinds.get(&a.kind).cloned() else {
-            let reason = format!("kind {:?} is not allowed on this node", a.kind.chars().take(64).collect::<String>());
+            let reason = format!(
+                "kind {:?} is not allowed on this node",
+                a.kind.chars().take(64).collect::<String>()
+            );
             self.reject(link, &a, reason, false);
             return;
         };
         if a.payload.0.len() > self.max_task_bytes {
-            let reason = format!("too large: payload of {} bytes exceeds this node's limit of {}", a.payload.0.len(), self.max_task_bytes);
+            let reason = format!(
+                "too large: payload of {} bytes exceeds this node's limit of {}",
+                a.payload.0.len(),
+                self.max_task_bytes
+            );
             self.reject(link, &a, reason, false);
             return;
         }
@@ -300,15 +339,19 @@ impl TaskHost {
             match self.store.cached(&key) {
                 Ok(Some(output)) => {
                     self.counters.cache_hits += 1;
-                    self.finish_now(&a.id, a.attempt, Outcome::Completed {
-                        output: Payload(output),
-                        truncated: false,
-                        exit_code: None,
-                        duration_ms: 0,
-                        cpu_ms: 0,
-                        peak_rss_bytes: 0,
-                        from_cache: true,
-                    });
+                    self.finish_now(
+                        &a.id,
+                        a.attempt,
+                        Outcome::Completed {
+                            output: Payload(output),
+                            truncated: false,
+                            exit_code: None,
+                            duration_ms: 0,
+                            cpu_ms: 0,
+                            peak_rss_bytes: 0,
+                            from_cache: true,
+                        },
+                    );
                     return;
                 }
                 Ok(None) => self.counters.cache_misses += 1,
@@ -372,7 +415,11 @@ impl TaskHost {
                 if let Err(error) = c.result {
                     self.states.remove(&job.id);
                     self.counters.rejected += 1;
-                    let wire = self.encode_result(&job.id, job.attempt, busy_outcome(&format!("the store cannot record it: {error}")));
+                    let wire = self.encode_result(
+                        &job.id,
+                        job.attempt,
+                        busy_outcome(&format!("the store cannot record it: {error}")),
+                    );
                     self.publish(link, wire);
                     return;
                 }
@@ -445,7 +492,11 @@ impl TaskHost {
     /// Shutdown: stop taking work, hand queued tasks back as retryable.
     pub fn close(&mut self) {
         for job in self.pool.close() {
-            self.finish_now(&job.id, job.attempt, busy_outcome("the agent is shutting down"));
+            self.finish_now(
+                &job.id,
+                job.attempt,
+                busy_outcome("the agent is shutting down"),
+            );
         }
     }
 
@@ -454,7 +505,10 @@ impl TaskHost {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.states.values().filter(|s| matches!(s, State::InFlight)).count()
+        self.states
+            .values()
+            .filter(|s| matches!(s, State::InFlight))
+            .count()
     }
 
     pub fn outbox_len(&self) -> usize {
