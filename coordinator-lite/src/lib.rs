@@ -20,6 +20,7 @@
 //! ```
 
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod dispatch;

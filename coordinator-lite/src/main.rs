@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use fog_agent::config::{BrokerConfig, ConfigError};
 use fog_coordinator::config::{CoordinatorConfig, DEFAULT_CONFIG};
-use fog_coordinator::{broker, demo, service, status};
+use fog_coordinator::{broker, client, demo, service, status};
 use fog_proto::Topics;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +56,50 @@ enum Command {
         /// Seconds to wait for the coordinator's status.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
+    },
+    /// Submit a task and print its result (output on stdout, status on stderr).
+    Submit {
+        #[command(flatten)]
+        common: Common,
+        /// Task kind (echo, sha256, sleep, or a command the agents declare).
+        #[arg(long)]
+        kind: String,
+        /// The payload as text.
+        #[arg(long, conflicts_with = "payload_file")]
+        payload: Option<String>,
+        /// Read the payload from a file ("-" for stdin).
+        #[arg(long, value_name = "PATH")]
+        payload_file: Option<PathBuf>,
+        /// Read the payload from stdin (same as --payload-file -).
+        #[arg(value_name = "-", hide = true)]
+        stdin: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        priority: u8,
+        /// Seconds the task may run.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Answer from the agents' content cache when the same kind and payload ran before.
+        #[arg(long)]
+        cacheable: bool,
+        /// Wait for the result (otherwise print the task id once submitted).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Submit a load of tasks and report throughput, latency and lost/duplicated results.
+    Bench {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        #[arg(long, default_value = "sha256")]
+        kind: String,
+        #[arg(long, default_value_t = 1024)]
+        payload_bytes: usize,
+        /// Seconds without any result before the rest count as lost.
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
     },
     /// Broker, coordinator and agents in one process with a live view.
     Demo {
@@ -199,6 +243,105 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
+        Command::Submit {
+            common,
+            kind,
+            payload,
+            payload_file,
+            stdin,
+            priority,
+            timeout,
+            cacheable,
+            wait,
+        } => {
+            init_tracing("warn,rumqttd=warn");
+            let cfg = load(&common).map_err(config_err)?;
+            let bytes = match (payload, payload_file.as_deref(), stdin.as_deref()) {
+                (Some(p), None, None) => p.into_bytes(),
+                (None, Some(p), None) if p.as_os_str() == "-" => read_stdin()?,
+                (None, None, Some("-")) => read_stdin()?,
+                (None, Some(p), None) => std::fs::read(p).map_err(|e| {
+                    eprintln!("fog-coordinator: reading {}: {e}", p.display());
+                    ExitCode::from(66)
+                })?,
+                _ => {
+                    eprintln!("fog-coordinator: give exactly one of --payload TEXT, --payload-file PATH or - (stdin)");
+                    return Err(ExitCode::from(2));
+                }
+            };
+            if !(timeout.is_finite() && timeout > 0.0) {
+                eprintln!("fog-coordinator: --timeout must be a positive number of seconds");
+                return Err(ExitCode::from(2));
+            }
+            let timeout = Duration::from_secs_f64(timeout.min(86_400.0));
+            runtime()?.block_on(async move {
+                let fail = |e: fog_coordinator::client::ClientError| {
+                    eprintln!("fog-coordinator: {e}");
+                    ExitCode::FAILURE
+                };
+                let mut c = client::Client::connect(
+                    &cfg.broker,
+                    Topics::new(cfg.prefix.clone()),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(fail)?;
+                let sub = client::submission(&kind, bytes, priority, timeout, cacheable);
+                if !wait {
+                    let id = c.submit(sub).await.map_err(fail)?;
+                    c.close().await;
+                    println!("{id}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let r = client::submit_and_wait(&mut c, sub, timeout + Duration::from_secs(30))
+                    .await
+                    .map_err(fail)?;
+                c.close().await;
+                Ok(print_result(&r))
+            })
+        }
+        Command::Bench {
+            common,
+            tasks,
+            concurrency,
+            kind,
+            payload_bytes,
+            wait,
+        } => {
+            init_tracing("warn,rumqttd=warn");
+            let cfg = load(&common).map_err(config_err)?;
+            runtime()?.block_on(async move {
+                let fail = |e: fog_coordinator::client::ClientError| {
+                    eprintln!("fog-coordinator: {e}");
+                    ExitCode::FAILURE
+                };
+                let mut c = client::Client::connect(
+                    &cfg.broker,
+                    Topics::new(cfg.prefix.clone()),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(fail)?;
+                let report = client::bench(
+                    &mut c,
+                    &kind,
+                    tasks,
+                    concurrency,
+                    payload_bytes,
+                    Duration::from_secs_f64(wait.clamp(0.1, 3600.0)),
+                    true,
+                )
+                .await
+                .map_err(fail)?;
+                c.close().await;
+                println!("{report}");
+                Ok(if report.lost == 0 && report.duplicated == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            })
+        }
         Command::Demo { agents, duration } => {
             init_tracing("warn,rumqttd=off");
             let duration = match duration {
@@ -223,6 +366,77 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 println!("{summary}");
                 Ok(ExitCode::SUCCESS)
             })
+        }
+    }
+}
+
+fn read_stdin() -> Result<Vec<u8>, ExitCode> {
+    use std::io::Read as _;
+    let mut v = Vec::new();
+    std::io::stdin().read_to_end(&mut v).map_err(|e| {
+        eprintln!("fog-coordinator: reading stdin: {e}");
+        ExitCode::from(66)
+    })?;
+    Ok(v)
+}
+
+/// Output to stdout, status and timings to stderr; non-zero exit unless completed.
+fn print_result(r: &fog_proto::TaskResult) -> ExitCode {
+    use fog_proto::Outcome;
+    use std::io::Write as _;
+    match &r.outcome {
+        Outcome::Completed {
+            output,
+            truncated,
+            exit_code,
+            duration_ms,
+            cpu_ms,
+            peak_rss_bytes,
+            from_cache,
+        } => {
+            let _ = std::io::stdout().write_all(&output.0);
+            let _ = std::io::stdout().flush();
+            eprintln!(
+                "completed on {} (attempt {}): {duration_ms} ms wall, {cpu_ms} ms cpu, peak rss {peak_rss_bytes} B{}{}{}",
+                r.node,
+                r.attempt,
+                exit_code.map(|c| format!(", exit {c}")).unwrap_or_default(),
+                if *truncated { ", output truncated" } else { "" },
+                if *from_cache { ", from cache" } else { "" },
+            );
+            ExitCode::SUCCESS
+        }
+        Outcome::Failed {
+            error,
+            retryable,
+            exit_code,
+            duration_ms,
+        } => {
+            eprintln!(
+                "failed on {} after {duration_ms} ms{}{}: {error}",
+                r.node,
+                exit_code
+                    .map(|c| format!(" (exit {c})"))
+                    .unwrap_or_default(),
+                if *retryable { " (retryable)" } else { "" }
+            );
+            ExitCode::FAILURE
+        }
+        Outcome::TimedOut { after_ms } => {
+            eprintln!("timed out on {} after {after_ms} ms", r.node);
+            ExitCode::FAILURE
+        }
+        Outcome::Rejected { reason, retryable } => {
+            eprintln!(
+                "rejected by {}: {reason}{}",
+                r.node,
+                if *retryable { " (retryable)" } else { "" }
+            );
+            ExitCode::FAILURE
+        }
+        Outcome::Accepted => {
+            eprintln!("accepted by {} but no final result", r.node);
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,304 @@
+//! The client side of tasks: `submit` one and wait for its result, or `bench` a load
+//! and count what came back.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use fog_agent::config::BrokerConfig;
+use fog_agent::transport::{Link, LinkEvent, LinkOptions, Qos};
+use fog_proto::{codec, Encoding, NodeId, Outcome, Payload, TaskResult, TaskSubmission, Topics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Link(#[from] fog_agent::transport::LinkError),
+    #[error("could not connect to {broker} within {timeout:?}")]
+    NoBroker { broker: String, timeout: Duration },
+    #[error("no result for task {id} within {timeout:?} (is `fog-coordinator serve` running?)")]
+    Timeout { id: String, timeout: Duration },
+    #[error("the mqtt link ended")]
+    LinkEnded,
+}
+
+/// A connected client with its own reply topic.
+pub struct Client {
+    link: Link,
+    topics: Topics,
+    reply_to: String,
+    encoding: Encoding,
+}
+
+fn random_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{:08x}{:08x}",
+        fastrand::u32(..),
+        fastrand::u32(..)
+    )
+}
+
+impl Client {
+    pub async fn connect(
+        broker: &BrokerConfig,
+        topics: Topics,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let client_id = NodeId::new(random_id("fog-cli")).expect("generated ids are valid");
+        let reply_to = topics.client_results(&client_id);
+        let mut link = Link::start(LinkOptions {
+            broker: broker.clone(),
+            client_id: client_id.to_string(),
+            will: None,
+            on_connect: Vec::new(),
+            subscriptions: vec![(reply_to.clone(), Qos::AtLeastOnce)],
+            max_packet_bytes: crate::service::MAX_PACKET_BYTES,
+            queue: 4096,
+        })?;
+        let connected = tokio::time::timeout(timeout, async {
+            while let Some(ev) = link.next_event().await {
+                if matches!(ev, LinkEvent::Connected) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if !matches!(connected, Ok(true)) {
+            return Err(ClientError::NoBroker {
+                broker: broker.url(),
+                timeout,
+            });
+        }
+        Ok(Client {
+            link,
+            topics,
+            reply_to,
+            encoding: Encoding::Json,
+        })
+    }
+
+    pub fn encoding(mut self, e: Encoding) -> Self {
+        self.encoding = e;
+        self
+    }
+
+    /// Publish a submission (waiting for room in the request queue).
+    pub async fn submit(&self, mut sub: TaskSubmission) -> Result<String, ClientError> {
+        if sub.id.is_empty() {
+            sub.id = random_id("task");
+        }
+        sub.reply_to = self.reply_to.clone();
+        let bytes = codec::encode(&sub, self.encoding).expect("submissions always encode");
+        loop {
+            match self.link.publish(
+                &self.topics.submit(),
+                bytes.clone(),
+                Qos::AtLeastOnce,
+                false,
+            ) {
+                Ok(()) => return Ok(sub.id),
+                Err(fog_agent::transport::PublishError::Busy) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await
+                }
+                Err(_) => return Err(ClientError::LinkEnded),
+            }
+        }
+    }
+
+    /// Next result on the reply topic.
+    pub async fn next_result(&mut self) -> Result<Option<TaskResult>, ClientError> {
+        loop {
+            match self.link.next_event().await {
+                Some(LinkEvent::Message { topic, payload }) if topic == self.reply_to => {
+                    match codec::decode::<TaskResult>(&payload) {
+                        Ok(r) => return Ok(Some(r)),
+                        Err(error) => tracing::warn!(%error, "undecodable result"),
+                    }
+                }
+                Some(_) => {}
+                None => return Err(ClientError::LinkEnded),
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        self.link.close(None, Duration::from_secs(2)).await;
+    }
+}
+
+/// A submission with defaults.
+pub fn submission(
+    kind: &str,
+    payload: Vec<u8>,
+    priority: u8,
+    timeout: Duration,
+    cacheable: bool,
+) -> TaskSubmission {
+    TaskSubmission {
+        id: String::new(),
+        kind: kind.to_owned(),
+        payload: Payload(payload),
+        reply_to: String::new(),
+        priority,
+        timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+        cacheable,
+        key: String::new(),
+        strategy: String::new(),
+    }
+}
+
+/// Submit one task and wait for its final result.
+pub async fn submit_and_wait(
+    client: &mut Client,
+    sub: TaskSubmission,
+    wait: Duration,
+) -> Result<TaskResult, ClientError> {
+    let id = client.submit(sub).await?;
+    tokio::time::timeout(wait, async {
+        loop {
+            if let Some(r) = client.next_result().await? {
+                if r.id == id && !matches!(r.outcome, Outcome::Accepted) {
+                    return Ok(r);
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| ClientError::Timeout { id, timeout: wait })?
+}
+
+/// What a bench run saw.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub tasks: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p95: Duration,
+    pub p99: Duration,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} tasks in {:.2}s: {:.0} tasks/s",
+            self.tasks,
+            self.elapsed.as_secs_f64(),
+            self.tasks as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        )?;
+        writeln!(
+            f,
+            "completed {}, failed {}, lost {}, duplicated {}",
+            self.completed, self.failed, self.lost, self.duplicated
+        )?;
+        write!(
+            f,
+            "latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+            self.p50.as_secs_f64() * 1e3,
+            self.p95.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3
+        )
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Submit `tasks` tasks, at most `concurrency` outstanding, and wait for every result
+/// (giving up on stragglers `wait` after the last result arrived).
+pub async fn bench(
+    client: &mut Client,
+    kind: &str,
+    tasks: usize,
+    concurrency: usize,
+    payload_bytes: usize,
+    wait: Duration,
+    progress: bool,
+) -> Result<BenchReport, ClientError> {
+    let payload: Vec<u8> = (0..payload_bytes).map(|i| b'a' + (i % 26) as u8).collect();
+    let run = random_id("bench");
+    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(tasks);
+    let mut done: HashMap<String, ()> = HashMap::with_capacity(tasks);
+    let mut latencies = Vec::with_capacity(tasks);
+    let (mut completed, mut failed, mut duplicated) = (0, 0, 0);
+    let started = Instant::now();
+    let mut next = 0usize;
+    let mut last_progress = Instant::now();
+    let mut last_result = Instant::now();
+    while done.len() < tasks {
+        while next < tasks && sent_at.len() - done.len() < concurrency.max(1) {
+            let mut sub = submission(kind, payload.clone(), 0, Duration::from_secs(60), false);
+            sub.id = format!("{run}-{next}");
+            sent_at.insert(sub.id.clone(), Instant::now());
+            client.submit(sub).await?;
+            next += 1;
+        }
+        let r = match tokio::time::timeout_at((last_result + wait).into(), client.next_result())
+            .await
+        {
+            Ok(r) => r?,
+            Err(_) => break, // nothing for `wait`: the rest are lost
+        };
+        let Some(r) = r else { continue };
+        if matches!(r.outcome, Outcome::Accepted) {
+            continue;
+        }
+        last_result = Instant::now();
+        let Some(at) = sent_at.get(&r.id) else {
+            continue;
+        };
+        if done.insert(r.id.clone(), ()).is_some() {
+            duplicated += 1;
+            continue;
+        }
+        latencies.push(at.elapsed());
+        match r.outcome {
+            Outcome::Completed { .. } => completed += 1,
+            _ => failed += 1,
+        }
+        if progress && last_progress.elapsed() >= Duration::from_millis(200) {
+            last_progress = Instant::now();
+            let pct = done.len() * 100 / tasks.max(1);
+            let bar = "#".repeat(pct / 4) + &"-".repeat(25 - pct / 4);
+            let _ = write!(
+                std::io::stderr(),
+                "\r[{bar}] {pct:3}% {}/{tasks}",
+                done.len()
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+    // Late duplicates: listen briefly for results of ids already answered.
+    let linger = Instant::now() + Duration::from_millis(500);
+    while let Ok(r) = tokio::time::timeout_at(linger.into(), client.next_result()).await {
+        if let Some(r) = r? {
+            if !matches!(r.outcome, Outcome::Accepted) && done.contains_key(&r.id) {
+                duplicated += 1;
+            }
+        }
+    }
+    if progress {
+        let _ = writeln!(std::io::stderr());
+    }
+    latencies.sort();
+    Ok(BenchReport {
+        tasks,
+        completed,
+        failed,
+        lost: tasks - done.len(),
+        duplicated,
+        elapsed,
+        p50: percentile(&latencies, 0.50),
+        p95: percentile(&latencies, 0.95),
+        p99: percentile(&latencies, 0.99),
+    })
+}
