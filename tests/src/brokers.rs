@@ -51,17 +51,15 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn test_broker_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("FOG_TEST_BROKER_BIN") {
-        return Ok(p.into());
-    }
+/// A binary of this crate (`fog-test-broker`, `fog-test-agent`), next to the tests.
+pub fn harness_bin(name: &str) -> anyhow::Result<PathBuf> {
     // Test executables live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .context("locating target dir")?;
-    let bin = dir.join("fog-test-broker");
+    let bin = dir.join(name);
     if !bin.exists() {
         bail!(
             "{} not found; build it with `cargo build -p fog-e2e`",
@@ -69,6 +67,13 @@ fn test_broker_bin() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+fn test_broker_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("FOG_TEST_BROKER_BIN") {
+        return Ok(p.into());
+    }
+    harness_bin("fog-test-broker")
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
