@@ -13,7 +13,6 @@
 //! their bytes back when dropped.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Smallest block handed out, in bytes.
@@ -173,13 +172,19 @@ pub struct ArenaStats {
     pub refused_total: u64,
 }
 
+/// The allocator and its figures, kept under one lock so an allocation costs one
+/// lock round trip and no further atomics.
+struct Locked {
+    core: BuddyCore,
+    used: u64,
+    high_water: u64,
+    refused: u64,
+}
+
 /// The shared arena.
 pub struct Arena {
     region: Box<[UnsafeCell<u8>]>,
-    core: Mutex<BuddyCore>,
-    used: AtomicU64,
-    high_water: AtomicU64,
-    refused: AtomicU64,
+    core: Mutex<Locked>,
 }
 
 // SAFETY: the region is only reached through `Block`s; the allocator hands each byte
@@ -198,10 +203,12 @@ impl Arena {
         let region = unsafe { Box::from_raw(raw as *mut [UnsafeCell<u8>]) };
         Arc::new(Arena {
             region,
-            core: Mutex::new(core),
-            used: AtomicU64::new(0),
-            high_water: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
+            core: Mutex::new(Locked {
+                core,
+                used: 0,
+                high_water: 0,
+                refused: 0,
+            }),
         })
     }
 
@@ -211,43 +218,42 @@ impl Arena {
 
     /// A block of at least `len` bytes whose visible length is `len`.
     pub fn alloc(self: &Arc<Self>, len: usize) -> Result<Block, ArenaError> {
-        let res = self
-            .core
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .alloc(len.max(1));
-        match res {
-            Ok((idx, order)) => {
-                let size = (MIN_BLOCK << order) as u64;
-                let used = self.used.fetch_add(size, Ordering::Relaxed) + size;
-                self.high_water.fetch_max(used, Ordering::Relaxed);
-                Ok(Block {
-                    arena: self.clone(),
-                    idx,
-                    order,
-                    len,
-                })
+        let (idx, order) = {
+            let mut l = self.core.lock().unwrap_or_else(|p| p.into_inner());
+            match l.core.alloc(len.max(1)) {
+                Ok((idx, order)) => {
+                    l.used += (MIN_BLOCK << order) as u64;
+                    l.high_water = l.high_water.max(l.used);
+                    (idx, order)
+                }
+                Err(e) => {
+                    l.refused += 1;
+                    return Err(e);
+                }
             }
-            Err(e) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                Err(e)
-            }
-        }
+        };
+        Ok(Block {
+            arena: self.clone(),
+            idx,
+            order,
+            len,
+        })
     }
 
     pub fn stats(&self) -> ArenaStats {
+        let l = self.core.lock().unwrap_or_else(|p| p.into_inner());
         ArenaStats {
             capacity_bytes: self.capacity_bytes() as u64,
-            used_bytes: self.used.load(Ordering::Relaxed),
-            high_water_bytes: self.high_water.load(Ordering::Relaxed),
-            refused_total: self.refused.load(Ordering::Relaxed),
+            used_bytes: l.used,
+            high_water_bytes: l.high_water,
+            refused_total: l.refused,
         }
     }
 
     /// Free bytes and the largest free block (for tests and diagnostics).
     pub fn free_and_largest(&self) -> (usize, usize) {
-        let core = self.core.lock().unwrap_or_else(|p| p.into_inner());
-        (core.free_bytes(), core.largest_free_bytes())
+        let l = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        (l.core.free_bytes(), l.core.largest_free_bytes())
     }
 }
 
@@ -324,12 +330,9 @@ impl std::fmt::Debug for Block {
 impl Drop for Block {
     fn drop(&mut self) {
         let size = self.capacity() as u64;
-        self.arena
-            .core
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .free(self.idx, self.order);
-        self.arena.used.fetch_sub(size, Ordering::Relaxed);
+        let mut l = self.arena.core.lock().unwrap_or_else(|p| p.into_inner());
+        l.core.free(self.idx, self.order);
+        l.used -= size;
     }
 }
 
