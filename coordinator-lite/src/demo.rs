@@ -26,6 +26,8 @@ pub struct DemoOptions {
     pub duration: Option<Duration>,
     /// Redraw the screen in place (a terminal) or print a table each refresh.
     pub redraw: bool,
+    /// Tasks submitted per second by the demo's own client (0: none).
+    pub tasks_per_sec: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,19 +49,23 @@ pub struct DemoSummary {
     pub heartbeats: u64,
     pub readings: u64,
     pub rejected: u64,
+    pub tasks_completed: u64,
+    pub tasks_failed: u64,
 }
 
 impl std::fmt::Display for DemoSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "demo ran {:.1}s: {} nodes seen, {} online at the end; {} heartbeats and {} readings received, {} messages rejected",
+            "demo ran {:.1}s: {} nodes seen, {} online at the end; {} heartbeats and {} readings received, {} messages rejected; {} tasks completed, {} failed",
             self.ran_for.as_secs_f32(),
             self.nodes_seen,
             self.nodes_online_at_end,
             self.heartbeats,
             self.readings,
-            self.rejected
+            self.rejected,
+            self.tasks_completed,
+            self.tasks_failed
         )
     }
 }
@@ -118,6 +124,18 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         });
     }
 
+    // A steady stream of tasks: sha256 of small payloads, echoes and short sleeps,
+    // submitted by an in-process client; results are counted per node.
+    let load_stop = CancellationToken::new();
+    let (stats_tx, stats_rx) = watch::channel(TaskStats::default());
+    let load = tokio::spawn(task_stream(
+        broker_cfg.clone(),
+        opts.tasks_per_sec,
+        load_stop.clone(),
+        stats_tx,
+    ));
+    let mut last_done = 0u64;
+
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let deadline = opts.duration.map(|d| started + d);
     let mut out = std::io::stdout();
@@ -144,12 +162,29 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
                     "received: {} heartbeats, {} readings, {} status records; rejected {}\n\n",
                     c("heartbeats_total"), c("readings_total"), c("status_total"), c("rejected_total")
                 ));
+                let t = stats_rx.borrow().clone();
+                let rate = t.completed.saturating_sub(last_done);
+                last_done = t.completed;
+                screen.push_str(&format!(
+                    "tasks: {} submitted, {} completed ({rate}/s), {} failed, {} in flight\n",
+                    t.submitted, t.completed, t.failed, t.submitted.saturating_sub(t.completed + t.failed)
+                ));
+                let mut per_node: Vec<_> = t.per_node.iter().collect();
+                per_node.sort();
+                for (node, n) in per_node {
+                    let q = snap.nodes.iter().find(|s| s.node.as_str() == node.as_str()).map(|s| (s.queued, s.running)).unwrap_or_default();
+                    screen.push_str(&format!("  {node:<12} {n:>8} done   queue {:>3}  running {:>2}\n", q.0, q.1));
+                }
+                screen.push('\n');
                 let _ = out.write_all(screen.as_bytes());
                 let _ = out.flush();
             }
         }
     }
 
+    load_stop.cancel();
+    let _ = load.await;
+    let tasks = stats_rx.borrow().clone();
     // Agents first, so the coordinator sees them go offline cleanly.
     agents_stop.cancel();
     while agents.join_next().await.is_some() {}
@@ -169,7 +204,77 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         heartbeats: c("heartbeats_total"),
         readings: c("readings_total"),
         rejected: c("rejected_total"),
+        tasks_completed: tasks.completed,
+        tasks_failed: tasks.failed,
     })
+}
+
+/// What the demo's task stream has seen.
+#[derive(Debug, Clone, Default)]
+pub struct TaskStats {
+    pub submitted: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub per_node: std::collections::HashMap<String, u64>,
+}
+
+async fn task_stream(
+    broker: BrokerConfig,
+    per_sec: u32,
+    stop: CancellationToken,
+    stats: watch::Sender<TaskStats>,
+) {
+    use fog_proto::Outcome;
+    let mut client = match crate::client::Client::connect(
+        &broker,
+        fog_proto::Topics::default(),
+        Duration::from_secs(10),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(%error, "demo task stream cannot connect");
+            return;
+        }
+    };
+    if per_sec == 0 {
+        stop.cancelled().await;
+        client.close().await;
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(per_sec)));
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                n += 1;
+                let (kind, payload) = match n % 10 {
+                    0 => ("sleep", b"200".to_vec()),
+                    1..=3 => ("echo", format!("hello {n}").into_bytes()),
+                    _ => ("sha256", format!("payload {n}").into_bytes()),
+                };
+                let sub = crate::client::submission(kind, payload, (n % 3) as u8, Duration::from_secs(10), false);
+                if client.submit(sub).await.is_ok() {
+                    stats.send_modify(|s| s.submitted += 1);
+                }
+            }
+            r = client.next_result() => match r {
+                Ok(Some(r)) => stats.send_modify(|s| match r.outcome {
+                    Outcome::Accepted => {}
+                    Outcome::Completed { .. } => {
+                        s.completed += 1;
+                        *s.per_node.entry(r.node.to_string()).or_default() += 1;
+                    }
+                    _ => s.failed += 1,
+                }),
+                Ok(None) => {}
+                Err(_) => break,
+            },
+        }
+    }
+    client.close().await;
 }
 
 /// Whether stdout is a terminal we can redraw.

@@ -108,6 +108,9 @@ enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<f64>,
+        /// Tasks per second the demo submits (sha256, echo, sleep); 0 for none.
+        #[arg(long, default_value_t = 50)]
+        tasks_per_sec: u16,
     },
     /// Run only the embedded MQTT broker (for tests and single-machine sites).
     Broker {
@@ -342,7 +345,11 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 })
             })
         }
-        Command::Demo { agents, duration } => {
+        Command::Demo {
+            agents,
+            duration,
+            tasks_per_sec,
+        } => {
             init_tracing("warn,rumqttd=off");
             let duration = match duration {
                 Some(d) if !(d.is_finite() && d > 0.0) => {
@@ -358,6 +365,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                     agents: agents.into(),
                     duration,
                     redraw: demo::stdout_is_terminal(),
+                    tasks_per_sec: tasks_per_sec.into(),
                 };
                 let summary = demo::run(opts, shutdown).await.map_err(|e| {
                     eprintln!("fog-coordinator: {e}");

@@ -13,6 +13,7 @@ async fn demo_runs_and_summarises() {
         agents: 3,
         duration: Some(Duration::from_secs(4)),
         redraw: false,
+        tasks_per_sec: 40,
     };
     let summary =
         tokio::time::timeout(Duration::from_secs(30), run(opts, CancellationToken::new()))
@@ -23,6 +24,11 @@ async fn demo_runs_and_summarises() {
     assert!(summary.heartbeats >= 6, "{summary}");
     assert!(summary.readings >= 3, "{summary}");
     assert_eq!(summary.rejected, 0, "{summary}");
+    assert!(
+        summary.tasks_completed >= 40,
+        "the task stream ran: {summary}"
+    );
+    assert_eq!(summary.tasks_failed, 0, "{summary}");
     // Agents stop first and say goodbye, so none is left online.
     assert_eq!(summary.nodes_online_at_end, 0, "{summary}");
 }
