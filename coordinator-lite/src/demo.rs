@@ -26,6 +26,8 @@ pub struct DemoOptions {
     pub duration: Option<Duration>,
     /// Redraw the screen in place (a terminal) or print a table each refresh.
     pub redraw: bool,
+    /// Print the live view (off in tests).
+    pub show: bool,
     /// Tasks submitted per second by the demo's own client (0: none).
     pub tasks_per_sec: u32,
 }
@@ -176,8 +178,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
                     screen.push_str(&format!("  {node:<12} {n:>8} done   queue {:>3}  running {:>2}\n", q.0, q.1));
                 }
                 screen.push('\n');
-                let _ = out.write_all(screen.as_bytes());
-                let _ = out.flush();
+                if opts.show {
+                    let _ = out.write_all(screen.as_bytes());
+                    let _ = out.flush();
+                }
             }
         }
     }

@@ -365,6 +365,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                     agents: agents.into(),
                     duration,
                     redraw: demo::stdout_is_terminal(),
+                    show: true,
                     tasks_per_sec: tasks_per_sec.into(),
                 };
                 let summary = demo::run(opts, shutdown).await.map_err(|e| {

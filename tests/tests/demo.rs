@@ -13,6 +13,7 @@ async fn demo_runs_and_summarises() {
         agents: 3,
         duration: Some(Duration::from_secs(4)),
         redraw: false,
+        show: false,
         tasks_per_sec: 40,
     };
     let summary =
