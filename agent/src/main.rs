@@ -149,7 +149,7 @@ fn main() -> ExitCode {
             };
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(signals(shutdown.clone()));
+                tokio::spawn(fog_agent::service::shutdown_on_signals(shutdown.clone()));
                 match fog_agent::run(config, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
@@ -158,30 +158,6 @@ fn main() -> ExitCode {
                     }
                 }
             })
-        }
-    }
-}
-
-/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
-async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    for n in 0.. {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        if n == 0 {
-            tracing::info!("signal received; shutting down (send again to exit at once)");
-            shutdown.cancel();
-        } else {
-            std::process::exit(1);
         }
     }
 }

@@ -3,12 +3,11 @@
 //! in a temporary folder, with a live view that refreshes every second.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 use fog_agent::config::{BrokerConfig, Config as AgentConfig};
 use fog_agent::service::now_ms;
-use fog_proto::{CoordinatorStatus, NodeState, Prefix};
+use fog_proto::{NodeState, Prefix};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -95,14 +94,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         broker: broker_cfg.clone(),
     };
     let coordinator_stop = CancellationToken::new();
-    let (view_tx, mut view) = watch::channel::<Snapshot>(Arc::new(CoordinatorStatus {
-        online: false,
-        at_ms: now_ms(),
-        version: String::new(),
-        reason: String::new(),
-        nodes: Vec::new(),
-        counters: Default::default(),
-    }));
+    let (view_tx, mut view) = watch::channel::<Snapshot>(crate::service::empty_snapshot());
     let coordinator = tokio::spawn(serve(coordinator_cfg, coordinator_stop.clone(), view_tx));
 
     let agents_stop = CancellationToken::new();

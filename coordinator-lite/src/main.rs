@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -209,8 +208,8 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                     };
                 }
                 let shutdown = CancellationToken::new();
-                tokio::spawn(signals(shutdown.clone()));
-                let (view, _rx) = tokio::sync::watch::channel(Arc::new(empty_status()));
+                tokio::spawn(fog_agent::service::shutdown_on_signals(shutdown.clone()));
+                let (view, _rx) = tokio::sync::watch::channel(service::empty_snapshot());
                 service::serve(cfg, shutdown, view).await.map_err(|e| {
                     tracing::error!(error = %e, "fog-coordinator stopped");
                     ExitCode::FAILURE
@@ -360,7 +359,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             };
             runtime()?.block_on(async move {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(signals(shutdown.clone()));
+                tokio::spawn(fog_agent::service::shutdown_on_signals(shutdown.clone()));
                 let opts = demo::DemoOptions {
                     agents: agents.into(),
                     duration,
@@ -446,40 +445,6 @@ fn print_result(r: &fog_proto::TaskResult) -> ExitCode {
         Outcome::Accepted => {
             eprintln!("accepted by {} but no final result", r.node);
             ExitCode::FAILURE
-        }
-    }
-}
-
-fn empty_status() -> fog_proto::CoordinatorStatus {
-    fog_proto::CoordinatorStatus {
-        online: false,
-        at_ms: 0,
-        version: String::new(),
-        reason: String::new(),
-        nodes: Vec::new(),
-        counters: Default::default(),
-    }
-}
-
-/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
-async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    for n in 0.. {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        if n == 0 {
-            shutdown.cancel();
-        } else {
-            std::process::exit(1);
         }
     }
 }

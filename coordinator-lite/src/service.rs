@@ -36,6 +36,18 @@ pub enum ServeError {
 /// Latest registry snapshot, for in-process viewers (the demo).
 pub type Snapshot = Arc<CoordinatorStatus>;
 
+/// The snapshot before the first one is published.
+pub fn empty_snapshot() -> Snapshot {
+    Arc::new(CoordinatorStatus {
+        online: false,
+        at_ms: 0,
+        version: String::new(),
+        reason: String::new(),
+        nodes: Vec::new(),
+        counters: Default::default(),
+    })
+}
+
 fn status(
     registry: &Registry,
     dispatch: &Dispatcher,

@@ -10,7 +10,6 @@ pub mod brokers;
 pub mod proxy;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fog_agent::config::Config as AgentConfig;
@@ -60,14 +59,7 @@ impl RunningCoordinator {
     }
 
     pub fn start_with(cfg: CoordinatorConfig) -> anyhow::Result<Self> {
-        let (tx, view) = watch::channel(Arc::new(CoordinatorStatus {
-            online: false,
-            at_ms: 0,
-            version: String::new(),
-            reason: String::new(),
-            nodes: Vec::new(),
-            counters: Default::default(),
-        }));
+        let (tx, view) = watch::channel(fog_coordinator::service::empty_snapshot());
         let stop = CancellationToken::new();
         let s = stop.clone();
         let task = tokio::spawn(async move {

@@ -242,6 +242,24 @@ impl Direct {
             .expect("publish");
     }
 
+    /// Probe with echo tasks until the agent answers (it has subscribed), then drain.
+    async fn wait_until_listening(&mut self, node: &str) {
+        for probe in 0..100 {
+            self.send(node, &assignment(&format!("probe-{probe}"), "echo", b"p"))
+                .await;
+            if let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(300), self.results.recv()).await
+            {
+                while tokio::time::timeout(Duration::from_millis(300), self.results.recv())
+                    .await
+                    .is_ok()
+                {}
+                return;
+            }
+        }
+        panic!("agent {node} never answered");
+    }
+
     async fn send_raw(&self, node: &str, bytes: Vec<u8>) {
         self.client
             .publish(
@@ -295,26 +313,7 @@ async fn the_agent_rejects_what_it_must_not_run_and_runs_a_redelivered_id_once()
     );
     let agent = RunningAgent::start("direct-1", &broker.url(), &extra, "").expect("agent");
     let mut d = Direct::start(&broker, "direct-1").await;
-    // Wait for the agent to subscribe: retry a probe until it answers.
-    let mut probe = 0;
-    loop {
-        probe += 1;
-        d.send(
-            "direct-1",
-            &assignment(&format!("probe-{probe}"), "echo", b"p"),
-        )
-        .await;
-        if let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_millis(300), d.results.recv()).await
-        {
-            break;
-        }
-        assert!(probe < 100, "agent never answered");
-    }
-    while tokio::time::timeout(Duration::from_millis(300), d.results.recv())
-        .await
-        .is_ok()
-    {}
+    d.wait_until_listening("direct-1").await;
 
     d.send("direct-1", &assignment("u1", "rm", b"-rf /")).await;
     let r = d.next_final().await;
@@ -379,23 +378,7 @@ async fn kill_nine_with_accepted_tasks_then_restart_gives_one_result_each() {
     };
     let mut agent = spawn();
     let mut d = Direct::start(&broker, "k9").await;
-    // Wait for it to listen.
-    let mut probe = 0;
-    loop {
-        probe += 1;
-        d.send("k9", &assignment(&format!("probe-{probe}"), "echo", b"p"))
-            .await;
-        if let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_millis(300), d.results.recv()).await
-        {
-            break;
-        }
-        assert!(probe < 100, "agent never answered");
-    }
-    while tokio::time::timeout(Duration::from_millis(300), d.results.recv())
-        .await
-        .is_ok()
-    {}
+    d.wait_until_listening("k9").await;
 
     // Ten 300 ms sleeps on one worker: most are accepted and still queued when we kill it.
     let ids: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
