@@ -120,6 +120,22 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
 
     // A steady stream of tasks: sha256 of small payloads, echoes and short sleeps,
     // submitted by an in-process client; results are counted per node.
+    // Start the stream once the agents are registered, so the first tasks have
+    // somewhere to go (bounded: the view shows what is missing if they never come).
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let online = view
+                .borrow()
+                .nodes
+                .iter()
+                .filter(|n| n.state == NodeState::Online)
+                .count();
+            if online >= opts.agents || view.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
     let load_stop = CancellationToken::new();
     let (stats_tx, stats_rx) = watch::channel(TaskStats::default());
     let load = tokio::spawn(task_stream(
