@@ -180,7 +180,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             }
             ev = link.next_event() => {
                 match ev {
-                    Some(LinkEvent::Connected) | Some(LinkEvent::Disconnected) => {}
+                    Some(LinkEvent::Connected) | Some(LinkEvent::Subscribed) | Some(LinkEvent::Disconnected) => {}
                     Some(LinkEvent::Message { topic, payload }) if topic == tasks_topic => host.on_assignment(&link, &payload),
                     Some(LinkEvent::Message { topic, .. }) => {
                         tracing::debug!(%topic, "ignoring message on a topic the agent does not handle");

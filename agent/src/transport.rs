@@ -39,8 +39,14 @@ pub struct Announce {
 #[derive(Debug)]
 pub enum LinkEvent {
     Connected,
+    /// The broker acknowledged the subscriptions made on (re)connect: from now on,
+    /// messages on them reach us.
+    Subscribed,
     Disconnected,
-    Message { topic: String, payload: Bytes },
+    Message {
+        topic: String,
+        payload: Bytes,
+    },
 }
 
 pub struct LinkOptions {
@@ -284,6 +290,9 @@ impl Driver {
                     last_warn = None;
                     self.announce();
                     let _ = self.events.send(LinkEvent::Connected).await;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = self.events.send(LinkEvent::Subscribed).await;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let ev = LinkEvent::Message {

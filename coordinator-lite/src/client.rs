@@ -56,7 +56,7 @@ impl Client {
         })?;
         let connected = tokio::time::timeout(timeout, async {
             while let Some(ev) = link.next_event().await {
-                if matches!(ev, LinkEvent::Connected) {
+                if matches!(ev, LinkEvent::Subscribed) {
                     return true;
                 }
             }

@@ -170,6 +170,7 @@ pub async fn serve(
     liveness.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut publish = tokio::time::interval(config.status_interval);
     publish.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut subscribed = false;
     let mut last_reject_log: std::collections::HashMap<&'static str, Instant> = Default::default();
 
     loop {
@@ -203,11 +204,14 @@ pub async fn serve(
                         }
                     }
                 }
-                Some(LinkEvent::Connected) => {
-                    // Publish at once so `status` works right after a (re)connect.
+                Some(LinkEvent::Connected) => {}
+                Some(LinkEvent::Subscribed) => {
+                    // Online only once the broker routes node messages to us; publish
+                    // at once so `status` works right after a (re)connect.
+                    subscribed = true;
                     publish.reset_immediately();
                 }
-                Some(LinkEvent::Disconnected) => {}
+                Some(LinkEvent::Disconnected) => subscribed = false,
                 None => return Err(ServeError::LinkEnded),
             },
             _ = flush_tick.tick(), if !outbox.is_empty() => flush(&link, &mut outbox),
@@ -217,8 +221,8 @@ pub async fn serve(
                 }
             }
             _ = publish.tick() => {
-                let s = status(&registry, &dispatch, true, "");
-                if link.is_connected() {
+                let s = status(&registry, &dispatch, subscribed && link.is_connected(), "");
+                if link.is_connected() && subscribed {
                     let _ = link.publish(&status_topic, codec::encode(&s, enc)?, Qos::AtLeastOnce, true);
                 }
                 view.send_replace(Arc::new(s));
