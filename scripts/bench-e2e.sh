@@ -23,10 +23,10 @@ printf 'user root\nlistener %s 127.0.0.1\nallow_anonymous true\npersistence fals
 mosquitto -c "$work/mosquitto.conf" & pids+=($!)
 sleep 0.5
 url="mqtt://127.0.0.1:$port"
-FOG_LOG=warn target/release/fog-coordinator serve --broker "$url" & pids+=($!)
+FOG_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-coordinator serve --broker "$url" & pids+=($!)
 for i in $(seq "$agents"); do
     printf 'node_id = "bench-%s"\ndata_dir = "%s/a%s"\nheartbeat_interval_secs = 1.0\n[pool]\nqueue_capacity = 4096\narena_bytes = 16777216\n[broker]\nurl = "%s"\n' "$i" "$work" "$i" "$url" > "$work/a$i.toml"
-    FOG_AGENT_LOG=warn target/release/fog-agent run --config "$work/a$i.toml" & pids+=($!)
+    FOG_AGENT_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-agent run --config "$work/a$i.toml" & pids+=($!)
 done
 sleep 2
-target/release/fog-coordinator bench --broker "$url" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes"
+${CARGO_TARGET_DIR:-target}/release/fog-coordinator bench --broker "$url" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes"

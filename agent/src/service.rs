@@ -163,7 +163,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let mut readings = tokio::time::interval(config.metrics_interval);
     readings.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut last_drop_log: Option<tokio::time::Instant> = None;
-    let mut flush = tokio::time::interval(Duration::from_millis(10));
+    let mut flush = tokio::time::interval(Duration::from_millis(2));
     flush.set_missed_tick_behavior(MissedTickBehavior::Skip);
 
     loop {
@@ -181,7 +181,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             ev = link.next_event() => {
                 match ev {
                     Some(LinkEvent::Connected) | Some(LinkEvent::Subscribed) | Some(LinkEvent::Disconnected) => {}
-                    Some(LinkEvent::Message { topic, payload }) if topic == tasks_topic => host.on_assignment(&link, &payload),
+                    Some(LinkEvent::Message { topic, payload }) if topic == tasks_topic => host.on_assignments(&link, &payload),
                     Some(LinkEvent::Message { topic, .. }) => {
                         tracing::debug!(%topic, "ignoring message on a topic the agent does not handle");
                     }

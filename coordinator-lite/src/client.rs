@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 
 use fog_agent::config::BrokerConfig;
 use fog_agent::transport::{Link, LinkEvent, LinkOptions, Qos};
-use fog_proto::{codec, Encoding, NodeId, Outcome, Payload, TaskResult, TaskSubmission, Topics};
+use std::collections::VecDeque;
+
+use fog_proto::{
+    codec, Encoding, NodeId, Outcome, Payload, TaskResult, TaskResults, TaskSubmission,
+    TaskSubmissions, Topics,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -27,6 +32,8 @@ pub struct Client {
     topics: Topics,
     reply_to: String,
     encoding: Encoding,
+    /// Results received in a list and not yet handed out.
+    pending: VecDeque<TaskResult>,
 }
 
 fn random_id(prefix: &str) -> String {
@@ -74,6 +81,7 @@ impl Client {
             topics,
             reply_to,
             encoding: Encoding::Json,
+            pending: VecDeque::new(),
         })
     }
 
@@ -82,13 +90,27 @@ impl Client {
         self
     }
 
-    /// Publish a submission (waiting for room in the request queue).
-    pub async fn submit(&self, mut sub: TaskSubmission) -> Result<String, ClientError> {
-        if sub.id.is_empty() {
-            sub.id = random_id("task");
-        }
-        sub.reply_to = self.reply_to.clone();
-        let bytes = codec::encode(&sub, self.encoding).expect("submissions always encode");
+    /// Publish one submission (waiting for room in the request queue).
+    pub async fn submit(&self, sub: TaskSubmission) -> Result<String, ClientError> {
+        let mut ids = self.submit_many(vec![sub]).await?;
+        Ok(ids.pop().expect("one id per submission"))
+    }
+
+    /// Publish several submissions as one list message; returns their ids in order.
+    pub async fn submit_many(&self, subs: Vec<TaskSubmission>) -> Result<Vec<String>, ClientError> {
+        let items: Vec<TaskSubmission> = subs
+            .into_iter()
+            .map(|mut sub| {
+                if sub.id.is_empty() {
+                    sub.id = random_id("task");
+                }
+                sub.reply_to = self.reply_to.clone();
+                sub
+            })
+            .collect();
+        let ids = items.iter().map(|s| s.id.clone()).collect();
+        let bytes = codec::encode(&TaskSubmissions { items }, self.encoding)
+            .expect("submissions always encode");
         loop {
             match self.link.publish(
                 &self.topics.submit(),
@@ -96,7 +118,7 @@ impl Client {
                 Qos::AtLeastOnce,
                 false,
             ) {
-                Ok(()) => return Ok(sub.id),
+                Ok(()) => return Ok(ids),
                 Err(fog_agent::transport::PublishError::Busy) => {
                     tokio::time::sleep(Duration::from_millis(1)).await
                 }
@@ -107,12 +129,20 @@ impl Client {
 
     /// Next result on the reply topic.
     pub async fn next_result(&mut self) -> Result<Option<TaskResult>, ClientError> {
+        if let Some(r) = self.pending.pop_front() {
+            return Ok(Some(r));
+        }
         loop {
             match self.link.next_event().await {
                 Some(LinkEvent::Message { topic, payload }) if topic == self.reply_to => {
-                    match codec::decode::<TaskResult>(&payload) {
-                        Ok(r) => return Ok(Some(r)),
-                        Err(error) => tracing::warn!(%error, "undecodable result"),
+                    match codec::decode::<TaskResults>(&payload) {
+                        Ok(list) => {
+                            self.pending.extend(list.items);
+                            if let Some(r) = self.pending.pop_front() {
+                                return Ok(Some(r));
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "undecodable results"),
                     }
                 }
                 Some(_) => {}
@@ -235,12 +265,24 @@ pub async fn bench(
     let mut last_progress = Instant::now();
     let mut last_result = Instant::now();
     while done.len() < tasks {
-        while next < tasks && sent_at.len() - done.len() < concurrency.max(1) {
+        // Top the window up, in lists of up to BATCH_MAX_ITEMS.
+        let mut batch = Vec::new();
+        while next < tasks && sent_at.len() + batch.len() - done.len() < concurrency.max(1) {
             let mut sub = submission(kind, payload.clone(), 0, Duration::from_secs(60), false);
             sub.id = format!("{run}-{next}");
-            sent_at.insert(sub.id.clone(), Instant::now());
-            client.submit(sub).await?;
+            batch.push(sub);
             next += 1;
+            if batch.len() >= fog_proto::message::BATCH_MAX_ITEMS {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            let now = Instant::now();
+            for s in &batch {
+                sent_at.insert(s.id.clone(), now);
+            }
+            client.submit_many(batch).await?;
+            continue;
         }
         let r = match tokio::time::timeout_at((last_result + wait).into(), client.next_result())
             .await

@@ -3,13 +3,15 @@
 //! to the client's reply topic, re-place work an agent refused as busy, and make the
 //! client see exactly one final result per task id.
 //!
-//! Every decision returns the messages to publish ([`Publish`]) instead of publishing,
-//! so this module is plain state that unit tests drive directly.
+//! Every decision returns what to send ([`Out`]) instead of publishing, so this module
+//! is plain state that unit tests drive directly; the service groups the outputs into
+//! list messages per topic.
 
 use std::collections::{HashMap, VecDeque};
 
 use fog_proto::{
-    codec, Encoding, NodeId, NodeTopic, Outcome, TaskAssignment, TaskResult, TaskSubmission, Topics,
+    codec, NodeId, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmission,
+    TaskSubmissions,
 };
 
 use crate::registry::Registry;
@@ -19,11 +21,13 @@ pub const MAX_ATTEMPTS: u32 = 8;
 /// Final results remembered to answer a client that submits the same id again.
 pub const REMEMBER_FINISHED: usize = 100_000;
 
-/// A message to publish (QoS 1, not retained).
+/// Something to send (QoS 1, not retained), grouped into lists by the service.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Publish {
-    pub topic: String,
-    pub payload: Vec<u8>,
+pub enum Out {
+    /// To `nodes/{node}/tasks`.
+    Assign { node: NodeId, task: TaskAssignment },
+    /// To a client's reply topic.
+    Reply { topic: String, result: TaskResult },
 }
 
 struct InFlight {
@@ -49,12 +53,10 @@ pub struct DispatchCounters {
 }
 
 pub struct Dispatcher {
-    topics: Topics,
-    encoding: Encoding,
     coordinator: NodeId,
     next: usize,
     inflight: HashMap<String, InFlight>,
-    finished: HashMap<String, Vec<u8>>,
+    finished: HashMap<String, Out>,
     finished_order: VecDeque<String>,
     pub counters: DispatchCounters,
 }
@@ -63,11 +65,15 @@ fn valid_reply_topic(t: &str) -> bool {
     !t.is_empty() && t.len() <= 256 && !t.contains(['+', '#', '\0']) && !t.starts_with('$')
 }
 
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Dispatcher {
-    pub fn new(topics: Topics, encoding: Encoding) -> Self {
+    pub fn new() -> Self {
         Dispatcher {
-            topics,
-            encoding,
             coordinator: NodeId::new("coordinator").expect("a valid node id"),
             next: 0,
             inflight: HashMap::new(),
@@ -81,22 +87,21 @@ impl Dispatcher {
         self.inflight.len()
     }
 
-    fn answer(&self, sub: &TaskSubmission, outcome: Outcome) -> Publish {
-        let r = TaskResult {
-            id: sub.id.clone(),
-            attempt: 0,
-            node: self.coordinator.clone(),
-            at_ms: fog_agent::service::now_ms(),
-            outcome,
-        };
-        Publish {
+    fn answer(&self, sub: &TaskSubmission, outcome: Outcome) -> Out {
+        Out::Reply {
             topic: sub.reply_to.clone(),
-            payload: codec::encode(&r, self.encoding).expect("results always encode"),
+            result: TaskResult {
+                id: sub.id.clone(),
+                attempt: 0,
+                node: self.coordinator.clone(),
+                at_ms: fog_agent::service::now_ms(),
+                outcome,
+            },
         }
     }
 
-    fn remember(&mut self, id: String, wire: Vec<u8>) {
-        if self.finished.insert(id.clone(), wire).is_none() {
+    fn remember(&mut self, id: String, out: Out) {
+        if self.finished.insert(id.clone(), out).is_none() {
             self.finished_order.push_back(id);
         }
         while self.finished_order.len() > REMEMBER_FINISHED {
@@ -106,34 +111,42 @@ impl Dispatcher {
         }
     }
 
-    /// A client's submission.
-    pub fn on_submit(&mut self, registry: &Registry, payload: &[u8]) -> Vec<Publish> {
-        let sub: TaskSubmission = match codec::decode(payload) {
+    /// A client's list of submissions.
+    pub fn on_submit(&mut self, registry: &Registry, payload: &[u8]) -> Vec<Out> {
+        let list: TaskSubmissions = match codec::decode(payload) {
             Ok(s) => s,
             Err(error) => {
                 self.counters.malformed += 1;
-                tracing::debug!(%error, "malformed task submission");
+                tracing::debug!(%error, "malformed task submissions");
                 return Vec::new();
             }
         };
+        let mut out = Vec::with_capacity(list.items.len());
+        for sub in list.items {
+            out.extend(self.submit_one(registry, sub));
+        }
+        out
+    }
+
+    fn submit_one(&mut self, registry: &Registry, mut sub: TaskSubmission) -> Option<Out> {
         if !valid_reply_topic(&sub.reply_to) || sub.id.is_empty() || sub.id.len() > 128 {
             self.counters.malformed += 1;
             tracing::debug!(task.id = %sub.id.chars().take(64).collect::<String>(), "submission without a usable id or reply topic");
-            return Vec::new();
+            return None;
         }
-        if let Some(wire) = self.finished.get(&sub.id) {
+        if let Some(Out::Reply { result, .. }) = self.finished.get(&sub.id) {
             self.counters.duplicate_submissions += 1;
-            return vec![Publish {
-                topic: sub.reply_to.clone(),
-                payload: wire.clone(),
-            }];
+            return Some(Out::Reply {
+                topic: std::mem::take(&mut sub.reply_to),
+                result: result.clone(),
+            });
         }
         if self.inflight.contains_key(&sub.id) {
             self.counters.duplicate_submissions += 1;
-            return Vec::new();
+            return None;
         }
         self.counters.submitted += 1;
-        self.place(registry, sub, 1, Vec::new())
+        Some(self.place(registry, sub, 1, Vec::new()))
     }
 
     fn place(
@@ -142,7 +155,7 @@ impl Dispatcher {
         sub: TaskSubmission,
         attempt: u32,
         refused_by: Vec<NodeId>,
-    ) -> Vec<Publish> {
+    ) -> Out {
         let all = registry.candidates(&sub.kind);
         // Prefer nodes that have not refused this task; if all have, try them again.
         let fresh: Vec<&NodeId> = all.iter().filter(|n| !refused_by.contains(n)).collect();
@@ -164,8 +177,8 @@ impl Dispatcher {
                     retryable: true,
                 },
             );
-            self.remember(sub.id.clone(), p.payload.clone());
-            return vec![p];
+            self.remember(sub.id.clone(), p.clone());
+            return p;
         }
         let node = pool[self.next % pool.len()].clone();
         self.next = self.next.wrapping_add(1);
@@ -179,9 +192,9 @@ impl Dispatcher {
             deadline_ms: 0,
             cacheable: sub.cacheable,
         };
-        let out = Publish {
-            topic: self.topics.node(&node, NodeTopic::Tasks),
-            payload: codec::encode(&a, self.encoding).expect("assignments always encode"),
+        let out = Out::Assign {
+            node: node.clone(),
+            task: a,
         };
         self.counters.placed += 1;
         self.inflight.insert(
@@ -193,34 +206,42 @@ impl Dispatcher {
                 refused_by,
             },
         );
-        vec![out]
+        out
     }
 
-    /// A result from `node`.
-    pub fn on_result(&mut self, registry: &Registry, node: &str, payload: &[u8]) -> Vec<Publish> {
-        let r: TaskResult = match codec::decode(payload) {
+    /// A list of results from `node`.
+    pub fn on_result(&mut self, registry: &Registry, node: &str, payload: &[u8]) -> Vec<Out> {
+        let list: TaskResults = match codec::decode(payload) {
             Ok(r) => r,
             Err(error) => {
                 self.counters.malformed += 1;
-                tracing::debug!(node.id = %node, %error, "malformed task result");
+                tracing::debug!(node.id = %node, %error, "malformed task results");
                 return Vec::new();
             }
         };
+        let mut out = Vec::new();
+        for r in list.items {
+            out.extend(self.result_one(registry, node, r));
+        }
+        out
+    }
+
+    fn result_one(&mut self, registry: &Registry, node: &str, r: TaskResult) -> Option<Out> {
         let Some(f) = self.inflight.get(&r.id) else {
             if self.finished.contains_key(&r.id) {
                 self.counters.duplicate_results_dropped += 1;
             } else {
                 self.counters.stale_results_dropped += 1;
             }
-            return Vec::new();
+            return None;
         };
         // Fencing: only the current attempt, from the node it was placed on, counts.
         if r.attempt != f.attempt || f.node.as_str() != node {
             self.counters.stale_results_dropped += 1;
-            return Vec::new();
+            return None;
         }
         let retry = match &r.outcome {
-            Outcome::Accepted => return Vec::new(),
+            Outcome::Accepted => return None,
             Outcome::Rejected {
                 retryable: true, ..
             }
@@ -234,18 +255,19 @@ impl Dispatcher {
             self.counters.replaced += 1;
             let mut refused = f.refused_by;
             refused.push(f.node);
-            return self.place(registry, f.sub, f.attempt + 1, refused);
+            return Some(self.place(registry, f.sub, f.attempt + 1, refused));
         }
         match r.outcome {
             Outcome::Completed { .. } => self.counters.completed += 1,
             _ => self.counters.failed += 1,
         }
-        let p = Publish {
-            topic: f.sub.reply_to.clone(),
-            payload: payload.to_vec(),
+        let id = r.id.clone();
+        let p = Out::Reply {
+            topic: f.sub.reply_to,
+            result: r,
         };
-        self.remember(r.id, p.payload.clone());
-        vec![p]
+        self.remember(id, p.clone());
+        Some(p)
     }
 
     pub fn counters_map(&self) -> Vec<(&'static str, u64)> {
@@ -273,7 +295,7 @@ impl Dispatcher {
 mod tests {
     use super::*;
     use crate::registry::LivenessConfig;
-    use fog_proto::{Birth, Payload, Status};
+    use fog_proto::{Birth, Encoding, Payload, Status, Topics};
     use tokio::time::Instant;
 
     fn registry(nodes: &[&str]) -> Registry {
@@ -311,16 +333,18 @@ mod tests {
 
     fn submit(id: &str, kind: &str) -> Vec<u8> {
         codec::encode(
-            &TaskSubmission {
-                id: id.into(),
-                kind: kind.into(),
-                payload: Payload(b"x".to_vec()),
-                reply_to: "fog/v1/clients/c/results".into(),
-                priority: 0,
-                timeout_ms: 1000,
-                cacheable: false,
-                key: String::new(),
-                strategy: String::new(),
+            &TaskSubmissions {
+                items: vec![TaskSubmission {
+                    id: id.into(),
+                    kind: kind.into(),
+                    payload: Payload(b"x".to_vec()),
+                    reply_to: "fog/v1/clients/c/results".into(),
+                    priority: 0,
+                    timeout_ms: 1000,
+                    cacheable: false,
+                    key: String::new(),
+                    strategy: String::new(),
+                }],
             },
             Encoding::Json,
         )
@@ -329,12 +353,14 @@ mod tests {
 
     fn result(id: &str, attempt: u32, node: &str, outcome: Outcome) -> Vec<u8> {
         codec::encode(
-            &TaskResult {
-                id: id.into(),
-                attempt,
-                node: NodeId::new(node).expect("valid"),
-                at_ms: 1,
-                outcome,
+            &TaskResults {
+                items: vec![TaskResult {
+                    id: id.into(),
+                    attempt,
+                    node: NodeId::new(node).expect("valid"),
+                    at_ms: 1,
+                    outcome,
+                }],
             },
             Encoding::Json,
         )
@@ -353,36 +379,30 @@ mod tests {
         }
     }
 
+    fn node_of(o: &Out) -> String {
+        match o {
+            Out::Assign { node, .. } => node.to_string(),
+            other => panic!("not an assignment: {other:?}"),
+        }
+    }
+
     #[test]
     fn round_robin_over_capable_nodes() {
         let r = registry(&["a", "b", "c"]);
-        let mut d = Dispatcher::new(Topics::default(), Encoding::Json);
-        let topics: Vec<String> = (0..6)
-            .map(|i| {
-                d.on_submit(&r, &submit(&format!("t{i}"), "echo"))[0]
-                    .topic
-                    .clone()
-            })
+        let mut d = Dispatcher::new();
+        let nodes: Vec<String> = (0..6)
+            .map(|i| node_of(&d.on_submit(&r, &submit(&format!("t{i}"), "echo"))[0]))
             .collect();
-        let count = |n: &str| {
-            topics
-                .iter()
-                .filter(|t| t.contains(&format!("/nodes/{n}/")))
-                .count()
-        };
+        let count = |n: &str| nodes.iter().filter(|t| *t == n).count();
         assert_eq!((count("a"), count("b"), count("c")), (2, 2, 2));
     }
 
     #[test]
     fn busy_is_placed_elsewhere_and_only_the_first_result_is_forwarded() {
         let r = registry(&["a", "b"]);
-        let mut d = Dispatcher::new(Topics::default(), Encoding::Json);
+        let mut d = Dispatcher::new();
         let first = d.on_submit(&r, &submit("t", "echo"));
-        let node1 = if first[0].topic.contains("/nodes/a/") {
-            "a"
-        } else {
-            "b"
-        };
+        let node1 = if node_of(&first[0]) == "a" { "a" } else { "b" };
         let node2 = if node1 == "a" { "b" } else { "a" };
         let busy = Outcome::Rejected {
             reason: "busy".into(),
@@ -390,18 +410,14 @@ mod tests {
         };
         let again = d.on_result(&r, node1, &result("t", 1, node1, busy));
         assert_eq!(again.len(), 1);
-        assert!(
-            again[0].topic.contains(&format!("/nodes/{node2}/tasks")),
-            "{:?}",
-            again[0].topic
-        );
+        assert_eq!(node_of(&again[0]), node2);
         // A late result of attempt 1 is fenced off.
         assert!(d
             .on_result(&r, node1, &result("t", 1, node1, done()))
             .is_empty());
         let fwd = d.on_result(&r, node2, &result("t", 2, node2, done()));
         assert_eq!(fwd.len(), 1);
-        assert_eq!(fwd[0].topic, "fog/v1/clients/c/results");
+        assert!(matches!(&fwd[0], Out::Reply { topic, .. } if topic == "fog/v1/clients/c/results"));
         // A redelivered duplicate of the winning result is dropped.
         assert!(d
             .on_result(&r, node2, &result("t", 2, node2, done()))
@@ -416,9 +432,11 @@ mod tests {
     #[test]
     fn no_capable_node_is_a_clear_answer() {
         let r = registry(&["a"]);
-        let mut d = Dispatcher::new(Topics::default(), Encoding::Json);
+        let mut d = Dispatcher::new();
         let out = d.on_submit(&r, &submit("t", "resize"));
-        let res: TaskResult = codec::decode(&out[0].payload).expect("decodes");
+        let Out::Reply { result: res, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
         assert!(
             matches!(res.outcome, Outcome::Rejected { ref reason, .. } if reason.contains("resize")),
             "{res:?}"

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod batcher;
 pub mod broker;
 pub mod client;
 pub mod config;

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fog_agent::service::now_ms;
-use std::collections::VecDeque;
 
-use fog_agent::transport::{Announce, Link, LinkEvent, LinkOptions, PublishError, Qos};
+use fog_agent::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
 use fog_proto::{codec, CoordinatorStatus, NodeTopic, ParsedTopic, Topics};
 
-use crate::dispatch::{Dispatcher, Publish};
+use crate::batcher::Batcher;
+use crate::dispatch::Dispatcher;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -75,41 +75,6 @@ fn status(
     }
 }
 
-/// Messages waiting for room in the MQTT request queue (bounded).
-const OUTBOX_MAX: usize = 262_144;
-
-fn send(link: &Link, outbox: &mut VecDeque<Publish>, msgs: Vec<Publish>) {
-    for m in msgs {
-        if !outbox.is_empty() {
-            if outbox.len() < OUTBOX_MAX {
-                outbox.push_back(m);
-            } else {
-                tracing::warn!(topic = %m.topic, "outbox full; dropping a task message (the client's timeout will tell)");
-            }
-            continue;
-        }
-        if let Err(e) = link.publish(&m.topic, m.payload.clone(), Qos::AtLeastOnce, false) {
-            if matches!(e, PublishError::Busy | PublishError::NotConnected) {
-                outbox.push_back(m);
-            } else {
-                tracing::warn!(topic = %m.topic, error = %e, "task message not published");
-            }
-        }
-    }
-}
-
-fn flush(link: &Link, outbox: &mut VecDeque<Publish>) {
-    while let Some(m) = outbox.pop_front() {
-        if link
-            .publish(&m.topic, m.payload.clone(), Qos::AtLeastOnce, false)
-            .is_err()
-        {
-            outbox.push_front(m);
-            return;
-        }
-    }
-}
-
 /// Rate limit for "rejected message" warnings: one per reason per this period.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -121,8 +86,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let topics = Topics::new(config.prefix.clone());
     let mut registry = Registry::new(topics.clone(), config.liveness.clone());
-    let mut dispatch = Dispatcher::new(topics.clone(), config.encoding);
-    let mut outbox: VecDeque<Publish> = VecDeque::new();
+    let mut dispatch = Dispatcher::new();
+    let mut batcher = Batcher::new(topics.clone(), config.encoding);
     let status_topic = topics.coordinator_status();
     let enc = config.encoding;
     let retained = |payload| Announce {
@@ -162,7 +127,7 @@ pub async fn serve(
         max_packet_bytes: MAX_PACKET_BYTES,
         queue: 4096,
     })?;
-    let mut flush_tick = tokio::time::interval(Duration::from_millis(5));
+    let mut flush_tick = tokio::time::interval(Duration::from_millis(1));
     flush_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     tracing::info!(broker = %config.broker.url(), prefix = %config.prefix, "fog-coordinator serving");
 
@@ -184,7 +149,9 @@ pub async fn serve(
                         Ok(ParsedTopic::Node(node, NodeTopic::Results)) => dispatch.on_result(&registry, node.as_str(), &payload),
                         _ => Vec::new(),
                     };
-                    send(&link, &mut outbox, msgs);
+                    for m in msgs {
+                        batcher.push(m);
+                    }
                 }
                 Some(LinkEvent::Message { topic, payload }) => {
                     let now = Instant::now();
@@ -214,7 +181,7 @@ pub async fn serve(
                 Some(LinkEvent::Disconnected) => subscribed = false,
                 None => return Err(ServeError::LinkEnded),
             },
-            _ = flush_tick.tick(), if !outbox.is_empty() => flush(&link, &mut outbox),
+            _ = flush_tick.tick(), if !batcher.is_idle() => batcher.flush(&link),
             _ = liveness.tick() => {
                 for t in registry.tick(Instant::now()) {
                     tracing::info!(node.id = %t.node, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "node state changed");

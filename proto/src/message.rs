@@ -264,6 +264,30 @@ pub enum Outcome {
     },
 }
 
+/// What the task topics carry: a list, so one message can move many tasks (a single
+/// task is a list of one). `nodes/{node}/tasks`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssignments {
+    pub items: Vec<TaskAssignment>,
+}
+
+/// `nodes/{node}/results` and a client's reply topic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskResults {
+    pub items: Vec<TaskResult>,
+}
+
+/// `tasks/submit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskSubmissions {
+    pub items: Vec<TaskSubmission>,
+}
+
+/// Most bytes a sender puts in one list message (a single larger task goes alone).
+pub const BATCH_TARGET_BYTES: usize = 256 * 1024;
+/// Most items a sender puts in one list message.
+pub const BATCH_MAX_ITEMS: usize = 256;
+
 /// Client to coordinator on `tasks/submit`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSubmission {
@@ -364,6 +388,21 @@ message!(
     TaskSubmission,
     "task submission",
     MAX_TASK_BYTES * 4 / 3 + 4096
+);
+message!(
+    TaskAssignments,
+    "task assignments",
+    MAX_TASK_BYTES * 4 / 3 + BATCH_TARGET_BYTES * 2
+);
+message!(
+    TaskResults,
+    "task results",
+    MAX_TASK_BYTES * 4 / 3 + BATCH_TARGET_BYTES * 2
+);
+message!(
+    TaskSubmissions,
+    "task submissions",
+    MAX_TASK_BYTES * 4 / 3 + BATCH_TARGET_BYTES * 2
 );
 message!(CoordinatorStatus, "coordinator status", 8 * 1024 * 1024);
 message!(ScalingAdvice, "scaling advice", 8 * 1024);

@@ -18,6 +18,9 @@ fn decode_all(bytes: &[u8]) {
     let _ = decode::<TaskSubmission>(bytes);
     let _ = decode::<CoordinatorStatus>(bytes);
     let _ = decode::<ScalingAdvice>(bytes);
+    let _ = decode::<TaskAssignments>(bytes);
+    let _ = decode::<TaskResults>(bytes);
+    let _ = decode::<TaskSubmissions>(bytes);
 }
 
 fn valid_frames() -> Vec<Vec<u8>> {
@@ -34,6 +37,15 @@ fn valid_frames() -> Vec<Vec<u8>> {
         out.push(encode(&samples::submission(), enc).expect("encodes"));
         out.push(encode(&samples::coordinator_status(), enc).expect("encodes"));
         out.push(encode(&samples::scaling(), enc).expect("encodes"));
+        out.push(
+            encode(
+                &TaskResults {
+                    items: samples::results(),
+                },
+                enc,
+            )
+            .expect("encodes"),
+        );
     }
     out
 }

@@ -91,3 +91,25 @@ fn coordinator_status() {
 fn scaling_advice() {
     check("scaling-advice", &samples::scaling());
 }
+
+#[test]
+fn task_lists() {
+    check(
+        "task-assignments",
+        &fog_proto::TaskAssignments {
+            items: vec![samples::assignment(), samples::assignment()],
+        },
+    );
+    check(
+        "task-results",
+        &fog_proto::TaskResults {
+            items: samples::results(),
+        },
+    );
+    check(
+        "task-submissions",
+        &fog_proto::TaskSubmissions {
+            items: vec![samples::submission()],
+        },
+    );
+}

@@ -7,7 +7,10 @@ use std::time::Duration;
 use fog_coordinator::client::{self, Client};
 use fog_coordinator::registry::LivenessConfig;
 use fog_e2e::{brokers::harness_bin, init_logging, RunningAgent, RunningCoordinator, TestBroker};
-use fog_proto::{codec, Encoding, NodeState, Outcome, Payload, TaskAssignment, TaskResult, Topics};
+use fog_proto::{
+    codec, Encoding, NodeState, Outcome, Payload, TaskAssignment, TaskAssignments, TaskResult,
+    TaskResults, Topics,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -217,8 +220,10 @@ impl Direct {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Ok(r) = codec::decode::<TaskResult>(&p.payload) {
-                            let _ = tx.send(r);
+                        if let Ok(list) = codec::decode::<TaskResults>(&p.payload) {
+                            for r in list.items {
+                                let _ = tx.send(r);
+                            }
                         }
                     }
                     Ok(_) => {}
@@ -236,7 +241,13 @@ impl Direct {
                 format!("fog/v1/nodes/{node}/tasks"),
                 QoS::AtLeastOnce,
                 false,
-                codec::encode(a, Encoding::Json).expect("encodes"),
+                codec::encode(
+                    &TaskAssignments {
+                        items: vec![a.clone()],
+                    },
+                    Encoding::Json,
+                )
+                .expect("encodes"),
             )
             .await
             .expect("publish");

@@ -11,7 +11,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fog_proto::{codec, Encoding, NodeId, Outcome, Payload, TaskAssignment, TaskResult};
+use fog_proto::message::{BATCH_MAX_ITEMS, BATCH_TARGET_BYTES};
+use fog_proto::{
+    codec, Encoding, NodeId, Outcome, Payload, TaskAssignment, TaskAssignments, TaskResult,
+    TaskResults,
+};
 
 use super::arena::{Arena, ArenaError};
 use super::job::{Job, JobOutcome, JobResult, Kind};
@@ -24,7 +28,7 @@ use crate::transport::{Link, PublishError, Qos};
 /// What a store commit was for.
 pub enum Token {
     Accepted(Job),
-    Finished { id: String, wire: Vec<u8> },
+    Finished { result: TaskResult },
 }
 
 enum State {
@@ -43,7 +47,8 @@ pub struct TaskCounters {
     pub cache_misses: u64,
 }
 
-/// Results waiting for room in the MQTT request queue, bounded.
+/// Results waiting to be published (batched, or waiting for room in the MQTT request
+/// queue), bounded.
 const OUTBOX_MAX: usize = 65_536;
 
 pub struct TaskHost {
@@ -57,7 +62,7 @@ pub struct TaskHost {
     store: RedbStore<Token>,
     kinds: HashMap<String, Kind>,
     states: HashMap<String, State>,
-    outbox: VecDeque<Vec<u8>>,
+    outbox: VecDeque<TaskResult>,
     pub counters: TaskCounters,
     last_malformed_log: Option<std::time::Instant>,
 }
@@ -204,46 +209,58 @@ impl TaskHost {
         }
     }
 
-    fn encode_result(&self, id: &str, attempt: u32, outcome: Outcome) -> Vec<u8> {
-        let r = TaskResult {
+    fn make_result(&self, id: &str, attempt: u32, outcome: Outcome) -> TaskResult {
+        TaskResult {
             id: id.to_owned(),
             attempt,
             node: self.node.clone(),
             at_ms: now_ms(),
             outcome,
-        };
-        codec::encode(&r, self.encoding).expect("task results always encode")
+        }
     }
 
-    /// Publish now, or keep it (bounded) until the request queue has room.
-    fn publish(&mut self, link: &Link, wire: Vec<u8>) {
-        if !self.outbox.is_empty() {
-            self.outbox.push_back(wire);
-            self.flush(link);
+    /// Queue a result; results leave in lists (see [`flush`](Self::flush)).
+    fn publish(&mut self, link: &Link, r: TaskResult) {
+        if self.outbox.len() >= OUTBOX_MAX {
+            tracing::warn!(task.id = %r.id, "result outbox full; the coordinator will ask again");
             return;
         }
-        match link.publish(&self.results_topic, wire.clone(), Qos::AtLeastOnce, false) {
-            Ok(()) => {}
-            Err(PublishError::Busy) | Err(PublishError::NotConnected)
-                if self.outbox.len() < OUTBOX_MAX =>
-            {
-                self.outbox.push_back(wire)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "task result not published; the coordinator will ask again")
-            }
+        self.outbox.push_back(r);
+        if self.outbox.len() >= BATCH_MAX_ITEMS {
+            self.flush(link);
         }
     }
 
-    /// Retry held results (called on a short timer and before each publish).
+    /// Publish queued results as lists of up to BATCH_MAX_ITEMS / BATCH_TARGET_BYTES
+    /// (called on a short timer and when a list is full).
     pub fn flush(&mut self, link: &Link) {
-        while let Some(wire) = self.outbox.pop_front() {
-            if let Err(e) = link.publish(&self.results_topic, wire.clone(), Qos::AtLeastOnce, false)
-            {
-                if matches!(e, PublishError::Busy | PublishError::NotConnected) {
-                    self.outbox.push_front(wire);
+        while !self.outbox.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            for r in self.outbox.iter().take(BATCH_MAX_ITEMS) {
+                let size = match &r.outcome {
+                    Outcome::Completed { output, .. } => output.0.len() * 4 / 3 + 256,
+                    _ => 256,
+                };
+                if n > 0 && bytes + size > BATCH_TARGET_BYTES {
+                    break;
                 }
-                return;
+                bytes += size;
+                n += 1;
+            }
+            let list = TaskResults {
+                items: self.outbox.iter().take(n).cloned().collect(),
+            };
+            let wire = codec::encode(&list, self.encoding).expect("task results always encode");
+            match link.publish(&self.results_topic, wire, Qos::AtLeastOnce, false) {
+                Ok(()) => {
+                    self.outbox.drain(..n);
+                }
+                Err(PublishError::Busy) | Err(PublishError::NotConnected) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "task results not published; the coordinator will ask again");
+                    self.outbox.drain(..n);
+                }
             }
         }
     }
@@ -252,31 +269,29 @@ impl TaskHost {
     fn reject(&mut self, link: &Link, a: &TaskAssignment, reason: String, retryable: bool) {
         self.counters.rejected += 1;
         tracing::debug!(task.id = %a.id, %reason, retryable, "task rejected");
-        let wire = self.encode_result(&a.id, a.attempt, Outcome::Rejected { reason, retryable });
-        self.publish(link, wire);
+        let r = self.make_result(&a.id, a.attempt, Outcome::Rejected { reason, retryable });
+        self.publish(link, r);
     }
 
     /// A terminal answer that must be stored before it is published.
     fn finish_now(&mut self, id: &str, attempt: u32, outcome: Outcome) {
-        let wire = self.encode_result(id, attempt, outcome);
+        let result = self.make_result(id, attempt, outcome);
+        let wire = codec::encode(&result, self.encoding).expect("task results always encode");
         self.states.insert(id.to_owned(), State::InFlight);
         let op = Op::Finish {
             id: id.to_owned(),
-            result: wire.clone(),
+            result: wire,
             at_ms: now_ms(),
-            token: Token::Finished {
-                id: id.to_owned(),
-                wire,
-            },
+            token: Token::Finished { result },
         };
         if let Err(e) = self.store.submit(op) {
             tracing::error!(task.id = %id, error = %e, "cannot store task result");
         }
     }
 
-    /// An assignment arrived on our tasks topic.
-    pub fn on_assignment(&mut self, link: &Link, bytes: &[u8]) {
-        let a: TaskAssignment = match codec::decode_with_limit(bytes, self.decode_limit) {
+    /// A list of assignments arrived on our tasks topic.
+    pub fn on_assignments(&mut self, link: &Link, bytes: &[u8]) {
+        let list: TaskAssignments = match codec::decode_with_limit(bytes, self.decode_limit) {
             Ok(a) => a,
             Err(error) => {
                 self.counters.malformed += 1;
@@ -291,6 +306,12 @@ impl TaskHost {
                 return;
             }
         };
+        for a in list.items {
+            self.on_assignment(link, a);
+        }
+    }
+
+    fn on_assignment(&mut self, link: &Link, a: TaskAssignment) {
         match self.states.get(&a.id) {
             Some(State::InFlight) => {
                 self.counters.duplicates += 1;
@@ -302,11 +323,16 @@ impl TaskHost {
                 match self.store.task(&a.id) {
                     Ok(Some(StoredTask {
                         result: Some(wire), ..
-                    })) => {
-                        tracing::debug!(task.id = %a.id, "redelivered task answered from the store");
-                        self.publish(link, wire);
-                        return;
-                    }
+                    })) => match codec::decode::<TaskResult>(&wire) {
+                        Ok(r) => {
+                            tracing::debug!(task.id = %a.id, "redelivered task answered from the store");
+                            self.publish(link, r);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(task.id = %a.id, error = %e, "stored result unreadable; running again")
+                        }
+                    },
                     Ok(_) => {} // pruned meanwhile: treat as new
                     Err(e) => {
                         tracing::error!(task.id = %a.id, error = %e, "reading stored result");
@@ -415,28 +441,28 @@ impl TaskHost {
                 if let Err(error) = c.result {
                     self.states.remove(&job.id);
                     self.counters.rejected += 1;
-                    let wire = self.encode_result(
+                    let r = self.make_result(
                         &job.id,
                         job.attempt,
                         busy_outcome(&format!("the store cannot record it: {error}")),
                     );
-                    self.publish(link, wire);
+                    self.publish(link, r);
                     return;
                 }
-                let wire = self.encode_result(&job.id, job.attempt, Outcome::Accepted);
-                self.publish(link, wire);
+                let r = self.make_result(&job.id, job.attempt, Outcome::Accepted);
+                self.publish(link, r);
                 if let Err(Busy(job)) = self.pool.submit(job) {
                     self.counters.rejected += 1;
                     self.finish_now(&job.id, job.attempt, busy_outcome("the task queue is full"));
                 }
             }
-            Token::Finished { id, wire } => {
+            Token::Finished { result } => {
                 if let Err(error) = &c.result {
-                    tracing::error!(task.id = %id, %error, "task result not stored; publishing it anyway");
+                    tracing::error!(task.id = %result.id, %error, "task result not stored; publishing it anyway");
                 }
-                self.states.insert(id, State::Finished);
+                self.states.insert(result.id.clone(), State::Finished);
                 self.counters.finished += 1;
-                self.publish(link, wire);
+                self.publish(link, result);
             }
         }
     }

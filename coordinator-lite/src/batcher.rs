@@ -1,0 +1,176 @@
+//! Groups what the dispatcher sends into list messages, one per topic, so many tasks
+//! share one MQTT publish: each QoS 1 message costs the broker the same whatever it
+//! carries, and the broker's message rate is what limits end-to-end throughput.
+//!
+//! Lists are sealed when they reach `BATCH_MAX_ITEMS` or about `BATCH_TARGET_BYTES`,
+//! and on every flush tick (a millisecond), so batching adds at most a tick of latency.
+
+use std::collections::{HashMap, VecDeque};
+
+use fog_agent::transport::{Link, PublishError, Qos};
+use fog_proto::message::{BATCH_MAX_ITEMS, BATCH_TARGET_BYTES};
+use fog_proto::{
+    codec, Encoding, NodeId, NodeTopic, Outcome, TaskAssignment, TaskAssignments, TaskResult,
+    TaskResults, Topics,
+};
+
+use crate::dispatch::Out;
+
+/// Most messages held (sealed or not) before new ones are dropped with a warning; the
+/// clients' and agents' timeouts then tell.
+const MAX_HELD: usize = 262_144;
+
+struct List<T> {
+    items: Vec<T>,
+    bytes: usize,
+}
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List {
+            items: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+pub struct Batcher {
+    topics: Topics,
+    encoding: Encoding,
+    assign: HashMap<NodeId, List<TaskAssignment>>,
+    replies: HashMap<String, List<TaskResult>>,
+    ready: VecDeque<(String, Vec<u8>)>,
+    held: usize,
+}
+
+fn result_size(r: &TaskResult) -> usize {
+    match &r.outcome {
+        Outcome::Completed { output, .. } => output.0.len() * 4 / 3 + 256,
+        _ => 256,
+    }
+}
+
+impl Batcher {
+    pub fn new(topics: Topics, encoding: Encoding) -> Self {
+        Batcher {
+            topics,
+            encoding,
+            assign: HashMap::new(),
+            replies: HashMap::new(),
+            ready: VecDeque::new(),
+            held: 0,
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.held == 0
+    }
+
+    pub fn push(&mut self, out: Out) {
+        if self.held >= MAX_HELD {
+            tracing::warn!(
+                "outgoing task messages backed up; dropping one (its sender's timeout will tell)"
+            );
+            return;
+        }
+        self.held += 1;
+        match out {
+            Out::Assign { node, task } => {
+                let size = task.payload.0.len() * 4 / 3 + 256;
+                let l = self.assign.entry(node.clone()).or_default();
+                if !l.items.is_empty() && l.bytes + size > BATCH_TARGET_BYTES {
+                    self.seal_assign(&node);
+                }
+                let l = self.assign.entry(node.clone()).or_default();
+                l.items.push(task);
+                l.bytes += size;
+                if l.items.len() >= BATCH_MAX_ITEMS {
+                    self.seal_assign(&node);
+                }
+            }
+            Out::Reply { topic, result } => {
+                let size = result_size(&result);
+                let l = self.replies.entry(topic.clone()).or_default();
+                if !l.items.is_empty() && l.bytes + size > BATCH_TARGET_BYTES {
+                    self.seal_reply(&topic);
+                }
+                let l = self.replies.entry(topic.clone()).or_default();
+                l.items.push(result);
+                l.bytes += size;
+                if l.items.len() >= BATCH_MAX_ITEMS {
+                    self.seal_reply(&topic);
+                }
+            }
+        }
+    }
+
+    fn seal_assign(&mut self, node: &NodeId) {
+        if let Some(l) = self.assign.get_mut(node) {
+            if l.items.is_empty() {
+                return;
+            }
+            let n = l.items.len();
+            let list = TaskAssignments {
+                items: std::mem::take(&mut l.items),
+            };
+            l.bytes = 0;
+            let wire = codec::encode(&list, self.encoding).expect("assignments always encode");
+            self.ready
+                .push_back((self.topics.node(node, NodeTopic::Tasks), wire));
+            // Held counts messages from here on, not items.
+            self.held = self.held + 1 - n;
+        }
+    }
+
+    fn seal_reply(&mut self, topic: &str) {
+        if let Some(l) = self.replies.get_mut(topic) {
+            if l.items.is_empty() {
+                return;
+            }
+            let n = l.items.len();
+            let list = TaskResults {
+                items: std::mem::take(&mut l.items),
+            };
+            l.bytes = 0;
+            let wire = codec::encode(&list, self.encoding).expect("results always encode");
+            self.ready.push_back((topic.to_owned(), wire));
+            self.held = self.held + 1 - n;
+        }
+    }
+
+    /// Seal every open list and publish what the request queue takes.
+    pub fn flush(&mut self, link: &Link) {
+        let nodes: Vec<NodeId> = self
+            .assign
+            .iter()
+            .filter(|(_, l)| !l.items.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in nodes {
+            self.seal_assign(&n);
+        }
+        let topics: Vec<String> = self
+            .replies
+            .iter()
+            .filter(|(_, l)| !l.items.is_empty())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in topics {
+            self.seal_reply(&t);
+        }
+        // Forget empty lists of clients that went away, so the maps stay small.
+        if self.replies.len() > 1024 {
+            self.replies.retain(|_, l| !l.items.is_empty());
+        }
+        while let Some((topic, wire)) = self.ready.front() {
+            match link.publish(topic, wire.clone(), Qos::AtLeastOnce, false) {
+                Ok(()) => {}
+                // No room or no connection: keep it for the next tick.
+                Err(PublishError::Busy) | Err(PublishError::NotConnected) => return,
+                Err(error) => tracing::warn!(%topic, %error, "task message not published"),
+            }
+            self.ready.pop_front();
+            self.held -= 1;
+        }
+    }
+}
