@@ -17,7 +17,9 @@
 //! [`service`] (the main loop), [`backoff`].
 
 pub mod backoff;
+pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod service;
 pub mod store;

@@ -1,65 +1,15 @@
 //! fog-agent command line: parse, set up logging, load config, call the library.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use fog_agent::cli::{Command, USAGE};
 use fog_agent::config::{Config, DEFAULT_CONFIG};
 use tokio_util::sync::CancellationToken;
 
 /// sysexits' EX_CONFIG; the systemd unit's RestartPreventExitStatus matches it.
 const EXIT_CONFIG: u8 = 78;
-const DEFAULT_CONFIG_PATH: &str = "/etc/fog/agent.toml";
-
-#[derive(Parser)]
-#[command(
-    name = "fog-agent",
-    version,
-    about = "fog node agent: readings, liveness and tasks over MQTT"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the agent until SIGTERM or SIGINT.
-    Run {
-        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Validate a config file and exit (0 valid, 78 invalid).
-    CheckConfig {
-        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Print the default config with every key documented.
-    PrintDefaultConfig,
-    /// Collect readings and print them as JSON.
-    Metrics {
-        /// Print one reading (taken after a short first sample, so rates are filled) and exit.
-        #[arg(long)]
-        once: bool,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("FOG_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // journald stamps every line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).init();
-    } else {
-        builder.init();
-    }
-}
+/// A usage mistake, as getopt-style tools exit.
+const EXIT_USAGE: u8 = 2;
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
@@ -69,8 +19,22 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    let command = match fog_agent::cli::parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fog-agent: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("fog-agent {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
         Command::PrintDefaultConfig => {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
@@ -127,7 +91,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            init_tracing();
+            fog_agent::logging::init("FOG_AGENT_LOG", "info");
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,

@@ -19,12 +19,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::StoreConfig;
 
-const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
-/// (finished_at_ms, id) for pruning finished results oldest first.
-const FINISHED: TableDefinition<(u64, &str), ()> = TableDefinition::new("finished");
-const CACHE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cache");
-/// (stored_at_ms, key) for pruning the cache oldest first.
-const CACHE_AGE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("cache_age");
+// Every table maps bytes to bytes, on purpose: redb's B-tree code is generic over key
+// and value types, and four different pairs cost ~150 KiB of agent binary (and so of
+// resident text) in monomorphised copies. Index keys are `at_ms` big-endian ++ the id,
+// so they sort oldest first.
+type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
+/// task id -> postcard `StoredTask`.
+const TASKS: Bytes = TableDefinition::new("v1/tasks");
+/// (finished_at_ms, id) for pruning finished results oldest first; empty values.
+const FINISHED: Bytes = TableDefinition::new("v1/finished");
+/// cache key (kind and payload hash) -> output.
+const CACHE: Bytes = TableDefinition::new("v1/cache");
+/// (stored_at_ms, cache key) for pruning the cache oldest first; empty values.
+const CACHE_AGE: Bytes = TableDefinition::new("v1/cache_age");
+
+/// An index key: `at_ms` big-endian, then `rest`.
+fn age_key(at_ms: u64, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + rest.len());
+    k.extend_from_slice(&at_ms.to_be_bytes());
+    k.extend_from_slice(rest);
+    k
+}
+
+/// Split an index key back into `at_ms` and the rest; `None` for a short (corrupt) key.
+fn split_age_key(key: &[u8]) -> Option<(u64, &[u8])> {
+    let (at, rest) = key.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*at), rest))
+}
 
 /// Most operations in one commit.
 pub const MAX_BATCH: usize = 4096;
@@ -110,7 +131,12 @@ pub struct Recovered {
 
 pub struct RedbStore<T> {
     db: std::sync::Arc<Database>,
-    ops: Option<std::sync::mpsc::SyncSender<Op<T>>>,
+    /// Unbounded on purpose, but bounded in practice: every Accept or Finish belongs to a
+    /// task holding an arena block, and a CachePut to a finishing task, so the arena
+    /// caps what can wait here. A preallocated `sync_channel` of MAX_BATCH slots cost
+    /// 2.2 MiB of touched memory on the agent at rest (the footprint target is 4.5 MiB),
+    /// and a full one would block the reactor thread.
+    ops: Option<std::sync::mpsc::Sender<Op<T>>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -155,7 +181,7 @@ impl<T: Send + 'static> RedbStore<T> {
         }
         let db = std::sync::Arc::new(db);
         let recovered = recover(&db)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(MAX_BATCH * 2);
+        let (tx, rx) = std::sync::mpsc::channel();
         let writer = Writer {
             db: db.clone(),
             interval: cfg.commit_interval,
@@ -191,7 +217,8 @@ fn recover(db: &Database) -> Result<Recovered, StoreError> {
     let mut out = Recovered::default();
     for row in t.iter().map_err(db_err)? {
         let (k, v) = row.map_err(db_err)?;
-        match decode_task(k.value(), v.value()) {
+        let id = String::from_utf8_lossy(k.value());
+        match decode_task(&id, v.value()) {
             Ok(task) if task.result.is_none() => out.unfinished.push(task),
             Ok(task) => out.finished.push(task.id),
             // A record we cannot read is logged and left; it never stops the agent.
@@ -214,7 +241,7 @@ impl<T: Send + 'static> TaskStore<T> for RedbStore<T> {
     fn task(&self, id: &str) -> Result<Option<StoredTask>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let t = tx.open_table(TASKS).map_err(db_err)?;
-        match t.get(id).map_err(db_err)? {
+        match t.get(id.as_bytes()).map_err(db_err)? {
             Some(v) => Ok(Some(decode_task(id, v.value())?)),
             None => Ok(None),
         }
@@ -239,7 +266,8 @@ struct Writer<T> {
 
 impl<T> Writer<T> {
     fn run(self, rx: std::sync::mpsc::Receiver<Op<T>>) {
-        let mut batch: Vec<Op<T>> = Vec::with_capacity(MAX_BATCH);
+        // Grows with the load it sees instead of reserving MAX_BATCH slots up front.
+        let mut batch: Vec<Op<T>> = Vec::new();
         let mut last_prune = Instant::now();
         while let Ok(first) = rx.recv() {
             batch.push(first);
@@ -290,14 +318,14 @@ impl<T> Writer<T> {
                     Op::Accept { task, .. } => {
                         let bytes = postcard::to_allocvec(task).map_err(db_err)?;
                         tasks
-                            .insert(task.id.as_str(), bytes.as_slice())
+                            .insert(task.id.as_bytes(), bytes.as_slice())
                             .map_err(db_err)?;
                     }
                     Op::Finish {
                         id, result, at_ms, ..
                     } => {
                         let prev = tasks
-                            .get(id.as_str())
+                            .get(id.as_bytes())
                             .map_err(db_err)?
                             .map(|v| v.value().to_vec());
                         let mut task = match prev {
@@ -322,16 +350,18 @@ impl<T> Writer<T> {
                         task.finished_at_ms = *at_ms;
                         let bytes = postcard::to_allocvec(&task).map_err(db_err)?;
                         tasks
-                            .insert(id.as_str(), bytes.as_slice())
+                            .insert(id.as_bytes(), bytes.as_slice())
                             .map_err(db_err)?;
-                        finished.insert((*at_ms, id.as_str()), ()).map_err(db_err)?;
+                        finished
+                            .insert(age_key(*at_ms, id.as_bytes()).as_slice(), [].as_slice())
+                            .map_err(db_err)?;
                     }
                     Op::CachePut { key, output, at_ms } => {
                         cache
                             .insert(key.as_slice(), output.as_slice())
                             .map_err(db_err)?;
                         cache_age
-                            .insert((*at_ms, key.as_slice()), ())
+                            .insert(age_key(*at_ms, key).as_slice(), [].as_slice())
                             .map_err(db_err)?;
                     }
                 }
@@ -339,43 +369,48 @@ impl<T> Writer<T> {
             if prune {
                 let now_ms = crate::service::now_ms();
                 let cutoff = now_ms.saturating_sub(self.retention.as_millis() as u64);
-                let mut excess =
+                let excess =
                     (finished.len().map_err(db_err)? as usize).saturating_sub(self.retention_count);
-                let mut doomed: Vec<(u64, String)> = Vec::new();
-                for row in finished.iter().map_err(db_err)? {
-                    let (k, _) = row.map_err(db_err)?;
-                    let (at, id) = k.value();
-                    if excess == 0 && at >= cutoff {
-                        break;
+                for key in oldest(&finished, excess, cutoff)? {
+                    finished.remove(key.as_slice()).map_err(db_err)?;
+                    if let Some((_, id)) = split_age_key(&key) {
+                        tasks.remove(id).map_err(db_err)?;
                     }
-                    excess = excess.saturating_sub(1);
-                    doomed.push((at, id.to_owned()));
                 }
-                for (at, id) in &doomed {
-                    finished.remove((*at, id.as_str())).map_err(db_err)?;
-                    tasks.remove(id.as_str()).map_err(db_err)?;
-                }
-                let mut excess = (cache_age.len().map_err(db_err)? as usize)
+                let excess = (cache_age.len().map_err(db_err)? as usize)
                     .saturating_sub(self.retention_count);
-                let mut doomed: Vec<(u64, Vec<u8>)> = Vec::new();
-                for row in cache_age.iter().map_err(db_err)? {
-                    let (k, _) = row.map_err(db_err)?;
-                    let (at, key) = k.value();
-                    if excess == 0 && at >= cutoff {
-                        break;
+                for key in oldest(&cache_age, excess, cutoff)? {
+                    cache_age.remove(key.as_slice()).map_err(db_err)?;
+                    if let Some((_, cache_key)) = split_age_key(&key) {
+                        cache.remove(cache_key).map_err(db_err)?;
                     }
-                    excess = excess.saturating_sub(1);
-                    doomed.push((at, key.to_vec()));
-                }
-                for (at, key) in &doomed {
-                    cache_age.remove((*at, key.as_slice())).map_err(db_err)?;
-                    cache.remove(key.as_slice()).map_err(db_err)?;
                 }
             }
         }
         tx.commit().map_err(db_err)?;
         Ok(())
     }
+}
+
+/// The index keys to prune: the `excess` oldest, then any older than `cutoff`. A key too
+/// short to hold a time (never written by us) is pruned too, so it cannot stick.
+fn oldest(
+    index: &redb::Table<'_, &'static [u8], &'static [u8]>,
+    mut excess: usize,
+    cutoff: u64,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut doomed = Vec::new();
+    for row in index.iter().map_err(db_err)? {
+        let (k, _) = row.map_err(db_err)?;
+        let key = k.value();
+        let at = split_age_key(key).map_or(0, |(at, _)| at);
+        if excess == 0 && at >= cutoff {
+            break;
+        }
+        excess = excess.saturating_sub(1);
+        doomed.push(key.to_vec());
+    }
+    Ok(doomed)
 }
 
 #[cfg(test)]

@@ -120,19 +120,6 @@ enum Command {
     PrintDefaultConfig,
 }
 
-fn init_tracing(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FOG_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).init();
-    } else {
-        builder.init();
-    }
-}
-
 fn load(common: &Common) -> Result<CoordinatorConfig, ConfigError> {
     let mut cfg = match &common.config {
         Some(p) => CoordinatorConfig::load(p)?,
@@ -178,7 +165,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Broker { listen } => {
-            init_tracing("info,rumqttd=warn");
+            fog_agent::logging::init("FOG_LOG", "info,rumqttd=warn");
             broker::EmbeddedBroker::start(listen).map_err(|e| {
                 eprintln!("fog-coordinator: {e}");
                 ExitCode::FAILURE
@@ -192,7 +179,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             common,
             embedded_broker,
         } => {
-            init_tracing("info,rumqttd=warn");
+            fog_agent::logging::init("FOG_LOG", "info,rumqttd=warn");
             let mut cfg = load(&common).map_err(config_err)?;
             runtime()?.block_on(async move {
                 if let Some(addr) = embedded_broker {
@@ -222,7 +209,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             json,
             timeout,
         } => {
-            init_tracing("warn,rumqttd=warn");
+            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=warn");
             let cfg = load(&common).map_err(config_err)?;
             let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 600.0));
             runtime()?.block_on(async move {
@@ -256,7 +243,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             cacheable,
             wait,
         } => {
-            init_tracing("warn,rumqttd=warn");
+            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=warn");
             let cfg = load(&common).map_err(config_err)?;
             let bytes = match (payload, payload_file.as_deref(), stdin.as_deref()) {
                 (Some(p), None, None) => p.into_bytes(),
@@ -310,7 +297,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             payload_bytes,
             wait,
         } => {
-            init_tracing("warn,rumqttd=warn");
+            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=warn");
             let cfg = load(&common).map_err(config_err)?;
             runtime()?.block_on(async move {
                 let fail = |e: fog_coordinator::client::ClientError| {
@@ -349,7 +336,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             duration,
             tasks_per_sec,
         } => {
-            init_tracing("warn,rumqttd=off");
+            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=off");
             let duration = match duration {
                 Some(d) if !(d.is_finite() && d > 0.0) => {
                     eprintln!("fog-coordinator: --duration must be a positive number of seconds");

@@ -26,10 +26,13 @@ pub use proxy::Proxy;
 
 /// Log to the test's output when `FOG_TEST_LOG` is set (e.g. `FOG_TEST_LOG=debug`).
 pub fn init_logging() {
-    if let Ok(filter) = std::env::var("FOG_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    if let Ok(spec) = std::env::var("FOG_TEST_LOG") {
+        let filter = fog_agent::logging::parse_filter(&spec).unwrap_or_default();
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
             .try_init();
     }
 }
