@@ -5,11 +5,15 @@
 #   scripts/bench-e2e.sh [TASKS] [CONCURRENCY] [KIND] [PAYLOAD_BYTES]
 #   defaults:             100000  1000          sha256 1024
 #
+# ENCODING=postcard (default json) makes the coordinator, the agents and the bench client
+# publish postcard instead of JSON.
+#
 # Prints the bench report (throughput, p50/p95/p99, lost and duplicated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tasks=${1:-100000}; concurrency=${2:-1000}; kind=${3:-sha256}; bytes=${4:-1024}
 agents=${AGENTS:-3}
+encoding=${ENCODING:-json}
 command -v mosquitto >/dev/null || { echo "bench-e2e: needs mosquitto (apt-get install mosquitto)" >&2; exit 1; }
 cargo build --release -p fog-agent -p fog-coordinator >/dev/null 2>&1 || cargo build --release -p fog-agent -p fog-coordinator
 work=$(mktemp -d)
@@ -23,10 +27,11 @@ printf 'user root\nlistener %s 127.0.0.1\nallow_anonymous true\npersistence fals
 mosquitto -c "$work/mosquitto.conf" & pids+=($!)
 sleep 0.5
 url="mqtt://127.0.0.1:$port"
-FOG_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-coordinator serve --broker "$url" & pids+=($!)
+printf 'encoding = "%s"\n[broker]\nurl = "%s"\n' "$encoding" "$url" > "$work/coordinator.toml"
+FOG_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-coordinator serve --config "$work/coordinator.toml" & pids+=($!)
 for i in $(seq "$agents"); do
-    printf 'node_id = "bench-%s"\ndata_dir = "%s/a%s"\nheartbeat_interval_secs = 1.0\n[pool]\nqueue_capacity = 4096\narena_bytes = 16777216\n[broker]\nurl = "%s"\n' "$i" "$work" "$i" "$url" > "$work/a$i.toml"
+    printf 'node_id = "bench-%s"\ndata_dir = "%s/a%s"\nencoding = "%s"\nheartbeat_interval_secs = 1.0\n[pool]\nqueue_capacity = 4096\narena_bytes = 16777216\n[broker]\nurl = "%s"\n' "$i" "$work" "$i" "$encoding" "$url" > "$work/a$i.toml"
     FOG_AGENT_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-agent run --config "$work/a$i.toml" & pids+=($!)
 done
 sleep 2
-${CARGO_TARGET_DIR:-target}/release/fog-coordinator bench --broker "$url" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes"
+${CARGO_TARGET_DIR:-target}/release/fog-coordinator bench --config "$work/coordinator.toml" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes"

@@ -310,7 +310,10 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                     Duration::from_secs(10),
                 )
                 .await
-                .map_err(fail)?;
+                .map_err(fail)?
+                // Submissions go out in the config's encoding, like everything else the
+                // coordinator's side publishes.
+                .encoding(cfg.encoding);
                 let report = client::bench(
                     &mut c,
                     &kind,
