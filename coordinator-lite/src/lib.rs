@@ -25,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod placement;
 pub mod registry;
 pub mod service;
 pub mod status;
