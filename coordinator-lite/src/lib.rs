@@ -20,11 +20,13 @@
 //! ```
 
 pub mod batcher;
+pub mod breaker;
 pub mod broker;
 pub mod client;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod phi;
 pub mod placement;
 pub mod registry;
 pub mod service;

@@ -364,8 +364,8 @@ impl Placer {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::Strategy;
+    use super::*;
     use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest};
 
     fn req<'a>(
