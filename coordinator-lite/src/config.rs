@@ -7,6 +7,8 @@ use fog_agent::config::{BrokerConfig, ConfigError};
 use fog_proto::{Encoding, Prefix};
 use serde::Deserialize;
 
+use crate::breaker::BreakerConfig;
+use crate::dispatch::PlacementConfig;
 use crate::registry::LivenessConfig;
 
 pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
@@ -20,7 +22,34 @@ struct Raw {
     suspect_after_missed: Option<u32>,
     offline_after_missed: Option<u32>,
     default_heartbeat_interval_secs: Option<f64>,
+    phi_threshold: Option<f64>,
+    placement: Option<RawPlacement>,
+    breaker: Option<RawBreaker>,
     broker: Option<toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlacement {
+    strategy: Option<String>,
+    max_attempts: Option<u32>,
+    retry_initial_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    timeout_grace_secs: Option<f64>,
+    default_timeout_secs: Option<f64>,
+    max_wait_secs: Option<f64>,
+    max_waiting: Option<usize>,
+    degraded_cpu_pct: Option<f32>,
+    degraded_mem_pct: Option<f32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failures_to_open: Option<u32>,
+    open_secs: Option<f64>,
+    half_open_probes: Option<u32>,
+    successes_to_close: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +58,7 @@ pub struct CoordinatorConfig {
     pub encoding: Encoding,
     pub status_interval: Duration,
     pub liveness: LivenessConfig,
+    pub placement: PlacementConfig,
     pub broker: BrokerConfig,
 }
 
@@ -93,6 +123,24 @@ impl CoordinatorConfig {
                 format!("{offline} must be above suspect_after_missed ({suspect})"),
             ));
         }
+        let phi_threshold = raw.phi_threshold.or(d.phi_threshold).unwrap_or(8.0);
+        if !phi_threshold.is_finite() || !(1.0..=50.0).contains(&phi_threshold) {
+            return Err(invalid(
+                origin,
+                "phi_threshold",
+                format!("{phi_threshold} is out of range; expected 1 to 50"),
+            ));
+        }
+        let placement = placement(
+            origin,
+            raw.placement.unwrap_or_default(),
+            d.placement.unwrap_or_default(),
+        )?;
+        let breaker = breaker(
+            origin,
+            raw.breaker.unwrap_or_default(),
+            d.breaker.unwrap_or_default(),
+        )?;
         let broker_table = match (raw.broker, d.broker) {
             (Some(t), _) => Some(t),
             (None, d) => d,
@@ -117,10 +165,148 @@ impl CoordinatorConfig {
                 )?,
                 suspect_after_missed: suspect,
                 offline_after_missed: offline,
+                phi_threshold,
+            },
+            placement: PlacementConfig {
+                breaker,
+                ..placement
             },
             broker: BrokerConfig::from_table(broker_table, origin)?,
         })
     }
+}
+
+fn placement(
+    origin: &str,
+    r: RawPlacement,
+    d: RawPlacement,
+) -> Result<PlacementConfig, ConfigError> {
+    let def = PlacementConfig::default();
+    let strategy = match r.strategy.or(d.strategy) {
+        Some(s) => s.parse().map_err(|e: crate::placement::UnknownStrategy| {
+            invalid(origin, "placement.strategy", e.to_string())
+        })?,
+        None => def.strategy,
+    };
+    let max_attempts = r
+        .max_attempts
+        .or(d.max_attempts)
+        .unwrap_or(def.max_attempts);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(invalid(
+            origin,
+            "placement.max_attempts",
+            format!("{max_attempts} is out of range; expected 1 to 100"),
+        ));
+    }
+    let ms = |key: &'static str, v: Option<u64>, dv: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(dv),
+            Some(v) if v <= 3_600_000 => Ok(Duration::from_millis(v)),
+            Some(v) => Err(invalid(
+                origin,
+                key,
+                format!("{v} is out of range; expected at most 3600000 ms"),
+            )),
+        }
+    };
+    let retry_initial = ms(
+        "placement.retry_initial_ms",
+        r.retry_initial_ms.or(d.retry_initial_ms),
+        def.retry_initial,
+    )?;
+    let retry_max = ms(
+        "placement.retry_max_ms",
+        r.retry_max_ms.or(d.retry_max_ms),
+        def.retry_max,
+    )?;
+    if retry_max < retry_initial {
+        return Err(invalid(
+            origin,
+            "placement.retry_max_ms",
+            "must be at least retry_initial_ms",
+        ));
+    }
+    let opt_secs = |key: &'static str, v: Option<f64>, dv: Duration| match v {
+        Some(v) => secs(origin, key, v),
+        None => Ok(dv),
+    };
+    let pct = |key: &'static str, v: Option<f32>, dv: f32| match v {
+        Some(v) if v.is_finite() && (0.0..=100.0).contains(&v) => Ok(v),
+        Some(v) => Err(invalid(
+            origin,
+            key,
+            format!("{v} is out of range; expected 0 to 100"),
+        )),
+        None => Ok(dv),
+    };
+    Ok(PlacementConfig {
+        strategy,
+        max_attempts,
+        retry_initial,
+        retry_max,
+        timeout_grace: opt_secs(
+            "placement.timeout_grace_secs",
+            r.timeout_grace_secs.or(d.timeout_grace_secs),
+            def.timeout_grace,
+        )?,
+        default_timeout: opt_secs(
+            "placement.default_timeout_secs",
+            r.default_timeout_secs.or(d.default_timeout_secs),
+            def.default_timeout,
+        )?,
+        max_wait: opt_secs(
+            "placement.max_wait_secs",
+            r.max_wait_secs.or(d.max_wait_secs),
+            def.max_wait,
+        )?,
+        max_waiting: r.max_waiting.or(d.max_waiting).unwrap_or(def.max_waiting),
+        degraded_cpu_pct: pct(
+            "placement.degraded_cpu_pct",
+            r.degraded_cpu_pct.or(d.degraded_cpu_pct),
+            def.degraded_cpu_pct,
+        )?,
+        degraded_mem_pct: pct(
+            "placement.degraded_mem_pct",
+            r.degraded_mem_pct.or(d.degraded_mem_pct),
+            def.degraded_mem_pct,
+        )?,
+        breaker: BreakerConfig::default(),
+    })
+}
+
+fn breaker(origin: &str, r: RawBreaker, d: RawBreaker) -> Result<BreakerConfig, ConfigError> {
+    let def = BreakerConfig::default();
+    let count = |key: &'static str, v: Option<u32>, dv: u32| match v {
+        Some(v) if (1..=1000).contains(&v) => Ok(v),
+        Some(v) => Err(invalid(
+            origin,
+            key,
+            format!("{v} is out of range; expected 1 to 1000"),
+        )),
+        None => Ok(dv),
+    };
+    Ok(BreakerConfig {
+        failures_to_open: count(
+            "breaker.failures_to_open",
+            r.failures_to_open.or(d.failures_to_open),
+            def.failures_to_open,
+        )?,
+        open_for: match r.open_secs.or(d.open_secs) {
+            Some(v) => secs(origin, "breaker.open_secs", v)?,
+            None => def.open_for,
+        },
+        half_open_probes: count(
+            "breaker.half_open_probes",
+            r.half_open_probes.or(d.half_open_probes),
+            def.half_open_probes,
+        )?,
+        successes_to_close: count(
+            "breaker.successes_to_close",
+            r.successes_to_close.or(d.successes_to_close),
+            def.successes_to_close,
+        )?,
+    })
 }
 
 #[cfg(test)]
@@ -138,6 +324,29 @@ mod tests {
         let e =
             CoordinatorConfig::from_toml("[broker]\nurl = \"tcp://x\"", "t").expect_err("refused");
         assert!(e.to_string().contains("`broker.url`"), "{e}");
+        let e = CoordinatorConfig::from_toml("[placement]\nstrategy = \"fastest\"", "t")
+            .expect_err("refused");
+        assert!(
+            e.to_string().contains("`placement.strategy`") && e.to_string().contains("p2c"),
+            "{e}"
+        );
+        let e = CoordinatorConfig::from_toml("[breaker]\nfailures_to_open = 0", "t")
+            .expect_err("refused");
+        assert!(e.to_string().contains("`breaker.failures_to_open`"), "{e}");
+        let e = CoordinatorConfig::from_toml(
+            "[placement]\nretry_initial_ms = 500\nretry_max_ms = 100",
+            "t",
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("`placement.retry_max_ms`"), "{e}");
+        let c = CoordinatorConfig::from_toml("[placement]\nstrategy = \"least_connections\"\nmax_attempts = 5\n[breaker]\nopen_secs = 10", "t").expect("valid");
+        assert_eq!(
+            c.placement.strategy,
+            crate::placement::Strategy::LeastConnections
+        );
+        assert_eq!(c.placement.max_attempts, 5);
+        assert_eq!(c.placement.breaker.open_for, Duration::from_secs(10));
+        assert_eq!(c.placement.breaker.failures_to_open, 5);
         let e = CoordinatorConfig::from_toml("[broker]\nbogus = 1", "t").expect_err("refused");
         assert!(e.to_string().contains("bogus"), "{e}");
     }

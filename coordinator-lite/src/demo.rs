@@ -91,6 +91,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
             default_heartbeat_interval: Duration::from_secs(1),
             ..LivenessConfig::default()
         },
+        placement: Default::default(),
         broker: broker_cfg.clone(),
     };
     let coordinator_stop = CancellationToken::new();

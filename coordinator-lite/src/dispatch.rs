@@ -1,25 +1,81 @@
-//! Task dispatch: take submissions, place each on an online agent that runs its kind
-//! (round robin for now; the placement strategies are the next issue), relay results
-//! to the client's reply topic, re-place work an agent refused as busy, and make the
-//! client see exactly one final result per task id.
+//! Task dispatch: take submissions, place each on an eligible agent with the configured
+//! (or the task's own) strategy, relay results to the client's reply topic, retry what
+//! failed elsewhere with fencing, and make the client see exactly one final result per
+//! task id.
+//!
+//! A task's life here: placed on a node (attempt n), then one of
+//! * completed, or failed for good: the result goes to the client, remembered so a
+//!   resubmitted id gets the same answer;
+//! * refused as busy, failed-retryable, timed out (its timeout plus a grace, or the
+//!   agent said so), or its node went offline: placed again after a full-jitter backoff
+//!   as attempt n+1, preferring nodes that have not refused it; a late result from an
+//!   older attempt is dropped (fencing);
+//! * out of attempts: dead-lettered, and the last failure goes to the client.
+//!
+//! Eligible means: the node announced the kind, is online (not suspect or offline) and
+//! its breaker is closed (or half-open with room for a probe). If more than half of the
+//! capable nodes have open breakers, breakers are ignored for that kind (Envoy's panic
+//! threshold), so a fleet-wide problem does not turn into a fleet-wide outage.
 //!
 //! Every decision returns what to send ([`Out`]) instead of publishing, so this module
-//! is plain state that unit tests drive directly; the service groups the outputs into
-//! list messages per topic.
+//! is plain state that unit tests drive directly with paused time; the service groups
+//! the outputs into list messages per topic.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Duration;
 
 use fog_proto::{
-    codec, NodeId, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmission,
+    codec, NodeId, NodeState, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmission,
     TaskSubmissions,
 };
+use tokio::time::Instant;
 
+use crate::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::placement::{hash64, peak_ewma, NodeLoad, Placer, Request, Strategy};
 use crate::registry::Registry;
 
-/// Most placements of one task before its last refusal is passed to the client.
-pub const MAX_ATTEMPTS: u32 = 8;
 /// Final results remembered to answer a client that submits the same id again.
 pub const REMEMBER_FINISHED: usize = 100_000;
+/// Dead-lettered tasks kept for `fog-coordinator tasks --dead`.
+pub const DEAD_LETTERS: usize = 1_000;
+/// Weight of a new sample in the per-kind duration EWMA (adaptive).
+const KIND_ALPHA: f64 = 0.2;
+/// Decay of the peak EWMA of latency (response_time).
+const LATENCY_ALPHA: f64 = 0.1;
+
+#[derive(Debug, Clone)]
+pub struct PlacementConfig {
+    pub strategy: Strategy,
+    pub max_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub timeout_grace: Duration,
+    pub default_timeout: Duration,
+    pub max_wait: Duration,
+    pub max_waiting: usize,
+    pub degraded_cpu_pct: f32,
+    pub degraded_mem_pct: f32,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            strategy: Strategy::P2c,
+            max_attempts: 3,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            timeout_grace: Duration::from_secs(5),
+            default_timeout: Duration::from_secs(60),
+            max_wait: Duration::from_secs(30),
+            max_waiting: 10_000,
+            degraded_cpu_pct: 80.0,
+            degraded_mem_pct: 85.0,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
 
 /// Something to send (QoS 1, not retained), grouped into lists by the service.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,11 +86,71 @@ pub enum Out {
     Reply { topic: String, result: TaskResult },
 }
 
-struct InFlight {
+/// A node as placement sees it. Slots are never reused, so indexes stay valid.
+struct Slot {
+    id: NodeId,
+    hash: u64,
+    breaker: Breaker,
+    /// Per kind, EWMA of run time in ms (from the agents' `duration_ms`).
+    kind_ms: Vec<(String, f64)>,
+    /// The registry's view at the last sync.
+    state: NodeState,
+    kinds: Vec<String>,
+    degraded: bool,
+}
+
+enum Where {
+    Placed {
+        slot: usize,
+        at: Instant,
+        probe: bool,
+    },
+    /// Waiting for its next try (a retry's backoff, or no eligible node yet).
+    Waiting { since: Instant },
+}
+
+struct Task {
     sub: TaskSubmission,
-    node: NodeId,
+    strategy: Strategy,
+    key_hash: u64,
     attempt: u32,
-    refused_by: Vec<NodeId>,
+    at: Where,
+    refused_by: Vec<usize>,
+    last_failure: Option<TaskResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Retry,
+    Timeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: Instant,
+    kind: TimerKind,
+    attempt: u32,
+    id: String,
+}
+
+/// A task that ran out of attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub id: String,
+    pub kind: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub at_ms: u64,
+}
+
+/// Per node figures for `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePlacement {
+    pub node: NodeId,
+    pub in_flight: u32,
+    pub breaker: BreakerState,
+    pub latency_ms: f64,
+    pub degraded: bool,
 }
 
 /// Counters, reported in the coordinator status.
@@ -45,19 +161,48 @@ pub struct DispatchCounters {
     pub replaced: u64,
     pub completed: u64,
     pub failed: u64,
+    pub dead_lettered: u64,
+    pub timed_out: u64,
+    pub node_lost: u64,
     pub duplicate_submissions: u64,
     pub duplicate_results_dropped: u64,
     pub stale_results_dropped: u64,
     pub unplaceable: u64,
     pub malformed: u64,
+    pub breaker_opened: u64,
+    pub panic_mode: u64,
+}
+
+/// Per kind: who may take it now.
+#[derive(Default)]
+struct KindSet {
+    generation: u64,
+    eligible: Vec<usize>,
+    half_open: Vec<usize>,
+    capable: usize,
+    suspect: usize,
+    open: usize,
 }
 
 pub struct Dispatcher {
+    cfg: PlacementConfig,
     coordinator: NodeId,
-    next: usize,
-    inflight: HashMap<String, InFlight>,
+    slots: Vec<Slot>,
+    loads: Vec<NodeLoad>,
+    slot_of: HashMap<NodeId, usize>,
+    registry_generation: Option<u64>,
+    /// Bumped when eligibility may have changed (registry or breakers).
+    generation: u64,
+    kinds: HashMap<String, KindSet>,
+    placer: Placer,
+    rng: fastrand::Rng,
+    tasks: HashMap<String, Task>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    waiting: usize,
     finished: HashMap<String, Out>,
     finished_order: VecDeque<String>,
+    dead: VecDeque<DeadLetter>,
+    last_weights: Option<Instant>,
     pub counters: DispatchCounters,
 }
 
@@ -65,34 +210,79 @@ fn valid_reply_topic(t: &str) -> bool {
     !t.is_empty() && t.len() <= 256 && !t.contains(['+', '#', '\0']) && !t.starts_with('$')
 }
 
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
 impl Default for Dispatcher {
     fn default() -> Self {
-        Self::new()
+        Self::new(PlacementConfig::default())
     }
 }
 
 impl Dispatcher {
-    pub fn new() -> Self {
+    pub fn new(cfg: PlacementConfig) -> Self {
+        Self::with_seed(cfg, fastrand::u64(..))
+    }
+
+    /// A dispatcher whose random choices (p2c samples, retry jitter) are reproducible.
+    pub fn with_seed(cfg: PlacementConfig, seed: u64) -> Self {
         Dispatcher {
+            cfg,
             coordinator: NodeId::new("coordinator").expect("a valid node id"),
-            next: 0,
-            inflight: HashMap::new(),
+            slots: Vec::new(),
+            loads: Vec::new(),
+            slot_of: HashMap::new(),
+            registry_generation: None,
+            generation: 0,
+            kinds: HashMap::new(),
+            placer: Placer::with_seed(seed),
+            rng: fastrand::Rng::with_seed(seed ^ 0x5eed),
+            tasks: HashMap::new(),
+            timers: BinaryHeap::new(),
+            waiting: 0,
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
+            dead: VecDeque::new(),
+            last_weights: None,
             counters: DispatchCounters::default(),
         }
     }
 
     pub fn in_flight(&self) -> usize {
-        self.inflight.len()
+        self.tasks.len()
     }
 
-    fn answer(&self, sub: &TaskSubmission, outcome: Outcome) -> Out {
+    /// Tasks that ran out of attempts, oldest first.
+    pub fn dead_letters(&self) -> impl Iterator<Item = &DeadLetter> {
+        self.dead.iter()
+    }
+
+    /// Per node placement figures, sorted by node id.
+    pub fn node_placements(&mut self, now: Instant) -> Vec<NodePlacement> {
+        let cfg = self.cfg.breaker.clone();
+        let mut v: Vec<NodePlacement> = self
+            .slots
+            .iter_mut()
+            .zip(&self.loads)
+            .map(|(s, l)| NodePlacement {
+                node: s.id.clone(),
+                in_flight: l.in_flight,
+                breaker: s.breaker.state(&cfg, now),
+                latency_ms: l.latency_ms,
+                degraded: s.degraded,
+            })
+            .collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        v
+    }
+
+    fn answer(&self, sub: &TaskSubmission, attempt: u32, outcome: Outcome) -> Out {
         Out::Reply {
             topic: sub.reply_to.clone(),
             result: TaskResult {
                 id: sub.id.clone(),
-                attempt: 0,
+                attempt,
                 node: self.coordinator.clone(),
                 at_ms: fog_agent::service::now_ms(),
                 outcome,
@@ -111,8 +301,122 @@ impl Dispatcher {
         }
     }
 
+    /// Bring slots and eligibility up to date with the registry.
+    fn sync(&mut self, registry: &Registry, now: Instant) {
+        let weights_due = self
+            .last_weights
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if self.registry_generation == Some(registry.generation()) && !weights_due {
+            return;
+        }
+        self.registry_generation = Some(registry.generation());
+        self.last_weights = Some(now);
+        for (id, e) in registry.nodes() {
+            let slot = match self.slot_of.get(id) {
+                Some(&s) => s,
+                None => {
+                    self.slots.push(Slot {
+                        id: id.clone(),
+                        hash: hash64(id.as_str().as_bytes()),
+                        breaker: Breaker::default(),
+                        kind_ms: Vec::new(),
+                        state: e.state,
+                        kinds: Vec::new(),
+                        degraded: false,
+                    });
+                    self.loads.push(NodeLoad::default());
+                    self.slot_of.insert(id.clone(), self.slots.len() - 1);
+                    self.slots.len() - 1
+                }
+            };
+            let s = &mut self.slots[slot];
+            s.state = e.state;
+            if let Some(b) = &e.birth {
+                if s.kinds != b.task_kinds {
+                    s.kinds = b.task_kinds.clone();
+                }
+            }
+            // Weight: cores x free CPU, halved when degraded. Never zero, so a busy
+            // node is used less, not starved of the tasks that tell us it recovered.
+            let cores = e.birth.as_ref().map_or(1, |b| b.cores.max(1));
+            let hb = e.heartbeat.as_ref();
+            let cpu = hb
+                .and_then(|h| h.cpu_pct)
+                .or(e.reading_cpu_pct)
+                .unwrap_or(0.0);
+            let mem = hb.map(|h| h.mem_pct).or(e.reading_mem_pct).unwrap_or(0.0);
+            s.degraded = cpu > self.cfg.degraded_cpu_pct || mem > self.cfg.degraded_mem_pct;
+            let free = (1.0 - f64::from(cpu) / 100.0).clamp(0.1, 1.0);
+            let w = f64::from(cores) * free * if s.degraded { 0.5 } else { 1.0 };
+            // Quantised, so a wobble of a percent does not rebuild schedules.
+            self.loads[slot].weight = (w * 4.0).round().max(1.0) / 4.0;
+        }
+        self.generation += 1;
+    }
+
+    /// Who may take `kind` now, rebuilt when the generation moved.
+    fn kind_set(&mut self, kind: &str, now: Instant) -> &KindSet {
+        let generation = self.generation;
+        let stale = self
+            .kinds
+            .get(kind)
+            .is_none_or(|k| k.generation != generation);
+        if stale {
+            let bcfg = self.cfg.breaker.clone();
+            let mut set = KindSet {
+                generation,
+                ..Default::default()
+            };
+            let mut blocked = Vec::new();
+            for (i, s) in self.slots.iter_mut().enumerate() {
+                if !s.kinds.iter().any(|k| k == kind) {
+                    continue;
+                }
+                match s.state {
+                    NodeState::Offline => continue,
+                    NodeState::Suspect => {
+                        set.capable += 1;
+                        set.suspect += 1;
+                        continue;
+                    }
+                    NodeState::Online => set.capable += 1,
+                }
+                match s.breaker.state(&bcfg, now) {
+                    BreakerState::Closed => set.eligible.push(i),
+                    BreakerState::HalfOpen => {
+                        set.open += 1;
+                        set.half_open.push(i);
+                        blocked.push(i);
+                    }
+                    BreakerState::Open => {
+                        set.open += 1;
+                        blocked.push(i);
+                    }
+                }
+            }
+            let online = set.capable - set.suspect;
+            if set.open > 0 && set.open * 2 > online {
+                // Panic threshold: too much of the fleet is ejected; balance across all.
+                self.counters.panic_mode += 1;
+                set.eligible.extend(blocked);
+                set.eligible.sort_unstable();
+                set.half_open.clear();
+            }
+            self.kinds.insert(kind.to_owned(), set);
+        }
+        &self.kinds[kind]
+    }
+
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let exp = self
+            .cfg
+            .retry_initial
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        exp.min(self.cfg.retry_max).mul_f64(self.rng.f64())
+    }
+
     /// A client's list of submissions.
-    pub fn on_submit(&mut self, registry: &Registry, payload: &[u8]) -> Vec<Out> {
+    pub fn on_submit(&mut self, registry: &Registry, payload: &[u8], now: Instant) -> Vec<Out> {
         let list: TaskSubmissions = match codec::decode(payload) {
             Ok(s) => s,
             Err(error) => {
@@ -121,17 +425,18 @@ impl Dispatcher {
                 return Vec::new();
             }
         };
+        self.sync(registry, now);
         let mut out = Vec::with_capacity(list.items.len());
         for sub in list.items {
-            out.extend(self.submit_one(registry, sub));
+            out.extend(self.submit_one(sub, now));
         }
         out
     }
 
-    fn submit_one(&mut self, registry: &Registry, mut sub: TaskSubmission) -> Option<Out> {
+    fn submit_one(&mut self, mut sub: TaskSubmission, now: Instant) -> Option<Out> {
         if !valid_reply_topic(&sub.reply_to) || sub.id.is_empty() || sub.id.len() > 128 {
             self.counters.malformed += 1;
-            tracing::debug!(task.id = %sub.id.chars().take(64).collect::<String>(), "submission without a usable id or reply topic");
+            tracing::debug!(task.id = %short(&sub.id), "submission without a usable id or reply topic");
             return None;
         }
         if let Some(Out::Reply { result, .. }) = self.finished.get(&sub.id) {
@@ -141,76 +446,312 @@ impl Dispatcher {
                 result: result.clone(),
             });
         }
-        if self.inflight.contains_key(&sub.id) {
+        if self.tasks.contains_key(&sub.id) {
             self.counters.duplicate_submissions += 1;
             return None;
         }
-        self.counters.submitted += 1;
-        Some(self.place(registry, sub, 1, Vec::new()))
-    }
-
-    fn place(
-        &mut self,
-        registry: &Registry,
-        sub: TaskSubmission,
-        attempt: u32,
-        refused_by: Vec<NodeId>,
-    ) -> Out {
-        let all = registry.candidates(&sub.kind);
-        // Prefer nodes that have not refused this task; if all have, try them again.
-        let fresh: Vec<&NodeId> = all.iter().filter(|n| !refused_by.contains(n)).collect();
-        let pool: Vec<&NodeId> = if fresh.is_empty() {
-            all.iter().collect()
+        let strategy = if sub.strategy.is_empty() {
+            self.cfg.strategy
         } else {
-            fresh
+            match sub.strategy.parse::<Strategy>() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.counters.unplaceable += 1;
+                    return Some(self.answer(
+                        &sub,
+                        0,
+                        Outcome::Rejected {
+                            reason: e.to_string(),
+                            retryable: false,
+                        },
+                    ));
+                }
+            }
         };
-        if pool.is_empty() {
+        if self.waiting >= self.cfg.max_waiting {
             self.counters.unplaceable += 1;
-            let reason = format!(
-                "no online node runs kind {:?}",
-                sub.kind.chars().take(64).collect::<String>()
-            );
-            let p = self.answer(
+            return Some(self.answer(
                 &sub,
+                0,
                 Outcome::Rejected {
-                    reason,
+                    reason: format!(
+                        "coordinator busy: {} tasks already waiting for a node",
+                        self.waiting
+                    ),
                     retryable: true,
                 },
-            );
-            self.remember(sub.id.clone(), p.clone());
-            return p;
+            ));
         }
-        let node = pool[self.next % pool.len()].clone();
-        self.next = self.next.wrapping_add(1);
-        let a = TaskAssignment {
-            id: sub.id.clone(),
-            attempt,
-            kind: sub.kind.clone(),
-            payload: sub.payload.clone(),
-            timeout_ms: sub.timeout_ms,
-            priority: sub.priority,
-            deadline_ms: 0,
-            cacheable: sub.cacheable,
-        };
-        let out = Out::Assign {
-            node: node.clone(),
-            task: a,
-        };
-        self.counters.placed += 1;
-        self.inflight.insert(
-            sub.id.clone(),
-            InFlight {
+        self.counters.submitted += 1;
+        let key_hash = hash64(
+            if sub.key.is_empty() {
+                &sub.id
+            } else {
+                &sub.key
+            }
+            .as_bytes(),
+        );
+        let id = sub.id.clone();
+        self.tasks.insert(
+            id.clone(),
+            Task {
                 sub,
-                node,
-                attempt,
-                refused_by,
+                strategy,
+                key_hash,
+                attempt: 1,
+                at: Where::Waiting { since: now },
+                refused_by: Vec::new(),
+                last_failure: None,
             },
         );
-        out
+        self.waiting += 1;
+        self.try_place(&id, now)
+    }
+
+    /// Place a waiting task now, or keep it waiting, or give up on it.
+    fn try_place(&mut self, id: &str, now: Instant) -> Option<Out> {
+        let (kind, strategy, key_hash, since, refused) = {
+            let t = self.tasks.get(id)?;
+            let Where::Waiting { since } = t.at else {
+                return None;
+            };
+            (
+                t.sub.kind.clone(),
+                t.strategy,
+                t.key_hash,
+                since,
+                t.refused_by.clone(),
+            )
+        };
+        self.kind_set(&kind, now);
+        let set = &self.kinds[&kind];
+        let (capable, suspect, open) = (set.capable, set.suspect, set.open);
+        // A half-open node with room for a probe gets this task as its probe.
+        let probe = set.half_open.iter().copied().find(|&s| {
+            let bcfg = &self.cfg.breaker;
+            self.slots[s].breaker.clone().allows(bcfg, now)
+        });
+        let mut eligible: Vec<usize>;
+        let eligible_ref: &[usize] = if refused.is_empty() {
+            &self.kinds[&kind].eligible
+        } else {
+            // Prefer nodes that have not refused this task; if all have, all again.
+            eligible = self.kinds[&kind]
+                .eligible
+                .iter()
+                .copied()
+                .filter(|s| !refused.contains(s))
+                .collect();
+            if eligible.is_empty() {
+                eligible = self.kinds[&kind].eligible.clone();
+            }
+            &eligible
+        };
+        let picked = match probe {
+            Some(s) => Some((s, true)),
+            None => {
+                let slots = &self.slots;
+                let loads = &self.loads;
+                let node_hash = |s: usize| slots[s].hash;
+                let kind_ms = |s: usize| {
+                    slots[s]
+                        .kind_ms
+                        .iter()
+                        .find(|(k, _)| *k == kind)
+                        .map(|(_, ms)| *ms)
+                };
+                let req = Request {
+                    strategy,
+                    eligible: eligible_ref,
+                    generation: self.generation,
+                    loads,
+                    key_hash,
+                    node_hash: &node_hash,
+                    kind_ms: &kind_ms,
+                };
+                self.placer.pick(&kind, &req).map(|s| (s, false))
+            }
+        };
+        let Some((slot, probe)) = picked else {
+            if capable == 0 {
+                self.counters.unplaceable += 1;
+                return self.give_up(
+                    id,
+                    format!("no online node runs kind {:?}", short(&kind)),
+                    true,
+                );
+            }
+            if now.saturating_duration_since(since) >= self.cfg.max_wait {
+                self.counters.unplaceable += 1;
+                return self.give_up(
+                    id,
+                    format!(
+                        "no eligible node for kind {:?} within {:.0}s: {capable} run it, {suspect} suspect, {open} with an open breaker",
+                        short(&kind),
+                        self.cfg.max_wait.as_secs_f64()
+                    ),
+                    true,
+                );
+            }
+            // Wait and look again.
+            let attempt = self.tasks.get(id).map_or(1, |t| t.attempt);
+            let delay = self.cfg.retry_initial.max(Duration::from_millis(10));
+            self.timers.push(Reverse(Timer {
+                at: now + delay,
+                kind: TimerKind::Retry,
+                attempt,
+                id: id.to_owned(),
+            }));
+            return None;
+        };
+        let bcfg = self.cfg.breaker.clone();
+        let timeout = {
+            let t = self.tasks.get_mut(id)?;
+            t.at = Where::Placed {
+                slot,
+                at: now,
+                probe,
+            };
+            if t.sub.timeout_ms == 0 {
+                self.cfg.default_timeout
+            } else {
+                Duration::from_millis(u64::from(t.sub.timeout_ms))
+            }
+        };
+        self.waiting = self.waiting.saturating_sub(1);
+        let s = &mut self.slots[slot];
+        if s.breaker.state(&bcfg, now) == BreakerState::HalfOpen {
+            s.breaker.on_placed();
+        }
+        self.loads[slot].in_flight += 1;
+        self.counters.placed += 1;
+        let t = &self.tasks[id];
+        self.timers.push(Reverse(Timer {
+            at: now + timeout + self.cfg.timeout_grace,
+            kind: TimerKind::Timeout,
+            attempt: t.attempt,
+            id: id.to_owned(),
+        }));
+        Some(Out::Assign {
+            node: self.slots[slot].id.clone(),
+            task: TaskAssignment {
+                id: t.sub.id.clone(),
+                attempt: t.attempt,
+                kind: t.sub.kind.clone(),
+                payload: t.sub.payload.clone(),
+                timeout_ms: t.sub.timeout_ms,
+                priority: t.sub.priority,
+                deadline_ms: 0,
+                cacheable: t.sub.cacheable,
+            },
+        })
+    }
+
+    /// End a task that never got (or can no longer get) a node: reject it to the client.
+    fn give_up(&mut self, id: &str, reason: String, retryable: bool) -> Option<Out> {
+        let t = self.tasks.remove(id)?;
+        if matches!(t.at, Where::Waiting { .. }) {
+            self.waiting = self.waiting.saturating_sub(1);
+        }
+        let out = self.answer(&t.sub, t.attempt, Outcome::Rejected { reason, retryable });
+        self.remember(t.sub.id, out.clone());
+        Some(out)
+    }
+
+    /// Take a task off its node (it will not report there any more).
+    fn unplace(&mut self, id: &str, now: Instant) -> Option<usize> {
+        let t = self.tasks.get_mut(id)?;
+        let Where::Placed { slot, .. } = t.at else {
+            return None;
+        };
+        t.at = Where::Waiting { since: now };
+        self.waiting += 1;
+        self.loads[slot].in_flight = self.loads[slot].in_flight.saturating_sub(1);
+        Some(slot)
+    }
+
+    /// Schedule the next attempt, or dead-letter the task if it has had them all.
+    fn retry(&mut self, id: &str, now: Instant, failure: Option<TaskResult>) -> Option<Out> {
+        let attempt = {
+            let t = self.tasks.get_mut(id)?;
+            if let Some(f) = failure {
+                t.last_failure = Some(f);
+            }
+            t.attempt
+        };
+        if attempt >= self.cfg.max_attempts {
+            return self.dead_letter(id);
+        }
+        let delay = self.backoff(attempt);
+        let t = self.tasks.get_mut(id)?;
+        t.attempt += 1;
+        t.at = Where::Waiting { since: now };
+        self.counters.replaced += 1;
+        let attempt = t.attempt;
+        if delay.is_zero() {
+            return self.try_place(id, now);
+        }
+        self.timers.push(Reverse(Timer {
+            at: now + delay,
+            kind: TimerKind::Retry,
+            attempt,
+            id: id.to_owned(),
+        }));
+        None
+    }
+
+    fn dead_letter(&mut self, id: &str) -> Option<Out> {
+        let t = self.tasks.remove(id)?;
+        if matches!(t.at, Where::Waiting { .. }) {
+            self.waiting = self.waiting.saturating_sub(1);
+        }
+        self.counters.dead_lettered += 1;
+        self.counters.failed += 1;
+        let (last_error, result) = match t.last_failure {
+            Some(r) => (describe(&r.outcome), r),
+            None => (
+                "no result".to_owned(),
+                TaskResult {
+                    id: t.sub.id.clone(),
+                    attempt: t.attempt,
+                    node: self.coordinator.clone(),
+                    at_ms: fog_agent::service::now_ms(),
+                    outcome: Outcome::Failed {
+                        error: format!("gave up after {} attempts", t.attempt),
+                        retryable: false,
+                        exit_code: None,
+                        duration_ms: 0,
+                    },
+                },
+            ),
+        };
+        tracing::warn!(task.id = %short(id), kind = %short(&t.sub.kind), attempts = t.attempt, error = %last_error, "task dead-lettered");
+        self.dead.push_back(DeadLetter {
+            id: t.sub.id.clone(),
+            kind: t.sub.kind.clone(),
+            attempts: t.attempt,
+            last_error,
+            at_ms: fog_agent::service::now_ms(),
+        });
+        while self.dead.len() > DEAD_LETTERS {
+            self.dead.pop_front();
+        }
+        let out = Out::Reply {
+            topic: t.sub.reply_to.clone(),
+            result,
+        };
+        self.remember(t.sub.id, out.clone());
+        Some(out)
     }
 
     /// A list of results from `node`.
-    pub fn on_result(&mut self, registry: &Registry, node: &str, payload: &[u8]) -> Vec<Out> {
+    pub fn on_result(
+        &mut self,
+        registry: &Registry,
+        node: &str,
+        payload: &[u8],
+        now: Instant,
+    ) -> Vec<Out> {
         let list: TaskResults = match codec::decode(payload) {
             Ok(r) => r,
             Err(error) => {
@@ -219,15 +760,16 @@ impl Dispatcher {
                 return Vec::new();
             }
         };
+        self.sync(registry, now);
         let mut out = Vec::new();
         for r in list.items {
-            out.extend(self.result_one(registry, node, r));
+            out.extend(self.result_one(node, r, now));
         }
         out
     }
 
-    fn result_one(&mut self, registry: &Registry, node: &str, r: TaskResult) -> Option<Out> {
-        let Some(f) = self.inflight.get(&r.id) else {
+    fn result_one(&mut self, node: &str, r: TaskResult, now: Instant) -> Option<Out> {
+        let Some(t) = self.tasks.get(&r.id) else {
             if self.finished.contains_key(&r.id) {
                 self.counters.duplicate_results_dropped += 1;
             } else {
@@ -236,38 +778,161 @@ impl Dispatcher {
             return None;
         };
         // Fencing: only the current attempt, from the node it was placed on, counts.
-        if r.attempt != f.attempt || f.node.as_str() != node {
+        let Where::Placed { slot, at, probe } = t.at else {
+            self.counters.stale_results_dropped += 1;
+            return None;
+        };
+        if r.attempt != t.attempt || self.slots[slot].id.as_str() != node {
             self.counters.stale_results_dropped += 1;
             return None;
         }
-        let retry = match &r.outcome {
+        let bcfg = self.cfg.breaker.clone();
+        let verdict = match &r.outcome {
             Outcome::Accepted => return None,
+            Outcome::Completed { duration_ms, .. } => {
+                let s = &mut self.slots[slot];
+                let sample = *duration_ms as f64;
+                match s.kind_ms.iter_mut().find(|(k, _)| *k == t.sub.kind) {
+                    Some((_, ms)) => *ms += KIND_ALPHA * (sample - *ms),
+                    None => s.kind_ms.push((t.sub.kind.clone(), sample)),
+                }
+                Verdict::Done
+            }
             Outcome::Rejected {
                 retryable: true, ..
-            }
-            | Outcome::Failed {
+            } => Verdict::Retry { node_fault: false },
+            Outcome::Failed {
                 retryable: true, ..
-            } => true,
-            _ => false,
+            }
+            | Outcome::TimedOut { .. } => Verdict::Retry { node_fault: true },
+            Outcome::Rejected { .. } | Outcome::Failed { .. } => Verdict::Final,
         };
-        let f = self.inflight.remove(&r.id).expect("looked up above");
-        if retry && f.attempt < MAX_ATTEMPTS {
-            self.counters.replaced += 1;
-            let mut refused = f.refused_by;
-            refused.push(f.node);
-            return Some(self.place(registry, f.sub, f.attempt + 1, refused));
+        let latency = now.saturating_duration_since(at).as_secs_f64() * 1000.0;
+        self.loads[slot].latency_ms =
+            peak_ewma(self.loads[slot].latency_ms, latency, LATENCY_ALPHA);
+        self.unplace(&r.id, now);
+        let before = self.slots[slot].breaker.state(&bcfg, now);
+        match verdict {
+            Verdict::Done => self.slots[slot].breaker.on_success(&bcfg),
+            Verdict::Retry { node_fault: true } => self.slots[slot].breaker.on_failure(&bcfg, now),
+            Verdict::Retry { node_fault: false } | Verdict::Final => {
+                if probe {
+                    self.slots[slot].breaker.on_abandoned()
+                }
+            }
         }
-        match r.outcome {
-            Outcome::Completed { .. } => self.counters.completed += 1,
-            _ => self.counters.failed += 1,
+        let after = self.slots[slot].breaker.state(&bcfg, now);
+        if before != after {
+            self.generation += 1;
+            if after == BreakerState::Open {
+                self.counters.breaker_opened += 1;
+                tracing::warn!(node.id = %node, "circuit breaker opened");
+            } else {
+                tracing::info!(node.id = %node, from = before.as_str(), to = after.as_str(), "circuit breaker");
+            }
         }
-        let id = r.id.clone();
-        let p = Out::Reply {
-            topic: f.sub.reply_to,
-            result: r,
-        };
-        self.remember(id, p.clone());
-        Some(p)
+        match verdict {
+            Verdict::Retry { .. } => {
+                if let Some(t) = self.tasks.get_mut(&r.id) {
+                    t.refused_by.push(slot);
+                }
+                if matches!(r.outcome, Outcome::TimedOut { .. }) {
+                    self.counters.timed_out += 1;
+                }
+                let id = r.id.clone();
+                self.retry(&id, now, Some(r))
+            }
+            Verdict::Done | Verdict::Final => {
+                let t = self.tasks.remove(&r.id)?;
+                self.waiting = self.waiting.saturating_sub(1);
+                if matches!(r.outcome, Outcome::Completed { .. }) {
+                    self.counters.completed += 1;
+                } else {
+                    self.counters.failed += 1;
+                }
+                let id = r.id.clone();
+                let out = Out::Reply {
+                    topic: t.sub.reply_to,
+                    result: r,
+                };
+                self.remember(id, out.clone());
+                Some(out)
+            }
+        }
+    }
+
+    /// Timers (retries, timeouts) and nodes that went offline. Call often (every few
+    /// ms under load); cheap when nothing is due.
+    pub fn tick(&mut self, registry: &Registry, now: Instant) -> Vec<Out> {
+        let mut out = Vec::new();
+        let moved = self.registry_generation != Some(registry.generation());
+        self.sync(registry, now);
+        if moved {
+            // Re-place everything on nodes that are now offline (or forgotten).
+            let lost: Vec<String> = self
+                .tasks
+                .iter()
+                .filter_map(|(id, t)| match t.at {
+                    Where::Placed { slot, .. } if self.slots[slot].state == NodeState::Offline => {
+                        Some(id.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            for id in lost {
+                if let Some(slot) = self.unplace(&id, now) {
+                    self.counters.node_lost += 1;
+                    self.slots[slot].breaker.on_abandoned();
+                    tracing::debug!(task.id = %short(&id), node.id = %self.slots[slot].id, "node offline; placing again");
+                    if let Some(t) = self.tasks.get_mut(&id) {
+                        t.refused_by.push(slot);
+                    }
+                    out.extend(self.retry(&id, now, None));
+                }
+            }
+        }
+        while let Some(Reverse(top)) = self.timers.peek() {
+            if top.at > now {
+                break;
+            }
+            let Some(Reverse(timer)) = self.timers.pop() else {
+                break;
+            };
+            let Some(t) = self.tasks.get(&timer.id) else {
+                continue;
+            };
+            if t.attempt != timer.attempt {
+                continue;
+            }
+            match (timer.kind, &t.at) {
+                (TimerKind::Retry, Where::Waiting { .. }) => {
+                    out.extend(self.try_place(&timer.id, now));
+                }
+                (TimerKind::Timeout, Where::Placed { slot, .. }) => {
+                    let slot = *slot;
+                    let node = self.slots[slot].id.clone();
+                    let bcfg = self.cfg.breaker.clone();
+                    self.unplace(&timer.id, now);
+                    self.slots[slot].breaker.on_failure(&bcfg, now);
+                    self.generation += 1;
+                    self.counters.timed_out += 1;
+                    tracing::debug!(task.id = %short(&timer.id), node.id = %node, "no result within the task's timeout plus grace; placing again");
+                    if let Some(t) = self.tasks.get_mut(&timer.id) {
+                        t.refused_by.push(slot);
+                    }
+                    let failure = TaskResult {
+                        id: timer.id.clone(),
+                        attempt: timer.attempt,
+                        node,
+                        at_ms: fog_agent::service::now_ms(),
+                        outcome: Outcome::TimedOut { after_ms: 0 },
+                    };
+                    out.extend(self.retry(&timer.id, now, Some(failure)));
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     pub fn counters_map(&self) -> Vec<(&'static str, u64)> {
@@ -278,7 +943,11 @@ impl Dispatcher {
             ("tasks_replaced_total", c.replaced),
             ("tasks_completed_total", c.completed),
             ("tasks_failed_total", c.failed),
-            ("tasks_in_flight", self.inflight.len() as u64),
+            ("tasks_dead_lettered_total", c.dead_lettered),
+            ("tasks_timed_out_total", c.timed_out),
+            ("tasks_node_lost_total", c.node_lost),
+            ("tasks_in_flight", self.tasks.len() as u64),
+            ("tasks_waiting", self.waiting as u64),
             ("tasks_duplicate_submissions_total", c.duplicate_submissions),
             (
                 "tasks_duplicate_results_dropped_total",
@@ -287,7 +956,27 @@ impl Dispatcher {
             ("tasks_stale_results_dropped_total", c.stale_results_dropped),
             ("tasks_unplaceable_total", c.unplaceable),
             ("tasks_malformed_total", c.malformed),
+            ("breakers_opened_total", c.breaker_opened),
+            ("placement_panic_mode_total", c.panic_mode),
         ]
+    }
+}
+
+enum Verdict {
+    Done,
+    Retry { node_fault: bool },
+    Final,
+}
+
+/// A line for the dead-letter list.
+fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Rejected { reason, .. } => format!("rejected: {reason}"),
+        Outcome::Failed { error, .. } => format!("failed: {error}"),
+        Outcome::TimedOut { after_ms } if *after_ms > 0 => format!("timed out after {after_ms} ms"),
+        Outcome::TimedOut { .. } => "no result within timeout plus grace".to_owned(),
+        Outcome::Accepted => "accepted".to_owned(),
+        Outcome::Completed { .. } => "completed".to_owned(),
     }
 }
 
@@ -379,6 +1068,22 @@ mod tests {
         }
     }
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn rr() -> Dispatcher {
+        Dispatcher::with_seed(
+            PlacementConfig {
+                strategy: Strategy::RoundRobin,
+                // No backoff: a retry is placed in the same call.
+                retry_initial: Duration::ZERO,
+                ..Default::default()
+            },
+            1,
+        )
+    }
+
     fn node_of(o: &Out) -> String {
         match o {
             Out::Assign { node, .. } => node.to_string(),
@@ -389,9 +1094,9 @@ mod tests {
     #[test]
     fn round_robin_over_capable_nodes() {
         let r = registry(&["a", "b", "c"]);
-        let mut d = Dispatcher::new();
+        let mut d = rr();
         let nodes: Vec<String> = (0..6)
-            .map(|i| node_of(&d.on_submit(&r, &submit(&format!("t{i}"), "echo"))[0]))
+            .map(|i| node_of(&d.on_submit(&r, &submit(&format!("t{i}"), "echo"), now())[0]))
             .collect();
         let count = |n: &str| nodes.iter().filter(|t| *t == n).count();
         assert_eq!((count("a"), count("b"), count("c")), (2, 2, 2));
@@ -400,40 +1105,40 @@ mod tests {
     #[test]
     fn busy_is_placed_elsewhere_and_only_the_first_result_is_forwarded() {
         let r = registry(&["a", "b"]);
-        let mut d = Dispatcher::new();
-        let first = d.on_submit(&r, &submit("t", "echo"));
+        let mut d = rr();
+        let first = d.on_submit(&r, &submit("t", "echo"), now());
         let node1 = if node_of(&first[0]) == "a" { "a" } else { "b" };
         let node2 = if node1 == "a" { "b" } else { "a" };
         let busy = Outcome::Rejected {
             reason: "busy".into(),
             retryable: true,
         };
-        let again = d.on_result(&r, node1, &result("t", 1, node1, busy));
+        let again = d.on_result(&r, node1, &result("t", 1, node1, busy), now());
         assert_eq!(again.len(), 1);
         assert_eq!(node_of(&again[0]), node2);
         // A late result of attempt 1 is fenced off.
         assert!(d
-            .on_result(&r, node1, &result("t", 1, node1, done()))
+            .on_result(&r, node1, &result("t", 1, node1, done()), now())
             .is_empty());
-        let fwd = d.on_result(&r, node2, &result("t", 2, node2, done()));
+        let fwd = d.on_result(&r, node2, &result("t", 2, node2, done()), now());
         assert_eq!(fwd.len(), 1);
         assert!(matches!(&fwd[0], Out::Reply { topic, .. } if topic == "fog/v1/clients/c/results"));
         // A redelivered duplicate of the winning result is dropped.
         assert!(d
-            .on_result(&r, node2, &result("t", 2, node2, done()))
+            .on_result(&r, node2, &result("t", 2, node2, done()), now())
             .is_empty());
         assert_eq!(d.counters.duplicate_results_dropped, 1);
         assert_eq!(d.counters.stale_results_dropped, 1);
         // The client resubmitting the id gets the same answer, without a new run.
-        let re = d.on_submit(&r, &submit("t", "echo"));
+        let re = d.on_submit(&r, &submit("t", "echo"), now());
         assert_eq!(re, fwd);
     }
 
     #[test]
     fn no_capable_node_is_a_clear_answer() {
         let r = registry(&["a"]);
-        let mut d = Dispatcher::new();
-        let out = d.on_submit(&r, &submit("t", "resize"));
+        let mut d = rr();
+        let out = d.on_submit(&r, &submit("t", "resize"), now());
         let Out::Reply { result: res, .. } = &out[0] else {
             panic!("{out:?}")
         };
@@ -441,7 +1146,245 @@ mod tests {
             matches!(res.outcome, Outcome::Rejected { ref reason, .. } if reason.contains("resize")),
             "{res:?}"
         );
-        assert!(d.on_submit(&r, b"garbage").is_empty());
+        assert!(d.on_submit(&r, b"garbage", now()).is_empty());
         assert_eq!(d.counters.malformed, 1);
+    }
+
+    fn offline(r: &mut Registry, n: &str, now: Instant) {
+        let s = Status {
+            online: false,
+            at_ms: 2,
+            reason: "connection lost".into(),
+            birth: None,
+        };
+        r.ingest(
+            &format!("fog/v1/nodes/{n}/status"),
+            &codec::encode(&s, Encoding::Json).expect("encodes"),
+            now,
+            2,
+        )
+        .expect("will");
+    }
+
+    fn failed() -> Outcome {
+        Outcome::Failed {
+            error: "disk on fire".into(),
+            retryable: true,
+            exit_code: Some(1),
+            duration_ms: 1,
+        }
+    }
+
+    fn submit_with(id: &str, strategy: &str, timeout_ms: u32) -> Vec<u8> {
+        let mut list: TaskSubmissions = codec::decode(&submit(id, "echo")).expect("decodes");
+        list.items[0].strategy = strategy.into();
+        list.items[0].timeout_ms = timeout_ms;
+        codec::encode(&list, Encoding::Json).expect("encodes")
+    }
+
+    fn assigned(outs: &[Out]) -> Vec<(String, u32)> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Out::Assign { node, task } => Some((node.to_string(), task.attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tasks_on_a_node_that_goes_offline_are_placed_again_and_fenced() {
+        let mut r = registry(&["a", "b"]);
+        let mut d = rr();
+        let t0 = Instant::now();
+        let placed: Vec<(String, u32)> = (0..4)
+            .flat_map(|i| assigned(&d.on_submit(&r, &submit(&format!("t{i}"), "echo"), t0)))
+            .collect();
+        assert_eq!(placed.iter().filter(|(n, _)| n == "a").count(), 2);
+        offline(&mut r, "a", t0);
+        let again = assigned(&d.tick(&r, t0));
+        assert_eq!(
+            again,
+            vec![("b".to_owned(), 2), ("b".to_owned(), 2)],
+            "a's two tasks go to b as attempt 2"
+        );
+        assert_eq!(d.counters.node_lost, 2);
+        // a comes back and reports its old attempt: fenced off.
+        let a_task = (0..4)
+            .map(|i| format!("t{i}"))
+            .find(|id| d.tasks.get(id).is_some_and(|t| t.attempt == 2))
+            .expect("a re-placed task");
+        assert!(d
+            .on_result(&r, "a", &result(&a_task, 1, "a", done()), t0)
+            .is_empty());
+        let fwd = d.on_result(&r, "b", &result(&a_task, 2, "b", done()), t0);
+        assert_eq!(fwd.len(), 1);
+        assert_eq!(d.loads[d.slot_of[&NodeId::new("b").unwrap()]].in_flight, 3);
+        assert_eq!(d.loads[d.slot_of[&NodeId::new("a").unwrap()]].in_flight, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_past_timeout_and_grace_is_retried_elsewhere() {
+        let r = registry(&["a", "b"]);
+        let mut d = rr();
+        let t0 = Instant::now();
+        let first = assigned(&d.on_submit(&r, &submit_with("t", "", 1000), t0));
+        assert_eq!(first.len(), 1);
+        // Timeout 1 s + grace 5 s: nothing at 5.9 s, a retry at 6 s.
+        assert!(d.tick(&r, t0 + Duration::from_millis(5900)).is_empty());
+        let again = assigned(&d.tick(&r, t0 + Duration::from_secs(6)));
+        assert_eq!(again.len(), 1);
+        assert_ne!(again[0].0, first[0].0, "placed on the other node");
+        assert_eq!(again[0].1, 2);
+        assert_eq!(d.counters.timed_out, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_opens_after_five_failures_and_closes_after_two_probes() {
+        let r = registry(&["a", "b", "c"]);
+        let mut d = Dispatcher::with_seed(
+            PlacementConfig {
+                strategy: Strategy::RoundRobin,
+                retry_initial: Duration::ZERO,
+                max_attempts: 1,
+                ..Default::default()
+            },
+            1,
+        );
+        let t0 = Instant::now();
+        let mut n = 0;
+        let mut submit_one = |d: &mut Dispatcher, at: Instant| {
+            n += 1;
+            let id = format!("t{n}");
+            let out = assigned(&d.on_submit(&r, &submit(&id, "echo"), at));
+            (id, out[0].0.clone())
+        };
+        // Every task that lands on a fails; the others succeed.
+        let mut fails = 0;
+        while fails < 5 {
+            let (id, node) = submit_one(&mut d, t0);
+            let outcome = if node == "a" {
+                fails += 1;
+                failed()
+            } else {
+                done()
+            };
+            d.on_result(&r, &node, &result(&id, 1, &node, outcome), t0);
+        }
+        assert_eq!(d.counters.breaker_opened, 1);
+        for _ in 0..20 {
+            let (id, node) = submit_one(&mut d, t0 + Duration::from_secs(30));
+            assert_ne!(node, "a", "an open breaker gets no tasks");
+            d.on_result(&r, &node, &result(&id, 1, &node, done()), t0);
+        }
+        // After 60 s: half-open, exactly one probe at a time goes to a.
+        let t1 = t0 + Duration::from_secs(61);
+        let (p1, node) = submit_one(&mut d, t1);
+        assert_eq!(node, "a", "the next task is a's probe");
+        let (other, node) = submit_one(&mut d, t1);
+        assert_ne!(node, "a", "one probe at a time");
+        d.on_result(&r, &node, &result(&other, 1, &node, done()), t1);
+        d.on_result(&r, "a", &result(&p1, 1, "a", done()), t1);
+        let (p2, node) = submit_one(&mut d, t1);
+        assert_eq!(node, "a");
+        d.on_result(&r, "a", &result(&p2, 1, "a", done()), t1);
+        let nodes: Vec<String> = (0..6).map(|_| submit_one(&mut d, t1).1).collect();
+        assert_eq!(
+            nodes.iter().filter(|n| *n == "a").count(),
+            2,
+            "closed again: back in the rotation"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn out_of_attempts_is_dead_lettered_with_the_last_failure() {
+        let r = registry(&["a", "b"]);
+        let mut d = rr();
+        let t0 = Instant::now();
+        let mut out = d.on_submit(&r, &submit("t", "echo"), t0);
+        for attempt in 1..=3 {
+            let (node, a) = assigned(&out)[0].clone();
+            assert_eq!(a, attempt);
+            out = d.on_result(&r, &node, &result("t", attempt, &node, failed()), t0);
+        }
+        let Out::Reply { result: res, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(
+            matches!(&res.outcome, Outcome::Failed { error, .. } if error == "disk on fire"),
+            "{res:?}"
+        );
+        let dead: Vec<&DeadLetter> = d.dead_letters().collect();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 3);
+        assert!(dead[0].last_error.contains("disk on fire"));
+        assert_eq!(d.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_panic_threshold_breakers_are_ignored() {
+        let r = registry(&["a", "b"]);
+        let mut d = rr();
+        let now = Instant::now();
+        // Slots exist only after a sync; do one, then open both breakers.
+        let _ = d.on_submit(&r, &submit("warm", "echo"), now);
+        for s in &mut d.slots {
+            for _ in 0..5 {
+                s.breaker.on_failure(&BreakerConfig::default(), now);
+            }
+        }
+        d.generation += 1;
+        let out = assigned(&d.on_submit(&r, &submit("t", "echo"), now));
+        assert_eq!(
+            out.len(),
+            1,
+            "both breakers open: balance across all instead of refusing"
+        );
+        assert!(d.counters.panic_mode >= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_only_suspect_nodes_a_task_waits_then_is_refused_with_the_reason() {
+        let mut r = registry(&["a"]);
+        let mut d = rr();
+        let t0 = Instant::now();
+        // a falls silent: suspect after 3 missed 1 s intervals.
+        r.tick(t0 + Duration::from_millis(3500));
+        let t1 = t0 + Duration::from_millis(3500);
+        assert!(
+            d.on_submit(&r, &submit("t", "echo"), t1).is_empty(),
+            "waits"
+        );
+        assert_eq!(
+            d.counters_map()
+                .iter()
+                .find(|(k, _)| *k == "tasks_waiting")
+                .map(|x| x.1),
+            Some(1)
+        );
+        let out = d.tick(&r, t1 + Duration::from_secs(31));
+        let Out::Reply { result: res, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(
+            matches!(&res.outcome, Outcome::Rejected { reason, .. } if reason.contains("1 suspect")),
+            "{res:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_may_name_its_strategy_and_a_bad_name_is_refused() {
+        let r = registry(&["a", "b"]);
+        let mut d = rr();
+        let now = Instant::now();
+        let out = d.on_submit(&r, &submit_with("t1", "least_connections", 0), now);
+        assert_eq!(assigned(&out).len(), 1);
+        let out = d.on_submit(&r, &submit_with("t2", "fastest", 0), now);
+        let Out::Reply { result: res, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(
+            matches!(&res.outcome, Outcome::Rejected { reason, retryable: false } if reason.contains("fastest")),
+            "{res:?}"
+        );
     }
 }

@@ -24,6 +24,8 @@ use fog_proto::{
 };
 use tokio::time::Instant;
 
+use crate::phi::PhiDetector;
+
 /// Liveness rules.
 #[derive(Debug, Clone)]
 pub struct LivenessConfig {
@@ -33,6 +35,9 @@ pub struct LivenessConfig {
     pub suspect_after_missed: u32,
     /// Missed heartbeat intervals before a silent node is offline.
     pub offline_after_missed: u32,
+    /// Suspicion (phi accrual over heartbeat gaps) at which a silent node is suspect
+    /// before `suspect_after_missed` intervals have passed.
+    pub phi_threshold: f64,
 }
 
 impl Default for LivenessConfig {
@@ -41,6 +46,7 @@ impl Default for LivenessConfig {
             default_heartbeat_interval: Duration::from_secs(5),
             suspect_after_missed: 3,
             offline_after_missed: 6,
+            phi_threshold: 8.0,
         }
     }
 }
@@ -105,6 +111,8 @@ pub struct NodeEntry {
     pub offline_reason: String,
     /// Offline by its own record (will or clean exit): only a new birth revives it.
     offline_by_record: bool,
+    /// Heartbeat gaps, for phi-accrual suspicion.
+    pub gaps: PhiDetector,
 }
 
 impl NodeEntry {
@@ -117,6 +125,7 @@ impl NodeEntry {
             heartbeat: None,
             reading_cpu_pct: None,
             reading_mem_pct: None,
+            gaps: PhiDetector::new(Duration::from_secs(5)),
             offline_reason: String::new(),
             offline_by_record: false,
         }
@@ -129,6 +138,9 @@ pub struct Registry {
     liveness: LivenessConfig,
     nodes: HashMap<NodeId, NodeEntry>,
     counters: BTreeMap<&'static str, u64>,
+    /// Bumped on every change of a node's state or birth record, so placement can
+    /// rebuild its eligible sets only when something it depends on changed.
+    generation: u64,
 }
 
 impl Registry {
@@ -138,7 +150,18 @@ impl Registry {
             liveness,
             nodes: HashMap::new(),
             counters: BTreeMap::new(),
+            generation: 0,
         }
+    }
+
+    /// Changes whenever any node's state or birth record changes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Every known node, in no particular order.
+    pub fn nodes(&self) -> impl Iterator<Item = (&NodeId, &NodeEntry)> {
+        self.nodes.iter()
     }
 
     pub fn topics(&self) -> &Topics {
@@ -214,6 +237,7 @@ impl Registry {
             NodeTopic::Heartbeat => {
                 let hb: Heartbeat = codec::decode(payload).map_err(decode_err)?;
                 let e = self.touch(node, now, wall_ms);
+                e.gaps.heartbeat(now);
                 e.heartbeat = Some(hb);
                 Ok(Ingested::Heartbeat)
             }
@@ -239,7 +263,15 @@ impl Registry {
                     .nodes
                     .entry(id.clone())
                     .or_insert_with(|| NodeEntry::new(now, wall_ms));
+                self.generation += 1;
                 if s.online {
+                    let interval = s
+                        .birth
+                        .as_ref()
+                        .map(|b| Duration::from_millis(u64::from(b.heartbeat_interval_ms)))
+                        .filter(|d| !d.is_zero())
+                        .unwrap_or(self.liveness.default_heartbeat_interval);
+                    entry.gaps = PhiDetector::new(interval);
                     entry.birth = s.birth;
                     entry.state = NodeState::Online;
                     entry.offline_by_record = false;
@@ -267,7 +299,10 @@ impl Registry {
     fn touch(&mut self, node: &str, now: Instant, wall_ms: u64) -> &mut NodeEntry {
         if !self.nodes.contains_key(node) {
             let id = NodeId::new(node).expect("parse_node validated the node id");
-            self.nodes.insert(id, NodeEntry::new(now, wall_ms));
+            let mut e = NodeEntry::new(now, wall_ms);
+            e.gaps = PhiDetector::new(self.liveness.default_heartbeat_interval);
+            self.nodes.insert(id, e);
+            self.generation += 1;
         }
         let e = self.nodes.get_mut(node).expect("inserted above");
         e.last_seen = now;
@@ -277,6 +312,7 @@ impl Registry {
         if e.state != NodeState::Online && !e.offline_by_record {
             e.state = NodeState::Online;
             e.offline_reason.clear();
+            self.generation += 1;
         }
         e
     }
@@ -305,9 +341,12 @@ impl Registry {
             {
                 offline_after = offline_after.min(ka.mul_f32(1.5));
             }
+            // Suspect by phi once there are gaps to judge by, and after a fixed count of
+            // missed intervals in any case; offline only by the hard silence limit.
+            let phi_suspect = e.gaps.samples() >= 3 && e.gaps.phi(now) >= l.phi_threshold;
             let to = if silent >= offline_after {
                 NodeState::Offline
-            } else if silent >= interval * l.suspect_after_missed {
+            } else if phi_suspect || silent >= interval * l.suspect_after_missed {
                 NodeState::Suspect
             } else {
                 NodeState::Online
@@ -324,6 +363,7 @@ impl Registry {
                     reason,
                 });
                 e.state = to;
+                self.generation += 1;
             }
         }
         out

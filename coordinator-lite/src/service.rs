@@ -86,7 +86,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let topics = Topics::new(config.prefix.clone());
     let mut registry = Registry::new(topics.clone(), config.liveness.clone());
-    let mut dispatch = Dispatcher::new();
+    let mut dispatch = Dispatcher::new(config.placement.clone());
     let mut batcher = Batcher::new(topics.clone(), config.encoding);
     let status_topic = topics.coordinator_status();
     let enc = config.encoding;
@@ -135,6 +135,10 @@ pub async fn serve(
     liveness.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut publish = tokio::time::interval(config.status_interval);
     publish.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    // Retries, timeouts and re-placement off lost nodes: timers are checked this often
+    // while tasks are in flight (a peek at a heap when nothing is due).
+    let mut dispatch_tick = tokio::time::interval(Duration::from_millis(10));
+    dispatch_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut subscribed = false;
     let mut last_reject_log: std::collections::HashMap<&'static str, Instant> = Default::default();
 
@@ -145,8 +149,8 @@ pub async fn serve(
             ev = link.next_event() => match ev {
                 Some(LinkEvent::Message { topic, payload }) if topic.ends_with("/results") || topic.ends_with("/tasks/submit") => {
                     let msgs = match topics.parse(&topic) {
-                        Ok(ParsedTopic::Submit) => dispatch.on_submit(&registry, &payload),
-                        Ok(ParsedTopic::Node(node, NodeTopic::Results)) => dispatch.on_result(&registry, node.as_str(), &payload),
+                        Ok(ParsedTopic::Submit) => dispatch.on_submit(&registry, &payload, Instant::now()),
+                        Ok(ParsedTopic::Node(node, NodeTopic::Results)) => dispatch.on_result(&registry, node.as_str(), &payload, Instant::now()),
                         _ => Vec::new(),
                     };
                     for m in msgs {
@@ -159,6 +163,10 @@ pub async fn serve(
                     if let Ok(crate::registry::Ingested::Status { node, online }) = &res {
                         let reason = registry.get(node.as_str()).map(|e| e.offline_reason.clone()).unwrap_or_default();
                         tracing::info!(node.id = %node, online, %reason, "node status");
+                        // A Last Will: re-place that node's tasks now, not at the next tick.
+                        for m in dispatch.tick(&registry, now) {
+                            batcher.push(m);
+                        }
                     }
                     if let Err(error) = res {
                         let reason = error.reason();
@@ -183,8 +191,17 @@ pub async fn serve(
             },
             _ = flush_tick.tick(), if !batcher.is_idle() => batcher.flush(&link),
             _ = liveness.tick() => {
-                for t in registry.tick(Instant::now()) {
+                let now = Instant::now();
+                for t in registry.tick(now) {
                     tracing::info!(node.id = %t.node, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "node state changed");
+                }
+                for m in dispatch.tick(&registry, now) {
+                    batcher.push(m);
+                }
+            }
+            _ = dispatch_tick.tick(), if dispatch.in_flight() > 0 => {
+                for m in dispatch.tick(&registry, Instant::now()) {
+                    batcher.push(m);
                 }
             }
             _ = publish.tick() => {
