@@ -18,6 +18,7 @@ fn will_only() -> LivenessConfig {
         default_heartbeat_interval: Duration::from_secs(1),
         suspect_after_missed: 1000,
         offline_after_missed: 2000,
+        phi_threshold: f64::INFINITY,
     }
 }
 
