@@ -805,7 +805,10 @@ impl Dispatcher {
                 retryable: true, ..
             }
             | Outcome::TimedOut { .. } => Verdict::Retry { node_fault: true },
-            Outcome::Rejected { .. } | Outcome::Failed { .. } => Verdict::Final,
+            // A command that fails for good is still a failure of the node for the
+            // breaker (as a 5xx is for Envoy's outlier detection); a refusal is not.
+            Outcome::Failed { .. } => Verdict::Final { node_fault: true },
+            Outcome::Rejected { .. } => Verdict::Final { node_fault: false },
         };
         let latency = now.saturating_duration_since(at).as_secs_f64() * 1000.0;
         self.loads[slot].latency_ms =
@@ -814,8 +817,10 @@ impl Dispatcher {
         let before = self.slots[slot].breaker.state(&bcfg, now);
         match verdict {
             Verdict::Done => self.slots[slot].breaker.on_success(&bcfg),
-            Verdict::Retry { node_fault: true } => self.slots[slot].breaker.on_failure(&bcfg, now),
-            Verdict::Retry { node_fault: false } | Verdict::Final => {
+            Verdict::Retry { node_fault: true } | Verdict::Final { node_fault: true } => {
+                self.slots[slot].breaker.on_failure(&bcfg, now)
+            }
+            Verdict::Retry { node_fault: false } | Verdict::Final { node_fault: false } => {
                 if probe {
                     self.slots[slot].breaker.on_abandoned()
                 }
@@ -842,7 +847,7 @@ impl Dispatcher {
                 let id = r.id.clone();
                 self.retry(&id, now, Some(r))
             }
-            Verdict::Done | Verdict::Final => {
+            Verdict::Done | Verdict::Final { .. } => {
                 let t = self.tasks.remove(&r.id)?;
                 self.waiting = self.waiting.saturating_sub(1);
                 if matches!(r.outcome, Outcome::Completed { .. }) {
@@ -965,7 +970,7 @@ impl Dispatcher {
 enum Verdict {
     Done,
     Retry { node_fault: bool },
-    Final,
+    Final { node_fault: bool },
 }
 
 /// A line for the dead-letter list.

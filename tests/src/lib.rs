@@ -62,6 +62,15 @@ impl RunningCoordinator {
         Self::start_with(cfg)
     }
 
+    /// A coordinator from TOML: `extra` (top-level keys and tables such as
+    /// `[placement]` or `[breaker]`) goes before the test's own `[broker]` table.
+    pub fn start_toml(broker_url: &str, extra: &str) -> anyhow::Result<Self> {
+        let text = format!(
+            "status_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n{extra}\n[broker]\nurl = \"{broker_url}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n"
+        );
+        Self::start_with(CoordinatorConfig::from_toml(&text, "test")?)
+    }
+
     pub fn start_with(cfg: CoordinatorConfig) -> anyhow::Result<Self> {
         let (tx, view) = watch::channel(fog_coordinator::service::empty_snapshot());
         let stop = CancellationToken::new();

@@ -1,0 +1,249 @@
+//! Placement end to end against a real broker: an agent killed with kill -9 under load
+//! loses nothing, and a node whose breaker is open gets no tasks until its probes
+//! succeed. (Busy agents shedding load to the others is in tasks.rs.)
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fog_coordinator::client::{self, Client};
+use fog_e2e::{brokers::harness_bin, init_logging, RunningAgent, RunningCoordinator, TestBroker};
+use fog_proto::{NodeState, Outcome, TaskResult, Topics};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn online(s: &fog_proto::CoordinatorStatus, node: &str) -> bool {
+    s.nodes
+        .iter()
+        .any(|n| n.node.as_str() == node && n.state == NodeState::Online)
+}
+
+async fn client(broker: &TestBroker) -> Client {
+    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
+        .await
+        .expect("client connects")
+}
+
+/// An agent in its own process, killed (kill -9) when dropped.
+struct AgentProcess(Child);
+
+impl AgentProcess {
+    fn start(node: &str, broker: &TestBroker, dir: &Path) -> Self {
+        let cfg = dir.join(format!("{node}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\n[pool]\nworkers = 2\nqueue_capacity = 512\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
+                dir.join(node).display(),
+                broker.url()
+            ),
+        )
+        .expect("write config");
+        let bin = harness_bin("fog-test-agent").expect("harness agent");
+        AgentProcess(
+            Command::new(bin)
+                .arg(&cfg)
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("agent starts"),
+        )
+    }
+
+    fn kill9(&mut self) {
+        self.0.kill().expect("kill -9");
+        self.0.wait().expect("reaped");
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One `check` task, waited for.
+async fn run(c: &mut Client) -> TaskResult {
+    let sub = client::submission("check", b"x".to_vec(), 0, Duration::from_secs(10), false);
+    client::submit_and_wait(c, sub, WAIT)
+        .await
+        .expect("a result")
+}
+
+/// Collect final results until `n` distinct ids have one, then linger for duplicates.
+async fn finals(c: &mut Client, n: usize, linger: Duration) -> HashMap<String, Vec<TaskResult>> {
+    let mut seen: HashMap<String, Vec<TaskResult>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < n && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
+        {
+            if !matches!(r.outcome, Outcome::Accepted) {
+                seen.entry(r.id.clone()).or_default().push(r);
+            }
+        }
+    }
+    while let Ok(Ok(Some(r))) = tokio::time::timeout(linger, c.next_result()).await {
+        if !matches!(r.outcome, Outcome::Accepted) {
+            seen.entry(r.id.clone()).or_default().push(r);
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_under_load_loses_nothing() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let mut coord = RunningCoordinator::start_toml(&broker.url(), "").expect("coordinator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agents: Vec<AgentProcess> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|n| AgentProcess::start(n, &broker, dir.path()))
+        .collect();
+    coord
+        .wait_for("three agents", WAIT, |s| {
+            ["k1", "k2", "k3"].iter().all(|n| online(s, n))
+        })
+        .await;
+    let mut c = client(&broker).await;
+    // 300 sleeps of 40 ms on 3 x 2 workers: about 2 s of work, so the killed agent has
+    // plenty accepted and queued when it dies.
+    let n = 300;
+    let subs: Vec<_> = (0..n)
+        .map(|_| client::submission("sleep", b"40".to_vec(), 0, WAIT, false))
+        .collect();
+    let ids = c.submit_many(subs).await.expect("submitted");
+    let mut early: HashMap<String, Vec<TaskResult>> = HashMap::new();
+    while early.len() < 30 {
+        let r = tokio::time::timeout(WAIT, c.next_result())
+            .await
+            .expect("results flow")
+            .expect("client ok")
+            .expect("open");
+        if !matches!(r.outcome, Outcome::Accepted) {
+            early.entry(r.id.clone()).or_default().push(r);
+        }
+    }
+    agents[0].kill9();
+    let mut seen = finals(&mut c, n - early.len(), Duration::from_secs(1)).await;
+    for (id, rs) in early {
+        seen.entry(id).or_default().extend(rs);
+    }
+    for id in &ids {
+        let rs = seen.get(id).map(Vec::as_slice).unwrap_or_default();
+        assert_eq!(
+            rs.len(),
+            1,
+            "task {id}: exactly one final result, got {rs:?}"
+        );
+        assert!(
+            matches!(rs[0].outcome, Outcome::Completed { .. }),
+            "{id}: {:?}",
+            rs[0]
+        );
+    }
+    let snap = coord
+        .wait_for("counters", WAIT, |s| {
+            s.counters
+                .get("tasks_completed_total")
+                .copied()
+                .unwrap_or(0)
+                >= n as u64
+        })
+        .await;
+    let lost = snap
+        .counters
+        .get("tasks_node_lost_total")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        lost > 0,
+        "the kill must have caught tasks in flight: {:?}",
+        snap.counters
+    );
+    let replaced: Vec<&TaskResult> = seen.values().flatten().filter(|r| r.attempt > 1).collect();
+    assert!(
+        replaced.iter().all(|r| r.node.as_str() != "k1"),
+        "re-placed tasks ran elsewhere"
+    );
+    assert_eq!(
+        replaced.len() as u64,
+        lost,
+        "every lost task ran again exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_gets_no_tasks_until_its_probes_succeed() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let mut coord = RunningCoordinator::start_toml(
+        &broker.url(),
+        "[placement]\nstrategy = \"round_robin\"\n[breaker]\nfailures_to_open = 3\nopen_secs = 5.0\nsuccesses_to_close = 2\n",
+    )
+    .expect("coordinator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = dir.path().join("broken");
+    std::fs::write(&broken, b"").expect("flag");
+    // The same kind everywhere; on "flaky" it fails while the flag file exists.
+    let check = |cmd: &str| {
+        format!(
+            "[tasks.check]\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"{cmd}\"]\ntimeout_secs = 5\n"
+        )
+    };
+    let flaky = check(&format!("test ! -e {} && exec /bin/cat", broken.display()));
+    let _a = RunningAgent::start("flaky", &broker.url(), &flaky, "").expect("agent");
+    let _b =
+        RunningAgent::start("good-1", &broker.url(), &check("exec /bin/cat"), "").expect("agent");
+    let _c =
+        RunningAgent::start("good-2", &broker.url(), &check("exec /bin/cat"), "").expect("agent");
+    coord
+        .wait_for("three agents", WAIT, |s| {
+            ["flaky", "good-1", "good-2"].iter().all(|n| online(s, n))
+        })
+        .await;
+    let mut c = client(&broker).await;
+    // Round robin: every third task lands on flaky and fails, until three failures
+    // open its breaker.
+    let mut flaky_failures = 0;
+    for _ in 0..30 {
+        let r = run(&mut c).await;
+        if r.node.as_str() == "flaky" {
+            assert!(matches!(r.outcome, Outcome::Failed { .. }), "{r:?}");
+            flaky_failures += 1;
+            if flaky_failures == 3 {
+                break;
+            }
+        } else {
+            assert!(matches!(r.outcome, Outcome::Completed { .. }), "{r:?}");
+        }
+    }
+    assert_eq!(flaky_failures, 3);
+    // Open: nothing goes to flaky.
+    let opened = tokio::time::Instant::now();
+    for _ in 0..8 {
+        let r = run(&mut c).await;
+        assert_ne!(r.node.as_str(), "flaky", "an open breaker got a task");
+    }
+    assert!(
+        opened.elapsed() < Duration::from_secs(5),
+        "the check outlived the open period"
+    );
+    // Fixed; once the open period is over, probes go to flaky, succeed, and close it.
+    std::fs::remove_file(&broken).expect("unflag");
+    tokio::time::sleep(Duration::from_millis(5100).saturating_sub(opened.elapsed())).await;
+    let mut on_flaky = 0;
+    for _ in 0..12 {
+        let r = run(&mut c).await;
+        assert!(matches!(r.outcome, Outcome::Completed { .. }), "{r:?}");
+        if r.node.as_str() == "flaky" {
+            on_flaky += 1;
+        }
+    }
+    assert!(
+        on_flaky >= 3,
+        "closed again: flaky back in the rotation ({on_flaky} of 12)"
+    );
+}
