@@ -91,8 +91,6 @@ struct Slot {
     id: NodeId,
     hash: u64,
     breaker: Breaker,
-    /// Per kind, EWMA of run time in ms (from the agents' `duration_ms`).
-    kind_ms: Vec<(String, f64)>,
     /// The registry's view at the last sync.
     state: NodeState,
     kinds: Vec<String>,
@@ -173,6 +171,40 @@ pub struct DispatchCounters {
     pub panic_mode: u64,
 }
 
+/// Per kind, how long it takes on each node (adaptive): a dense EWMA of run time by
+/// slot (0 = not run there yet) and the running sum of the known ones for their mean.
+#[derive(Default)]
+struct KindTimes {
+    ms: Vec<f64>,
+    sum: f64,
+    known: u32,
+}
+
+impl KindTimes {
+    fn learn(&mut self, slot: usize, sample_ms: f64) {
+        if self.ms.len() <= slot {
+            self.ms.resize(slot + 1, 0.0);
+        }
+        let old = self.ms[slot];
+        let new = if old > 0.0 {
+            old + KIND_ALPHA * (sample_ms - old)
+        } else {
+            self.known += 1;
+            sample_ms
+        };
+        self.ms[slot] = new;
+        self.sum += new - old;
+    }
+
+    fn mean(&self) -> f64 {
+        if self.known == 0 {
+            0.0
+        } else {
+            self.sum / f64::from(self.known)
+        }
+    }
+}
+
 /// Per kind: who may take it now.
 #[derive(Default)]
 struct KindSet {
@@ -194,6 +226,7 @@ pub struct Dispatcher {
     /// Bumped when eligibility may have changed (registry or breakers).
     generation: u64,
     kinds: HashMap<String, KindSet>,
+    kind_times: HashMap<String, KindTimes>,
     placer: Placer,
     rng: fastrand::Rng,
     tasks: HashMap<String, Task>,
@@ -236,6 +269,7 @@ impl Dispatcher {
             registry_generation: None,
             generation: 0,
             kinds: HashMap::new(),
+            kind_times: HashMap::new(),
             placer: Placer::with_seed(seed),
             rng: fastrand::Rng::with_seed(seed ^ 0x5eed),
             tasks: HashMap::new(),
@@ -319,7 +353,6 @@ impl Dispatcher {
                         id: id.clone(),
                         hash: hash64(id.as_str().as_bytes()),
                         breaker: Breaker::default(),
-                        kind_ms: Vec::new(),
                         state: e.state,
                         kinds: Vec::new(),
                         degraded: false,
@@ -553,12 +586,9 @@ impl Dispatcher {
                 let slots = &self.slots;
                 let loads = &self.loads;
                 let node_hash = |s: usize| slots[s].hash;
-                let kind_ms = |s: usize| {
-                    slots[s]
-                        .kind_ms
-                        .iter()
-                        .find(|(k, _)| *k == kind)
-                        .map(|(_, ms)| *ms)
+                let (kind_ms, kind_default_ms) = match self.kind_times.get(&kind) {
+                    Some(k) => (k.ms.as_slice(), k.mean()),
+                    None => (&[][..], 0.0),
                 };
                 let req = Request {
                     strategy,
@@ -567,7 +597,8 @@ impl Dispatcher {
                     loads,
                     key_hash,
                     node_hash: &node_hash,
-                    kind_ms: &kind_ms,
+                    kind_ms,
+                    kind_default_ms,
                 };
                 self.placer.pick(&kind, &req).map(|s| (s, false))
             }
@@ -790,12 +821,11 @@ impl Dispatcher {
         let verdict = match &r.outcome {
             Outcome::Accepted => return None,
             Outcome::Completed { duration_ms, .. } => {
-                let s = &mut self.slots[slot];
-                let sample = *duration_ms as f64;
-                match s.kind_ms.iter_mut().find(|(k, _)| *k == t.sub.kind) {
-                    Some((_, ms)) => *ms += KIND_ALPHA * (sample - *ms),
-                    None => s.kind_ms.push((t.sub.kind.clone(), sample)),
-                }
+                let times = match self.kind_times.get_mut(&t.sub.kind) {
+                    Some(k) => k,
+                    None => self.kind_times.entry(t.sub.kind.clone()).or_default(),
+                };
+                times.learn(slot, (*duration_ms as f64).max(0.001));
                 Verdict::Done
             }
             Outcome::Rejected {
