@@ -243,17 +243,33 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// What `bench` submits.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub kind: String,
+    pub tasks: usize,
+    /// Most tasks outstanding at once.
+    pub concurrency: usize,
+    pub payload_bytes: usize,
+    /// Give up on stragglers this long after the last result arrived.
+    pub wait: Duration,
+    /// Placement strategy for every task; empty for the coordinator's default.
+    pub strategy: String,
+    /// Print a progress bar on stderr.
+    pub progress: bool,
+}
+
 /// Submit `tasks` tasks, at most `concurrency` outstanding, and wait for every result
 /// (giving up on stragglers `wait` after the last result arrived).
-pub async fn bench(
-    client: &mut Client,
-    kind: &str,
-    tasks: usize,
-    concurrency: usize,
-    payload_bytes: usize,
-    wait: Duration,
-    progress: bool,
-) -> Result<BenchReport, ClientError> {
+pub async fn bench(client: &mut Client, o: &BenchOptions) -> Result<BenchReport, ClientError> {
+    let (kind, tasks, concurrency, payload_bytes, wait, progress) = (
+        o.kind.as_str(),
+        o.tasks,
+        o.concurrency,
+        o.payload_bytes,
+        o.wait,
+        o.progress,
+    );
     let payload: Vec<u8> = (0..payload_bytes).map(|i| b'a' + (i % 26) as u8).collect();
     let run = random_id("bench");
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(tasks);
@@ -270,6 +286,7 @@ pub async fn bench(
         while next < tasks && sent_at.len() + batch.len() - done.len() < concurrency.max(1) {
             let mut sub = submission(kind, payload.clone(), 0, Duration::from_secs(60), false);
             sub.id = format!("{run}-{next}");
+            sub.strategy.clone_from(&o.strategy);
             batch.push(sub);
             next += 1;
             if batch.len() >= fog_proto::message::BATCH_MAX_ITEMS {

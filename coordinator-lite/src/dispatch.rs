@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use fog_proto::{
     codec, NodeId, NodeState, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmission,
-    TaskSubmissions,
+    TaskSubmissions, TaskSummary, STATUS_TASKS_MAX,
 };
 use tokio::time::Instant;
 
@@ -109,6 +109,8 @@ enum Where {
 
 struct Task {
     sub: TaskSubmission,
+    /// Wall clock at submission, for `fog-coordinator tasks`.
+    submitted_ms: u64,
     strategy: Strategy,
     key_hash: u64,
     attempt: u32,
@@ -235,6 +237,8 @@ pub struct Dispatcher {
     finished: HashMap<String, Out>,
     finished_order: VecDeque<String>,
     dead: VecDeque<DeadLetter>,
+    /// The last tasks that ended, newest at the back, for `fog-coordinator tasks`.
+    recent: VecDeque<TaskSummary>,
     last_weights: Option<Instant>,
     pub counters: DispatchCounters,
 }
@@ -278,6 +282,7 @@ impl Dispatcher {
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             dead: VecDeque::new(),
+            recent: VecDeque::new(),
             last_weights: None,
             counters: DispatchCounters::default(),
         }
@@ -290,6 +295,53 @@ impl Dispatcher {
     /// Tasks that ran out of attempts, oldest first.
     pub fn dead_letters(&self) -> impl Iterator<Item = &DeadLetter> {
         self.dead.iter()
+    }
+
+    /// Running (oldest first), recent and dead-lettered (newest first) tasks, at most
+    /// [`STATUS_TASKS_MAX`] each, for the coordinator status.
+    pub fn task_lists(&self) -> (Vec<TaskSummary>, Vec<TaskSummary>, Vec<TaskSummary>) {
+        let mut running: Vec<TaskSummary> = self
+            .tasks
+            .values()
+            .map(|t| {
+                let (node, state) = match t.at {
+                    Where::Placed { slot, .. } => (self.slots[slot].id.to_string(), "running"),
+                    Where::Waiting { .. } => (String::new(), "waiting"),
+                };
+                TaskSummary {
+                    id: t.sub.id.clone(),
+                    kind: t.sub.kind.clone(),
+                    node,
+                    attempt: t.attempt,
+                    state: state.to_owned(),
+                    detail: t
+                        .last_failure
+                        .as_ref()
+                        .map(|r| describe(&r.outcome))
+                        .unwrap_or_default(),
+                    at_ms: t.submitted_ms,
+                }
+            })
+            .collect();
+        running.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+        running.truncate(STATUS_TASKS_MAX);
+        let recent = self.recent.iter().rev().cloned().collect();
+        let dead = self
+            .dead
+            .iter()
+            .rev()
+            .take(STATUS_TASKS_MAX)
+            .map(|d| TaskSummary {
+                id: d.id.clone(),
+                kind: d.kind.clone(),
+                node: String::new(),
+                attempt: d.attempts,
+                state: "dead".to_owned(),
+                detail: d.last_error.clone(),
+                at_ms: d.at_ms,
+            })
+            .collect();
+        (running, recent, dead)
     }
 
     /// Per node placement figures, sorted by node id.
@@ -324,7 +376,26 @@ impl Dispatcher {
         }
     }
 
-    fn remember(&mut self, id: String, out: Out) {
+    fn remember(&mut self, id: String, kind: &str, out: Out) {
+        if let Out::Reply { result, .. } = &out {
+            let (state, detail) = match &result.outcome {
+                Outcome::Completed { .. } => ("completed", String::new()),
+                Outcome::Rejected { reason, .. } => ("rejected", reason.clone()),
+                o => ("failed", describe(o)),
+            };
+            self.recent.push_back(TaskSummary {
+                id: id.clone(),
+                kind: kind.to_owned(),
+                node: result.node.to_string(),
+                attempt: result.attempt,
+                state: state.to_owned(),
+                detail,
+                at_ms: fog_agent::service::now_ms(),
+            });
+            while self.recent.len() > STATUS_TASKS_MAX {
+                self.recent.pop_front();
+            }
+        }
         if self.finished.insert(id.clone(), out).is_none() {
             self.finished_order.push_back(id);
         }
@@ -529,6 +600,7 @@ impl Dispatcher {
             id.clone(),
             Task {
                 sub,
+                submitted_ms: fog_agent::service::now_ms(),
                 strategy,
                 key_hash,
                 attempt: 1,
@@ -685,7 +757,7 @@ impl Dispatcher {
             self.waiting = self.waiting.saturating_sub(1);
         }
         let out = self.answer(&t.sub, t.attempt, Outcome::Rejected { reason, retryable });
-        self.remember(t.sub.id, out.clone());
+        self.remember(t.sub.id, &t.sub.kind, out.clone());
         Some(out)
     }
 
@@ -771,7 +843,7 @@ impl Dispatcher {
             topic: t.sub.reply_to.clone(),
             result,
         };
-        self.remember(t.sub.id, out.clone());
+        self.remember(t.sub.id, &t.sub.kind, out.clone());
         Some(out)
     }
 
@@ -890,7 +962,7 @@ impl Dispatcher {
                     topic: t.sub.reply_to,
                     result: r,
                 };
-                self.remember(id, out.clone());
+                self.remember(id, &t.sub.kind, out.clone());
                 Some(out)
             }
         }

@@ -14,6 +14,7 @@
 //! let (view, _rx) = tokio::sync::watch::channel(Arc::new(fog_proto::CoordinatorStatus {
 //!     online: false, at_ms: 0, version: String::new(), reason: String::new(),
 //!     nodes: vec![], counters: Default::default(),
+//!     running: vec![], recent: vec![], dead: vec![], scaling: None,
 //! }));
 //! fog_coordinator::service::serve(config, tokio_util::sync::CancellationToken::new(), view).await?;
 //! # Ok(()) }

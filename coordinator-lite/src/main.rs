@@ -56,6 +56,25 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
+    /// List running, recently ended and dead-lettered tasks (all three by default).
+    Tasks {
+        #[command(flatten)]
+        common: Common,
+        /// Only tasks in flight (placed or waiting for a node).
+        #[arg(long)]
+        running: bool,
+        /// Only tasks that ended recently.
+        #[arg(long)]
+        recent: bool,
+        /// Only dead-lettered tasks (out of attempts).
+        #[arg(long)]
+        dead: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
     /// Submit a task and print its result (output on stdout, status on stderr).
     Submit {
         #[command(flatten)]
@@ -99,6 +118,11 @@ enum Command {
         /// Seconds without any result before the rest count as lost.
         #[arg(long, default_value_t = 30.0)]
         wait: f64,
+        /// Placement strategy for every task (default: the coordinator's): round_robin,
+        /// weighted_round_robin, least_connections, response_time, consistent_hash,
+        /// p2c, adaptive.
+        #[arg(long)]
+        strategy: Option<fog_coordinator::placement::Strategy>,
     },
     /// Broker, coordinator and agents in one process with a live view.
     Demo {
@@ -232,6 +256,58 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
+        Command::Tasks {
+            common,
+            running,
+            recent,
+            dead,
+            json,
+            timeout,
+        } => {
+            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=warn");
+            let cfg = load(&common).map_err(config_err)?;
+            let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 600.0));
+            let all = !(running || recent || dead);
+            let which = status::TaskLists {
+                running: all || running,
+                recent: all || recent,
+                dead: all || dead,
+            };
+            runtime()?.block_on(async move {
+                let topics = Topics::new(cfg.prefix.clone());
+                let s = status::fetch(&cfg.broker, &topics, timeout)
+                    .await
+                    .map_err(|e| {
+                        eprintln!("fog-coordinator: {e}");
+                        ExitCode::FAILURE
+                    })?;
+                if json {
+                    let pick = |on: bool, v: &Vec<fog_proto::TaskSummary>| {
+                        if on {
+                            v.clone()
+                        } else {
+                            Vec::new()
+                        }
+                    };
+                    let out = serde_json::json!({
+                        "running": pick(which.running, &s.running),
+                        "recent": pick(which.recent, &s.recent),
+                        "dead": pick(which.dead, &s.dead),
+                    });
+                    let text = serde_json::to_string_pretty(&out).map_err(|e| {
+                        eprintln!("fog-coordinator: {e}");
+                        ExitCode::FAILURE
+                    })?;
+                    println!("{text}");
+                } else {
+                    print!(
+                        "{}",
+                        status::render_tasks(&s, fog_agent::service::now_ms(), which)
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         Command::Submit {
             common,
             kind,
@@ -296,6 +372,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             kind,
             payload_bytes,
             wait,
+            strategy,
         } => {
             fog_agent::logging::init("FOG_LOG", "warn,rumqttd=warn");
             let cfg = load(&common).map_err(config_err)?;
@@ -316,12 +393,15 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 .encoding(cfg.encoding);
                 let report = client::bench(
                     &mut c,
-                    &kind,
-                    tasks,
-                    concurrency,
-                    payload_bytes,
-                    Duration::from_secs_f64(wait.clamp(0.1, 3600.0)),
-                    true,
+                    &client::BenchOptions {
+                        kind,
+                        tasks,
+                        concurrency,
+                        payload_bytes,
+                        wait: Duration::from_secs_f64(wait.clamp(0.1, 3600.0)),
+                        strategy: strategy.map(|s| s.to_string()).unwrap_or_default(),
+                        progress: true,
+                    },
                 )
                 .await
                 .map_err(fail)?;

@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use fog_proto::{
-    codec, Birth, DecodeError, Heartbeat, NodeId, NodeState, NodeSummary, NodeTopic, Reading,
-    Status, TopicError, Topics,
+    codec, Birth, DecodeError, Heartbeat, NodeHealth, NodeId, NodeState, NodeSummary, NodeTopic,
+    Reading, Status, TopicError, Topics,
 };
 use tokio::time::Instant;
 
@@ -409,6 +409,15 @@ impl Registry {
                         .unwrap_or_default(),
                     queued: hb.map_or(0, |h| h.queued),
                     running: hb.map_or(0, |h| h.running),
+                    // Placement fills these in (see service::status).
+                    health: match e.state {
+                        NodeState::Online => NodeHealth::Healthy,
+                        NodeState::Suspect => NodeHealth::Suspect,
+                        NodeState::Offline => NodeHealth::Offline,
+                    },
+                    in_flight: 0,
+                    breaker: String::new(),
+                    latency_ms: 0.0,
                 }
             })
             .collect();

@@ -7,7 +7,9 @@ use std::time::Duration;
 use fog_agent::service::now_ms;
 
 use fog_agent::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
-use fog_proto::{codec, CoordinatorStatus, NodeTopic, ParsedTopic, Topics};
+use fog_proto::{codec, CoordinatorStatus, NodeHealth, NodeTopic, ParsedTopic, Topics};
+
+use crate::breaker::BreakerState;
 
 use crate::batcher::Batcher;
 use crate::dispatch::Dispatcher;
@@ -45,12 +47,16 @@ pub fn empty_snapshot() -> Snapshot {
         reason: String::new(),
         nodes: Vec::new(),
         counters: Default::default(),
+        running: Vec::new(),
+        recent: Vec::new(),
+        dead: Vec::new(),
+        scaling: None,
     })
 }
 
 fn status(
     registry: &Registry,
-    dispatch: &Dispatcher,
+    dispatch: &mut Dispatcher,
     online: bool,
     reason: &str,
 ) -> CoordinatorStatus {
@@ -61,17 +67,47 @@ fn status(
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v)),
     );
+    let mut nodes = if online {
+        registry.summaries()
+    } else {
+        Vec::new()
+    };
+    // Both lists are sorted by node id; walk them together.
+    let placements = dispatch.node_placements(Instant::now());
+    let mut p = placements.iter().peekable();
+    for n in &mut nodes {
+        while p.peek().is_some_and(|x| x.node < n.node) {
+            p.next();
+        }
+        if let Some(x) = p.peek().filter(|x| x.node == n.node) {
+            n.in_flight = x.in_flight;
+            n.breaker = x.breaker.as_str().to_owned();
+            n.latency_ms = x.latency_ms as f32;
+            if n.health == NodeHealth::Healthy {
+                if x.breaker != BreakerState::Closed {
+                    n.health = NodeHealth::Unhealthy;
+                } else if x.degraded {
+                    n.health = NodeHealth::Degraded;
+                }
+            }
+        }
+    }
+    let (running, recent, dead) = if online {
+        dispatch.task_lists()
+    } else {
+        Default::default()
+    };
     CoordinatorStatus {
         online,
         at_ms: now_ms(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         reason: reason.to_owned(),
-        nodes: if online {
-            registry.summaries()
-        } else {
-            Vec::new()
-        },
+        nodes,
         counters,
+        running,
+        recent,
+        dead,
+        scaling: None,
     }
 }
 
@@ -119,7 +155,7 @@ pub async fn serve(
         broker: config.broker.clone(),
         client_id,
         will: Some(retained(codec::encode(
-            &status(&registry, &dispatch, false, "connection lost"),
+            &status(&registry, &mut dispatch, false, "connection lost"),
             enc,
         )?)),
         on_connect: Vec::new(),
@@ -205,7 +241,7 @@ pub async fn serve(
                 }
             }
             _ = publish.tick() => {
-                let s = status(&registry, &dispatch, subscribed && link.is_connected(), "");
+                let s = status(&registry, &mut dispatch, subscribed && link.is_connected(), "");
                 if link.is_connected() && subscribed {
                     let _ = link.publish(&status_topic, codec::encode(&s, enc)?, Qos::AtLeastOnce, true);
                 }
@@ -213,8 +249,8 @@ pub async fn serve(
             }
         }
     }
-    let last = status(&registry, &dispatch, false, "shutdown");
-    view.send_replace(Arc::new(status(&registry, &dispatch, true, "")));
+    let last = status(&registry, &mut dispatch, false, "shutdown");
+    view.send_replace(Arc::new(status(&registry, &mut dispatch, true, "")));
     link.close(
         Some(retained(codec::encode(&last, enc)?)),
         Duration::from_secs(3),

@@ -86,46 +86,20 @@ fn opt(v: Option<f32>, precision: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |x| format!("{x:.precision$}"))
 }
 
-/// The node table.
-pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
-    let mut rows = vec![[
-        "NODE".to_owned(),
-        "ARCH".to_owned(),
-        "STATE".to_owned(),
-        "CPU %".to_owned(),
-        "MEM %".to_owned(),
-        "LOAD".to_owned(),
-        "QUEUE".to_owned(),
-        "LAST SEEN".to_owned(),
-    ]];
-    for n in &s.nodes {
-        rows.push([
-            n.node.to_string(),
-            if n.arch.is_empty() {
-                "?".to_owned()
-            } else {
-                n.arch.clone()
-            },
-            n.state.as_str().to_owned(),
-            opt(n.cpu_pct, 1),
-            opt(n.mem_pct, 1),
-            opt(n.load1, 2),
-            format!("{}/{}", n.queued, n.running),
-            ago(now_ms, n.last_seen_ms),
-        ]);
-    }
-    let mut widths = [0usize; 8];
-    for r in &rows {
+/// Columns padded to their widest cell; columns in `right` right-aligned (numbers).
+fn table(rows: &[Vec<String>], right: &[usize]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; cols];
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let mut line = String::new();
-        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
-            // Numbers right-aligned, words left-aligned.
-            if (3..=6).contains(&i) {
+        for (i, (c, w)) in r.iter().zip(&widths).enumerate() {
+            if right.contains(&i) {
                 let _ = write!(line, "{c:>w$}  ");
             } else {
                 let _ = write!(line, "{c:<w$}  ");
@@ -134,6 +108,58 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    out
+}
+
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The node table.
+pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
+    let mut rows = vec![header(&[
+        "NODE",
+        "ARCH",
+        "STATE",
+        "HEALTH",
+        "CPU %",
+        "MEM %",
+        "LOAD",
+        "QUEUE",
+        "IN FLIGHT",
+        "BREAKER",
+        "LATENCY",
+        "LAST SEEN",
+    ])];
+    for n in &s.nodes {
+        rows.push(vec![
+            n.node.to_string(),
+            if n.arch.is_empty() {
+                "?".to_owned()
+            } else {
+                n.arch.clone()
+            },
+            n.state.as_str().to_owned(),
+            n.health.as_str().to_owned(),
+            opt(n.cpu_pct, 1),
+            opt(n.mem_pct, 1),
+            opt(n.load1, 2),
+            format!("{}/{}", n.queued, n.running),
+            n.in_flight.to_string(),
+            if n.breaker.is_empty() {
+                "-".to_owned()
+            } else {
+                n.breaker.clone()
+            },
+            if n.latency_ms > 0.0 {
+                format!("{:.0} ms", n.latency_ms)
+            } else {
+                "-".to_owned()
+            },
+            ago(now_ms, n.last_seen_ms),
+        ]);
+    }
+    let mut out = table(&rows, &[4, 5, 6, 7, 8, 10]);
     let count = |st| s.nodes.iter().filter(|n| n.state == st).count();
     let _ = writeln!(
         out,
@@ -145,6 +171,73 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
         if s.online { "online" } else { "OFFLINE" },
         ago(now_ms, s.at_ms),
     );
+    if let Some(a) = &s.scaling {
+        let _ = writeln!(
+            out,
+            "scaling: {} ({} -> {} nodes): {}",
+            a.direction.as_str(),
+            a.current_nodes,
+            a.desired_nodes,
+            a.reason
+        );
+    }
+    out
+}
+
+/// Which task lists `tasks` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskLists {
+    pub running: bool,
+    pub recent: bool,
+    pub dead: bool,
+}
+
+/// `fog-coordinator tasks`: running, recent and dead-lettered tasks.
+pub fn render_tasks(s: &CoordinatorStatus, now_ms: u64, which: TaskLists) -> String {
+    let mut out = String::new();
+    let mut section = |title: &str, tasks: &[fog_proto::TaskSummary], when: &str| {
+        let _ = writeln!(
+            out,
+            "{title} ({}{})",
+            tasks.len(),
+            if tasks.len() >= fog_proto::STATUS_TASKS_MAX {
+                ", more not shown"
+            } else {
+                ""
+            }
+        );
+        if tasks.is_empty() {
+            return;
+        }
+        let mut rows = vec![header(&[
+            "ID", "KIND", "NODE", "ATTEMPT", "STATE", when, "DETAIL",
+        ])];
+        for t in tasks {
+            rows.push(vec![
+                t.id.clone(),
+                t.kind.clone(),
+                if t.node.is_empty() {
+                    "-".to_owned()
+                } else {
+                    t.node.clone()
+                },
+                t.attempt.to_string(),
+                t.state.clone(),
+                ago(now_ms, t.at_ms),
+                t.detail.chars().take(80).collect(),
+            ]);
+        }
+        out.push_str(&table(&rows, &[3]));
+    };
+    if which.running {
+        section("running", &s.running, "SINCE");
+    }
+    if which.recent {
+        section("recent", &s.recent, "ENDED");
+    }
+    if which.dead {
+        section("dead-lettered", &s.dead, "ENDED");
+    }
     out
 }
 
@@ -173,6 +266,10 @@ mod tests {
                     version: "0.1.0".into(),
                     queued: 0,
                     running: 1,
+                    health: fog_proto::NodeHealth::Degraded,
+                    in_flight: 7,
+                    breaker: "closed".into(),
+                    latency_ms: 42.0,
                 },
                 NodeSummary {
                     node: NodeId::new("a-much-longer-node").expect("valid"),
@@ -186,9 +283,17 @@ mod tests {
                     version: String::new(),
                     queued: 0,
                     running: 0,
+                    health: fog_proto::NodeHealth::Offline,
+                    in_flight: 0,
+                    breaker: "open".into(),
+                    latency_ms: 0.0,
                 },
             ],
             counters: Default::default(),
+            running: Vec::new(),
+            recent: Vec::new(),
+            dead: Vec::new(),
+            scaling: None,
         };
         let t = render_table(&s, 10_000);
         let lines: Vec<&str> = t.lines().collect();
@@ -210,5 +315,10 @@ mod tests {
             lines[3].contains("2 nodes: 1 online, 0 suspect, 1 offline"),
             "{t}"
         );
+        assert!(
+            lines[1].contains("degraded") && lines[1].contains("42 ms"),
+            "{t}"
+        );
+        assert_eq!(lines[0].find("BREAKER"), lines[2].find("open"), "{t}");
     }
 }

@@ -316,6 +316,63 @@ pub struct CoordinatorStatus {
     pub reason: String,
     pub nodes: Vec<NodeSummary>,
     pub counters: BTreeMap<String, u64>,
+    /// Tasks in flight (oldest first, at most [`STATUS_TASKS_MAX`]).
+    #[serde(default)]
+    pub running: Vec<TaskSummary>,
+    /// Tasks that ended most recently (newest first, at most [`STATUS_TASKS_MAX`]).
+    #[serde(default)]
+    pub recent: Vec<TaskSummary>,
+    /// Dead-lettered tasks (newest first, at most [`STATUS_TASKS_MAX`]).
+    #[serde(default)]
+    pub dead: Vec<TaskSummary>,
+    /// The current scaling recommendation, once there is one.
+    #[serde(default)]
+    pub scaling: Option<ScalingAdvice>,
+}
+
+/// Most tasks per list in a coordinator status.
+pub const STATUS_TASKS_MAX: usize = 50;
+
+/// One task in the coordinator status (for `fog-coordinator tasks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    pub id: String,
+    pub kind: String,
+    /// Where it runs or ran last; empty while waiting for a node.
+    pub node: String,
+    pub attempt: u32,
+    /// running, waiting, completed, failed, rejected or dead.
+    pub state: String,
+    /// The error, or the reason, for a task that did not complete.
+    pub detail: String,
+    /// When it was submitted (running, waiting) or ended.
+    pub at_ms: u64,
+}
+
+/// Health as placement judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeHealth {
+    #[default]
+    Healthy,
+    /// CPU or memory above its threshold: used at half weight.
+    Degraded,
+    /// Its circuit breaker is open or half-open.
+    Unhealthy,
+    Suspect,
+    Offline,
+}
+
+impl NodeHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeHealth::Healthy => "healthy",
+            NodeHealth::Degraded => "degraded",
+            NodeHealth::Unhealthy => "unhealthy",
+            NodeHealth::Suspect => "suspect",
+            NodeHealth::Offline => "offline",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -351,6 +408,17 @@ pub struct NodeSummary {
     pub version: String,
     pub queued: u32,
     pub running: u32,
+    #[serde(default)]
+    pub health: NodeHealth,
+    /// Tasks the coordinator has placed there and not seen finish.
+    #[serde(default)]
+    pub in_flight: u32,
+    /// closed, open or half_open.
+    #[serde(default)]
+    pub breaker: String,
+    /// Peak EWMA of task latency seen by the coordinator, ms.
+    #[serde(default)]
+    pub latency_ms: f32,
 }
 
 /// On `cluster/scaling`.
@@ -371,6 +439,16 @@ pub enum ScaleDirection {
     Up,
     Down,
     Hold,
+}
+
+impl ScaleDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScaleDirection::Up => "scale up",
+            ScaleDirection::Down => "scale down",
+            ScaleDirection::Hold => "hold",
+        }
+    }
 }
 
 message!(Status, "status", 16 * 1024);

@@ -21,9 +21,26 @@ async fn status_shows_the_fleet() {
             })
         })
         .await;
+    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    // Two tasks for the task lists: one completes, one has no node for its kind.
+    let mut c =
+        fog_coordinator::client::Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
+            .await
+            .expect("client");
+    for kind in ["echo", "resize"] {
+        let sub = fog_coordinator::client::submission(
+            kind,
+            b"hi".to_vec(),
+            0,
+            Duration::from_secs(5),
+            false,
+        );
+        fog_coordinator::client::submit_and_wait(&mut c, sub, Duration::from_secs(20))
+            .await
+            .expect("a final result");
+    }
     // The snapshot is published every 100 ms; give the retained copy a moment to catch up.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
     let s = fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_secs(5))
         .await
         .expect("status");
@@ -35,6 +52,26 @@ async fn status_shows_the_fleet() {
     assert!(table.contains(std::env::consts::ARCH), "{table}");
     let json = serde_json::to_value(&s).expect("json");
     assert_eq!(json["nodes"][0]["node"], "status-1");
+    assert_eq!(json["nodes"][0]["health"], "healthy");
+    assert_eq!(json["nodes"][0]["breaker"], "closed");
+    let all = fog_coordinator::status::TaskLists {
+        running: true,
+        recent: true,
+        dead: true,
+    };
+    let tasks = fog_coordinator::status::render_tasks(&s, fog_agent::service::now_ms(), all);
+    assert!(
+        tasks.contains("running (0)")
+            && tasks.contains("recent (2)")
+            && tasks.contains("dead-lettered (0)"),
+        "{tasks}"
+    );
+    assert!(
+        tasks.contains("completed")
+            && tasks.contains("rejected")
+            && tasks.contains("no online node runs kind \"resize\""),
+        "{tasks}"
+    );
 
     // Nobody serving: a clear error, not a hang.
     agent.stop().await;

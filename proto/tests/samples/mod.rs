@@ -208,8 +208,32 @@ pub fn coordinator_status() -> CoordinatorStatus {
             version: "0.1.0".into(),
             queued: 0,
             running: 1,
+            health: NodeHealth::Degraded,
+            in_flight: 3,
+            breaker: "closed".into(),
+            latency_ms: 12.5,
         }],
         counters: BTreeMap::from([("malformed_total".into(), 2)]),
+        running: vec![TaskSummary {
+            id: "job-7".into(),
+            kind: "sha256".into(),
+            node: "pi-1".into(),
+            attempt: 2,
+            state: "running".into(),
+            detail: String::new(),
+            at_ms: 1_790_000_039_500,
+        }],
+        recent: Vec::new(),
+        dead: vec![TaskSummary {
+            id: "job-3".into(),
+            kind: "resize".into(),
+            node: "pi-2".into(),
+            attempt: 3,
+            state: "dead".into(),
+            detail: "failed: exit status 1".into(),
+            at_ms: 1_790_000_030_000,
+        }],
+        scaling: Some(scaling()),
     }
 }
 
