@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::breaker::BreakerConfig;
 use crate::dispatch::PlacementConfig;
 use crate::registry::LivenessConfig;
+use crate::scaling::ScalingConfig;
 
 pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
 
@@ -25,7 +26,20 @@ struct Raw {
     phi_threshold: Option<f64>,
     placement: Option<RawPlacement>,
     breaker: Option<RawBreaker>,
+    scaling: Option<RawScaling>,
     broker: Option<toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScaling {
+    target_cpu_pct: Option<f32>,
+    target_mem_pct: Option<f32>,
+    tolerance_pct: Option<f32>,
+    window_secs: Option<f64>,
+    scale_down_stabilization_secs: Option<f64>,
+    min_nodes: Option<u32>,
+    max_nodes: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +73,7 @@ pub struct CoordinatorConfig {
     pub status_interval: Duration,
     pub liveness: LivenessConfig,
     pub placement: PlacementConfig,
+    pub scaling: ScalingConfig,
     pub broker: BrokerConfig,
 }
 
@@ -141,6 +156,11 @@ impl CoordinatorConfig {
             raw.breaker.unwrap_or_default(),
             d.breaker.unwrap_or_default(),
         )?;
+        let scaling = scaling(
+            origin,
+            raw.scaling.unwrap_or_default(),
+            d.scaling.unwrap_or_default(),
+        )?;
         let broker_table = match (raw.broker, d.broker) {
             (Some(t), _) => Some(t),
             (None, d) => d,
@@ -171,6 +191,7 @@ impl CoordinatorConfig {
                 breaker,
                 ..placement
             },
+            scaling,
             broker: BrokerConfig::from_table(broker_table, origin)?,
         })
     }
@@ -275,6 +296,65 @@ fn placement(
     })
 }
 
+fn scaling(origin: &str, r: RawScaling, d: RawScaling) -> Result<ScalingConfig, ConfigError> {
+    let def = ScalingConfig::default();
+    let pct = |key: &'static str, v: Option<f32>, dv: f32, lo: f32| match v {
+        Some(v) if v.is_finite() && (lo..=100.0).contains(&v) => Ok(v),
+        Some(v) => Err(invalid(
+            origin,
+            key,
+            format!("{v} is out of range; expected {lo} to 100"),
+        )),
+        None => Ok(dv),
+    };
+    let opt_secs = |key: &'static str, v: Option<f64>, dv: Duration| match v {
+        Some(v) => secs(origin, key, v),
+        None => Ok(dv),
+    };
+    let min_nodes = r.min_nodes.or(d.min_nodes).unwrap_or(def.min_nodes);
+    let max_nodes = r.max_nodes.or(d.max_nodes).unwrap_or(def.max_nodes);
+    if min_nodes == 0 || max_nodes < min_nodes {
+        return Err(invalid(
+            origin,
+            "scaling.max_nodes",
+            format!("need 1 <= min_nodes ({min_nodes}) <= max_nodes ({max_nodes})"),
+        ));
+    }
+    Ok(ScalingConfig {
+        target_cpu_pct: pct(
+            "scaling.target_cpu_pct",
+            r.target_cpu_pct.or(d.target_cpu_pct),
+            def.target_cpu_pct,
+            1.0,
+        )?,
+        target_mem_pct: pct(
+            "scaling.target_mem_pct",
+            r.target_mem_pct.or(d.target_mem_pct),
+            def.target_mem_pct,
+            1.0,
+        )?,
+        tolerance: pct(
+            "scaling.tolerance_pct",
+            r.tolerance_pct.or(d.tolerance_pct),
+            def.tolerance * 100.0,
+            0.0,
+        )? / 100.0,
+        window: opt_secs(
+            "scaling.window_secs",
+            r.window_secs.or(d.window_secs),
+            def.window,
+        )?,
+        scale_down_stabilization: opt_secs(
+            "scaling.scale_down_stabilization_secs",
+            r.scale_down_stabilization_secs
+                .or(d.scale_down_stabilization_secs),
+            def.scale_down_stabilization,
+        )?,
+        min_nodes,
+        max_nodes,
+    })
+}
+
 fn breaker(origin: &str, r: RawBreaker, d: RawBreaker) -> Result<BreakerConfig, ConfigError> {
     let def = BreakerConfig::default();
     let count = |key: &'static str, v: Option<u32>, dv: u32| match v {
@@ -347,6 +427,14 @@ mod tests {
         assert_eq!(c.placement.max_attempts, 5);
         assert_eq!(c.placement.breaker.open_for, Duration::from_secs(10));
         assert_eq!(c.placement.breaker.failures_to_open, 5);
+        let e = CoordinatorConfig::from_toml("[scaling]\nmin_nodes = 5\nmax_nodes = 2", "t")
+            .expect_err("refused");
+        assert!(e.to_string().contains("`scaling.max_nodes`"), "{e}");
+        let e = CoordinatorConfig::from_toml("[scaling]\ntarget_cpu_pct = 150", "t")
+            .expect_err("refused");
+        assert!(e.to_string().contains("`scaling.target_cpu_pct`"), "{e}");
+        let c = CoordinatorConfig::from_toml("[scaling]\ntolerance_pct = 5", "t").expect("valid");
+        assert!((c.scaling.tolerance - 0.05).abs() < 1e-6);
         let e = CoordinatorConfig::from_toml("[broker]\nbogus = 1", "t").expect_err("refused");
         assert!(e.to_string().contains("bogus"), "{e}");
     }

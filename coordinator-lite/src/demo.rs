@@ -92,6 +92,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
             ..LivenessConfig::default()
         },
         placement: Default::default(),
+        scaling: Default::default(),
         broker: broker_cfg.clone(),
     };
     let coordinator_stop = CancellationToken::new();

@@ -30,5 +30,6 @@ pub mod dispatch;
 pub mod phi;
 pub mod placement;
 pub mod registry;
+pub mod scaling;
 pub mod service;
 pub mod status;

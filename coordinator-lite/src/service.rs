@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::CoordinatorConfig;
 use crate::registry::Registry;
+use crate::scaling::Scaler;
 
 /// How often silence rules are applied.
 const LIVENESS_TICK: Duration = Duration::from_millis(100);
@@ -123,6 +124,8 @@ pub async fn serve(
     let topics = Topics::new(config.prefix.clone());
     let mut registry = Registry::new(topics.clone(), config.liveness.clone());
     let mut dispatch = Dispatcher::new(config.placement.clone());
+    let mut scaler = Scaler::new(config.scaling.clone());
+    let scaling_topic = topics.scaling();
     let mut batcher = Batcher::new(topics.clone(), config.encoding);
     let status_topic = topics.coordinator_status();
     let enc = config.encoding;
@@ -221,6 +224,10 @@ pub async fn serve(
                     // at once so `status` works right after a (re)connect.
                     subscribed = true;
                     publish.reset_immediately();
+                    // The retained advice may have been missed while disconnected.
+                    if let Some(advice) = scaler.current() {
+                        let _ = link.publish(&scaling_topic, codec::encode(advice, enc)?, Qos::AtLeastOnce, true);
+                    }
                 }
                 Some(LinkEvent::Disconnected) => subscribed = false,
                 None => return Err(ServeError::LinkEnded),
@@ -241,7 +248,14 @@ pub async fn serve(
                 }
             }
             _ = publish.tick() => {
-                let s = status(&registry, &mut dispatch, subscribed && link.is_connected(), "");
+                let mut s = status(&registry, &mut dispatch, subscribed && link.is_connected(), "");
+                if let Some(advice) = scaler.observe(Instant::now(), s.at_ms, &s.nodes) {
+                    tracing::info!(direction = advice.direction.as_str(), current = advice.current_nodes, desired = advice.desired_nodes, reason = %advice.reason, "scaling advice");
+                    if link.is_connected() {
+                        let _ = link.publish(&scaling_topic, codec::encode(&advice, enc)?, Qos::AtLeastOnce, true);
+                    }
+                }
+                s.scaling = scaler.current().cloned();
                 if link.is_connected() && subscribed {
                     let _ = link.publish(&status_topic, codec::encode(&s, enc)?, Qos::AtLeastOnce, true);
                 }

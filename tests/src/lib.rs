@@ -52,6 +52,7 @@ impl RunningCoordinator {
             status_interval: Duration::from_millis(100),
             liveness,
             placement: Default::default(),
+            scaling: Default::default(),
             broker: fog_agent::config::BrokerConfig {
                 keep_alive: Duration::from_secs(5),
                 reconnect_initial: Duration::from_millis(50),

@@ -247,3 +247,66 @@ async fn an_open_breaker_gets_no_tasks_until_its_probes_succeed() {
         "closed again: flaky back in the rotation ({on_flaky} of 12)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_advice_is_published_retained_and_shown_in_status() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    // Targets no real fleet meets (1 % memory), over a short window: "scale up", to the
+    // bound.
+    let mut coord = RunningCoordinator::start_toml(
+        &broker.url(),
+        "[scaling]\ntarget_cpu_pct = 1.0\ntarget_mem_pct = 1.0\nwindow_secs = 0.4\nmax_nodes = 2\n",
+    )
+    .expect("coordinator");
+    let _a = RunningAgent::start("s1", &broker.url(), "", "").expect("agent");
+    let snap = coord
+        .wait_for("scaling advice in the status", WAIT, |s| {
+            s.scaling.is_some()
+        })
+        .await;
+    let advice = snap.scaling.clone().expect("advice");
+    assert_eq!(
+        advice.direction,
+        fog_proto::ScaleDirection::Up,
+        "{advice:?}"
+    );
+    assert_eq!(
+        (advice.current_nodes, advice.desired_nodes),
+        (1, 2),
+        "{advice:?}"
+    );
+    let table = fog_coordinator::status::render_table(&snap, fog_agent::service::now_ms());
+    assert!(
+        table.contains("scaling: scale up (1 -> 2 nodes)"),
+        "{table}"
+    );
+    // A late subscriber gets it retained.
+    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let mut link = fog_agent::transport::Link::start(fog_agent::transport::LinkOptions {
+        broker: cfg,
+        client_id: "scaling-reader".into(),
+        will: None,
+        on_connect: Vec::new(),
+        subscriptions: vec![(
+            Topics::default().scaling(),
+            fog_agent::transport::Qos::AtLeastOnce,
+        )],
+        max_packet_bytes: 64 * 1024,
+        queue: 16,
+    })
+    .expect("link");
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(fog_agent::transport::LinkEvent::Message { payload, .. }) =
+                link.next_event().await
+            {
+                return fog_proto::codec::decode::<fog_proto::ScalingAdvice>(&payload)
+                    .expect("decodes");
+            }
+        }
+    })
+    .await
+    .expect("retained advice");
+    assert_eq!(got.desired_nodes, 2);
+}
