@@ -24,6 +24,7 @@ struct Raw {
     offline_after_missed: Option<u32>,
     default_heartbeat_interval_secs: Option<f64>,
     phi_threshold: Option<f64>,
+    data_dir: Option<String>,
     placement: Option<RawPlacement>,
     breaker: Option<RawBreaker>,
     scaling: Option<RawScaling>,
@@ -74,6 +75,9 @@ pub struct CoordinatorConfig {
     pub liveness: LivenessConfig,
     pub placement: PlacementConfig,
     pub scaling: ScalingConfig,
+    /// Where the task journal lives; `None` keeps task state in memory only (the demo,
+    /// tests), so a restart forgets tasks in flight.
+    pub data_dir: Option<std::path::PathBuf>,
     pub broker: BrokerConfig,
 }
 
@@ -192,6 +196,11 @@ impl CoordinatorConfig {
                 ..placement
             },
             scaling,
+            data_dir: match raw.data_dir.or(d.data_dir) {
+                Some(p) if p.is_empty() => None,
+                Some(p) => Some(p.into()),
+                None => None,
+            },
             broker: BrokerConfig::from_table(broker_table, origin)?,
         })
     }

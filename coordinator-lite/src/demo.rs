@@ -93,6 +93,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         },
         placement: Default::default(),
         scaling: Default::default(),
+        data_dir: None,
         broker: broker_cfg.clone(),
     };
     let coordinator_stop = CancellationToken::new();

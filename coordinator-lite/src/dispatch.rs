@@ -32,6 +32,7 @@ use fog_proto::{
 use tokio::time::Instant;
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::journal::{Op as JournalOp, Record};
 use crate::placement::{hash64, peak_ewma, NodeLoad, Placer, Request, Strategy};
 use crate::registry::Registry;
 
@@ -171,6 +172,7 @@ pub struct DispatchCounters {
     pub malformed: u64,
     pub breaker_opened: u64,
     pub panic_mode: u64,
+    pub restored: u64,
 }
 
 /// Per kind, how long it takes on each node (adaptive): a dense EWMA of run time by
@@ -240,6 +242,10 @@ pub struct Dispatcher {
     /// The last tasks that ended, newest at the back, for `fog-coordinator tasks`.
     recent: VecDeque<TaskSummary>,
     last_weights: Option<Instant>,
+    /// Whether state changes are written to `journal` (a coordinator with a data dir).
+    journaling: bool,
+    /// Durable-state writes the service hands to the journal after each call.
+    pub journal: Vec<JournalOp>,
     pub counters: DispatchCounters,
 }
 
@@ -284,7 +290,87 @@ impl Dispatcher {
             dead: VecDeque::new(),
             recent: VecDeque::new(),
             last_weights: None,
+            journaling: false,
+            journal: Vec::new(),
             counters: DispatchCounters::default(),
+        }
+    }
+
+    /// Record every state change in [`Dispatcher::journal`] from now on.
+    pub fn enable_journal(&mut self) {
+        self.journaling = true;
+    }
+
+    fn journal_record(&mut self, id: &str, finished: Option<&TaskResult>) {
+        if !self.journaling {
+            return;
+        }
+        let Some(t) = self.tasks.get(id) else { return };
+        let r = Record {
+            sub: t.sub.clone(),
+            attempt: t.attempt,
+            submitted_ms: t.submitted_ms,
+            result: finished.cloned(),
+        };
+        self.journal.push(match (finished, t.attempt) {
+            (Some(_), _) => JournalOp::Finish(r),
+            (None, 1) => JournalOp::Accept(r),
+            (None, _) => JournalOp::Attempt(r),
+        });
+    }
+
+    /// After a restart: tasks from the journal. Unfinished ones are placed again with
+    /// a raised attempt (at the next tick, once the registry has its nodes); finished
+    /// ones answer resubmissions and late results.
+    pub fn restore(&mut self, records: Vec<Record>, now: Instant) {
+        for r in records {
+            match r.result {
+                Some(result) => {
+                    let id = r.sub.id.clone();
+                    let out = Out::Reply {
+                        topic: r.sub.reply_to,
+                        result,
+                    };
+                    if self.finished.insert(id.clone(), out).is_none() {
+                        self.finished_order.push_back(id);
+                    }
+                }
+                None => {
+                    let strategy = r.sub.strategy.parse().unwrap_or(self.cfg.strategy);
+                    let key_hash = hash64(
+                        if r.sub.key.is_empty() {
+                            &r.sub.id
+                        } else {
+                            &r.sub.key
+                        }
+                        .as_bytes(),
+                    );
+                    let id = r.sub.id.clone();
+                    let attempt = r.attempt.saturating_add(1);
+                    self.tasks.insert(
+                        id.clone(),
+                        Task {
+                            sub: r.sub,
+                            submitted_ms: r.submitted_ms,
+                            strategy,
+                            key_hash,
+                            attempt,
+                            at: Where::Waiting { since: now },
+                            refused_by: Vec::new(),
+                            last_failure: None,
+                        },
+                    );
+                    self.waiting += 1;
+                    self.counters.restored += 1;
+                    self.journal_record(&id, None);
+                    self.timers.push(Reverse(Timer {
+                        at: now,
+                        kind: TimerKind::Retry,
+                        attempt,
+                        id,
+                    }));
+                }
+            }
         }
     }
 
@@ -374,6 +460,26 @@ impl Dispatcher {
                 outcome,
             },
         }
+    }
+
+    /// A task ended with `out` (its final reply): list it, remember it, and return the
+    /// reply to send. With a journal the reply is not returned: the journal sends it
+    /// once the result is durable, so a crash cannot make a client see a task finish
+    /// twice (once before the crash, once more after it was placed again).
+    fn finish(&mut self, t: Task, out: Out) -> Option<Out> {
+        let journaled = self.journaling;
+        if journaled {
+            if let Out::Reply { result, .. } = &out {
+                self.journal.push(JournalOp::Finish(Record {
+                    sub: t.sub.clone(),
+                    attempt: t.attempt,
+                    submitted_ms: t.submitted_ms,
+                    result: Some(result.clone()),
+                }));
+            }
+        }
+        self.remember(t.sub.id, &t.sub.kind, out.clone());
+        (!journaled).then_some(out)
     }
 
     fn remember(&mut self, id: String, kind: &str, out: Out) {
@@ -610,6 +716,7 @@ impl Dispatcher {
             },
         );
         self.waiting += 1;
+        self.journal_record(&id, None);
         self.try_place(&id, now)
     }
 
@@ -757,8 +864,7 @@ impl Dispatcher {
             self.waiting = self.waiting.saturating_sub(1);
         }
         let out = self.answer(&t.sub, t.attempt, Outcome::Rejected { reason, retryable });
-        self.remember(t.sub.id, &t.sub.kind, out.clone());
-        Some(out)
+        self.finish(t, out)
     }
 
     /// Take a task off its node (it will not report there any more).
@@ -791,6 +897,7 @@ impl Dispatcher {
         t.at = Where::Waiting { since: now };
         self.counters.replaced += 1;
         let attempt = t.attempt;
+        self.journal_record(id, None);
         if delay.is_zero() {
             return self.try_place(id, now);
         }
@@ -804,13 +911,13 @@ impl Dispatcher {
     }
 
     fn dead_letter(&mut self, id: &str) -> Option<Out> {
-        let t = self.tasks.remove(id)?;
+        let mut t = self.tasks.remove(id)?;
         if matches!(t.at, Where::Waiting { .. }) {
             self.waiting = self.waiting.saturating_sub(1);
         }
         self.counters.dead_lettered += 1;
         self.counters.failed += 1;
-        let (last_error, result) = match t.last_failure {
+        let (last_error, result) = match t.last_failure.take() {
             Some(r) => (describe(&r.outcome), r),
             None => (
                 "no result".to_owned(),
@@ -843,8 +950,7 @@ impl Dispatcher {
             topic: t.sub.reply_to.clone(),
             result,
         };
-        self.remember(t.sub.id, &t.sub.kind, out.clone());
-        Some(out)
+        self.finish(t, out)
     }
 
     /// A list of results from `node`.
@@ -957,13 +1063,11 @@ impl Dispatcher {
                 } else {
                     self.counters.failed += 1;
                 }
-                let id = r.id.clone();
                 let out = Out::Reply {
-                    topic: t.sub.reply_to,
+                    topic: t.sub.reply_to.clone(),
                     result: r,
                 };
-                self.remember(id, &t.sub.kind, out.clone());
-                Some(out)
+                self.finish(t, out)
             }
         }
     }
@@ -1065,6 +1169,7 @@ impl Dispatcher {
             ("tasks_malformed_total", c.malformed),
             ("breakers_opened_total", c.breaker_opened),
             ("placement_panic_mode_total", c.panic_mode),
+            ("tasks_restored_total", c.restored),
         ]
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CoordinatorConfig;
+use crate::journal::{Durable, Journal, JournalConfig};
 use crate::registry::Registry;
 use crate::scaling::Scaler;
 
@@ -34,6 +35,8 @@ pub enum ServeError {
     Encode(#[from] fog_proto::EncodeError),
     #[error("the mqtt link task ended unexpectedly")]
     LinkEnded,
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// Latest registry snapshot, for in-process viewers (the demo).
@@ -124,6 +127,22 @@ pub async fn serve(
     let topics = Topics::new(config.prefix.clone());
     let mut registry = Registry::new(topics.clone(), config.liveness.clone());
     let mut dispatch = Dispatcher::new(config.placement.clone());
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::unbounded_channel();
+    let journal = match &config.data_dir {
+        Some(dir) => {
+            let (j, records) = Journal::open(dir, &JournalConfig::default(), accepted_tx)?;
+            let unfinished = records.iter().filter(|r| r.result.is_none()).count();
+            tracing::info!(dir = %dir.display(), unfinished, finished = records.len() - unfinished, "task journal open");
+            dispatch.enable_journal();
+            dispatch.restore(records, Instant::now());
+            Some(j)
+        }
+        None => {
+            drop(accepted_tx);
+            None
+        }
+    };
+    let coordinator_id = fog_proto::NodeId::new("coordinator").expect("a valid node id");
     let mut scaler = Scaler::new(config.scaling.clone());
     let scaling_topic = topics.scaling();
     let mut batcher = Batcher::new(topics.clone(), config.encoding);
@@ -233,6 +252,20 @@ pub async fn serve(
                 None => return Err(ServeError::LinkEnded),
             },
             _ = flush_tick.tick(), if !batcher.is_idle() => batcher.flush(&link),
+            Some(d) = accepted_rx.recv() => match d {
+                // Durable now: tell the client its task is accepted, or its result.
+                Durable::Accepted { id, reply_to } => batcher.push(crate::dispatch::Out::Reply {
+                    topic: reply_to,
+                    result: fog_proto::TaskResult {
+                        id,
+                        attempt: 1,
+                        node: coordinator_id.clone(),
+                        at_ms: now_ms(),
+                        outcome: fog_proto::Outcome::Accepted,
+                    },
+                }),
+                Durable::Finished { reply_to, result } => batcher.push(crate::dispatch::Out::Reply { topic: reply_to, result }),
+            },
             _ = liveness.tick() => {
                 let now = Instant::now();
                 for t in registry.tick(now) {
@@ -262,7 +295,18 @@ pub async fn serve(
                 view.send_replace(Arc::new(s));
             }
         }
+        if let Some(j) = &journal {
+            for op in dispatch.journal.drain(..) {
+                j.write(op);
+            }
+        }
     }
+    if let Some(j) = &journal {
+        for op in dispatch.journal.drain(..) {
+            j.write(op);
+        }
+    }
+    // Dropping the journal (at the end of this function) waits for its last commit.
     let last = status(&registry, &mut dispatch, false, "shutdown");
     view.send_replace(Arc::new(status(&registry, &mut dispatch, true, "")));
     link.close(

@@ -53,6 +53,7 @@ impl RunningCoordinator {
             liveness,
             placement: Default::default(),
             scaling: Default::default(),
+            data_dir: None,
             broker: fog_agent::config::BrokerConfig {
                 keep_alive: Duration::from_secs(5),
                 reconnect_initial: Duration::from_millis(50),
@@ -66,6 +67,12 @@ impl RunningCoordinator {
     /// A coordinator from TOML: `extra` (top-level keys and tables such as
     /// `[placement]` or `[breaker]`) goes before the test's own `[broker]` table.
     pub fn start_toml(broker_url: &str, extra: &str) -> anyhow::Result<Self> {
+        // Memory-only task state unless the test gives a data dir.
+        let extra = if extra.contains("data_dir") {
+            extra.to_owned()
+        } else {
+            format!("data_dir = \"\"\n{extra}")
+        };
         let text = format!(
             "status_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n{extra}\n[broker]\nurl = \"{broker_url}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n"
         );
