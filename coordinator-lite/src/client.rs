@@ -34,7 +34,15 @@ pub struct Client {
     encoding: Encoding,
     /// Results received in a list and not yet handed out.
     pending: VecDeque<TaskResult>,
+    /// Ids whose final result was handed out (bounded), so a reply the coordinator
+    /// sends again after a crash (at-least-once around a restart) is not seen twice.
+    finished: std::collections::HashSet<String>,
+    finished_order: VecDeque<String>,
+    repeats_dropped: u64,
 }
+
+/// Final results remembered per client for dropping repeats.
+const CLIENT_REMEMBER: usize = 100_000;
 
 fn random_id(prefix: &str) -> String {
     format!(
@@ -82,6 +90,9 @@ impl Client {
             reply_to,
             encoding: Encoding::Json,
             pending: VecDeque::new(),
+            finished: Default::default(),
+            finished_order: VecDeque::new(),
+            repeats_dropped: 0,
         })
     }
 
@@ -127,9 +138,10 @@ impl Client {
         }
     }
 
-    /// Next result on the reply topic.
+    /// Next result on the reply topic: `accepted` notices and final results, each final
+    /// result once per task id.
     pub async fn next_result(&mut self) -> Result<Option<TaskResult>, ClientError> {
-        if let Some(r) = self.pending.pop_front() {
+        if let Some(r) = self.next_pending() {
             return Ok(Some(r));
         }
         loop {
@@ -138,7 +150,7 @@ impl Client {
                     match codec::decode::<TaskResults>(&payload) {
                         Ok(list) => {
                             self.pending.extend(list.items);
-                            if let Some(r) = self.pending.pop_front() {
+                            if let Some(r) = self.next_pending() {
                                 return Ok(Some(r));
                             }
                         }
@@ -149,6 +161,35 @@ impl Client {
                 None => return Err(ClientError::LinkEnded),
             }
         }
+    }
+
+    /// Final results that arrived again for an id already answered (and were dropped).
+    pub fn repeats_dropped(&self) -> u64 {
+        self.repeats_dropped
+    }
+
+    fn next_pending(&mut self) -> Option<TaskResult> {
+        while let Some(r) = self.pending.pop_front() {
+            if matches!(r.outcome, Outcome::Accepted) {
+                if self.finished.contains(&r.id) {
+                    continue;
+                }
+                return Some(r);
+            }
+            if !self.finished.insert(r.id.clone()) {
+                self.repeats_dropped += 1;
+                tracing::debug!(task.id = %r.id, "repeated final result dropped");
+                continue;
+            }
+            self.finished_order.push_back(r.id.clone());
+            if self.finished_order.len() > CLIENT_REMEMBER {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+            return Some(r);
+        }
+        None
     }
 
     pub async fn close(self) {
@@ -354,7 +395,8 @@ pub async fn bench(client: &mut Client, o: &BenchOptions) -> Result<BenchReport,
         completed,
         failed,
         lost: tasks - done.len(),
-        duplicated,
+        // Repeats the client library dropped count too: the bench measures the system.
+        duplicated: duplicated + client.repeats_dropped() as usize,
         elapsed,
         p50: percentile(&latencies, 0.50),
         p95: percentile(&latencies, 0.95),

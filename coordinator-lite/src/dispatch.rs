@@ -118,6 +118,12 @@ struct Task {
     at: Where,
     refused_by: Vec<usize>,
     last_failure: Option<TaskResult>,
+    /// Placements that failed on the node's account (failed-retryable, timed out, node
+    /// lost); `max_attempts` of them dead-letter the task.
+    failures: u32,
+    /// Since when every node asked has refused it as busy: back-pressure does not use
+    /// up attempts, but a task refused for `max_wait` is dead-lettered.
+    busy_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -244,6 +250,10 @@ pub struct Dispatcher {
     last_weights: Option<Instant>,
     /// Whether state changes are written to `journal` (a coordinator with a data dir).
     journaling: bool,
+    /// Until then "no node runs this kind" means "not heard from yet": the task waits
+    /// instead of being refused (right after start or a reconnect, while the retained
+    /// birth records arrive).
+    warm_until: Option<Instant>,
     /// Durable-state writes the service hands to the journal after each call.
     pub journal: Vec<JournalOp>,
     pub counters: DispatchCounters,
@@ -291,9 +301,16 @@ impl Dispatcher {
             recent: VecDeque::new(),
             last_weights: None,
             journaling: false,
+            warm_until: None,
             journal: Vec::new(),
             counters: DispatchCounters::default(),
         }
+    }
+
+    /// Until `until`, a task whose kind no known node runs waits for one instead of
+    /// being refused at once (call on start and after every (re)subscription).
+    pub fn warm_up(&mut self, until: Instant) {
+        self.warm_until = Some(until);
     }
 
     /// Record every state change in [`Dispatcher::journal`] from now on.
@@ -321,8 +338,13 @@ impl Dispatcher {
 
     /// After a restart: tasks from the journal. Unfinished ones are placed again with
     /// a raised attempt (at the next tick, once the registry has its nodes); finished
-    /// ones answer resubmissions and late results.
-    pub fn restore(&mut self, records: Vec<Record>, now: Instant) {
+    /// ones answer resubmissions and late results. Returns the final results of tasks
+    /// that finished within `resend` of the restart: the crash may have come between
+    /// storing a result and publishing it, so they are sent again (clients drop a
+    /// repeat by id; the fog client does).
+    pub fn restore(&mut self, records: Vec<Record>, now: Instant, resend: Duration) -> Vec<Out> {
+        let mut again = Vec::new();
+        let since_ms = fog_agent::service::now_ms().saturating_sub(resend.as_millis() as u64);
         for r in records {
             match r.result {
                 Some(result) => {
@@ -331,6 +353,11 @@ impl Dispatcher {
                         topic: r.sub.reply_to,
                         result,
                     };
+                    if let Out::Reply { result, .. } = &out {
+                        if result.at_ms >= since_ms {
+                            again.push(out.clone());
+                        }
+                    }
                     if self.finished.insert(id.clone(), out).is_none() {
                         self.finished_order.push_back(id);
                     }
@@ -358,6 +385,8 @@ impl Dispatcher {
                             at: Where::Waiting { since: now },
                             refused_by: Vec::new(),
                             last_failure: None,
+                            failures: 0,
+                            busy_since: None,
                         },
                     );
                     self.waiting += 1;
@@ -372,6 +401,7 @@ impl Dispatcher {
                 }
             }
         }
+        again
     }
 
     pub fn in_flight(&self) -> usize {
@@ -713,6 +743,8 @@ impl Dispatcher {
                 at: Where::Waiting { since: now },
                 refused_by: Vec::new(),
                 last_failure: None,
+                failures: 0,
+                busy_since: None,
             },
         );
         self.waiting += 1;
@@ -783,7 +815,8 @@ impl Dispatcher {
             }
         };
         let Some((slot, probe)) = picked else {
-            if capable == 0 {
+            let warming = self.warm_until.is_some_and(|t| now < t);
+            if capable == 0 && !warming {
                 self.counters.unplaceable += 1;
                 return self.give_up(
                     id,
@@ -880,15 +913,35 @@ impl Dispatcher {
     }
 
     /// Schedule the next attempt, or dead-letter the task if it has had them all.
-    fn retry(&mut self, id: &str, now: Instant, failure: Option<TaskResult>) -> Option<Out> {
-        let attempt = {
+    /// `node_fault`: the placement failed on the node's account (not a busy refusal).
+    fn retry(
+        &mut self,
+        id: &str,
+        now: Instant,
+        failure: Option<TaskResult>,
+        node_fault: bool,
+    ) -> Option<Out> {
+        let max_wait = self.cfg.max_wait;
+        let (attempt, out_of_tries) = {
             let t = self.tasks.get_mut(id)?;
             if let Some(f) = failure {
                 t.last_failure = Some(f);
             }
-            t.attempt
+            if node_fault {
+                t.failures += 1;
+                t.busy_since = None;
+            } else {
+                t.busy_since.get_or_insert(now);
+            }
+            let busy_too_long = t
+                .busy_since
+                .is_some_and(|b| now.saturating_duration_since(b) >= max_wait);
+            (
+                t.attempt,
+                t.failures >= self.cfg.max_attempts || busy_too_long,
+            )
         };
-        if attempt >= self.cfg.max_attempts {
+        if out_of_tries {
             return self.dead_letter(id);
         }
         let delay = self.backoff(attempt);
@@ -1045,7 +1098,7 @@ impl Dispatcher {
             }
         }
         match verdict {
-            Verdict::Retry { .. } => {
+            Verdict::Retry { node_fault } => {
                 if let Some(t) = self.tasks.get_mut(&r.id) {
                     t.refused_by.push(slot);
                 }
@@ -1053,7 +1106,7 @@ impl Dispatcher {
                     self.counters.timed_out += 1;
                 }
                 let id = r.id.clone();
-                self.retry(&id, now, Some(r))
+                self.retry(&id, now, Some(r), node_fault)
             }
             Verdict::Done | Verdict::Final { .. } => {
                 let t = self.tasks.remove(&r.id)?;
@@ -1098,7 +1151,7 @@ impl Dispatcher {
                     if let Some(t) = self.tasks.get_mut(&id) {
                         t.refused_by.push(slot);
                     }
-                    out.extend(self.retry(&id, now, None));
+                    out.extend(self.retry(&id, now, None, true));
                 }
             }
         }
@@ -1138,7 +1191,7 @@ impl Dispatcher {
                         at_ms: fog_agent::service::now_ms(),
                         outcome: Outcome::TimedOut { after_ms: 0 },
                     };
-                    out.extend(self.retry(&timer.id, now, Some(failure)));
+                    out.extend(self.retry(&timer.id, now, Some(failure), true));
                 }
                 _ => {}
             }

@@ -115,6 +115,14 @@ fn status(
     }
 }
 
+/// After start and after every (re)subscription, how long a task whose kind no known
+/// node runs waits for the retained birth records instead of being refused.
+const WARM_UP: Duration = Duration::from_secs(5);
+
+/// After a restart, final results stored this recently are sent again: the crash may
+/// have come between storing one and publishing it.
+const RESEND_AFTER_RESTART: Duration = Duration::from_secs(60);
+
 /// Rate limit for "rejected message" warnings: one per reason per this period.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -128,13 +136,15 @@ pub async fn serve(
     let mut registry = Registry::new(topics.clone(), config.liveness.clone());
     let mut dispatch = Dispatcher::new(config.placement.clone());
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Final results to send again once subscribed (see Dispatcher::restore).
+    let mut resend = Vec::new();
     let journal = match &config.data_dir {
         Some(dir) => {
             let (j, records) = Journal::open(dir, &JournalConfig::default(), accepted_tx)?;
             let unfinished = records.iter().filter(|r| r.result.is_none()).count();
             tracing::info!(dir = %dir.display(), unfinished, finished = records.len() - unfinished, "task journal open");
             dispatch.enable_journal();
-            dispatch.restore(records, Instant::now());
+            resend = dispatch.restore(records, Instant::now(), RESEND_AFTER_RESTART);
             Some(j)
         }
         None => {
@@ -143,6 +153,8 @@ pub async fn serve(
         }
     };
     let coordinator_id = fog_proto::NodeId::new("coordinator").expect("a valid node id");
+    // The registry is empty until the retained birth records arrive.
+    dispatch.warm_up(Instant::now() + WARM_UP);
     let mut scaler = Scaler::new(config.scaling.clone());
     let scaling_topic = topics.scaling();
     let mut batcher = Batcher::new(topics.clone(), config.encoding);
@@ -243,6 +255,10 @@ pub async fn serve(
                     // at once so `status` works right after a (re)connect.
                     subscribed = true;
                     publish.reset_immediately();
+                    dispatch.warm_up(Instant::now() + WARM_UP);
+                    for m in resend.drain(..) {
+                        batcher.push(m);
+                    }
                     // The retained advice may have been missed while disconnected.
                     if let Some(advice) = scaler.current() {
                         let _ = link.publish(&scaling_topic, codec::encode(advice, enc)?, Qos::AtLeastOnce, true);

@@ -310,3 +310,154 @@ async fn scaling_advice_is_published_retained_and_shown_in_status() {
     .expect("retained advice");
     assert_eq!(got.desired_nodes, 2);
 }
+
+/// `serve` in its own process on a data dir, killed (kill -9) when dropped.
+struct CoordinatorProcess(Child);
+
+impl CoordinatorProcess {
+    fn start(broker: &TestBroker, dir: &Path) -> Self {
+        let cfg = dir.join("coordinator.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "data_dir = \"{}\"\nstatus_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
+                dir.join("state").display(),
+                broker.url()
+            ),
+        )
+        .expect("write config");
+        let bin = harness_bin("fog-test-coordinator").expect("harness coordinator");
+        // With FOG_TEST_LOG set, each run logs to coordinator-<pid>.log in the temp dir.
+        let stderr = match std::env::var_os("FOG_TEST_LOG_DIR") {
+            Some(d) => Stdio::from(
+                std::fs::File::create(
+                    Path::new(&d).join(format!("coordinator-{}.log", fastrand::u32(..))),
+                )
+                .expect("log file"),
+            ),
+            None => Stdio::null(),
+        };
+        CoordinatorProcess(
+            Command::new(bin)
+                .arg(&cfg)
+                .stderr(stderr)
+                .spawn()
+                .expect("coordinator starts"),
+        )
+    }
+
+    fn kill9(&mut self) {
+        self.0.kill().expect("kill -9");
+        self.0.wait().expect("reaped");
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut coordinator = CoordinatorProcess::start(&broker, dir.path());
+    let _agents: Vec<RunningAgent> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|n| RunningAgent::start(n, &broker.url(), "[pool]\nworkers = 2", "").expect("agent"))
+        .collect();
+    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(s) =
+            fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_secs(2)).await
+        {
+            if ["c1", "c2", "c3"].iter().all(|n| online(&s, n)) {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agents never came online"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = client(&broker).await;
+    let n = 240;
+    let subs: Vec<_> = (0..n)
+        .map(|i| {
+            let mut s = client::submission("sleep", b"30".to_vec(), 0, WAIT, false);
+            s.id = format!("ck-{i}");
+            s
+        })
+        .collect();
+    let ids = c.submit_many(subs.clone()).await.expect("submitted");
+    let mut accepted = std::collections::HashSet::new();
+    let mut seen: HashMap<String, Vec<TaskResult>> = HashMap::new();
+    while seen.len() < 40 {
+        let r = tokio::time::timeout(WAIT, c.next_result())
+            .await
+            .expect("results flow")
+            .expect("client ok")
+            .expect("open");
+        match r.outcome {
+            Outcome::Accepted => {
+                accepted.insert(r.id);
+            }
+            _ => seen.entry(r.id.clone()).or_default().push(r),
+        }
+    }
+    coordinator.kill9();
+    let accepted_before_kill = accepted.len();
+    let mut coordinator = CoordinatorProcess::start(&broker, dir.path());
+    // What was never acknowledged is the client's to send again (same ids).
+    let again: Vec<_> = subs
+        .into_iter()
+        .filter(|s| !accepted.contains(&s.id) && !seen.contains_key(&s.id))
+        .collect();
+    let resubmitted = again.len();
+    if !again.is_empty() {
+        c.submit_many(again).await.expect("resubmitted");
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < n && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
+        {
+            if !matches!(r.outcome, Outcome::Accepted) {
+                seen.entry(r.id.clone()).or_default().push(r);
+            }
+        }
+    }
+    while let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
+    {
+        if !matches!(r.outcome, Outcome::Accepted) {
+            seen.entry(r.id.clone()).or_default().push(r);
+        }
+    }
+    for id in &ids {
+        let rs = seen.get(id).map(Vec::as_slice).unwrap_or_default();
+        assert_eq!(
+            rs.len(),
+            1,
+            "task {id}: exactly one final result ({accepted_before_kill} accepted before the kill, {resubmitted} resubmitted), got {rs:?}"
+        );
+        assert!(
+            matches!(rs[0].outcome, Outcome::Completed { .. }),
+            "{id}: {:?}",
+            rs[0]
+        );
+    }
+    let s = fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_secs(5))
+        .await
+        .expect("status");
+    let restored = s.counters.get("tasks_restored_total").copied().unwrap_or(0);
+    assert!(
+        restored > 0,
+        "the restart must have had accepted tasks to restore: {:?}",
+        s.counters
+    );
+    coordinator.kill9();
+}

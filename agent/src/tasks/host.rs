@@ -62,6 +62,10 @@ pub struct TaskHost {
     store: RedbStore<Token>,
     kinds: HashMap<String, Kind>,
     states: HashMap<String, State>,
+    /// A task in flight that the coordinator has since placed here again with a newer
+    /// attempt (it re-placed it after losing track, e.g. after its own restart): the
+    /// result goes out under the newest attempt, or the coordinator would fence it off.
+    newer_attempt: HashMap<String, u32>,
     outbox: VecDeque<TaskResult>,
     pub counters: TaskCounters,
     last_malformed_log: Option<std::time::Instant>,
@@ -131,6 +135,7 @@ impl TaskHost {
             store,
             kinds: kinds(config),
             states: HashMap::new(),
+            newer_attempt: HashMap::new(),
             outbox: VecDeque::new(),
             counters: TaskCounters::default(),
             last_malformed_log: None,
@@ -210,6 +215,10 @@ impl TaskHost {
     }
 
     fn make_result(&self, id: &str, attempt: u32, outcome: Outcome) -> TaskResult {
+        let attempt = self
+            .newer_attempt
+            .get(id)
+            .map_or(attempt, |&n| n.max(attempt));
         TaskResult {
             id: id.to_owned(),
             attempt,
@@ -276,6 +285,7 @@ impl TaskHost {
     /// A terminal answer that must be stored before it is published.
     fn finish_now(&mut self, id: &str, attempt: u32, outcome: Outcome) {
         let result = self.make_result(id, attempt, outcome);
+        self.newer_attempt.remove(id);
         let wire = codec::encode(&result, self.encoding).expect("task results always encode");
         self.states.insert(id.to_owned(), State::InFlight);
         let op = Op::Finish {
@@ -315,7 +325,9 @@ impl TaskHost {
         match self.states.get(&a.id) {
             Some(State::InFlight) => {
                 self.counters.duplicates += 1;
-                tracing::debug!(task.id = %a.id, "duplicate of a task in flight; ignored");
+                tracing::debug!(task.id = %a.id, attempt = a.attempt, "duplicate of a task in flight; not run again");
+                let newest = self.newer_attempt.entry(a.id).or_insert(a.attempt);
+                *newest = (*newest).max(a.attempt);
                 return;
             }
             Some(State::Finished) => {
@@ -324,8 +336,27 @@ impl TaskHost {
                     Ok(Some(StoredTask {
                         result: Some(wire), ..
                     })) => match codec::decode::<TaskResult>(&wire) {
-                        Ok(r) => {
+                        // A retryable answer (busy, failed-retryable, timed out) is not
+                        // this id's final word: a new attempt runs again.
+                        Ok(r)
+                            if matches!(
+                                r.outcome,
+                                Outcome::Rejected {
+                                    retryable: true,
+                                    ..
+                                } | Outcome::Failed {
+                                    retryable: true,
+                                    ..
+                                } | Outcome::TimedOut { .. }
+                            ) && a.attempt > r.attempt =>
+                        {
+                            tracing::debug!(task.id = %a.id, attempt = a.attempt, "new attempt of a task that was refused or failed retryably here; running it");
+                        }
+                        Ok(mut r) => {
                             tracing::debug!(task.id = %a.id, "redelivered task answered from the store");
+                            // Answer under the attempt asked about, so the coordinator
+                            // takes it (the result is the same whichever attempt ran).
+                            r.attempt = r.attempt.max(a.attempt);
                             self.publish(link, r);
                             return;
                         }
@@ -456,9 +487,13 @@ impl TaskHost {
                     self.finish_now(&job.id, job.attempt, busy_outcome("the task queue is full"));
                 }
             }
-            Token::Finished { result } => {
+            Token::Finished { mut result } => {
                 if let Err(error) = &c.result {
                     tracing::error!(task.id = %result.id, %error, "task result not stored; publishing it anyway");
+                }
+                // A newer attempt that arrived while this result was being stored.
+                if let Some(n) = self.newer_attempt.remove(&result.id) {
+                    result.attempt = result.attempt.max(n);
                 }
                 self.states.insert(result.id.clone(), State::Finished);
                 self.counters.finished += 1;
