@@ -44,6 +44,9 @@ enum Command {
         /// Also run an embedded MQTT broker on this address (e.g. 0.0.0.0:1883) and use it.
         #[arg(long, value_name = "ADDR")]
         embedded_broker: Option<SocketAddr>,
+        /// Task journal directory (overrides `data_dir`; "" keeps task state in memory).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Print the fleet as the coordinator sees it.
     Status {
@@ -202,9 +205,13 @@ fn real_main() -> Result<ExitCode, ExitCode> {
         Command::Serve {
             common,
             embedded_broker,
+            data_dir,
         } => {
             fog_agent::logging::init("FOG_LOG", "info,rumqttd=warn");
             let mut cfg = load(&common).map_err(config_err)?;
+            if let Some(dir) = data_dir {
+                cfg.data_dir = (!dir.as_os_str().is_empty()).then_some(dir);
+            }
             runtime()?.block_on(async move {
                 if let Some(addr) = embedded_broker {
                     let b = broker::EmbeddedBroker::start(addr).map_err(|e| {
