@@ -215,6 +215,7 @@ pub fn submission(
         cacheable,
         key: String::new(),
         strategy: String::new(),
+        requires: Default::default(),
     }
 }
 

@@ -96,6 +96,21 @@ struct Slot {
     state: NodeState,
     kinds: Vec<String>,
     degraded: bool,
+    arch: String,
+    labels: std::collections::BTreeMap<String, String>,
+    /// Free memory at the last heartbeat (bytes), if known.
+    free_memory: Option<u64>,
+}
+
+impl Slot {
+    fn meets(&self, r: &fog_proto::Requirements) -> bool {
+        (r.arch.is_empty() || r.arch == self.arch)
+            && r.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+            && (r.min_free_memory_bytes == 0
+                || self
+                    .free_memory
+                    .is_some_and(|f| f >= r.min_free_memory_bytes))
+    }
 }
 
 enum Where {
@@ -563,6 +578,9 @@ impl Dispatcher {
                         state: e.state,
                         kinds: Vec::new(),
                         degraded: false,
+                        arch: String::new(),
+                        labels: Default::default(),
+                        free_memory: None,
                     });
                     self.loads.push(NodeLoad::default());
                     self.slot_of.insert(id.clone(), self.slots.len() - 1);
@@ -575,6 +593,16 @@ impl Dispatcher {
                 if s.kinds != b.task_kinds {
                     s.kinds = b.task_kinds.clone();
                 }
+                if s.arch != b.arch {
+                    s.arch = b.arch.clone();
+                }
+                if s.labels != b.labels {
+                    s.labels = b.labels.clone();
+                }
+                s.free_memory = e.heartbeat.as_ref().map(|h| {
+                    (b.memory_bytes as f64 * (1.0 - f64::from(h.mem_pct) / 100.0).clamp(0.0, 1.0))
+                        as u64
+                });
             }
             // Weight: cores x free CPU, halved when degraded. Never zero, so a busy
             // node is used less, not starved of the tasks that tell us it recovered.
@@ -754,7 +782,7 @@ impl Dispatcher {
 
     /// Place a waiting task now, or keep it waiting, or give up on it.
     fn try_place(&mut self, id: &str, now: Instant) -> Option<Out> {
-        let (kind, strategy, key_hash, since, refused) = {
+        let (kind, strategy, key_hash, since, refused, requires) = {
             let t = self.tasks.get(id)?;
             let Where::Waiting { since } = t.at else {
                 return None;
@@ -765,32 +793,46 @@ impl Dispatcher {
                 t.key_hash,
                 since,
                 t.refused_by.clone(),
+                (!t.sub.requires.is_empty()).then(|| t.sub.requires.clone()),
             )
         };
         self.kind_set(&kind, now);
         let set = &self.kinds[&kind];
         let (capable, suspect, open) = (set.capable, set.suspect, set.open);
+        let meets = |s: usize| requires.as_ref().is_none_or(|r| self.slots[s].meets(r));
         // A half-open node with room for a probe gets this task as its probe.
         let probe = set.half_open.iter().copied().find(|&s| {
             let bcfg = &self.cfg.breaker;
-            self.slots[s].breaker.clone().allows(bcfg, now)
+            meets(s) && self.slots[s].breaker.clone().allows(bcfg, now)
         });
         let mut eligible: Vec<usize>;
-        let eligible_ref: &[usize] = if refused.is_empty() {
+        let eligible_ref: &[usize] = if refused.is_empty() && requires.is_none() {
             &self.kinds[&kind].eligible
         } else {
-            // Prefer nodes that have not refused this task; if all have, all again.
-            eligible = self.kinds[&kind]
+            // Only nodes that meet the task's requirements; among them, prefer nodes
+            // that have not refused this task (if all have, all again).
+            let fit: Vec<usize> = self.kinds[&kind]
                 .eligible
+                .iter()
+                .copied()
+                .filter(|&s| meets(s))
+                .collect();
+            eligible = fit
                 .iter()
                 .copied()
                 .filter(|s| !refused.contains(s))
                 .collect();
             if eligible.is_empty() {
-                eligible = self.kinds[&kind].eligible.clone();
+                eligible = fit;
             }
             &eligible
         };
+        let unmet = requires
+            .as_ref()
+            .filter(|_| {
+                eligible_ref.is_empty() && probe.is_none() && !self.kinds[&kind].eligible.is_empty()
+            })
+            .map(|r| r.to_string());
         let picked = match probe {
             Some(s) => Some((s, true)),
             None => {
@@ -821,6 +863,20 @@ impl Dispatcher {
                 return self.give_up(
                     id,
                     format!("no online node runs kind {:?}", short(&kind)),
+                    true,
+                );
+            }
+            if let Some(unmet) =
+                unmet.filter(|_| now.saturating_duration_since(since) >= self.cfg.max_wait)
+            {
+                self.counters.unplaceable += 1;
+                return self.give_up(
+                    id,
+                    format!(
+                        "no node that runs kind {:?} met the task's requirements ({unmet}) within {:.0}s",
+                        short(&kind),
+                        self.cfg.max_wait.as_secs_f64()
+                    ),
                     true,
                 );
             }
@@ -1298,6 +1354,7 @@ mod tests {
                     cacheable: false,
                     key: String::new(),
                     strategy: String::new(),
+                    requires: Default::default(),
                 }],
             },
             Encoding::Json,
@@ -1649,6 +1706,31 @@ mod tests {
         };
         assert!(
             matches!(&res.outcome, Outcome::Rejected { reason, retryable: false } if reason.contains("fastest")),
+            "{res:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requirements_filter_nodes_and_an_unmet_one_is_named() {
+        let r = registry(&["a", "b"]);
+        let mut d = rr();
+        let t0 = Instant::now();
+        let with = |id: &str, arch: &str| {
+            let mut list: TaskSubmissions = codec::decode(&submit(id, "echo")).expect("decodes");
+            list.items[0].requires.arch = arch.into();
+            codec::encode(&list, Encoding::Json).expect("encodes")
+        };
+        assert_eq!(assigned(&d.on_submit(&r, &with("fits", "x"), t0)).len(), 1);
+        assert!(
+            d.on_submit(&r, &with("arm-only", "aarch64"), t0).is_empty(),
+            "waits for a node that fits"
+        );
+        let out = d.tick(&r, t0 + Duration::from_secs(31));
+        let Out::Reply { result: res, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(
+            matches!(&res.outcome, Outcome::Rejected { reason, .. } if reason.contains("requirements (arch aarch64)")),
             "{res:?}"
         );
     }

@@ -335,6 +335,7 @@ mod tests {
             cacheable: false,
             key: String::new(),
             strategy: String::new(),
+            requires: Default::default(),
         }
     }
 

@@ -304,6 +304,48 @@ pub struct TaskSubmission {
     pub key: String,
     /// Strategy override; empty means the coordinator's default.
     pub strategy: String,
+    /// What a node must offer to get this task; empty means any node that runs the kind.
+    #[serde(default)]
+    pub requires: Requirements,
+}
+
+/// Placement constraints of one task (all must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirements {
+    /// The node's architecture (`std::env::consts::ARCH` of its agent), if not empty.
+    #[serde(default)]
+    pub arch: String,
+    /// Labels the node must carry with these values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Free memory the node last reported, at least (bytes; 0 = no constraint).
+    #[serde(default)]
+    pub min_free_memory_bytes: u64,
+}
+
+impl Requirements {
+    pub fn is_empty(&self) -> bool {
+        self.arch.is_empty() && self.labels.is_empty() && self.min_free_memory_bytes == 0
+    }
+}
+
+impl std::fmt::Display for Requirements {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.arch.is_empty() {
+            parts.push(format!("arch {}", self.arch));
+        }
+        for (k, v) in &self.labels {
+            parts.push(format!("label {k}={v}"));
+        }
+        if self.min_free_memory_bytes > 0 {
+            parts.push(format!(
+                "{} MiB free",
+                self.min_free_memory_bytes / (1024 * 1024)
+            ));
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 /// Retained on `coordinator/status`: liveness plus a snapshot of the registry, which is

@@ -186,6 +186,11 @@ pub fn submission() -> TaskSubmission {
         timeout_ms: 10_000,
         cacheable: false,
         key: String::new(),
+        requires: Requirements {
+            arch: "aarch64".into(),
+            labels: BTreeMap::from([("zone".into(), "north".into())]),
+            min_free_memory_bytes: 64 * 1024 * 1024,
+        },
         strategy: String::new(),
     }
 }
