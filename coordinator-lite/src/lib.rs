@@ -27,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod fleet;
 pub mod journal;
 pub mod phi;
 pub mod placement;

@@ -126,6 +126,14 @@ enum Command {
         /// p2c, adaptive.
         #[arg(long)]
         strategy: Option<fog_coordinator::placement::Strategy>,
+        /// Run against a fleet started in this process (embedded broker, coordinator
+        /// and N agents) instead of the configured broker.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        fleet: Option<u16>,
+        /// Kill one agent of the --fleet (as a crash would) this many seconds into the
+        /// run, to show a failover under load.
+        #[arg(long, value_name = "SECS", requires = "fleet")]
+        kill_agent_after: Option<f64>,
     },
     /// Broker, coordinator and agents in one process with a live view.
     Demo {
@@ -380,40 +388,85 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             payload_bytes,
             wait,
             strategy,
+            fleet,
+            kill_agent_after,
         } => {
-            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=warn");
+            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=off");
             let cfg = load(&common).map_err(config_err)?;
             runtime()?.block_on(async move {
-                let fail = |e: fog_coordinator::client::ClientError| {
+                let fail = |e: &dyn std::fmt::Display| {
                     eprintln!("fog-coordinator: {e}");
                     ExitCode::FAILURE
                 };
+                let mut local = match fleet {
+                    Some(n) => {
+                        eprintln!("starting a fleet of {n} agents in this process...");
+                        Some(
+                            fog_coordinator::fleet::Fleet::start(usize::from(n), cfg.placement.clone())
+                                .await
+                                .map_err(|e| fail(&e))?,
+                        )
+                    }
+                    None => None,
+                };
+                let broker = local.as_ref().map_or(cfg.broker.clone(), |f| f.broker_cfg.clone());
                 let mut c = client::Client::connect(
-                    &cfg.broker,
+                    &broker,
                     Topics::new(cfg.prefix.clone()),
                     Duration::from_secs(10),
                 )
                 .await
-                .map_err(fail)?
+                .map_err(|e| fail(&e))?
                 // Submissions go out in the config's encoding, like everything else the
                 // coordinator's side publishes.
                 .encoding(cfg.encoding);
-                let report = client::bench(
-                    &mut c,
-                    &client::BenchOptions {
-                        kind,
-                        tasks,
-                        concurrency,
-                        payload_bytes,
-                        wait: Duration::from_secs_f64(wait.clamp(0.1, 3600.0)),
-                        strategy: strategy.map(|s| s.to_string()).unwrap_or_default(),
-                        progress: true,
-                    },
-                )
-                .await
-                .map_err(fail)?;
+                let opts = client::BenchOptions {
+                    kind,
+                    tasks,
+                    concurrency,
+                    payload_bytes,
+                    wait: Duration::from_secs_f64(wait.clamp(0.1, 3600.0)),
+                    strategy: strategy.map(|s| s.to_string()).unwrap_or_default(),
+                    progress: true,
+                };
+                let (report, killed) = {
+                    let run = client::bench(&mut c, &opts);
+                    tokio::pin!(run);
+                    let kill_at = tokio::time::sleep(Duration::from_secs_f64(
+                        kill_agent_after.unwrap_or(0.0).clamp(0.0, 86_400.0),
+                    ));
+                    tokio::pin!(kill_at);
+                    let mut killed: Option<String> = None;
+                    let report = loop {
+                        tokio::select! {
+                            r = &mut run => break r.map_err(|e| fail(&e))?,
+                            _ = &mut kill_at, if kill_agent_after.is_some() && killed.is_none() => {
+                                killed = local.as_mut().and_then(|f| f.kill_one());
+                                if let Some(node) = &killed {
+                                    eprintln!("\nkilled agent {node} (its connection dropped without a goodbye)");
+                                }
+                            }
+                        }
+                    };
+                    (report, killed)
+                };
                 c.close().await;
                 println!("{report}");
+                if let Some(f) = local {
+                    // One more snapshot so the counters include the end of the run.
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    let s = f.snapshot();
+                    let get = |k: &str| s.counters.get(k).copied().unwrap_or(0);
+                    if let Some(node) = &killed {
+                        println!(
+                            "failover: {node} killed; {} tasks it held were placed again elsewhere ({} re-placements in all, {} dead-lettered)",
+                            get("tasks_node_lost_total"),
+                            get("tasks_replaced_total"),
+                            get("tasks_dead_lettered_total"),
+                        );
+                    }
+                    f.stop().await;
+                }
                 Ok(if report.lost == 0 && report.duplicated == 0 {
                     ExitCode::SUCCESS
                 } else {

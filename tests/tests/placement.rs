@@ -461,3 +461,48 @@ async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
     );
     coordinator.kill9();
 }
+
+/// What `fog-coordinator bench --fleet 3 --kill-agent-after SECS` does, as a test: an
+/// in-process fleet, one agent killed mid-run, nothing lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_fleet_failover_loses_nothing() {
+    init_logging();
+    let mut fleet = fog_coordinator::fleet::Fleet::start(3, Default::default())
+        .await
+        .expect("fleet");
+    let mut c = Client::connect(
+        &fleet.broker_cfg,
+        Topics::default(),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("client");
+    let n = 3000;
+    let opts = client::BenchOptions {
+        kind: "sha256".into(),
+        tasks: n,
+        concurrency: 500,
+        payload_bytes: 4096,
+        wait: Duration::from_secs(20),
+        strategy: String::new(),
+        progress: false,
+    };
+    let (report, killed) = {
+        let run = client::bench(&mut c, &opts);
+        tokio::pin!(run);
+        let kill = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(kill);
+        let mut killed = None;
+        let report = loop {
+            tokio::select! {
+                r = &mut run => break r.expect("bench"),
+                _ = &mut kill, if killed.is_none() => killed = fleet.kill_one(),
+            }
+        };
+        (report, killed)
+    };
+    assert!(killed.is_some(), "the run ended before the kill: {report}");
+    assert_eq!((report.lost, report.duplicated), (0, 0), "{report}");
+    assert_eq!(report.completed, n, "{report}");
+    fleet.stop().await;
+}

@@ -1,0 +1,167 @@
+//! A throwaway fleet in one process for `bench --fleet N`: an embedded broker, a
+//! coordinator and N agents, each agent on its own runtime so it can be killed the way
+//! a crash kills it (`--kill-agent-after`): every task of the runtime is dropped at
+//! once, the TCP connection closes without an MQTT DISCONNECT, and the broker
+//! publishes the agent's Last Will. That shows a failover under load end to end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fog_agent::config::{BrokerConfig, Config as AgentConfig};
+use fog_proto::{NodeState, Prefix};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{BrokerError, EmbeddedBroker};
+use crate::config::CoordinatorConfig;
+use crate::dispatch::PlacementConfig;
+use crate::registry::LivenessConfig;
+use crate::service::{serve, Snapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Config(#[from] fog_agent::config::ConfigError),
+    #[error("creating a temporary directory: {0}")]
+    TempDir(std::io::Error),
+    #[error("starting an agent runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("only {online} of {wanted} agents came online within 15 s")]
+    NotOnline { online: usize, wanted: usize },
+}
+
+/// An agent on its own runtime; dropping the runtime is the crash.
+struct FleetAgent {
+    node: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+pub struct Fleet {
+    /// Runs until the process exits (rumqttd has no stop).
+    _broker: EmbeddedBroker,
+    pub broker_cfg: BrokerConfig,
+    pub view: watch::Receiver<Snapshot>,
+    coordinator_stop: CancellationToken,
+    coordinator: tokio::task::JoinHandle<()>,
+    agents: Vec<FleetAgent>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Start the broker, the coordinator (with `placement`) and `n` agents, and wait
+    /// until every agent is online.
+    pub async fn start(n: usize, placement: PlacementConfig) -> Result<Fleet, FleetError> {
+        let broker = EmbeddedBroker::start_local()?;
+        let dir = tempfile::Builder::new()
+            .prefix("fog-bench-")
+            .tempdir()
+            .map_err(FleetError::TempDir)?;
+        let broker_cfg = BrokerConfig {
+            keep_alive: Duration::from_secs(5),
+            ..BrokerConfig::plain(&broker.url())?
+        };
+        let cfg = CoordinatorConfig {
+            prefix: Prefix::default(),
+            encoding: Default::default(),
+            status_interval: Duration::from_millis(500),
+            liveness: LivenessConfig {
+                default_heartbeat_interval: Duration::from_secs(1),
+                ..LivenessConfig::default()
+            },
+            placement,
+            scaling: Default::default(),
+            data_dir: None,
+            broker: broker_cfg.clone(),
+        };
+        let (tx, mut view) = watch::channel(crate::service::empty_snapshot());
+        let coordinator_stop = CancellationToken::new();
+        let stop = coordinator_stop.clone();
+        let coordinator = tokio::spawn(async move {
+            if let Err(error) = serve(cfg, stop, tx).await {
+                tracing::error!(%error, "bench coordinator stopped");
+            }
+        });
+        let mut agents = Vec::with_capacity(n);
+        for i in 1..=n {
+            let node = format!("bench-{i}");
+            // Keep-alive 2 s: a killed agent is offline within 3 s (1.5 x keep-alive).
+            let text = format!(
+                "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 5.0\n[pool]\nqueue_capacity = 1024\narena_bytes = 16777216\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
+                dir.path().join(&node).display(),
+                broker.url()
+            );
+            let agent_cfg = AgentConfig::from_toml(&text)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(format!("{node}-rt"))
+                .enable_all()
+                .build()
+                .map_err(FleetError::Runtime)?;
+            let name = node.clone();
+            runtime.spawn(async move {
+                if let Err(error) = fog_agent::run(agent_cfg, CancellationToken::new()).await {
+                    tracing::error!(node.id = %name, %error, "bench agent stopped");
+                }
+            });
+            agents.push(FleetAgent {
+                node,
+                runtime: Some(runtime),
+            });
+        }
+        let online = |v: &Snapshot| {
+            v.nodes
+                .iter()
+                .filter(|x| x.state == NodeState::Online)
+                .count()
+        };
+        let ok = tokio::time::timeout(Duration::from_secs(15), async {
+            while online(&view.borrow()) < n {
+                if view.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if ok.is_err() {
+            return Err(FleetError::NotOnline {
+                online: online(&view.borrow()),
+                wanted: n,
+            });
+        }
+        Ok(Fleet {
+            _broker: broker,
+            broker_cfg,
+            view,
+            coordinator_stop,
+            coordinator,
+            agents,
+            _dir: dir,
+        })
+    }
+
+    /// Kill the first agent still running, as a crash would; returns its node id.
+    pub fn kill_one(&mut self) -> Option<String> {
+        let a = self.agents.iter_mut().find(|a| a.runtime.is_some())?;
+        if let Some(rt) = a.runtime.take() {
+            rt.shutdown_background();
+        }
+        Some(a.node.clone())
+    }
+
+    /// The coordinator's latest snapshot.
+    pub fn snapshot(&self) -> Arc<fog_proto::CoordinatorStatus> {
+        self.view.borrow().clone()
+    }
+
+    pub async fn stop(mut self) {
+        for a in &mut self.agents {
+            if let Some(rt) = a.runtime.take() {
+                rt.shutdown_background();
+            }
+        }
+        self.coordinator_stop.cancel();
+        let _ = (&mut self.coordinator).await;
+    }
+}
