@@ -307,9 +307,10 @@ pub fn pick(state: &mut SetState, rng: &mut fastrand::Rng, req: &Request<'_>) ->
 }
 
 /// The slot with the lowest cost `num / den` (den > 0); ties go to the first in
-/// `eligible`. Compared by cross-multiplying (no division per node), over four
-/// independent running minimums so the scan is not one long chain of dependent
-/// compares: together about 4x faster at 10,000 nodes.
+/// `eligible`. Compared by cross-multiplying, over four independent running minimums.
+/// Still about 2 ns per node at 10,000 nodes (see docs/performance.md, Placement: a
+/// single running minimum, a division per node, and a two-pass cost buffer measured
+/// no better); an indexed heap per kind is the way to O(log n).
 fn min_ratio(eligible: &[usize], cost: impl Fn(usize) -> (f64, f64)) -> usize {
     const LANES: usize = 4;
     // (position in eligible, num, den) per lane.
