@@ -38,6 +38,7 @@ fn bench(c: &mut Criterion) {
                         strategy,
                         eligible: &eligible,
                         generation: 1,
+                        weights_generation: 1,
                         loads,
                         key_hash: hash64(&key.to_le_bytes()),
                         node_hash: &node_hash,

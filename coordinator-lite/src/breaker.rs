@@ -79,6 +79,24 @@ impl Breaker {
         self.state
     }
 
+    /// The state as last seen, without applying the passage of time.
+    pub fn last_state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// The state at `now`, for display: like [`state`](Self::state) but changes
+    /// nothing, so looking never hides a transition from the dispatcher.
+    pub fn peek(&self, cfg: &BreakerConfig, now: Instant) -> BreakerState {
+        let due = self
+            .opened_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= cfg.open_for);
+        if self.state == BreakerState::Open && due {
+            BreakerState::HalfOpen
+        } else {
+            self.state
+        }
+    }
+
     /// Whether a new task may be placed on this node now.
     pub fn allows(&mut self, cfg: &BreakerConfig, now: Instant) -> bool {
         match self.state(cfg, now) {

@@ -250,6 +250,8 @@ pub struct Dispatcher {
     registry_generation: Option<u64>,
     /// Bumped when eligibility may have changed (registry or breakers).
     generation: u64,
+    /// Bumped when a node's weight changed.
+    weights_generation: u64,
     kinds: HashMap<String, KindSet>,
     kind_times: HashMap<String, KindTimes>,
     placer: Placer,
@@ -303,6 +305,7 @@ impl Dispatcher {
             slot_of: HashMap::new(),
             registry_generation: None,
             generation: 0,
+            weights_generation: 0,
             kinds: HashMap::new(),
             kind_times: HashMap::new(),
             placer: Placer::with_seed(seed),
@@ -476,16 +479,16 @@ impl Dispatcher {
     }
 
     /// Per node placement figures, sorted by node id.
-    pub fn node_placements(&mut self, now: Instant) -> Vec<NodePlacement> {
+    pub fn node_placements(&self, now: Instant) -> Vec<NodePlacement> {
         let cfg = self.cfg.breaker.clone();
         let mut v: Vec<NodePlacement> = self
             .slots
-            .iter_mut()
+            .iter()
             .zip(&self.loads)
             .map(|(s, l)| NodePlacement {
                 node: s.id.clone(),
                 in_flight: l.in_flight,
-                breaker: s.breaker.state(&cfg, now),
+                breaker: s.breaker.peek(&cfg, now),
                 latency_ms: l.latency_ms,
                 degraded: s.degraded,
             })
@@ -565,8 +568,19 @@ impl Dispatcher {
         if self.registry_generation == Some(registry.generation()) && !weights_due {
             return;
         }
+        let mut moved = self.registry_generation != Some(registry.generation());
         self.registry_generation = Some(registry.generation());
         self.last_weights = Some(now);
+        let mut weights_changed = false;
+        // An open breaker whose time is up turns half-open by the clock alone; its
+        // node becomes a probe candidate, so the eligible sets must be rebuilt.
+        let bcfg = &self.cfg.breaker;
+        for s in &mut self.slots {
+            let before = s.breaker.last_state();
+            if s.breaker.state(bcfg, now) != before {
+                moved = true;
+            }
+        }
         for (id, e) in registry.nodes() {
             let slot = match self.slot_of.get(id) {
                 Some(&s) => s,
@@ -617,9 +631,20 @@ impl Dispatcher {
             let free = (1.0 - f64::from(cpu) / 100.0).clamp(0.1, 1.0);
             let w = f64::from(cores) * free * if s.degraded { 0.5 } else { 1.0 };
             // Quantised, so a wobble of a percent does not rebuild schedules.
-            self.loads[slot].weight = (w * 4.0).round().max(1.0) / 4.0;
+            let w = (w * 4.0).round().max(1.0) / 4.0;
+            if self.loads[slot].weight != w {
+                self.loads[slot].weight = w;
+                weights_changed = true;
+            }
         }
-        self.generation += 1;
+        // Eligible sets and rings are rebuilt only when the registry moved; the
+        // weighted schedule only when a weight did.
+        if moved {
+            self.generation += 1;
+        }
+        if weights_changed {
+            self.weights_generation += 1;
+        }
     }
 
     /// Who may take `kind` now, rebuilt when the generation moved.
@@ -847,6 +872,7 @@ impl Dispatcher {
                     strategy,
                     eligible: eligible_ref,
                     generation: self.generation,
+                    weights_generation: self.weights_generation,
                     loads,
                     key_hash,
                     node_hash: &node_hash,
@@ -1131,7 +1157,7 @@ impl Dispatcher {
         self.loads[slot].latency_ms =
             peak_ewma(self.loads[slot].latency_ms, latency, LATENCY_ALPHA);
         self.unplace(&r.id, now);
-        let before = self.slots[slot].breaker.state(&bcfg, now);
+        let before = self.slots[slot].breaker.last_state();
         match verdict {
             Verdict::Done => self.slots[slot].breaker.on_success(&bcfg),
             Verdict::Retry { node_fault: true } | Verdict::Final { node_fault: true } => {

@@ -155,6 +155,28 @@ enum Command {
     PrintDefaultConfig,
 }
 
+/// The coordinator's retained status, or a clear error and a failing exit code.
+async fn fetch_status(
+    cfg: &CoordinatorConfig,
+    timeout: Duration,
+) -> Result<fog_proto::CoordinatorStatus, ExitCode> {
+    status::fetch(&cfg.broker, &Topics::new(cfg.prefix.clone()), timeout)
+        .await
+        .map_err(|e| {
+            eprintln!("fog-coordinator: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), ExitCode> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| {
+        eprintln!("fog-coordinator: {e}");
+        ExitCode::FAILURE
+    })?;
+    println!("{text}");
+    Ok(())
+}
+
 fn load(common: &Common) -> Result<CoordinatorConfig, ConfigError> {
     let mut cfg = match &common.config {
         Some(p) => CoordinatorConfig::load(p)?,
@@ -252,19 +274,9 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             let cfg = load(&common).map_err(config_err)?;
             let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 600.0));
             runtime()?.block_on(async move {
-                let topics = Topics::new(cfg.prefix.clone());
-                let s = status::fetch(&cfg.broker, &topics, timeout)
-                    .await
-                    .map_err(|e| {
-                        eprintln!("fog-coordinator: {e}");
-                        ExitCode::FAILURE
-                    })?;
+                let s = fetch_status(&cfg, timeout).await?;
                 if json {
-                    let text = serde_json::to_string_pretty(&s).map_err(|e| {
-                        eprintln!("fog-coordinator: {e}");
-                        ExitCode::FAILURE
-                    })?;
-                    println!("{text}");
+                    print_json(&s)?;
                 } else {
                     print!("{}", status::render_table(&s, fog_agent::service::now_ms()));
                 }
@@ -289,13 +301,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 dead: all || dead,
             };
             runtime()?.block_on(async move {
-                let topics = Topics::new(cfg.prefix.clone());
-                let s = status::fetch(&cfg.broker, &topics, timeout)
-                    .await
-                    .map_err(|e| {
-                        eprintln!("fog-coordinator: {e}");
-                        ExitCode::FAILURE
-                    })?;
+                let s = fetch_status(&cfg, timeout).await?;
                 if json {
                     let pick = |on: bool, v: &Vec<fog_proto::TaskSummary>| {
                         if on {
@@ -309,11 +315,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                         "recent": pick(which.recent, &s.recent),
                         "dead": pick(which.dead, &s.dead),
                     });
-                    let text = serde_json::to_string_pretty(&out).map_err(|e| {
-                        eprintln!("fog-coordinator: {e}");
-                        ExitCode::FAILURE
-                    })?;
-                    println!("{text}");
+                    print_json(&out)?;
                 } else {
                     print!(
                         "{}",

@@ -117,6 +117,7 @@ pub const HASH_LOAD_FACTOR: f64 = 1.25;
 #[derive(Debug, Default)]
 pub struct SetState {
     generation: u64,
+    weights_generation: u64,
     rr: usize,
     wrr: Edf,
     ring: Vec<(u64, usize)>,
@@ -214,8 +215,12 @@ pub struct Request<'a> {
     pub strategy: Strategy,
     /// Slots of the nodes that may take this task (non-empty for a decision).
     pub eligible: &'a [usize],
-    /// Bumped by the caller whenever `eligible` or the weights behind it change.
+    /// Bumped by the caller whenever `eligible` changes (rebuilds the ring and the
+    /// weighted schedule).
     pub generation: u64,
+    /// Bumped by the caller whenever a weight changes (rebuilds only the weighted
+    /// schedule; the ring does not depend on weights).
+    pub weights_generation: u64,
     pub loads: &'a [NodeLoad],
     /// Hash of the task's placement key (consistent hashing).
     pub key_hash: u64,
@@ -240,6 +245,10 @@ pub fn pick(state: &mut SetState, rng: &mut fastrand::Rng, req: &Request<'_>) ->
         state.generation = req.generation;
         state.wrr = Edf::default();
         state.ring.clear();
+    }
+    if state.weights_generation != req.weights_generation {
+        state.weights_generation = req.weights_generation;
+        state.wrr = Edf::default();
     }
     let loads = req.loads;
     Some(match req.strategy {
@@ -410,6 +419,7 @@ mod tests {
             strategy,
             eligible,
             generation,
+            weights_generation: 0,
             loads,
             key_hash,
             node_hash: &|s| hash64(format!("node-{s}").as_bytes()),
@@ -622,6 +632,50 @@ mod tests {
                 prop_assert!(loads.iter().all(|l| l.in_flight <= bound));
             }
         }
+    }
+
+    #[test]
+    fn new_weights_rebuild_the_schedule_but_not_the_ring() {
+        let even = vec![NodeLoad::default(); 2];
+        let skewed = vec![
+            NodeLoad {
+                weight: 3.0,
+                ..Default::default()
+            },
+            NodeLoad::default(),
+        ];
+        let mut st = SetState::default();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let ring_pick = |st: &mut SetState, rng: &mut fastrand::Rng, loads: &[NodeLoad], w: u64| {
+            pick(
+                st,
+                rng,
+                &Request {
+                    weights_generation: w,
+                    ..req(Strategy::ConsistentHash, &[0, 1], loads, 42, 1)
+                },
+            )
+        };
+        let before = ring_pick(&mut st, &mut rng, &even, 0);
+        let ring_len = st.ring.len();
+        for _ in 0..4 {
+            pick(
+                &mut st,
+                &mut rng,
+                &req(Strategy::WeightedRoundRobin, &[0, 1], &even, 0, 1),
+            );
+        }
+        let mut counts = [0; 2];
+        for _ in 0..8 {
+            let r = Request {
+                weights_generation: 1,
+                ..req(Strategy::WeightedRoundRobin, &[0, 1], &skewed, 0, 1)
+            };
+            counts[pick(&mut st, &mut rng, &r).unwrap()] += 1;
+        }
+        assert_eq!(counts, [6, 2], "the schedule follows the new weights");
+        assert_eq!(st.ring.len(), ring_len, "the ring was kept");
+        assert_eq!(ring_pick(&mut st, &mut rng, &skewed, 1), before);
     }
 
     #[test]

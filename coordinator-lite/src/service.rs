@@ -60,7 +60,7 @@ pub fn empty_snapshot() -> Snapshot {
 
 fn status(
     registry: &Registry,
-    dispatch: &mut Dispatcher,
+    dispatch: &Dispatcher,
     online: bool,
     reason: &str,
 ) -> CoordinatorStatus {
@@ -189,7 +189,7 @@ pub async fn serve(
         broker: config.broker.clone(),
         client_id,
         will: Some(retained(codec::encode(
-            &status(&registry, &mut dispatch, false, "connection lost"),
+            &status(&registry, &dispatch, false, "connection lost"),
             enc,
         )?)),
         on_connect: Vec::new(),
@@ -297,7 +297,7 @@ pub async fn serve(
                 }
             }
             _ = publish.tick() => {
-                let mut s = status(&registry, &mut dispatch, subscribed && link.is_connected(), "");
+                let mut s = status(&registry, &dispatch, subscribed && link.is_connected(), "");
                 if let Some(advice) = scaler.observe(Instant::now(), s.at_ms, &s.nodes) {
                     tracing::info!(direction = advice.direction.as_str(), current = advice.current_nodes, desired = advice.desired_nodes, reason = %advice.reason, "scaling advice");
                     if link.is_connected() {
@@ -323,8 +323,8 @@ pub async fn serve(
         }
     }
     // Dropping the journal (at the end of this function) waits for its last commit.
-    let last = status(&registry, &mut dispatch, false, "shutdown");
-    view.send_replace(Arc::new(status(&registry, &mut dispatch, true, "")));
+    let last = status(&registry, &dispatch, false, "shutdown");
+    view.send_replace(Arc::new(status(&registry, &dispatch, true, "")));
     link.close(
         Some(retained(codec::encode(&last, enc)?)),
         Duration::from_secs(3),
