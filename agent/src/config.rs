@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use fog_proto::{Encoding, NodeId, Prefix};
 
+use crate::alerts::AlertsConfig;
 use crate::tasks::exec::CommandSpec;
 use serde::Deserialize;
 
@@ -47,12 +48,15 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     heartbeat_interval_secs: Option<f64>,
     metrics_interval_secs: Option<f64>,
+    shutdown_grace_secs: Option<f64>,
     labels: Option<BTreeMap<String, String>>,
     broker: Option<RawBroker>,
     metrics: Option<RawMetrics>,
     pool: Option<RawPool>,
     store: Option<RawStore>,
     tasks: Option<BTreeMap<String, RawCommand>>,
+    /// Kept as a table and merged key by key over the defaults' (see [`resolve_alerts`]).
+    alerts: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -71,6 +75,9 @@ struct RawStore {
     result_retention_secs: Option<u64>,
     result_retention_count: Option<usize>,
     commit_interval_ms: Option<u64>,
+    max_backlog_bytes: Option<u64>,
+    replay_per_sec: Option<u32>,
+    replay_in_flight: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +128,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub heartbeat_interval: Duration,
     pub metrics_interval: Duration,
+    /// How long running tasks may finish after SIGTERM before they are killed and
+    /// handed back as retryable failures.
+    pub shutdown_grace: Duration,
     pub labels: BTreeMap<String, String>,
     pub broker: BrokerConfig,
     pub metrics: MetricsConfig,
@@ -128,6 +138,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Named command tasks, by kind.
     pub commands: BTreeMap<String, CommandSpec>,
+    /// Threshold alerts (`[alerts]`).
+    pub alerts: AlertsConfig,
 }
 
 /// Built-in task kinds an agent knows.
@@ -148,6 +160,12 @@ pub struct StoreConfig {
     pub result_retention: Duration,
     pub result_retention_count: usize,
     pub commit_interval: Duration,
+    /// Bytes of readings, alerts and results kept while the broker is unreachable.
+    pub max_backlog_bytes: u64,
+    /// Backlog entries replayed per second once the broker is back.
+    pub replay_per_sec: u32,
+    /// Replayed entries sent and not yet acknowledged, at most.
+    pub replay_in_flight: u32,
 }
 
 /// Where and how to reach the MQTT broker. Shared with the coordinator.
@@ -321,6 +339,15 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         0.05,
         86_400.0,
     )?;
+    let shutdown_grace = interval(
+        origin,
+        "shutdown_grace_secs",
+        raw.shutdown_grace_secs
+            .or(d.shutdown_grace_secs)
+            .unwrap_or(30.0),
+        0.0,
+        3600.0,
+    )?;
     let broker = resolve_broker(
         &raw.broker.unwrap_or_default(),
         &d.broker.unwrap_or_default(),
@@ -359,7 +386,9 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         origin,
     )?;
     let commands = resolve_commands(raw.tasks.unwrap_or_default(), &pool, origin)?;
+    let alerts = resolve_alerts(raw.alerts, d.alerts, origin)?;
     Ok(Config {
+        alerts,
         pool,
         store,
         commands,
@@ -369,6 +398,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         data_dir,
         heartbeat_interval,
         metrics_interval,
+        shutdown_grace,
         labels,
         broker,
         metrics: MetricsConfig {
@@ -464,6 +494,33 @@ fn resolve_store(raw: RawStore, d: RawStore, origin: &str) -> Result<StoreConfig
             "must be at least 1",
         ));
     }
+    let max_backlog_bytes = raw
+        .max_backlog_bytes
+        .or(d.max_backlog_bytes)
+        .unwrap_or(16 << 20);
+    if max_backlog_bytes < 4096 {
+        return Err(invalid(
+            origin,
+            "store.max_backlog_bytes",
+            format!("{max_backlog_bytes} is less than 4096 (one reading must fit)"),
+        ));
+    }
+    let replay_per_sec = raw.replay_per_sec.or(d.replay_per_sec).unwrap_or(100);
+    if !(1..=100_000).contains(&replay_per_sec) {
+        return Err(invalid(
+            origin,
+            "store.replay_per_sec",
+            format!("{replay_per_sec} is not between 1 and 100000"),
+        ));
+    }
+    let replay_in_flight = raw.replay_in_flight.or(d.replay_in_flight).unwrap_or(32);
+    if !(1..=1000).contains(&replay_in_flight) {
+        return Err(invalid(
+            origin,
+            "store.replay_in_flight",
+            format!("{replay_in_flight} is not between 1 and 1000"),
+        ));
+    }
     if commit_ms > 10_000 {
         return Err(invalid(
             origin,
@@ -472,10 +529,46 @@ fn resolve_store(raw: RawStore, d: RawStore, origin: &str) -> Result<StoreConfig
         ));
     }
     Ok(StoreConfig {
+        max_backlog_bytes,
+        replay_per_sec,
+        replay_in_flight,
         result_retention: Duration::from_secs(retention),
         result_retention_count: count,
         commit_interval: Duration::from_millis(commit_ms),
     })
+}
+
+/// `[alerts]` has nested tables (`[alerts.cpu]`, ...), so rather than an all-`Option`
+/// mirror of it, the file's table is merged key by key over the one in `default.toml`
+/// (which has every key) and the result deserialized, unknown keys refused.
+fn resolve_alerts(
+    raw: Option<toml::Table>,
+    d: Option<toml::Table>,
+    origin: &str,
+) -> Result<AlertsConfig, ConfigError> {
+    fn merge(base: &mut toml::Table, over: toml::Table) {
+        for (k, v) in over {
+            match (base.get_mut(&k), v) {
+                (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+                (_, v) => {
+                    base.insert(k, v);
+                }
+            }
+        }
+    }
+    let mut table = d.unwrap_or_default();
+    merge(&mut table, raw.unwrap_or_default());
+    let alerts: AlertsConfig =
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: origin.to_owned(),
+                message: format!("[alerts]: {}", e.to_string().trim_end()),
+            })?;
+    alerts
+        .validate()
+        .map_err(|e| invalid(origin, e.key, e.message))?;
+    Ok(alerts)
 }
 
 fn resolve_commands(
@@ -879,5 +972,33 @@ mod tests {
         );
         let c = Config::from_toml(&text).expect("valid");
         assert_eq!(c.broker.credentials, Some(("u".into(), "s3cret".into())));
+    }
+
+    #[test]
+    fn alerts_default_from_the_file_and_merge_key_by_key() {
+        let d = Config::from_toml("").expect("valid");
+        assert_eq!(
+            d.alerts,
+            AlertsConfig::default(),
+            "default.toml and Default agree"
+        );
+        let c = Config::from_toml(
+            "[alerts]\nhold_secs = 60\n[alerts.cpu]\ncritical_pct = 99\n[alerts.network]\nwarning_bytes_per_sec = 5e6",
+        )
+        .expect("valid");
+        assert_eq!(c.alerts.hold_secs, 60);
+        assert_eq!(c.alerts.clear_hold_secs, 30);
+        assert_eq!(
+            (c.alerts.cpu.warning_pct, c.alerts.cpu.critical_pct),
+            (80.0, 99.0)
+        );
+        assert_eq!(c.alerts.memory, AlertsConfig::default().memory);
+        assert_eq!(c.alerts.network.warning_bytes_per_sec, 5e6);
+        assert!(err("[alerts.cpu]\nwarning_pct = 96").contains("`alerts.cpu.critical_pct`"));
+        assert!(err("[alerts]\nhysteresis_pct = 80").contains("`alerts.hysteresis_pct`"));
+        assert!(err("[alerts]\ntrend_window = 1").contains("`alerts.trend_window`"));
+        assert!(err("[alerts.cpu]\nwarnign_pct = 70").contains("warnign_pct"));
+        assert!(err("[alerts.gpu]\nwarning_pct = 70").contains("gpu"));
+        assert!(err("[alerts]\nenabled = \"yes\"").contains("[alerts]"));
     }
 }

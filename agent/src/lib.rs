@@ -14,13 +14,18 @@
 //!
 //! Modules: [`config`] (TOML, validation, defaults), [`metrics`] (readings from /proc
 //! and /sys), [`transport`] (the MQTT link: announce, Last Will, backoff),
-//! [`service`] (the main loop), [`backoff`].
+//! [`forward`] (store-and-forward: live, backlogged, draining, offline),
+//! [`store`] (tasks, results and the backlog in redb), [`service`] (the main loop), [`backoff`], [`sdnotify`] (readiness and watchdog
+//! pings to systemd).
 
+pub mod alerts;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod forward;
 pub mod logging;
 pub mod metrics;
+pub mod sdnotify;
 pub mod service;
 pub mod store;
 pub mod tasks;

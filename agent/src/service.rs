@@ -7,12 +7,10 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::forward::{ClassTopics, Forwarder, ReplayLimits};
 use crate::metrics::Collector;
+use crate::store::backlog::Class;
 use crate::transport::{Announce, Link, LinkEvent, LinkOptions, PublishError, Qos};
-
-/// How long running tasks get to finish after a shutdown signal before they are
-/// killed and reported as retryable failures.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -86,6 +84,35 @@ fn fill_task_figures(a: &mut fog_proto::AgentSelf, host: &crate::tasks::host::Ta
     a.cache_misses_total = c.cache_misses;
 }
 
+fn fill_forward_figures(a: &mut fog_proto::AgentSelf, fwd: &Forwarder) {
+    let s = fwd.stats();
+    a.forward_mode = fwd.mode().as_str().to_owned();
+    a.backlog_entries = s.len();
+    a.backlog_bytes = s.bytes();
+    a.backlog_dropped_total = s.dropped_total();
+    a.backlog_replayed_total = fwd.replayed_total();
+    a.degraded = degraded(fwd);
+}
+
+/// Subsystems that keep failing, for the heartbeat and readings.
+fn degraded(fwd: &Forwarder) -> Vec<String> {
+    let mut d = Vec::new();
+    if fwd.stats().degraded() {
+        d.push("store".to_owned());
+    }
+    d
+}
+
+/// A message that can never be published (too large for the packet limit): logged at
+/// most once a minute.
+fn warn_publish(last: &mut Option<tokio::time::Instant>, what: &str, error: &PublishError) {
+    let now = tokio::time::Instant::now();
+    if last.is_none_or(|t| now - t >= Duration::from_secs(60)) {
+        *last = Some(now);
+        tracing::warn!(what, %error, "cannot publish");
+    }
+}
+
 /// Run the agent until `shutdown` is cancelled, then publish the retained offline
 /// record and disconnect cleanly.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
@@ -100,18 +127,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let heartbeat_topic = topics.node(&node, NodeTopic::Heartbeat);
     let metrics_topic = topics.node(&node, NodeTopic::Metrics);
     let tasks_topic = topics.node(&node, NodeTopic::Tasks);
+    let alerts_topic = topics.node(&node, NodeTopic::Alerts);
+    let results_topic = topics.node(&node, NodeTopic::Results);
 
     let (pool_tx, mut pool_rx) =
         tokio::sync::mpsc::channel(config.pool.queue_capacity + config.pool.workers + 16);
     let (commit_tx, mut commit_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut host = crate::tasks::host::TaskHost::start(
-        &config,
-        topics.node(&node, NodeTopic::Results),
-        pool_tx,
-        commit_tx,
-    )?;
+    let mut host = crate::tasks::host::TaskHost::start(&config, pool_tx, commit_tx)?;
+    let (removed_tx, mut removed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let backlog = host.open_backlog(&config, removed_tx)?;
+    if !backlog.stats().is_empty() {
+        tracing::info!(
+            backlog.entries = backlog.stats().len(),
+            backlog.bytes = backlog.stats().bytes(),
+            "found a backlog from an earlier run; it is replayed once the broker is reachable"
+        );
+    }
 
     let mut collector = Collector::new(config.metrics.clone());
+    let mut alerts = crate::alerts::AlertEngine::new(config.alerts.clone());
     let started_at_ms = now_ms();
     let online = Status {
         online: true,
@@ -140,7 +174,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     } else {
         config.broker.client_id.clone()
     };
-    let mut link = Link::start(LinkOptions {
+    let link = Link::start(LinkOptions {
         broker: config.broker.clone(),
         client_id,
         will: Some(retained(encode(&will, enc)?)),
@@ -149,6 +183,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         max_packet_bytes: crate::tasks::host::packet_limit(config.pool.max_task_bytes),
         queue: 1024,
     })?;
+    let mut fwd = Forwarder::new(
+        link,
+        backlog,
+        ClassTopics {
+            readings: metrics_topic,
+            alerts: alerts_topic,
+            results: results_topic,
+        },
+        ReplayLimits {
+            per_sec: config.store.replay_per_sec,
+            in_flight: config.store.replay_in_flight,
+        },
+    );
     tracing::info!(
         node.id = %node,
         broker = %config.broker.url(),
@@ -166,82 +213,84 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let mut flush = tokio::time::interval(Duration::from_millis(2));
     flush.set_missed_tick_behavior(MissedTickBehavior::Skip);
 
+    let mut replay = tokio::time::interval(Duration::from_millis(10));
+    replay.set_missed_tick_behavior(MissedTickBehavior::Skip);
+
     loop {
-        let (topic, payload, what) = tokio::select! {
+        tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(c) = commit_rx.recv() => {
-                host.on_committed(&link, c);
-                continue;
-            }
-            Some(r) = pool_rx.recv() => {
-                host.on_result(r);
-                continue;
-            }
-            ev = link.next_event() => {
+            Some(c) = commit_rx.recv() => host.on_committed(&mut fwd, c),
+            Some(r) = pool_rx.recv() => host.on_result(r),
+            Some(seqs) = removed_rx.recv() => fwd.on_removed(seqs),
+            ev = fwd.link_mut().next_event() => {
                 match ev {
-                    Some(LinkEvent::Connected) | Some(LinkEvent::Subscribed) | Some(LinkEvent::Disconnected) => {}
-                    Some(LinkEvent::Message { topic, payload }) if topic == tasks_topic => host.on_assignments(&link, &payload),
+                    Some(LinkEvent::Connected) => fwd.on_connected(),
+                    Some(LinkEvent::Disconnected) => fwd.on_disconnected(),
+                    Some(LinkEvent::Acked(token)) => fwd.on_acked(token),
+                    Some(LinkEvent::Subscribed) => {}
+                    Some(LinkEvent::Message { topic, payload }) if topic == tasks_topic => host.on_assignments(&mut fwd, &payload),
                     Some(LinkEvent::Message { topic, .. }) => {
                         tracing::debug!(%topic, "ignoring message on a topic the agent does not handle");
                     }
                     None => return Err(AgentError::LinkEnded),
                 }
-                continue;
             }
-            _ = flush.tick(), if host.outbox_len() > 0 => {
-                host.flush(&link);
-                continue;
-            }
+            _ = flush.tick(), if host.outbox_len() > 0 => host.flush(&mut fwd),
+            _ = replay.tick(), if fwd.next_tick().is_some() => fwd.tick(),
             _ = heartbeat.tick() => {
                 let mut hb = collector.heartbeat(now_ms());
                 let load = host.pool().load();
                 (hb.queued, hb.running, hb.free_slots) = (load.queued, load.running, load.free_slots);
-                (&heartbeat_topic, encode(&hb, enc)?, "heartbeat")
+                hb.backlog_bytes = fwd.stats().bytes();
+                hb.backlog_dropped_total = fwd.stats().dropped_total();
+                hb.degraded = degraded(&fwd);
+                // Liveness is about now: a heartbeat that cannot go out is not kept.
+                if fwd.link().publish(&heartbeat_topic, encode(&hb, enc)?, Qos::AtMostOnce, false).is_err() {
+                    fwd.link().count_dropped();
+                }
             }
             _ = readings.tick() => {
                 let mut r = collector.reading(now_ms());
-                r.agent.publish_dropped_total = link.stats().dropped_total.load(std::sync::atomic::Ordering::Relaxed);
+                r.agent.publish_dropped_total = fwd.link().stats().dropped_total.load(std::sync::atomic::Ordering::Relaxed);
                 fill_task_figures(&mut r.agent, &host);
-                (&metrics_topic, encode(&r, enc)?, "reading")
-            }
-        };
-        let res = link.publish(topic, payload, Qos::AtMostOnce, false);
-        if res.is_err() {
-            link.count_dropped();
-        }
-        match res {
-            Ok(()) => {}
-            Err(PublishError::NotConnected) => {
-                // Store-and-forward arrives with the outage issue; until then the loss
-                // is counted (publish_dropped_total) and logged at most once a minute.
-                let now = tokio::time::Instant::now();
-                if last_drop_log.is_none_or(|t| now - t >= Duration::from_secs(60)) {
-                    last_drop_log = Some(now);
+                fill_forward_figures(&mut r.agent, &fwd);
+                for alert in alerts.evaluate(&r, r.at_ms) {
                     tracing::warn!(
-                        what,
-                        dropped_total = link
-                            .stats()
-                            .dropped_total
-                            .load(std::sync::atomic::Ordering::Relaxed),
-                        "not connected; dropping readings until the broker is back"
+                        alert.resource = %alert.resource,
+                        alert.level = ?alert.level,
+                        alert.value = alert.value,
+                        "{}", alert.message
                     );
+                    if let Err(error) = fwd.publish(Class::Alert, encode(&alert, enc)?) {
+                        warn_publish(&mut last_drop_log, "alert", &error);
+                    }
+                }
+                if let Err(error) = fwd.publish(Class::Reading, encode(&r, enc)?) {
+                    warn_publish(&mut last_drop_log, "reading", &error);
                 }
             }
-            Err(error) => tracing::warn!(what, %error, "publish refused"),
         }
     }
 
     // Stop taking tasks; queued ones go back as retryable; running ones get a grace
     // period, then are killed and reported as retryable failures.
     host.close();
-    let grace_end = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let grace_end = tokio::time::Instant::now() + config.shutdown_grace;
     let mut cancelled = false;
-    while host.in_flight() > 0 || host.outbox_len() > 0 {
+    while host.in_flight() > 0 || host.outbox_len() > 0 || fwd.unacked() > 0 {
         tokio::select! {
-            Some(c) = commit_rx.recv() => host.on_committed(&link, c),
+            Some(c) = commit_rx.recv() => host.on_committed(&mut fwd, c),
             Some(r) = pool_rx.recv() => host.on_result(r),
-            _ = flush.tick() => host.flush(&link),
+            Some(seqs) = removed_rx.recv() => fwd.on_removed(seqs),
+            ev = fwd.link_mut().next_event() => match ev {
+                Some(LinkEvent::Acked(token)) => fwd.on_acked(token),
+                Some(LinkEvent::Disconnected) => fwd.on_disconnected(),
+                Some(LinkEvent::Connected) => fwd.on_connected(),
+                Some(_) => {}
+                None => break,
+            },
+            _ = flush.tick() => host.flush(&mut fwd),
             _ = tokio::time::sleep_until(grace_end), if !cancelled => {
                 tracing::warn!(in_flight = host.in_flight(), "grace period over; killing running tasks");
                 host.cancel_running();
@@ -249,10 +298,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             }
             _ = tokio::time::sleep_until(grace_end + Duration::from_secs(5)), if cancelled => break,
         }
-        if !link.is_connected() && host.in_flight() == 0 {
-            break; // results are in the store; a redelivery will be answered from it
+        if !fwd.link().is_connected() && host.in_flight() == 0 {
+            // Results are in the store or the backlog; nothing more can go out now.
+            host.flush(&mut fwd);
+            break;
         }
     }
+    // Whatever is still unacknowledged is kept for the next run.
+    fwd.on_disconnected();
     tracing::info!(node.id = %node, "shutting down: publishing offline status");
     let offline = Status {
         online: false,
@@ -260,6 +313,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         reason: "shutdown".to_owned(),
         birth: None,
     };
+    let link = fwd.into_link(); // commits the backlog as it drops
     link.close(
         Some(retained(encode(&offline, enc)?)),
         Duration::from_secs(3),

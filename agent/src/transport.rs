@@ -7,10 +7,20 @@
 //! needs nothing from the caller. Failed connections back off with full jitter; the
 //! first failure is logged as a warning, later ones only every minute, so a long outage
 //! does not flood the journal. Publishing never blocks: while disconnected it refuses
-//! with [`PublishError::NotConnected`] and the caller counts the loss.
+//! with [`PublishError::NotConnected`] and the caller counts the loss or stores it.
+//!
+//! A publish can be *tracked* ([`Link::publish_tracked`]): the owner gets
+//! [`LinkEvent::Acked`] with its token once the broker's PUBACK arrived. rumqttc reports
+//! a packet id only as `Outgoing::Publish(pkid)`, in the order requests were queued, so
+//! the link keeps one FIFO entry per queued publish (tracked or not) and pairs them up.
+//! On a connection error every unacknowledged tracked publish is simply forgotten: with
+//! a clean session rumqttc drops its pending packets on reconnect, so the owner (which
+//! sees [`LinkEvent::Disconnected`]) must treat every token it has not seen acked as not
+//! delivered, and send it again.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use bytes::Bytes;
@@ -42,7 +52,10 @@ pub enum LinkEvent {
     /// The broker acknowledged the subscriptions made on (re)connect: from now on,
     /// messages on them reach us.
     Subscribed,
+    /// Every tracked publish not yet acked when this arrives will never be.
     Disconnected,
+    /// The broker acknowledged the tracked publish with this token.
+    Acked(u64),
     Message {
         topic: String,
         payload: Bytes,
@@ -89,8 +102,24 @@ pub struct LinkStats {
     pub dropped_total: AtomicU64,
 }
 
+/// One entry per publish queued to rumqttc, in queue order: the token of a tracked one.
+/// Guarded together with the connected flag, so a publish is either queued on a live
+/// connection with its entry, or refused.
+#[derive(Default)]
+struct Order {
+    queued: VecDeque<Option<u64>>,
+}
+
+type SharedOrder = Arc<Mutex<Order>>;
+
+fn lock(order: &SharedOrder) -> MutexGuard<'_, Order> {
+    // A panic while holding this lock cannot leave the deque half-updated.
+    order.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub struct Link {
     client: AsyncClient,
+    order: SharedOrder,
     connected: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
     events: mpsc::Receiver<LinkEvent>,
@@ -157,8 +186,11 @@ impl Link {
         let (close_tx, close_rx) = oneshot::channel();
         let connected = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(LinkStats::default());
+        let order = SharedOrder::default();
         let driver = Driver {
             client: client.clone(),
+            order: order.clone(),
+            acks: HashMap::new(),
             eventloop,
             connected: connected.clone(),
             stats: stats.clone(),
@@ -171,6 +203,7 @@ impl Link {
         let task = tokio::spawn(driver.run(close_rx));
         Ok(Link {
             client,
+            order,
             connected,
             stats,
             events,
@@ -209,20 +242,46 @@ impl Link {
         qos: QoS,
         retain: bool,
     ) -> Result<(), PublishError> {
+        self.queue(topic, payload, qos, retain, None)
+    }
+
+    /// Publish at QoS 1 and report [`LinkEvent::Acked`]`(token)` when the broker has
+    /// acknowledged it. Tokens are the caller's; they should be unique among the ones
+    /// not yet acked.
+    pub fn publish_tracked(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        token: u64,
+    ) -> Result<(), PublishError> {
+        self.queue(topic, payload, QoS::AtLeastOnce, false, Some(token))
+    }
+
+    fn queue(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+        token: Option<u64>,
+    ) -> Result<(), PublishError> {
         // Fixed header (<=5) + topic length prefix (2) + topic + packet id (2).
         let len = payload.len() + topic.len() + 9;
         if len > self.max_packet_bytes {
-            Err(PublishError::TooLarge {
+            return Err(PublishError::TooLarge {
                 len,
                 max: self.max_packet_bytes,
-            })
-        } else if !self.is_connected() {
-            Err(PublishError::NotConnected)
-        } else {
-            self.client
-                .try_publish(topic, qos, retain, payload)
-                .map_err(|_| PublishError::Busy)
+            });
         }
+        let mut order = lock(&self.order);
+        if !self.is_connected() {
+            return Err(PublishError::NotConnected);
+        }
+        self.client
+            .try_publish(topic, qos, retain, payload)
+            .map_err(|_| PublishError::Busy)?;
+        order.queued.push_back(token);
+        Ok(())
     }
 
     /// Publish `last` (if connected), disconnect cleanly so the broker discards the
@@ -246,6 +305,9 @@ impl Drop for Link {
 
 struct Driver {
     client: AsyncClient,
+    order: SharedOrder,
+    /// Packet id -> token of tracked publishes sent and not yet acked.
+    acks: HashMap<u16, u64>,
     eventloop: EventLoop,
     connected: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
@@ -294,6 +356,18 @@ impl Driver {
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     let _ = self.events.send(LinkEvent::Subscribed).await;
                 }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    if let Some(Some(token)) = lock(&self.order).queued.pop_front() {
+                        self.acks.insert(pkid, token);
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    if let Some(token) = self.acks.remove(&ack.pkid) {
+                        if self.events.send(LinkEvent::Acked(token)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let ev = LinkEvent::Message {
                         topic: p.topic,
@@ -309,7 +383,8 @@ impl Driver {
                     self.stats
                         .connect_failures_total
                         .fetch_add(1, Ordering::Relaxed);
-                    if self.connected.swap(false, Ordering::Relaxed) {
+                    let was_connected = self.forget_unsent();
+                    if was_connected {
                         tracing::warn!(broker = %self.url, %error, "lost connection to broker");
                         let _ = self.events.send(LinkEvent::Disconnected).await;
                     }
@@ -343,6 +418,23 @@ impl Driver {
         }
     }
 
+    /// Mark the link down and forget every publish not yet acknowledged: rumqttc drops
+    /// them on a clean-session reconnect, and so must our bookkeeping, or the FIFO would
+    /// pair later packet ids with stale tokens. Returns whether the link was up.
+    fn forget_unsent(&mut self) -> bool {
+        let mut order = lock(&self.order);
+        let was = self.connected.swap(false, Ordering::Relaxed);
+        // Requests queued after the error was seen (multi-threaded owners) go to
+        // rumqttc's pending list, which the next clean-session ConnAck clears.
+        self.eventloop.clean();
+        // Events of the dead connection still buffered (e.g. the `Outgoing::Publish`
+        // of the write that failed) must not be read as the new connection's.
+        self.eventloop.state.events.clear();
+        order.queued.clear();
+        self.acks.clear();
+        was
+    }
+
     fn announce(&self) {
         if !self.subscriptions.is_empty() {
             let subs = self
@@ -353,12 +445,16 @@ impl Driver {
                 tracing::error!(%error, "could not queue subscriptions");
             }
         }
+        let mut order = lock(&self.order);
         for a in &self.on_connect {
-            if let Err(error) =
-                self.client
-                    .try_publish(a.topic.clone(), a.qos, a.retain, a.payload.clone())
+            match self
+                .client
+                .try_publish(a.topic.clone(), a.qos, a.retain, a.payload.clone())
             {
-                tracing::error!(topic = %a.topic, %error, "could not queue announcement");
+                Ok(()) => order.queued.push_back(None),
+                Err(error) => {
+                    tracing::error!(topic = %a.topic, %error, "could not queue announcement")
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ fn heartbeat() -> Heartbeat {
         queued: 2,
         running: 4,
         free_slots: 0,
+        ..Heartbeat::default()
     }
 }
 

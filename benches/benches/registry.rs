@@ -22,6 +22,7 @@ fn bench(c: &mut Criterion) {
                         queued: 0,
                         running: 1,
                         free_slots: 3,
+                        ..Heartbeat::default()
                     };
                     let node = fog_proto::NodeId::new(format!("node-{i:05}")).expect("valid");
                     (

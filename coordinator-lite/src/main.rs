@@ -258,10 +258,15 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(fog_agent::service::shutdown_on_signals(shutdown.clone()));
                 let (view, _rx) = tokio::sync::watch::channel(service::empty_snapshot());
-                service::serve(cfg, shutdown, view).await.map_err(|e| {
-                    tracing::error!(error = %e, "fog-coordinator stopped");
-                    ExitCode::FAILURE
-                })?;
+                // READY/STATUS/WATCHDOG/STOPPING for the systemd unit (Type=notify); a
+                // no-op when not started by systemd.
+                let notifier = fog_agent::sdnotify::Notifier::from_env();
+                service::serve_with(cfg, shutdown, view, notifier)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "fog-coordinator stopped");
+                        ExitCode::FAILURE
+                    })?;
                 Ok(ExitCode::SUCCESS)
             })
         }

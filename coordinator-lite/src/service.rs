@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fog_agent::sdnotify::{self, Notifier};
 use fog_agent::service::now_ms;
 
 use fog_agent::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
@@ -126,11 +127,31 @@ const RESEND_AFTER_RESTART: Duration = Duration::from_secs(60);
 /// Rate limit for "rejected message" warnings: one per reason per this period.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How often the line `systemctl status` shows is brought up to date.
+const SYSTEMD_STATUS_EVERY: Duration = Duration::from_secs(5);
+
 /// Run until `shutdown`; snapshots go to `view` after every status interval.
+///
+/// Says nothing to systemd: in-process coordinators (the demo, `bench --fleet`, tests)
+/// must not speak for the process they run in. `fog-coordinator serve` uses
+/// [`serve_with`].
 pub async fn serve(
     config: CoordinatorConfig,
     shutdown: CancellationToken,
     view: watch::Sender<Snapshot>,
+) -> Result<(), ServeError> {
+    serve_with(config, shutdown, view, Notifier::default()).await
+}
+
+/// [`serve`], reporting to systemd through `notifier` (see docs/operations.md):
+/// `READY=1` once the task journal is open and the broker link is started (connected
+/// or still trying), a `STATUS=` line every few seconds, `WATCHDOG=1` from the main
+/// loop as it turns, `STOPPING=1` when shutdown begins.
+pub async fn serve_with(
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+    view: watch::Sender<Snapshot>,
+    notifier: Notifier,
 ) -> Result<(), ServeError> {
     let topics = Topics::new(config.prefix.clone());
     let mut registry = Registry::new(topics.clone(), config.liveness.clone());
@@ -200,6 +221,12 @@ pub async fn serve(
     let mut flush_tick = tokio::time::interval(Duration::from_millis(1));
     flush_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     tracing::info!(broker = %config.broker.url(), prefix = %config.prefix, "fog-coordinator serving");
+    // The journal is open and the link is trying: the coordinator can take work as
+    // soon as the broker is there, and waiting for the broker here would only make
+    // `systemctl start` hang while it is down.
+    let mut supervisor = Supervisor::new(notifier);
+    supervisor.notifier.ready();
+    supervisor.turned(&registry, &dispatch, false);
 
     let mut liveness = tokio::time::interval(LIVENESS_TICK);
     liveness.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -249,7 +276,8 @@ pub async fn serve(
                         }
                     }
                 }
-                Some(LinkEvent::Connected) => {}
+                // The coordinator makes no tracked publishes.
+                Some(LinkEvent::Connected) | Some(LinkEvent::Acked(_)) => {}
                 Some(LinkEvent::Subscribed) => {
                     // Online only once the broker routes node messages to us; publish
                     // at once so `status` works right after a (re)connect.
@@ -316,7 +344,12 @@ pub async fn serve(
                 j.write(op);
             }
         }
+        supervisor.turned(&registry, &dispatch, subscribed && link.is_connected());
     }
+    supervisor.notifier.stopping();
+    supervisor
+        .notifier
+        .status("stopping: writing the journal, publishing the offline status");
     if let Some(j) = &journal {
         for op in dispatch.journal.drain(..) {
             j.write(op);
@@ -331,4 +364,102 @@ pub async fn serve(
     )
     .await;
     Ok(())
+}
+
+/// What [`serve_with`] tells systemd, and when.
+struct Supervisor {
+    notifier: Notifier,
+    /// Half of `WatchdogSec=`; `None` without a watchdog (or without systemd).
+    ping_every: Option<Duration>,
+    next_ping: Instant,
+    next_status: Instant,
+    last_status: String,
+}
+
+impl Supervisor {
+    fn new(notifier: Notifier) -> Self {
+        let ping_every = notifier
+            .is_enabled()
+            .then(sdnotify::watchdog_interval)
+            .flatten();
+        let now = Instant::now();
+        Supervisor {
+            notifier,
+            ping_every,
+            next_ping: now,
+            next_status: now,
+            last_status: String::new(),
+        }
+    }
+
+    /// After every turn of the main loop. The watchdog is pinged from here, not from a
+    /// timer task of its own, so it stops when the loop stops turning (blocked in a
+    /// call, deadlocked, stuck in a handler) and systemd restarts the coordinator. An
+    /// idle loop still turns: the liveness timer fires every 100 ms.
+    fn turned(&mut self, registry: &Registry, dispatch: &Dispatcher, connected: bool) {
+        if !self.notifier.is_enabled() {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(every) = self.ping_every.filter(|_| now >= self.next_ping) {
+            self.notifier.watchdog();
+            self.next_ping = now + every;
+        }
+        if now >= self.next_status {
+            self.next_status = now + SYSTEMD_STATUS_EVERY;
+            let (mut online, mut suspect) = (0, 0);
+            for (_, e) in registry.nodes() {
+                match e.state {
+                    fog_proto::NodeState::Online => online += 1,
+                    fog_proto::NodeState::Suspect => suspect += 1,
+                    fog_proto::NodeState::Offline => {}
+                }
+            }
+            let line = status_line(connected, online, suspect, dispatch.in_flight());
+            if line != self.last_status {
+                self.notifier.status(&line);
+                self.last_status = line;
+            }
+        }
+    }
+}
+
+/// The `STATUS=` line: whether the coordinator is serving, and the two figures an
+/// operator looks at first.
+fn status_line(connected: bool, online: usize, suspect: usize, in_flight: usize) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let agents = plural(online, "agent online", "agents online");
+    let suspect = if suspect > 0 {
+        format!(" ({suspect} suspect)")
+    } else {
+        String::new()
+    };
+    let tasks = plural(in_flight, "task in flight", "tasks in flight");
+    if connected {
+        format!("serving: {agents}{suspect}, {tasks}")
+    } else {
+        format!("waiting for the broker: {agents}{suspect}, {tasks}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_line;
+
+    #[test]
+    fn status_line_reads_like_a_sentence() {
+        assert_eq!(
+            status_line(true, 3, 0, 12),
+            "serving: 3 agents online, 12 tasks in flight"
+        );
+        assert_eq!(
+            status_line(true, 1, 2, 1),
+            "serving: 1 agent online (2 suspect), 1 task in flight"
+        );
+        assert_eq!(
+            status_line(false, 0, 0, 0),
+            "waiting for the broker: 0 agents online, 0 tasks in flight"
+        );
+    }
 }

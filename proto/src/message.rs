@@ -81,6 +81,14 @@ pub struct Heartbeat {
     pub queued: u32,
     pub running: u32,
     pub free_slots: u32,
+    /// Store-and-forward backlog held now, and entries it had to drop since start.
+    #[serde(default)]
+    pub backlog_bytes: u64,
+    #[serde(default)]
+    pub backlog_dropped_total: u64,
+    /// Subsystems that keep failing (e.g. `store`); empty when all is well.
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 /// Full reading on `nodes/{node}/metrics`.
@@ -178,6 +186,23 @@ pub struct AgentSelf {
     /// Content cache of cacheable tasks.
     pub cache_hits_total: u64,
     pub cache_misses_total: u64,
+    /// Store-and-forward: `live`, `backlogged`, `draining` or `offline`.
+    #[serde(default)]
+    pub forward_mode: String,
+    /// Entries and bytes in the backlog now.
+    #[serde(default)]
+    pub backlog_entries: u64,
+    #[serde(default)]
+    pub backlog_bytes: u64,
+    /// Entries the backlog budget (or a failing disk) forced out since start.
+    #[serde(default)]
+    pub backlog_dropped_total: u64,
+    /// Entries replayed and acknowledged since start.
+    #[serde(default)]
+    pub backlog_replayed_total: u64,
+    /// Subsystems that keep failing; empty when all is well.
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 /// Threshold crossing on `nodes/{node}/alerts`.

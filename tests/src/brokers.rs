@@ -240,6 +240,26 @@ impl TestBroker {
         }
     }
 
+    /// Stop the broker the way an init system does (SIGTERM) and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it after [`stop`](Self::stop) or [`kill`](Self::kill), on the same port(s).
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.spawn()
+    }
+
     /// Start it again on the same port(s).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

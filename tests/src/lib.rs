@@ -8,6 +8,7 @@
 
 pub mod brokers;
 pub mod proxy;
+pub mod watcher;
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use brokers::{BrokerKind, TestBroker};
 pub use proxy::Proxy;
+pub use watcher::Watcher;
 
 /// Log to the test's output when `FOG_TEST_LOG` is set (e.g. `FOG_TEST_LOG=debug`).
 pub fn init_logging() {

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub addr: SocketAddr,
     frozen: Arc<AtomicBool>,
+    refusing: Arc<AtomicBool>,
     frozen_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -26,12 +27,19 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let frozen = Arc::new(AtomicBool::new(false));
         let (frozen_tx, frozen_rx) = watch::channel(false);
+        let refusing = Arc::new(AtomicBool::new(false));
         let f = frozen.clone();
+        let r = refusing.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
+                if r.load(Ordering::SeqCst) {
+                    // Refusing: the client sees its connection closed at once.
+                    drop(client);
+                    continue;
+                }
                 let f = f.clone();
                 let rx = frozen_rx.clone();
                 tokio::spawn(async move {
@@ -55,6 +63,7 @@ impl Proxy {
         Ok(Proxy {
             addr,
             frozen,
+            refusing,
             frozen_tx,
             task,
         })
@@ -62,6 +71,12 @@ impl Proxy {
 
     pub fn url(&self) -> String {
         format!("mqtt://{}", self.addr)
+    }
+
+    /// Close new connections at once (existing ones are not touched), so a test decides
+    /// when a client may reach the broker again.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// Stop forwarding in both directions, keeping sockets open.

@@ -52,7 +52,9 @@ async fn status_shows_the_fleet() {
     assert!(table.contains(std::env::consts::ARCH), "{table}");
     let json = serde_json::to_value(&s).expect("json");
     assert_eq!(json["nodes"][0]["node"], "status-1");
-    assert_eq!(json["nodes"][0]["health"], "healthy");
+    // Degraded when this machine's CPU is above 80 % (a parallel build): both are fine.
+    let health = json["nodes"][0]["health"].as_str().unwrap_or_default();
+    assert!(matches!(health, "healthy" | "degraded"), "{health}");
     assert_eq!(json["nodes"][0]["breaker"], "closed");
     let all = fog_coordinator::status::TaskLists {
         running: true,

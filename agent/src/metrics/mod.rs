@@ -133,9 +133,7 @@ impl Collector {
             cpu_pct,
             mem_pct: memory::read(&mut self.reader).used_pct,
             load1: host::load(&mut self.reader).one,
-            queued: 0,
-            running: 0,
-            free_slots: 0,
+            ..Heartbeat::default()
         }
     }
 

@@ -21,9 +21,11 @@ use super::arena::{Arena, ArenaError};
 use super::job::{Job, JobOutcome, JobResult, Kind};
 use super::pool::{self, Busy, Pool};
 use crate::config::Config;
+use crate::forward::Forwarder;
 use crate::service::now_ms;
+use crate::store::backlog::{Backlog, Class, Removed};
 use crate::store::{Committed, Op, RedbStore, StoredTask, TaskStore};
-use crate::transport::{Link, PublishError, Qos};
+use crate::transport::PublishError;
 
 /// What a store commit was for.
 pub enum Token {
@@ -53,7 +55,6 @@ const OUTBOX_MAX: usize = 65_536;
 
 pub struct TaskHost {
     node: NodeId,
-    results_topic: String,
     encoding: Encoding,
     max_task_bytes: usize,
     decode_limit: usize,
@@ -111,7 +112,6 @@ impl TaskHost {
     /// Open the store, start the pool, and requeue what a previous run left unfinished.
     pub fn start(
         config: &Config,
-        results_topic: String,
         pool_results: tokio::sync::mpsc::Sender<JobResult>,
         committed: tokio::sync::mpsc::UnboundedSender<Committed<Token>>,
     ) -> Result<TaskHost, HostError> {
@@ -126,7 +126,6 @@ impl TaskHost {
         );
         let mut host = TaskHost {
             node: config.node_id.clone(),
-            results_topic,
             encoding: config.encoding,
             max_task_bytes: config.pool.max_task_bytes,
             decode_limit: packet_limit(config.pool.max_task_bytes),
@@ -229,20 +228,20 @@ impl TaskHost {
     }
 
     /// Queue a result; results leave in lists (see [`flush`](Self::flush)).
-    fn publish(&mut self, link: &Link, r: TaskResult) {
+    fn publish(&mut self, out: &mut Forwarder, r: TaskResult) {
         if self.outbox.len() >= OUTBOX_MAX {
             tracing::warn!(task.id = %r.id, "result outbox full; the coordinator will ask again");
             return;
         }
         self.outbox.push_back(r);
         if self.outbox.len() >= BATCH_MAX_ITEMS {
-            self.flush(link);
+            self.flush(out);
         }
     }
 
     /// Publish queued results as lists of up to BATCH_MAX_ITEMS / BATCH_TARGET_BYTES
     /// (called on a short timer and when a list is full).
-    pub fn flush(&mut self, link: &Link) {
+    pub fn flush(&mut self, out: &mut Forwarder) {
         while !self.outbox.is_empty() {
             let mut n = 0;
             let mut bytes = 0;
@@ -261,7 +260,7 @@ impl TaskHost {
                 items: self.outbox.iter().take(n).cloned().collect(),
             };
             let wire = codec::encode(&list, self.encoding).expect("task results always encode");
-            match link.publish(&self.results_topic, wire, Qos::AtLeastOnce, false) {
+            match out.publish(Class::Result, wire) {
                 Ok(()) => {
                     self.outbox.drain(..n);
                 }
@@ -275,11 +274,11 @@ impl TaskHost {
     }
 
     /// An answer that needs no run (rejections): published at once, not stored.
-    fn reject(&mut self, link: &Link, a: &TaskAssignment, reason: String, retryable: bool) {
+    fn reject(&mut self, out: &mut Forwarder, a: &TaskAssignment, reason: String, retryable: bool) {
         self.counters.rejected += 1;
         tracing::debug!(task.id = %a.id, %reason, retryable, "task rejected");
         let r = self.make_result(&a.id, a.attempt, Outcome::Rejected { reason, retryable });
-        self.publish(link, r);
+        self.publish(out, r);
     }
 
     /// A terminal answer that must be stored before it is published.
@@ -300,7 +299,7 @@ impl TaskHost {
     }
 
     /// A list of assignments arrived on our tasks topic.
-    pub fn on_assignments(&mut self, link: &Link, bytes: &[u8]) {
+    pub fn on_assignments(&mut self, out: &mut Forwarder, bytes: &[u8]) {
         let list: TaskAssignments = match codec::decode_with_limit(bytes, self.decode_limit) {
             Ok(a) => a,
             Err(error) => {
@@ -317,11 +316,11 @@ impl TaskHost {
             }
         };
         for a in list.items {
-            self.on_assignment(link, a);
+            self.on_assignment(out, a);
         }
     }
 
-    fn on_assignment(&mut self, link: &Link, a: TaskAssignment) {
+    fn on_assignment(&mut self, out: &mut Forwarder, a: TaskAssignment) {
         match self.states.get(&a.id) {
             Some(State::InFlight) => {
                 self.counters.duplicates += 1;
@@ -357,7 +356,7 @@ impl TaskHost {
                             // Answer under the attempt asked about, so the coordinator
                             // takes it (the result is the same whichever attempt ran).
                             r.attempt = r.attempt.max(a.attempt);
-                            self.publish(link, r);
+                            self.publish(out, r);
                             return;
                         }
                         Err(e) => {
@@ -367,7 +366,7 @@ impl TaskHost {
                     Ok(_) => {} // pruned meanwhile: treat as new
                     Err(e) => {
                         tracing::error!(task.id = %a.id, error = %e, "reading stored result");
-                        self.reject(link, &a, "store unavailable".into(), true);
+                        self.reject(out, &a, "store unavailable".into(), true);
                         return;
                     }
                 }
@@ -379,7 +378,7 @@ impl TaskHost {
                 "kind {:?} is not allowed on this node",
                 a.kind.chars().take(64).collect::<String>()
             );
-            self.reject(link, &a, reason, false);
+            self.reject(out, &a, reason, false);
             return;
         };
         if a.payload.0.len() > self.max_task_bytes {
@@ -388,7 +387,7 @@ impl TaskHost {
                 a.payload.0.len(),
                 self.max_task_bytes
             );
-            self.reject(link, &a, reason, false);
+            self.reject(out, &a, reason, false);
             return;
         }
         if a.cacheable {
@@ -417,17 +416,17 @@ impl TaskHost {
         }
         let load = self.pool.load();
         if load.queued as usize >= self.pool.capacity() {
-            self.reject(link, &a, busy_reason("the task queue is full"), true);
+            self.reject(out, &a, busy_reason("the task queue is full"), true);
             return;
         }
         let mut block = match self.arena.alloc(a.payload.0.len()) {
             Ok(b) => b,
             Err(ArenaError::Full { .. }) => {
-                self.reject(link, &a, busy_reason("the task arena is full"), true);
+                self.reject(out, &a, busy_reason("the task arena is full"), true);
                 return;
             }
             Err(e @ ArenaError::TooLarge { .. }) => {
-                self.reject(link, &a, format!("too large: {e}"), false);
+                self.reject(out, &a, format!("too large: {e}"), false);
                 return;
             }
         };
@@ -466,7 +465,7 @@ impl TaskHost {
     }
 
     /// A store commit became durable.
-    pub fn on_committed(&mut self, link: &Link, c: Committed<Token>) {
+    pub fn on_committed(&mut self, out: &mut Forwarder, c: Committed<Token>) {
         match c.token {
             Token::Accepted(job) => {
                 if let Err(error) = c.result {
@@ -477,11 +476,11 @@ impl TaskHost {
                         job.attempt,
                         busy_outcome(&format!("the store cannot record it: {error}")),
                     );
-                    self.publish(link, r);
+                    self.publish(out, r);
                     return;
                 }
                 let r = self.make_result(&job.id, job.attempt, Outcome::Accepted);
-                self.publish(link, r);
+                self.publish(out, r);
                 if let Err(Busy(job)) = self.pool.submit(job) {
                     self.counters.rejected += 1;
                     self.finish_now(&job.id, job.attempt, busy_outcome("the task queue is full"));
@@ -497,7 +496,7 @@ impl TaskHost {
                 }
                 self.states.insert(result.id.clone(), State::Finished);
                 self.counters.finished += 1;
-                self.publish(link, result);
+                self.publish(out, result);
             }
         }
     }
@@ -570,6 +569,15 @@ impl TaskHost {
             .values()
             .filter(|s| matches!(s, State::InFlight))
             .count()
+    }
+
+    /// Open the store-and-forward backlog in the task store's database.
+    pub fn open_backlog(
+        &self,
+        config: &Config,
+        removed: tokio::sync::mpsc::UnboundedSender<Removed>,
+    ) -> Result<Backlog, HostError> {
+        Ok(self.store.backlog(&config.store, removed)?)
     }
 
     pub fn outbox_len(&self) -> usize {

@@ -48,6 +48,9 @@ pub fn heartbeat() -> Heartbeat {
         queued: 1,
         running: 2,
         free_slots: 2,
+        backlog_bytes: 4096,
+        backlog_dropped_total: 3,
+        degraded: vec!["store".to_owned()],
     }
 }
 
@@ -111,6 +114,12 @@ pub fn reading() -> Reading {
             arena_refused_total: 1,
             cache_hits_total: 10,
             cache_misses_total: 30,
+            forward_mode: "draining".to_owned(),
+            backlog_entries: 12,
+            backlog_bytes: 4096,
+            backlog_dropped_total: 3,
+            backlog_replayed_total: 40,
+            degraded: Vec::new(),
         },
     }
 }

@@ -13,17 +13,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(78);
         }
     };
+    fog_agent::logging::init("FOG_AGENT_LOG", "warn");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            s.cancel();
-        });
+        // SIGTERM and SIGINT as the real binary handles them.
+        tokio::spawn(fog_agent::service::shutdown_on_signals(shutdown.clone()));
         match fog_agent::run(config, shutdown).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

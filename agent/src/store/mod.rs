@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::StoreConfig;
 
+pub mod backlog;
+
 // Every table maps bytes to bytes, on purpose: redb's B-tree code is generic over key
 // and value types, and four different pairs cost ~150 KiB of agent binary (and so of
 // resident text) in monomorphised copies. Index keys are `at_ms` big-endian ++ the id,
@@ -266,6 +268,23 @@ fn recover(db: &Database) -> Result<Recovered, StoreError> {
     Ok(out)
 }
 
+impl<T> RedbStore<T> {
+    /// Open the store-and-forward backlog in the same database file (one file, one
+    /// page cache; redb serialises the two writers' transactions).
+    pub fn backlog(
+        &self,
+        cfg: &StoreConfig,
+        removed: tokio::sync::mpsc::UnboundedSender<backlog::Removed>,
+    ) -> Result<backlog::Backlog, StoreError> {
+        backlog::Backlog::open(
+            self.db.clone(),
+            cfg.max_backlog_bytes,
+            cfg.commit_interval,
+            removed,
+        )
+    }
+}
+
 impl<T: Send + 'static> TaskStore<T> for RedbStore<T> {
     fn submit(&self, op: Op<T>) -> Result<(), StoreError> {
         self.ops
@@ -459,6 +478,9 @@ mod tests {
             result_retention: Duration::from_secs(3600),
             result_retention_count: 3,
             commit_interval: Duration::from_millis(5),
+            max_backlog_bytes: 1 << 20,
+            replay_per_sec: 100,
+            replay_in_flight: 32,
         }
     }
 
