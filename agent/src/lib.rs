@@ -15,8 +15,8 @@
 //! Modules: [`config`] (TOML, validation, defaults), [`metrics`] (readings from /proc
 //! and /sys), [`transport`] (the MQTT link: announce, Last Will, backoff),
 //! [`forward`] (store-and-forward: live, backlogged, draining, offline),
-//! [`store`] (tasks, results and the backlog in redb), [`service`] (the main loop), [`backoff`], [`sdnotify`] (readiness and watchdog
-//! pings to systemd).
+//! [`store`] (tasks, results and the backlog in redb), [`service`] (the main loop),
+//! [`backoff`], [`sdnotify`] (readiness and watchdog pings to systemd).
 
 pub mod alerts;
 pub mod backoff;
@@ -28,7 +28,8 @@ pub mod metrics;
 pub mod sdnotify;
 pub mod service;
 pub mod store;
+pub mod systemd;
 pub mod tasks;
 pub mod transport;
 
-pub use service::{run, AgentError};
+pub use service::{run, run_with, AgentError};

@@ -114,7 +114,13 @@ fn main() -> ExitCode {
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(fog_agent::service::shutdown_on_signals(shutdown.clone()));
-                match fog_agent::run(config, shutdown).await {
+                match fog_agent::run_with(
+                    config,
+                    shutdown,
+                    fog_agent::sdnotify::Notifier::from_env(),
+                )
+                .await
+                {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = %e, "fog-agent stopped");

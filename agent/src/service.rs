@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::forward::{ClassTopics, Forwarder, ReplayLimits};
 use crate::metrics::Collector;
 use crate::store::backlog::Class;
+use crate::systemd::{human_bytes, SystemdReport};
 use crate::transport::{Announce, Link, LinkEvent, LinkOptions, PublishError, Qos};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +95,37 @@ fn fill_forward_figures(a: &mut fog_proto::AgentSelf, fwd: &Forwarder) {
     a.degraded = degraded(fwd);
 }
 
+/// The line `systemctl status` shows: mode, tasks, backlog, what is degraded.
+fn status_line(fwd: &Forwarder, host: &crate::tasks::host::TaskHost) -> String {
+    let load = host.pool().load();
+    let s = fwd.stats();
+    let mode = match fwd.mode() {
+        crate::forward::Mode::Offline => "offline (broker unreachable)",
+        m => m.as_str(),
+    };
+    let mut line = format!(
+        "{mode}: {} tasks running, {} queued; ",
+        load.running, load.queued
+    );
+    if s.is_empty() {
+        line.push_str("backlog empty");
+    } else {
+        line.push_str(&format!(
+            "backlog {} entries ({})",
+            s.len(),
+            human_bytes(s.bytes())
+        ));
+    }
+    if s.dropped_total() > 0 {
+        line.push_str(&format!(", {} dropped", s.dropped_total()));
+    }
+    let d = degraded(fwd);
+    if !d.is_empty() {
+        line.push_str(&format!("; degraded: {}", d.join(", ")));
+    }
+    line
+}
+
 /// Subsystems that keep failing, for the heartbeat and readings.
 fn degraded(fwd: &Forwarder) -> Vec<String> {
     let mut d = Vec::new();
@@ -114,8 +146,19 @@ fn warn_publish(last: &mut Option<tokio::time::Instant>, what: &str, error: &Pub
 }
 
 /// Run the agent until `shutdown` is cancelled, then publish the retained offline
-/// record and disconnect cleanly.
+/// record and disconnect cleanly. Says nothing to systemd (in-process agents in tests
+/// and the demo must not speak for their process); the binary uses [`run_with`].
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    run_with(config, shutdown, crate::sdnotify::Notifier::default()).await
+}
+
+/// [`run`], reporting readiness, status and watchdog pings through `notifier`.
+pub async fn run_with(
+    config: Config,
+    shutdown: CancellationToken,
+    notifier: crate::sdnotify::Notifier,
+) -> Result<(), AgentError> {
+    let mut systemd = SystemdReport::new(notifier);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -225,7 +268,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             Some(seqs) = removed_rx.recv() => fwd.on_removed(seqs),
             ev = fwd.link_mut().next_event() => {
                 match ev {
-                    Some(LinkEvent::Connected) => fwd.on_connected(),
+                    Some(LinkEvent::Connected) => {
+                        fwd.on_connected();
+                        systemd.ready(&status_line(&fwd, &host));
+                    }
+                    Some(LinkEvent::Unreachable) => {
+                        // The first attempt is over: run (and store) without a broker.
+                        systemd.ready(&status_line(&fwd, &host));
+                    }
                     Some(LinkEvent::Disconnected) => fwd.on_disconnected(),
                     Some(LinkEvent::Acked(token)) => fwd.on_acked(token),
                     Some(LinkEvent::Subscribed) => {}
@@ -271,7 +321,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                 }
             }
         }
+        systemd.turned(|| status_line(&fwd, &host));
     }
+    systemd.stopping("stopping: handing back tasks, flushing the store");
 
     // Stop taking tasks; queued ones go back as retryable; running ones get a grace
     // period, then are killed and reported as retryable failures.

@@ -56,6 +56,9 @@ pub enum LinkEvent {
     Disconnected,
     /// The broker acknowledged the tracked publish with this token.
     Acked(u64),
+    /// A connection attempt failed after being up or at start: sent once per outage,
+    /// not per retry (so the owner can report readiness without waiting for a broker).
+    Unreachable,
     Message {
         topic: String,
         payload: Bytes,
@@ -389,6 +392,9 @@ impl Driver {
                         let _ = self.events.send(LinkEvent::Disconnected).await;
                     }
                     let now = Instant::now();
+                    if down_since.is_none() {
+                        let _ = self.events.send(LinkEvent::Unreachable).await;
+                    }
                     let since = *down_since.get_or_insert(now);
                     let delay = self.backoff.next_delay();
                     if last_warn.is_none_or(|t| now.duration_since(t) >= OUTAGE_LOG_EVERY) {

@@ -277,7 +277,7 @@ pub async fn serve_with(
                     }
                 }
                 // The coordinator makes no tracked publishes.
-                Some(LinkEvent::Connected) | Some(LinkEvent::Acked(_)) => {}
+                Some(LinkEvent::Connected) | Some(LinkEvent::Acked(_)) | Some(LinkEvent::Unreachable) => {}
                 Some(LinkEvent::Subscribed) => {
                     // Online only once the broker routes node messages to us; publish
                     // at once so `status` works right after a (re)connect.

@@ -22,7 +22,9 @@ fn main() -> std::process::ExitCode {
         let shutdown = tokio_util::sync::CancellationToken::new();
         // SIGTERM and SIGINT as the real binary handles them.
         tokio::spawn(fog_agent::service::shutdown_on_signals(shutdown.clone()));
-        match fog_agent::run(config, shutdown).await {
+        // As the real binary: report to systemd when $NOTIFY_SOCKET says so.
+        let notifier = fog_agent::sdnotify::Notifier::from_env();
+        match fog_agent::run_with(config, shutdown, notifier).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("fog-test-agent: {e}");
