@@ -49,6 +49,7 @@ impl SystemdReport {
             self.notifier.status(status);
             self.notifier.ready();
             self.last_status = status.to_owned();
+            self.next_status = Instant::now() + STATUS_EVERY;
         }
     }
 
