@@ -131,6 +131,13 @@ impl Forwarder {
         &mut self.link
     }
 
+    /// A new link after the old one's task died (supervision): what the old one had
+    /// not got acknowledged goes to the backlog; the new one reports Connected.
+    pub fn replace_link(&mut self, link: Link) {
+        self.on_disconnected();
+        self.link = link;
+    }
+
     /// Give the link back for a clean close (the backlog flushes as it drops).
     pub fn into_link(self) -> Link {
         self.link

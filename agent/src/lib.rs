@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod sdnotify;
 pub mod service;
 pub mod store;
+pub mod supervise;
 pub mod systemd;
 pub mod tasks;
 pub mod transport;

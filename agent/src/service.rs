@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::forward::{ClassTopics, Forwarder, ReplayLimits};
 use crate::metrics::Collector;
 use crate::store::backlog::Class;
+use crate::supervise::{Restarts, Supervised};
 use crate::systemd::{human_bytes, SystemdReport};
 use crate::transport::{Announce, Link, LinkEvent, LinkOptions, PublishError, Qos};
 
@@ -85,18 +86,46 @@ fn fill_task_figures(a: &mut fog_proto::AgentSelf, host: &crate::tasks::host::Ta
     a.cache_misses_total = c.cache_misses;
 }
 
-fn fill_forward_figures(a: &mut fog_proto::AgentSelf, fwd: &Forwarder) {
+/// The supervised subsystems besides the task host's pool (which supervises its own
+/// workers) and the main loop itself (watched by systemd's watchdog).
+struct Supervision {
+    store: std::sync::Arc<crate::store::cell::DbCell>,
+    transport: Restarts,
+    collector: Supervised<Collector>,
+    alerts: Supervised<crate::alerts::AlertEngine>,
+}
+
+impl Supervision {
+    /// Subsystems that keep failing, in start order, for heartbeats and readings.
+    fn degraded(&self, host: &crate::tasks::host::TaskHost) -> Vec<String> {
+        let mut d = Vec::new();
+        for (name, bad) in [
+            ("store", self.store.degraded()),
+            ("transport", self.transport.degraded()),
+            ("collector", self.collector.restarts().degraded()),
+            ("pool", host.pool().degraded()),
+            ("alerts", self.alerts.restarts().degraded()),
+        ] {
+            if bad {
+                d.push(name.to_owned());
+            }
+        }
+        d
+    }
+}
+
+fn fill_forward_figures(a: &mut fog_proto::AgentSelf, fwd: &Forwarder, degraded: Vec<String>) {
     let s = fwd.stats();
     a.forward_mode = fwd.mode().as_str().to_owned();
     a.backlog_entries = s.len();
     a.backlog_bytes = s.bytes();
     a.backlog_dropped_total = s.dropped_total();
     a.backlog_replayed_total = fwd.replayed_total();
-    a.degraded = degraded(fwd);
+    a.degraded = degraded;
 }
 
 /// The line `systemctl status` shows: mode, tasks, backlog, what is degraded.
-fn status_line(fwd: &Forwarder, host: &crate::tasks::host::TaskHost) -> String {
+fn status_line(fwd: &Forwarder, host: &crate::tasks::host::TaskHost, sup: &Supervision) -> String {
     let load = host.pool().load();
     let s = fwd.stats();
     let mode = match fwd.mode() {
@@ -119,20 +148,11 @@ fn status_line(fwd: &Forwarder, host: &crate::tasks::host::TaskHost) -> String {
     if s.dropped_total() > 0 {
         line.push_str(&format!(", {} dropped", s.dropped_total()));
     }
-    let d = degraded(fwd);
+    let d = sup.degraded(host);
     if !d.is_empty() {
         line.push_str(&format!("; degraded: {}", d.join(", ")));
     }
     line
-}
-
-/// Subsystems that keep failing, for the heartbeat and readings.
-fn degraded(fwd: &Forwarder) -> Vec<String> {
-    let mut d = Vec::new();
-    if fwd.stats().degraded() {
-        d.push("store".to_owned());
-    }
-    d
 }
 
 /// A message that can never be published (too large for the packet limit): logged at
@@ -187,18 +207,27 @@ pub async fn run_with(
         );
     }
 
-    let mut collector = Collector::new(config.metrics.clone());
-    let mut alerts = crate::alerts::AlertEngine::new(config.alerts.clone());
+    let metrics_cfg = config.metrics.clone();
+    let alerts_cfg = config.alerts.clone();
+    // Started after the store and before the link, as they depend on each other.
+    let mut sup = Supervision {
+        store: host.store_health(),
+        transport: Restarts::new("transport"),
+        collector: Supervised::new("collector", move || Collector::new(metrics_cfg.clone())),
+        alerts: Supervised::new("alerts", move || {
+            crate::alerts::AlertEngine::new(alerts_cfg.clone())
+        }),
+    };
+    let memory_bytes = sup
+        .collector
+        .with(tokio::time::Instant::now(), |c| c.memory_total_bytes())
+        .unwrap_or(0);
     let started_at_ms = now_ms();
     let online = Status {
         online: true,
         at_ms: started_at_ms,
         reason: String::new(),
-        birth: Some(birth(
-            &config,
-            collector.memory_total_bytes(),
-            started_at_ms,
-        )),
+        birth: Some(birth(&config, memory_bytes, started_at_ms)),
     };
     let will = Status {
         online: false,
@@ -217,15 +246,17 @@ pub async fn run_with(
     } else {
         config.broker.client_id.clone()
     };
-    let link = Link::start(LinkOptions {
+    let (will, online) = (encode(&will, enc)?, encode(&online, enc)?);
+    let link_options = || LinkOptions {
         broker: config.broker.clone(),
-        client_id,
-        will: Some(retained(encode(&will, enc)?)),
-        on_connect: vec![retained(encode(&online, enc)?)],
+        client_id: client_id.clone(),
+        will: Some(retained(will.clone())),
+        on_connect: vec![retained(online.clone())],
         subscriptions: vec![(tasks_topic.clone(), Qos::AtLeastOnce)],
         max_packet_bytes: crate::tasks::host::packet_limit(config.pool.max_task_bytes),
         queue: 1024,
-    })?;
+    };
+    let link = Link::start(link_options())?;
     let mut fwd = Forwarder::new(
         link,
         backlog,
@@ -266,15 +297,15 @@ pub async fn run_with(
             Some(c) = commit_rx.recv() => host.on_committed(&mut fwd, c),
             Some(r) = pool_rx.recv() => host.on_result(r),
             Some(seqs) = removed_rx.recv() => fwd.on_removed(seqs),
-            ev = fwd.link_mut().next_event() => {
+            ev = fwd.link_mut().next_event(), if !sup.transport.is_down() => {
                 match ev {
                     Some(LinkEvent::Connected) => {
                         fwd.on_connected();
-                        systemd.ready(&status_line(&fwd, &host));
+                        systemd.ready(&status_line(&fwd, &host, &sup));
                     }
                     Some(LinkEvent::Unreachable) => {
                         // The first attempt is over: run (and store) without a broker.
-                        systemd.ready(&status_line(&fwd, &host));
+                        systemd.ready(&status_line(&fwd, &host, &sup));
                     }
                     Some(LinkEvent::Disconnected) => fwd.on_disconnected(),
                     Some(LinkEvent::Acked(token)) => fwd.on_acked(token),
@@ -283,29 +314,56 @@ pub async fn run_with(
                     Some(LinkEvent::Message { topic, .. }) => {
                         tracing::debug!(%topic, "ignoring message on a topic the agent does not handle");
                     }
-                    None => return Err(AgentError::LinkEnded),
+                    None => {
+                        // The link's task died (a panic in it): keep everything in
+                        // the backlog and start a new link after the backoff.
+                        fwd.on_disconnected();
+                        sup.transport.failed(tokio::time::Instant::now(), "the mqtt link task ended");
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(sup.transport.restart_at().unwrap_or_else(tokio::time::Instant::now)), if sup.transport.is_down() => {
+                match Link::start(link_options()) {
+                    Ok(link) => {
+                        fwd.replace_link(link);
+                        sup.transport.restarted();
+                    }
+                    Err(e) => {
+                        sup.transport.failed(tokio::time::Instant::now(), &e.to_string());
+                    }
                 }
             }
             _ = flush.tick(), if host.outbox_len() > 0 => host.flush(&mut fwd),
             _ = replay.tick(), if fwd.next_tick().is_some() => fwd.tick(),
             _ = heartbeat.tick() => {
-                let mut hb = collector.heartbeat(now_ms());
+                let at_ms = now_ms();
+                // Without its collector the heartbeat still says the node is alive.
+                let mut hb = sup
+                    .collector
+                    .with(tokio::time::Instant::now(), |c| c.heartbeat(at_ms))
+                    .unwrap_or_else(|| fog_proto::Heartbeat { at_ms, ..Default::default() });
                 let load = host.pool().load();
                 (hb.queued, hb.running, hb.free_slots) = (load.queued, load.running, load.free_slots);
                 hb.backlog_bytes = fwd.stats().bytes();
                 hb.backlog_dropped_total = fwd.stats().dropped_total();
-                hb.degraded = degraded(&fwd);
+                hb.degraded = sup.degraded(&host);
                 // Liveness is about now: a heartbeat that cannot go out is not kept.
                 if fwd.link().publish(&heartbeat_topic, encode(&hb, enc)?, Qos::AtMostOnce, false).is_err() {
                     fwd.link().count_dropped();
                 }
             }
             _ = readings.tick() => {
-                let mut r = collector.reading(now_ms());
+                let Some(mut r) = sup.collector.with(tokio::time::Instant::now(), |c| c.reading(now_ms())) else {
+                    continue; // the collector is down; restarted with backoff
+                };
                 r.agent.publish_dropped_total = fwd.link().stats().dropped_total.load(std::sync::atomic::Ordering::Relaxed);
                 fill_task_figures(&mut r.agent, &host);
-                fill_forward_figures(&mut r.agent, &fwd);
-                for alert in alerts.evaluate(&r, r.at_ms) {
+                fill_forward_figures(&mut r.agent, &fwd, sup.degraded(&host));
+                let raised = sup
+                    .alerts
+                    .with(tokio::time::Instant::now(), |a| a.evaluate(&r, r.at_ms))
+                    .unwrap_or_default();
+                for alert in raised {
                     tracing::warn!(
                         alert.resource = %alert.resource,
                         alert.level = ?alert.level,
@@ -321,7 +379,7 @@ pub async fn run_with(
                 }
             }
         }
-        systemd.turned(|| status_line(&fwd, &host));
+        systemd.turned(|| status_line(&fwd, &host, &sup));
     }
     systemd.stopping("stopping: handing back tasks, flushing the store");
 

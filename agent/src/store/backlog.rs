@@ -13,11 +13,13 @@
 //! the broker's PUBACK) is reported back once it is durable, so the forwarder never
 //! sends an entry again that it already saw acknowledged.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::cell::DbCell;
 
 use super::{db_err, Bytes, StoreError};
 
@@ -78,8 +80,6 @@ pub struct BacklogStats {
     queued: AtomicU64,
     /// Entries given up to the budget or lost to a failed write, per class.
     dropped: [AtomicU64; 3],
-    /// Set while backlog writes fail (a full or broken disk); cleared by a good commit.
-    degraded: AtomicBool,
 }
 
 impl BacklogStats {
@@ -103,10 +103,6 @@ impl BacklogStats {
     pub fn dropped_total(&self) -> u64 {
         Class::ALL.iter().map(|c| self.dropped(*c)).sum()
     }
-
-    pub fn degraded(&self) -> bool {
-        self.degraded.load(Ordering::Relaxed)
-    }
 }
 
 enum BacklogOp {
@@ -117,7 +113,7 @@ enum BacklogOp {
 /// The agent's handle on the backlog. Pushes and removals are queued to the writer;
 /// reads go to the database directly (redb readers never wait for the writer).
 pub struct Backlog {
-    db: Arc<Database>,
+    db: Arc<DbCell>,
     next_seq: u64,
     stats: Arc<BacklogStats>,
     ops: Option<std::sync::mpsc::Sender<BacklogOp>>,
@@ -139,7 +135,7 @@ pub type Removed = Vec<u64>;
 
 impl Backlog {
     pub(super) fn open(
-        db: Arc<Database>,
+        db: Arc<DbCell>,
         max_bytes: u64,
         commit_interval: Duration,
         removed: tokio::sync::mpsc::UnboundedSender<Removed>,
@@ -147,6 +143,7 @@ impl Backlog {
         let stats = Arc::new(BacklogStats::default());
         let mut last_seq = 0;
         {
+            let db = db.get()?;
             let tx = db.begin_write().map_err(db_err)?;
             for class in Class::ALL {
                 tx.open_table(class.table()).map_err(db_err)?;
@@ -172,7 +169,6 @@ impl Backlog {
             interval: commit_interval,
             stats: stats.clone(),
             removed,
-            failing_since: None,
         };
         let writer = std::thread::Builder::new()
             .name("fog-backlog".into())
@@ -225,7 +221,7 @@ impl Backlog {
 
     /// Up to `max` durable entries after sequence number `after`, oldest first.
     pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<Entry>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db.get()?.begin_read().map_err(db_err)?;
         let from = (after.saturating_add(1)).to_be_bytes();
         let mut out = Vec::new();
         for class in Class::ALL {
@@ -251,17 +247,15 @@ fn seq_of(key: &[u8]) -> u64 {
 }
 
 struct Writer {
-    db: Arc<Database>,
+    db: Arc<DbCell>,
     max_bytes: u64,
     interval: Duration,
     stats: Arc<BacklogStats>,
     removed: tokio::sync::mpsc::UnboundedSender<Removed>,
-    /// When writes started failing; the failure is logged once, and its end once.
-    failing_since: Option<Instant>,
 }
 
 impl Writer {
-    fn run(mut self, rx: std::sync::mpsc::Receiver<BacklogOp>) {
+    fn run(self, rx: std::sync::mpsc::Receiver<BacklogOp>) {
         let mut batch = Vec::new();
         // Removals that failed to commit are tried again with the next batch, so an
         // acknowledged entry is not replayed once the disk recovers.
@@ -284,35 +278,22 @@ impl Writer {
                 }
             }
             let pushed = pushes.len() as u64;
+            self.db.reopen_if_due();
             match self.commit(&pushes, &removes) {
                 Ok(()) => {
+                    self.db.write_ok();
                     self.stats.queued.fetch_sub(pushed, Ordering::Relaxed);
-                    if let Some(since) = self.failing_since.take() {
-                        self.stats.degraded.store(false, Ordering::Relaxed);
-                        tracing::info!(
-                            failing_secs = since.elapsed().as_secs(),
-                            "backlog writes succeed again"
-                        );
-                    }
                     let seqs: Removed = removes.iter().map(|(_, s)| *s).collect();
                     if !seqs.is_empty() && self.removed.send(seqs).is_err() {
                         return;
                     }
                 }
                 Err(error) => {
-                    // What could not be written is lost: count it, say so once.
+                    self.db.write_failed("backlog", &error);
+                    // What could not be written is lost: count it (the cell logs once).
                     self.stats.queued.fetch_sub(pushed, Ordering::Relaxed);
                     for e in &pushes {
                         self.stats.dropped[e.class as usize].fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.stats.degraded.store(true, Ordering::Relaxed);
-                    if self.failing_since.is_none() {
-                        self.failing_since = Some(Instant::now());
-                        tracing::error!(
-                            %error,
-                            lost = pushed,
-                            "backlog write failed; entries are dropped (and counted) until the store is writable again"
-                        );
                     }
                     retry = removes;
                 }
@@ -321,7 +302,7 @@ impl Writer {
     }
 
     fn commit(&self, pushes: &[Entry], removes: &[(Class, u64)]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.db.get()?.begin_write().map_err(db_err)?;
         // Applied to the shared figures only after the commit succeeded.
         let mut entries: i64 = 0;
         let mut bytes: i64 = 0;
@@ -413,12 +394,9 @@ mod tests {
         dir: &std::path::Path,
         max: u64,
     ) -> (Backlog, tokio::sync::mpsc::UnboundedReceiver<Removed>) {
-        let db = Database::builder()
-            .set_cache_size(1 << 20)
-            .create(dir.join("b.redb"))
-            .expect("db");
+        let db = DbCell::open(&dir.join("b.redb")).expect("db");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let b = Backlog::open(Arc::new(db), max, Duration::from_millis(1), tx).expect("opens");
+        let b = Backlog::open(db, max, Duration::from_millis(1), tx).expect("opens");
         (b, rx)
     }
 

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::StoreConfig;
 
 pub mod backlog;
+pub mod cell;
+
+use cell::DbCell;
 
 // Every table maps bytes to bytes, on purpose: redb's B-tree code is generic over key
 // and value types, and four different pairs cost ~150 KiB of agent binary (and so of
@@ -34,6 +37,8 @@ const FINISHED: Bytes = TableDefinition::new("v1/finished");
 const CACHE: Bytes = TableDefinition::new("v1/cache");
 /// (stored_at_ms, cache key) for pruning the cache oldest first; empty values.
 const CACHE_AGE: Bytes = TableDefinition::new("v1/cache_age");
+/// Written and emptied again to test a degraded store.
+const PROBE: Bytes = TableDefinition::new("v1/probe");
 
 /// An index key: `at_ms` big-endian, then `rest`.
 fn age_key(at_ms: u64, rest: &[u8]) -> Vec<u8> {
@@ -62,6 +67,8 @@ pub enum StoreError {
     Corrupt { id: String, message: String },
     #[error("the store writer has stopped")]
     Stopped,
+    #[error("the store is being reopened after failed writes")]
+    Unavailable,
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -169,7 +176,7 @@ pub struct Recovered {
 }
 
 pub struct RedbStore<T> {
-    db: std::sync::Arc<Database>,
+    db: std::sync::Arc<DbCell>,
     /// Unbounded on purpose, but bounded in practice: every Accept or Finish belongs to a
     /// task holding an arena block, and a CachePut to a finishing task, so the arena
     /// caps what can wait here. A preallocated `sync_channel` of MAX_BATCH slots cost
@@ -202,14 +209,8 @@ impl<T: Send + 'static> RedbStore<T> {
             message: e.to_string(),
         })?;
         let path = dir.join("agent.redb");
-        let db = Database::builder()
-            // A small cache: this runs on 512 MB boards.
-            .set_cache_size(1 << 20)
-            .create(&path)
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let cell = DbCell::open(&path)?;
+        let db = cell.get()?;
         {
             let tx = db.begin_write().map_err(db_err)?;
             tx.open_table(TASKS).map_err(db_err)?;
@@ -218,8 +219,9 @@ impl<T: Send + 'static> RedbStore<T> {
             tx.open_table(CACHE_AGE).map_err(db_err)?;
             tx.commit().map_err(db_err)?;
         }
-        let db = std::sync::Arc::new(db);
         let recovered = recover(&db)?;
+        drop(db);
+        let db = cell;
         let (tx, rx) = std::sync::mpsc::channel();
         let writer = Writer {
             db: db.clone(),
@@ -269,6 +271,11 @@ fn recover(db: &Database) -> Result<Recovered, StoreError> {
 }
 
 impl<T> RedbStore<T> {
+    /// The store's health (degraded while writes fail), shared with its writers.
+    pub fn health(&self) -> std::sync::Arc<DbCell> {
+        self.db.clone()
+    }
+
     /// Open the store-and-forward backlog in the same database file (one file, one
     /// page cache; redb serialises the two writers' transactions).
     pub fn backlog(
@@ -295,7 +302,7 @@ impl<T: Send + 'static> TaskStore<T> for RedbStore<T> {
     }
 
     fn task(&self, id: &str) -> Result<Option<StoredTask>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db.get()?.begin_read().map_err(db_err)?;
         let t = tx.open_table(TASKS).map_err(db_err)?;
         match t.get(id.as_bytes()).map_err(db_err)? {
             Some(v) => Ok(Some(decode_task(id, v.value())?)),
@@ -304,7 +311,7 @@ impl<T: Send + 'static> TaskStore<T> for RedbStore<T> {
     }
 
     fn cached(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db.get()?.begin_read().map_err(db_err)?;
         let t = tx.open_table(CACHE).map_err(db_err)?;
         Ok(t.get(key.as_slice())
             .map_err(db_err)?
@@ -313,7 +320,7 @@ impl<T: Send + 'static> TaskStore<T> for RedbStore<T> {
 }
 
 struct Writer<T> {
-    db: std::sync::Arc<Database>,
+    db: std::sync::Arc<DbCell>,
     interval: Duration,
     retention: Duration,
     retention_count: usize,
@@ -325,7 +332,30 @@ impl<T> Writer<T> {
         // Grows with the load it sees instead of reserving MAX_BATCH slots up front.
         let mut batch: Vec<Op<T>> = Vec::new();
         let mut last_prune = Instant::now();
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Healthy: sleep until there is work. Degraded: wake every second to
+            // reopen and probe, so recovery is seen without waiting for a task.
+            let first = if self.db.degraded() {
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(op) => op,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        self.db.reopen_if_due();
+                        if self.db.get().is_ok() {
+                            match self.probe() {
+                                Ok(()) => self.db.write_ok(),
+                                Err(e) => self.db.write_failed("probe", &e),
+                            }
+                        }
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                }
+            };
             batch.push(first);
             let until = Instant::now() + self.interval;
             while batch.len() < MAX_BATCH {
@@ -339,10 +369,19 @@ impl<T> Writer<T> {
             if prune {
                 last_prune = Instant::now();
             }
-            let res = self.commit(&batch, prune).map_err(|e| e.to_string());
-            if let Err(e) = &res {
-                tracing::error!(error = %e, ops = batch.len(), "store commit failed");
-            }
+            self.db.reopen_if_due();
+            let res = match self.commit(&batch, prune) {
+                Ok(()) => {
+                    self.db.write_ok();
+                    Ok(())
+                }
+                Err(e) => {
+                    // Logged once per failing streak by the cell; each task answers
+                    // for itself (rejected as busy, retryable).
+                    self.db.write_failed("tasks", &e);
+                    Err(e.to_string())
+                }
+            };
             for op in batch.drain(..) {
                 let token = match op {
                     Op::Accept { token, .. } | Op::Finish { token, .. } => token,
@@ -362,8 +401,21 @@ impl<T> Writer<T> {
         }
     }
 
+    /// A small real write (insert and remove a key), to see whether the disk takes
+    /// writes again.
+    fn probe(&self) -> Result<(), StoreError> {
+        let tx = self.db.get()?.begin_write().map_err(db_err)?;
+        {
+            let mut t = tx.open_table(PROBE).map_err(db_err)?;
+            t.insert(b"probe".as_slice(), [0u8; 512].as_slice())
+                .map_err(db_err)?;
+            t.remove(b"probe".as_slice()).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
     fn commit(&self, batch: &[Op<T>], prune: bool) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.db.get()?.begin_write().map_err(db_err)?;
         {
             let mut tasks = tx.open_table(TASKS).map_err(db_err)?;
             let mut finished = tx.open_table(FINISHED).map_err(db_err)?;

@@ -571,6 +571,11 @@ impl TaskHost {
             .count()
     }
 
+    /// The store's health, shared with its writer threads.
+    pub fn store_health(&self) -> std::sync::Arc<crate::store::cell::DbCell> {
+        self.store.health()
+    }
+
     /// Open the store-and-forward backlog in the task store's database.
     pub fn open_backlog(
         &self,

@@ -72,6 +72,9 @@ struct Shared {
     cancel: AtomicBool,
     arena: Arc<Arena>,
     completed: AtomicU64,
+    /// Jobs that panicked in a row (any worker); reset by a job that returns.
+    panics_in_row: AtomicU32,
+    panics_total: AtomicU64,
 }
 
 /// Queue depth and worker use, for heartbeats.
@@ -113,6 +116,8 @@ impl Pool {
             cancel: AtomicBool::new(false),
             arena,
             completed: AtomicU64::new(0),
+            panics_in_row: AtomicU32::new(0),
+            panics_total: AtomicU64::new(0),
         });
         let workers = (0..workers.max(1))
             .map(|i| {
@@ -139,6 +144,15 @@ impl Pool {
         drop(q);
         self.shared.ready.notify_one();
         Ok(())
+    }
+
+    /// Whether jobs keep panicking (supervision reports the pool as degraded).
+    pub fn degraded(&self) -> bool {
+        self.shared.panics_in_row.load(Ordering::Relaxed) >= crate::supervise::DEGRADED_AFTER
+    }
+
+    pub fn panics_total(&self) -> u64 {
+        self.shared.panics_total.load(Ordering::Relaxed)
     }
 
     pub fn load(&self) -> PoolLoad {
@@ -222,7 +236,39 @@ fn worker(shared: Arc<Shared>, results: tokio::sync::mpsc::Sender<JobResult>) {
                 q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
-        let result = run_job(&shared, job);
+        let (id, attempt, kind) = (job.id.clone(), job.attempt, job.kind.name().to_owned());
+        let started = Instant::now();
+        // A panicking job is a bug, but it must not cost the node a worker or leave
+        // its task unanswered: answer it as a retryable failure (the coordinator
+        // places it elsewhere) and back off before the next job, as supervision does.
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(&shared, job)
+        })) {
+            Ok(r) => {
+                shared.panics_in_row.store(0, Ordering::Relaxed);
+                r
+            }
+            Err(p) => {
+                let n = shared.panics_in_row.fetch_add(1, Ordering::Relaxed) + 1;
+                shared.panics_total.fetch_add(1, Ordering::Relaxed);
+                let error = crate::supervise::panic_message(&*p);
+                tracing::error!(task.id = %id, task.kind = %kind, %error, panics_in_row = n, "task worker panicked");
+                std::thread::sleep(crate::supervise::delay(n));
+                JobResult {
+                    id,
+                    attempt,
+                    kind,
+                    cacheable: false,
+                    cache_key: [0; 32],
+                    outcome: JobOutcome::Failed {
+                        error: format!("the worker {error}"),
+                        retryable: true,
+                        exit_code: None,
+                        duration: started.elapsed(),
+                    },
+                }
+            }
+        };
         shared.running.fetch_sub(1, Ordering::Relaxed);
         shared.completed.fetch_add(1, Ordering::Relaxed);
         if results.blocking_send(result).is_err() {
