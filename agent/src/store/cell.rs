@@ -27,7 +27,10 @@ pub struct DbCell {
 #[derive(Default)]
 struct Failing {
     since: Option<Instant>,
+    /// Failed writes in this streak (for the recovery log line).
     in_row: u32,
+    /// Reopens tried in this streak; the next waits `delay(reopens + 1)`.
+    reopens: u32,
     next_reopen: Option<Instant>,
 }
 
@@ -90,8 +93,8 @@ impl DbCell {
         let mut st = self.state();
         st.in_row += 1;
         let now = Instant::now();
-        st.next_reopen = Some(now + crate::supervise::delay(st.in_row));
         if st.since.is_none() {
+            st.next_reopen = Some(now + crate::supervise::delay(1));
             st.since = Some(now);
             self.degraded.store(true, Ordering::Relaxed);
             tracing::error!(
@@ -131,7 +134,9 @@ impl DbCell {
             match st.next_reopen {
                 Some(t) if Instant::now() >= t => {
                     // Claim this attempt; the other writer waits for the next one.
-                    st.next_reopen = Some(Instant::now() + crate::supervise::delay(st.in_row));
+                    st.reopens += 1;
+                    let wait = crate::supervise::delay(st.reopens + 1);
+                    st.next_reopen = Some(Instant::now() + wait);
                 }
                 _ => return,
             }

@@ -1,0 +1,208 @@
+//! The store's filesystem fills up (a small tmpfs, filled by the test): the agent keeps
+//! publishing live readings, answers tasks it cannot record as busy (retryable, so a
+//! coordinator places them elsewhere), reports the store as degraded, logs it once,
+//! and recovers by itself once space returns.
+//!
+//! Mounting a tmpfs needs root: CI runs as root; elsewhere the test says it was skipped.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fog_e2e::brokers::harness_bin;
+use fog_e2e::{init_logging, TestBroker, Watcher};
+use fog_proto::{
+    codec, Encoding, Outcome, Payload, Reading, TaskAssignment, TaskAssignments, TaskResults,
+};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, bytes: u64) -> Option<Tmpfs> {
+        let uid = Command::new("id").arg("-u").output().expect("id runs");
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return None;
+        }
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs")
+            .success();
+        assert!(ok, "root but cannot mount a tmpfs at {}", at.display());
+        Some(Tmpfs(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Write zeros until the filesystem is full; returns the filler's path.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = f.flush();
+    path
+}
+
+fn assignment(id: &str) -> TaskAssignment {
+    TaskAssignment {
+        id: id.to_owned(),
+        attempt: 1,
+        kind: "echo".into(),
+        // Big enough that recording it needs fresh pages in the store file.
+        payload: Payload(vec![7u8; 256 * 1024]),
+        timeout_ms: 5_000,
+        priority: 0,
+        deadline_ms: 0,
+        cacheable: false,
+    }
+}
+
+async fn next_reading(w: &mut Watcher) -> Reading {
+    let a = w.next(WAIT).await.expect("a reading");
+    codec::decode::<Reading>(&a.payload).expect("reading")
+}
+
+/// Final answers by task id, as the results topic carries them.
+async fn finals(w: &mut Watcher, want: usize) -> Vec<(String, Outcome)> {
+    let mut got: Vec<(String, Outcome)> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < want && Instant::now() < deadline {
+        if let Some(a) = w.next(Duration::from_millis(200)).await {
+            for r in codec::decode::<TaskResults>(&a.payload)
+                .expect("results")
+                .items
+            {
+                if !matches!(r.outcome, Outcome::Accepted) {
+                    got.push((r.id, r.outcome));
+                }
+            }
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers() {
+    init_logging();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mnt) = Tmpfs::mount(&dir.path().join("mnt"), 8 << 20) else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    let broker = TestBroker::start().expect("broker");
+    let mut readings = Watcher::start(broker.addr, "fog/v1/nodes/d1/metrics").await;
+    let mut results = Watcher::start(broker.addr, "fog/v1/nodes/d1/results").await;
+    let cfg = dir.path().join("d1.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node_id = \"d1\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 0.5\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.3\n",
+            mnt.0.join("data").display(),
+            broker.url()
+        ),
+    )
+    .expect("config");
+    let log_path = dir.path().join("agent.log");
+    let mut agent: Child = Command::new(harness_bin("fog-test-agent").expect("agent"))
+        .arg(&cfg)
+        .env("FOG_AGENT_LOG", "info,fog_agent::store=debug")
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("agent starts");
+
+    next_reading(&mut readings).await;
+
+    let mut opts = MqttOptions::new("disk-full-test", "127.0.0.1", broker.addr.port());
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let send = |ids: &[&str]| {
+        let list = TaskAssignments {
+            items: ids.iter().map(|id| assignment(id)).collect(),
+        };
+        let bytes = codec::encode(&list, Encoding::Json).expect("encodes");
+        let c = client.clone();
+        async move {
+            c.publish("fog/v1/nodes/d1/tasks", QoS::AtLeastOnce, false, bytes)
+                .await
+                .expect("published")
+        }
+    };
+    // Healthy: a task is recorded and runs.
+    send(&["before"]).await;
+    let got = finals(&mut results, 1).await;
+    assert!(matches!(got[0].1, Outcome::Completed { .. }), "{got:?}");
+
+    let filler = fill(&mnt.0);
+    send(&["full-1", "full-2", "full-3"]).await;
+    let got = finals(&mut results, 3).await;
+    assert_eq!(got.len(), 3, "each task answered: {got:?}");
+    for (id, o) in &got {
+        assert!(
+            matches!(o, Outcome::Rejected { retryable: true, reason } if reason.contains("store")),
+            "{id}: rejected as busy because of the store: {o:?}"
+        );
+    }
+    // Readings keep coming, saying the store is degraded.
+    let mut degraded_seen = 0;
+    for _ in 0..4 {
+        let r = next_reading(&mut readings).await;
+        if r.agent.degraded == ["store"] {
+            degraded_seen += 1;
+        }
+    }
+    assert!(
+        degraded_seen >= 3,
+        "readings flow and report the store degraded"
+    );
+
+    // Space returns: the store reopens and probes by itself (backoff at most 8 s).
+    std::fs::remove_file(&filler).expect("free space");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = next_reading(&mut readings).await;
+        if r.agent.degraded.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store still degraded: {:?}\n{}",
+            r.agent.degraded,
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    }
+    send(&["after"]).await;
+    let got = finals(&mut results, 1).await;
+    assert!(matches!(got[0].1, Outcome::Completed { .. }), "{got:?}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status();
+    let _ = agent.wait();
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("store writes fail"), 1, "logged once:\n{log}");
+    assert_eq!(
+        count("store writes succeed again"),
+        1,
+        "recovery logged once:\n{log}"
+    );
+}
