@@ -53,12 +53,15 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// A binary of this crate (`fog-test-broker`, `fog-test-agent`), next to the tests.
 pub fn harness_bin(name: &str) -> anyhow::Result<PathBuf> {
-    // Test executables live in target/<profile>/deps; binaries one level up.
+    // Test executables live in target/<profile>/deps, binaries one level up; a
+    // binary of this crate (a benchmark) finds its siblings next to itself.
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locating target dir")?;
+    let here = exe.parent().context("locating target dir")?;
+    let dir = if here.ends_with("deps") {
+        here.parent().context("locating target dir")?
+    } else {
+        here
+    };
     let bin = dir.join(name);
     if !bin.exists() {
         bail!(
