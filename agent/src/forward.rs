@@ -28,6 +28,29 @@ use tokio::time::Instant;
 use crate::store::backlog::{Backlog, BacklogStats, Class, Removed};
 use crate::transport::{Link, PublishError};
 
+/// What the forwarder needs of the MQTT link: a trait so the state machine is tested
+/// without a broker. [`Link`] is the real one.
+pub trait Uplink {
+    /// Publish at QoS 1; the link reports `Acked(token)` after the PUBACK.
+    fn publish_tracked(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        token: u64,
+    ) -> Result<(), PublishError>;
+}
+
+impl Uplink for Link {
+    fn publish_tracked(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        token: u64,
+    ) -> Result<(), PublishError> {
+        Link::publish_tracked(self, topic, payload, token)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Live,
@@ -77,8 +100,8 @@ pub struct ReplayLimits {
     pub in_flight: u32,
 }
 
-pub struct Forwarder {
-    link: Link,
+pub struct Forwarder<L = Link> {
+    link: L,
     mode: Mode,
     backlog: Backlog,
     topics: ClassTopics,
@@ -98,13 +121,13 @@ pub struct Forwarder {
     transitions: u64,
 }
 
-impl Forwarder {
+impl<L: Uplink> Forwarder<L> {
     pub fn new(
-        link: Link,
+        link: L,
         backlog: Backlog,
         topics: ClassTopics,
         limits: ReplayLimits,
-    ) -> Forwarder {
+    ) -> Forwarder<L> {
         Forwarder {
             link,
             mode: Mode::Offline,
@@ -123,23 +146,23 @@ impl Forwarder {
         }
     }
 
-    pub fn link(&self) -> &Link {
+    pub fn link(&self) -> &L {
         &self.link
     }
 
-    pub fn link_mut(&mut self) -> &mut Link {
+    pub fn link_mut(&mut self) -> &mut L {
         &mut self.link
     }
 
     /// A new link after the old one's task died (supervision): what the old one had
     /// not got acknowledged goes to the backlog; the new one reports Connected.
-    pub fn replace_link(&mut self, link: Link) {
+    pub fn replace_link(&mut self, link: L) {
         self.on_disconnected();
         self.link = link;
     }
 
     /// Give the link back for a clean close (the backlog flushes as it drops).
-    pub fn into_link(self) -> Link {
+    pub fn into_link(self) -> L {
         self.link
     }
 
@@ -351,5 +374,288 @@ impl Forwarder {
             Mode::Live if self.stats().is_empty() => None,
             _ => Some(Duration::from_millis(10)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::store::RedbStore;
+
+    /// A link that records what it was given and can be down or saturated.
+    #[derive(Default)]
+    struct FakeLink {
+        down: Cell<bool>,
+        busy: Cell<bool>,
+        sent: RefCell<Vec<(String, Vec<u8>, u64)>>,
+    }
+
+    impl Uplink for FakeLink {
+        fn publish_tracked(
+            &self,
+            topic: &str,
+            payload: Vec<u8>,
+            token: u64,
+        ) -> Result<(), PublishError> {
+            if self.down.get() {
+                return Err(PublishError::NotConnected);
+            }
+            if self.busy.get() {
+                return Err(PublishError::Busy);
+            }
+            self.sent
+                .borrow_mut()
+                .push((topic.to_owned(), payload, token));
+            Ok(())
+        }
+    }
+
+    struct Rig {
+        fwd: Forwarder<FakeLink>,
+        removed: tokio::sync::mpsc::UnboundedReceiver<Removed>,
+        _store: RedbStore<u32>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig(per_sec: u32, in_flight: u32) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StoreConfig {
+            result_retention: Duration::from_secs(60),
+            result_retention_count: 10,
+            commit_interval: Duration::from_millis(1),
+            max_backlog_bytes: 1 << 20,
+            replay_per_sec: per_sec,
+            replay_in_flight: in_flight,
+        };
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (store, _) = RedbStore::open(dir.path(), &cfg, tx).expect("store");
+        let (rtx, removed) = tokio::sync::mpsc::unbounded_channel();
+        let backlog = store.backlog(&cfg, rtx).expect("backlog");
+        let fwd = Forwarder::new(
+            FakeLink::default(),
+            backlog,
+            ClassTopics {
+                readings: "m".into(),
+                alerts: "a".into(),
+                results: "r".into(),
+            },
+            ReplayLimits { per_sec, in_flight },
+        );
+        Rig {
+            fwd,
+            removed,
+            _store: store,
+            _dir: dir,
+        }
+    }
+
+    impl Rig {
+        /// Wait (real time, bounded) until the backlog writer has committed.
+        fn settle(&mut self) {
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while self.fwd.stats().queued() > 0 {
+                assert!(std::time::Instant::now() < until, "backlog writer stuck");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        /// Ack everything sent so far and apply the durable removals.
+        fn ack_all(&mut self) {
+            let tokens: Vec<u64> = self.fwd.link().sent.borrow().iter().map(|s| s.2).collect();
+            for t in tokens {
+                self.fwd.on_acked(t);
+            }
+            self.drain_removed();
+        }
+
+        fn drain_removed(&mut self) {
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            // Until every acknowledged entry's removal is durable.
+            while !self.fwd.acked.is_empty() && std::time::Instant::now() < until {
+                while let Ok(r) = self.removed.try_recv() {
+                    self.fwd.on_removed(r);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            while let Ok(r) = self.removed.try_recv() {
+                self.fwd.on_removed(r);
+            }
+        }
+
+        fn sent(&self) -> Vec<(String, Vec<u8>)> {
+            self.fwd
+                .link()
+                .sent
+                .borrow()
+                .iter()
+                .map(|(t, p, _)| (t.clone(), p.clone()))
+                .collect()
+        }
+
+        /// Tick every 10 ms of paused time for `d`.
+        async fn run_for(&mut self, d: Duration) {
+            let steps = d.as_millis() / 10;
+            for _ in 0..steps {
+                tokio::time::advance(Duration::from_millis(10)).await;
+                self.fwd.tick();
+            }
+        }
+    }
+
+    fn m(s: &str) -> (String, Vec<u8>) {
+        ("m".to_owned(), s.as_bytes().to_vec())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offline_messages_wait_on_disk_and_replay_in_order_once_connected() {
+        let mut r = rig(100, 32);
+        assert_eq!(r.fwd.mode(), Mode::Offline);
+        r.fwd
+            .publish(Class::Reading, b"r1".to_vec())
+            .expect("stored");
+        r.fwd.publish(Class::Alert, b"a1".to_vec()).expect("stored");
+        r.fwd
+            .publish(Class::Result, b"x1".to_vec())
+            .expect("stored");
+        r.fwd
+            .publish(Class::Reading, b"r2".to_vec())
+            .expect("stored");
+        r.settle();
+        assert!(r.sent().is_empty());
+        assert_eq!(r.fwd.stats().len(), 4);
+        r.fwd.on_connected();
+        assert_eq!(r.fwd.mode(), Mode::Draining);
+        // A live reading goes out at once, ahead of the replay.
+        r.fwd
+            .publish(Class::Reading, b"live".to_vec())
+            .expect("sent");
+        r.run_for(Duration::from_millis(200)).await;
+        let topics: Vec<(String, Vec<u8>)> = r.sent();
+        assert_eq!(
+            topics,
+            [
+                m("live"),
+                m("r1"),
+                ("a".into(), b"a1".to_vec()),
+                ("r".into(), b"x1".to_vec()),
+                m("r2")
+            ]
+        );
+        r.ack_all();
+        assert_eq!(
+            r.fwd.stats().len(),
+            0,
+            "acknowledged entries leave the store"
+        );
+        assert_eq!(r.fwd.replayed_total(), 4);
+        r.run_for(Duration::from_millis(20)).await;
+        assert_eq!(r.fwd.mode(), Mode::Live);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replay_keeps_to_its_rate_and_its_in_flight_limit() {
+        let mut r = rig(50, 1000);
+        for i in 0..200 {
+            r.fwd
+                .publish(Class::Reading, format!("r{i}").into_bytes())
+                .expect("stored");
+        }
+        r.settle();
+        r.fwd.on_connected();
+        r.run_for(Duration::from_secs(2)).await;
+        let n = r.sent().len();
+        assert!((95..=106).contains(&n), "about 50/s for 2 s: {n}");
+        // Nothing acknowledged: the in-flight cap holds the replay.
+        let mut r = rig(1000, 8);
+        for i in 0..100 {
+            r.fwd
+                .publish(Class::Reading, format!("r{i}").into_bytes())
+                .expect("stored");
+        }
+        r.settle();
+        r.fwd.on_connected();
+        r.run_for(Duration::from_secs(1)).await;
+        assert_eq!(r.sent().len(), 8);
+        r.ack_all();
+        r.run_for(Duration::from_millis(100)).await;
+        assert_eq!(r.sent().len(), 16);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drop_moves_unacknowledged_live_messages_to_the_backlog_in_order() {
+        let mut r = rig(100, 32);
+        r.fwd.on_connected();
+        assert_eq!(r.fwd.mode(), Mode::Live);
+        for p in ["r1", "r2", "r3"] {
+            r.fwd
+                .publish(Class::Reading, p.as_bytes().to_vec())
+                .expect("sent");
+        }
+        let first = r.fwd.link().sent.borrow()[0].2;
+        r.fwd.on_acked(first);
+        r.fwd.link().down.set(true);
+        r.fwd.on_disconnected();
+        assert_eq!(r.fwd.mode(), Mode::Offline);
+        r.fwd
+            .publish(Class::Reading, b"r4".to_vec())
+            .expect("stored");
+        r.settle();
+        assert_eq!(r.fwd.stats().len(), 3, "r2, r3 (unacked) and r4");
+        r.fwd.link().sent.borrow_mut().clear();
+        r.fwd.link().down.set(false);
+        r.fwd.on_connected();
+        r.run_for(Duration::from_millis(100)).await;
+        assert_eq!(r.sent(), [m("r2"), m("r3"), m("r4")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_acknowledged_entry_is_not_replayed_again_while_its_removal_is_pending() {
+        let mut r = rig(100, 32);
+        for p in ["r1", "r2"] {
+            r.fwd
+                .publish(Class::Reading, p.as_bytes().to_vec())
+                .expect("stored");
+        }
+        r.settle();
+        r.fwd.on_connected();
+        r.run_for(Duration::from_millis(50)).await;
+        assert_eq!(r.sent().len(), 2);
+        let first = r.fwd.link().sent.borrow()[0].2;
+        r.fwd.on_acked(first);
+        // The link drops and comes back before the removal is reported durable.
+        r.fwd.on_disconnected();
+        r.fwd.link().sent.borrow_mut().clear();
+        r.fwd.on_connected();
+        r.run_for(Duration::from_millis(50)).await;
+        assert_eq!(r.sent(), [m("r2")], "r1 was acknowledged: never sent twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saturated_link_backlogs_readings_but_hands_results_back() {
+        let mut r = rig(100, 32);
+        r.fwd.on_connected();
+        r.fwd.link().busy.set(true);
+        r.fwd
+            .publish(Class::Reading, b"r1".to_vec())
+            .expect("stored");
+        assert_eq!(r.fwd.mode(), Mode::Backlogged);
+        assert!(matches!(
+            r.fwd.publish(Class::Result, b"x".to_vec()),
+            Err(PublishError::Busy)
+        ));
+        r.fwd
+            .publish(Class::Reading, b"r2".to_vec())
+            .expect("stored");
+        r.settle();
+        r.fwd.link().busy.set(false);
+        r.run_for(Duration::from_millis(50)).await;
+        assert_eq!(r.sent(), [m("r1"), m("r2")]);
+        assert_eq!(r.fwd.mode(), Mode::Draining);
+        r.ack_all();
+        r.run_for(Duration::from_millis(20)).await;
+        assert_eq!(r.fwd.mode(), Mode::Live);
     }
 }

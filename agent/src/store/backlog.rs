@@ -96,6 +96,11 @@ impl BacklogStats {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Pushed and not yet committed.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     pub fn dropped(&self, class: Class) -> u64 {
         self.dropped[class as usize].load(Ordering::Relaxed)
     }
