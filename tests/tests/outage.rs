@@ -450,3 +450,71 @@ async fn sigterm_hands_running_tasks_back_and_publishes_the_offline_record() {
     assert_eq!(last.reason, "shutdown");
     t2.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_instead_of_waiting_for_the_grace_period() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("s1.toml");
+    std::fs::write(
+        &cfg,
+        agent_toml(
+            "s1",
+            &broker.url(),
+            &dir.path().join("s1"),
+            "shutdown_grace_secs = 60",
+            "",
+        ),
+    )
+    .expect("config");
+    let mut results = Watcher::start(broker.addr, "fog/v1/nodes/s1/results").await;
+    let mut status = Watcher::start(broker.addr, "fog/v1/nodes/s1/status").await;
+    let mut agent = AgentProcess::start(&cfg);
+    status.next(WAIT).await.expect("birth record");
+
+    // A 50 s task, sent straight to the agent.
+    let list = fog_proto::TaskAssignments {
+        items: vec![fog_proto::TaskAssignment {
+            id: "long".into(),
+            attempt: 1,
+            kind: "sleep".into(),
+            payload: fog_proto::Payload(b"50000".to_vec()),
+            timeout_ms: 60_000,
+            priority: 0,
+            deadline_ms: 0,
+            cacheable: false,
+        }],
+    };
+    let mut opts = rumqttc::MqttOptions::new("second-signal", "127.0.0.1", broker.addr.port());
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 8);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    client
+        .publish(
+            "fog/v1/nodes/s1/tasks",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            codec::encode(&list, fog_proto::Encoding::Json).expect("encodes"),
+        )
+        .await
+        .expect("published");
+    let accepted = results.next(WAIT).await.expect("accepted");
+    let r = codec::decode::<fog_proto::TaskResults>(&accepted.payload).expect("results");
+    assert!(matches!(r.items[0].outcome, Outcome::Accepted));
+
+    let t = Instant::now();
+    agent.signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        agent.0.try_wait().expect("wait").is_none(),
+        "first signal: graceful, waiting for the task"
+    );
+    agent.signal("-TERM");
+    let exit = agent.exited(Duration::from_secs(5)).await;
+    assert!(
+        !exit.success(),
+        "an impatient exit is not a clean one: {exit:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "not the 60 s grace");
+}
