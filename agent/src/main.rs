@@ -18,6 +18,18 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// glibc gives each thread that allocates its own malloc arena (up to 8 per core), and
+/// each keeps what it freed: in a 35-minute soak the agent's store and worker threads
+/// held ~1.5 MiB in arenas of their own. Two arenas are plenty for the agent's few
+/// threads. (musl has a single allocator state; nothing to do there.)
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
     let command = match fog_agent::cli::parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
@@ -91,6 +103,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
+            limit_malloc_arenas();
             fog_agent::logging::init("FOG_AGENT_LOG", "info");
             let config = match load(&config) {
                 Ok(c) => c,
