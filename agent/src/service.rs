@@ -121,6 +121,7 @@ fn fill_forward_figures(a: &mut fog_proto::AgentSelf, fwd: &Forwarder, degraded:
     a.backlog_bytes = s.bytes();
     a.backlog_dropped_total = s.dropped_total();
     a.backlog_replayed_total = fwd.replayed_total();
+    a.publish_unacked = fwd.unacked() as u64;
     a.degraded = degraded;
 }
 

@@ -200,6 +200,10 @@ pub struct AgentSelf {
     /// Entries replayed and acknowledged since start.
     #[serde(default)]
     pub backlog_replayed_total: u64,
+    /// Published and not yet acknowledged by the broker now (bounded by the link's
+    /// in-flight window; stays high only while the broker is slow to acknowledge).
+    #[serde(default)]
+    pub publish_unacked: u64,
     /// Subsystems that keep failing; empty when all is well.
     #[serde(default)]
     pub degraded: Vec<String>,

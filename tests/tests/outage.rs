@@ -518,3 +518,55 @@ async fn a_second_signal_exits_at_once_instead_of_waiting_for_the_grace_period()
     );
     assert!(t.elapsed() < Duration::from_secs(5), "not the 60 s grace");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_task_load_every_publish_has_been_acknowledged() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let mut coord = RunningCoordinator::start_toml(&broker.url(), "").expect("coordinator");
+    let mut w = Watcher::start(broker.addr, "fog/v1/nodes/u1/metrics").await;
+    let agent = in_process_agent("u1", &broker.url(), "");
+    coord.wait_for("u1 online", WAIT, |s| online(s, "u1")).await;
+    let ccfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let mut c = Client::connect(&ccfg, Topics::default(), Duration::from_secs(10))
+        .await
+        .expect("client");
+    let n = 2000;
+    let subs: Vec<_> = (0..n)
+        .map(|i| client::submission("sha256", format!("t{i}").into_bytes(), 0, WAIT, false))
+        .collect();
+    c.submit_many(subs).await.expect("submitted");
+    let mut finals = 0;
+    let deadline = Instant::now() + WAIT;
+    while finals < n && Instant::now() < deadline {
+        if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
+        {
+            if !matches!(r.outcome, Outcome::Accepted) {
+                finals += 1;
+            }
+        }
+    }
+    assert_eq!(finals, n);
+    let done_ms = now_ms();
+    // Results and readings were tracked publishes: each one's PUBACK came back, so
+    // nothing is held in memory or left in the backlog.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let a = w.next(WAIT).await.expect("a reading");
+        let r = decode(&a).reading;
+        if r.at_ms < done_ms {
+            continue; // made during the load (or replayed from before the connection)
+        }
+        if r.agent.publish_unacked <= 1 && r.agent.backlog_entries == 0 {
+            assert_eq!(r.agent.forward_mode, "live");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still unacknowledged: {} (backlog {})",
+            r.agent.publish_unacked,
+            r.agent.backlog_entries
+        );
+    }
+    agent.stop().await;
+}

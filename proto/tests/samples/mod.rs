@@ -119,6 +119,7 @@ pub fn reading() -> Reading {
             backlog_bytes: 4096,
             backlog_dropped_total: 3,
             backlog_replayed_total: 40,
+            publish_unacked: 2,
             degraded: Vec::new(),
         },
     }
