@@ -353,6 +353,21 @@ async fn the_agent_rejects_what_it_must_not_run_and_runs_a_redelivered_id_once()
     let third = d.next_final().await;
     assert_eq!(again, first, "answered from the store");
     assert_eq!(third, first);
+    // The agent remembers only the last 4096 finished ids in memory; an older one is
+    // still answered from the store, never run again.
+    for i in 0..4200 {
+        d.send(
+            "direct-1",
+            &assignment(&format!("filler-{i}"), "echo", b"x"),
+        )
+        .await;
+    }
+    for _ in 0..4200 {
+        d.next_final().await;
+    }
+    d.send("direct-1", &a).await;
+    let late = d.next_final().await;
+    assert_eq!(late, first, "answered from the store after leaving memory");
     assert_eq!(
         std::fs::read_to_string(&runs)
             .expect("read")

@@ -49,6 +49,11 @@ pub struct TaskCounters {
     pub cache_misses: u64,
 }
 
+/// Finished task ids remembered in memory. An id not in memory is looked up in the
+/// store, so forgetting loses nothing; remembering every id was a leak (~100 bytes per
+/// task, found by the soak).
+const FINISHED_IN_MEMORY: usize = 4096;
+
 /// Results waiting to be published (batched, or waiting for room in the MQTT request
 /// queue), bounded.
 const OUTBOX_MAX: usize = 65_536;
@@ -62,7 +67,11 @@ pub struct TaskHost {
     pool: Pool,
     store: RedbStore<Token>,
     kinds: HashMap<String, Kind>,
+    /// Tasks in flight, and the most recently finished ones (at most
+    /// [`FINISHED_IN_MEMORY`], oldest forgotten first: the store is the record of
+    /// what finished; memory only saves it a lookup for a quick redelivery).
     states: HashMap<String, State>,
+    finished_order: VecDeque<String>,
     /// A task in flight that the coordinator has since placed here again with a newer
     /// attempt (it re-placed it after losing track, e.g. after its own restart): the
     /// result goes out under the newest attempt, or the coordinator would fence it off.
@@ -134,13 +143,14 @@ impl TaskHost {
             store,
             kinds: kinds(config),
             states: HashMap::new(),
+            finished_order: VecDeque::new(),
             newer_attempt: HashMap::new(),
             outbox: VecDeque::new(),
             counters: TaskCounters::default(),
             last_malformed_log: None,
         };
         for id in recovered.finished {
-            host.states.insert(id, State::Finished);
+            host.remember_finished(id);
         }
         if !recovered.unfinished.is_empty() {
             tracing::info!(
@@ -329,8 +339,8 @@ impl TaskHost {
                 *newest = (*newest).max(a.attempt);
                 return;
             }
-            Some(State::Finished) => {
-                self.counters.duplicates += 1;
+            // Finished here recently, or not in memory: the store knows.
+            Some(State::Finished) | None => {
                 match self.store.task(&a.id) {
                     Ok(Some(StoredTask {
                         result: Some(wire), ..
@@ -352,6 +362,7 @@ impl TaskHost {
                             tracing::debug!(task.id = %a.id, attempt = a.attempt, "new attempt of a task that was refused or failed retryably here; running it");
                         }
                         Ok(mut r) => {
+                            self.counters.duplicates += 1;
                             tracing::debug!(task.id = %a.id, "redelivered task answered from the store");
                             // Answer under the attempt asked about, so the coordinator
                             // takes it (the result is the same whichever attempt ran).
@@ -363,15 +374,14 @@ impl TaskHost {
                             tracing::error!(task.id = %a.id, error = %e, "stored result unreadable; running again")
                         }
                     },
-                    Ok(_) => {} // pruned meanwhile: treat as new
+                    Ok(_) => {} // new, or pruned meanwhile: run it
                     Err(e) => {
-                        tracing::error!(task.id = %a.id, error = %e, "reading stored result");
-                        self.reject(out, &a, "store unavailable".into(), true);
+                        tracing::debug!(task.id = %a.id, error = %e, "reading stored result");
+                        self.reject(out, &a, busy_reason("the store is unavailable"), true);
                         return;
                     }
                 }
             }
-            None => {}
         }
         let Some(kind) = self.kinds.get(&a.kind).cloned() else {
             let reason = format!(
@@ -494,7 +504,7 @@ impl TaskHost {
                 if let Some(n) = self.newer_attempt.remove(&result.id) {
                     result.attempt = result.attempt.max(n);
                 }
-                self.states.insert(result.id.clone(), State::Finished);
+                self.remember_finished(result.id.clone());
                 self.counters.finished += 1;
                 self.publish(out, result);
             }
@@ -569,6 +579,19 @@ impl TaskHost {
             .values()
             .filter(|s| matches!(s, State::InFlight))
             .count()
+    }
+
+    fn remember_finished(&mut self, id: String) {
+        self.states.insert(id.clone(), State::Finished);
+        self.finished_order.push_back(id);
+        while self.finished_order.len() > FINISHED_IN_MEMORY {
+            if let Some(old) = self.finished_order.pop_front() {
+                // Only if it is still finished (not run again under a newer attempt).
+                if matches!(self.states.get(&old), Some(State::Finished)) {
+                    self.states.remove(&old);
+                }
+            }
+        }
     }
 
     /// The store's health, shared with its writer threads.
