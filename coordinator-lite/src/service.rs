@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fog_agent::sdnotify::{self, Notifier};
+use fog_agent::sdnotify::Notifier;
 use fog_agent::service::now_ms;
+use fog_agent::systemd::SystemdReport;
 
 use fog_agent::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
 use fog_proto::{codec, CoordinatorStatus, NodeHealth, NodeTopic, ParsedTopic, Topics};
@@ -127,9 +128,6 @@ const RESEND_AFTER_RESTART: Duration = Duration::from_secs(60);
 /// Rate limit for "rejected message" warnings: one per reason per this period.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// How often the line `systemctl status` shows is brought up to date.
-const SYSTEMD_STATUS_EVERY: Duration = Duration::from_secs(5);
-
 /// Run until `shutdown`; snapshots go to `view` after every status interval.
 ///
 /// Says nothing to systemd: in-process coordinators (the demo, `bench --fleet`, tests)
@@ -224,9 +222,10 @@ pub async fn serve_with(
     // The journal is open and the link is trying: the coordinator can take work as
     // soon as the broker is there, and waiting for the broker here would only make
     // `systemctl start` hang while it is down.
-    let mut supervisor = Supervisor::new(notifier);
-    supervisor.notifier.ready();
-    supervisor.turned(&registry, &dispatch, false);
+    // The watchdog is pinged after turns of the main loop (an idle loop still turns:
+    // the liveness timer fires every 100 ms), so a stuck loop gets restarted.
+    let mut systemd = SystemdReport::new(notifier);
+    systemd.ready(&systemd_status(&registry, &dispatch, false));
 
     let mut liveness = tokio::time::interval(LIVENESS_TICK);
     liveness.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -344,12 +343,9 @@ pub async fn serve_with(
                 j.write(op);
             }
         }
-        supervisor.turned(&registry, &dispatch, subscribed && link.is_connected());
+        systemd.turned(|| systemd_status(&registry, &dispatch, subscribed && link.is_connected()));
     }
-    supervisor.notifier.stopping();
-    supervisor
-        .notifier
-        .status("stopping: writing the journal, publishing the offline status");
+    systemd.stopping("stopping: writing the journal, publishing the offline status");
     if let Some(j) = &journal {
         for op in dispatch.journal.drain(..) {
             j.write(op);
@@ -366,62 +362,17 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// What [`serve_with`] tells systemd, and when.
-struct Supervisor {
-    notifier: Notifier,
-    /// Half of `WatchdogSec=`; `None` without a watchdog (or without systemd).
-    ping_every: Option<Duration>,
-    next_ping: Instant,
-    next_status: Instant,
-    last_status: String,
-}
-
-impl Supervisor {
-    fn new(notifier: Notifier) -> Self {
-        let ping_every = notifier
-            .is_enabled()
-            .then(sdnotify::watchdog_interval)
-            .flatten();
-        let now = Instant::now();
-        Supervisor {
-            notifier,
-            ping_every,
-            next_ping: now,
-            next_status: now,
-            last_status: String::new(),
+/// The coordinator's `STATUS=` line from its registry and dispatcher.
+fn systemd_status(registry: &Registry, dispatch: &Dispatcher, connected: bool) -> String {
+    let (mut online, mut suspect) = (0, 0);
+    for (_, e) in registry.nodes() {
+        match e.state {
+            fog_proto::NodeState::Online => online += 1,
+            fog_proto::NodeState::Suspect => suspect += 1,
+            fog_proto::NodeState::Offline => {}
         }
     }
-
-    /// After every turn of the main loop. The watchdog is pinged from here, not from a
-    /// timer task of its own, so it stops when the loop stops turning (blocked in a
-    /// call, deadlocked, stuck in a handler) and systemd restarts the coordinator. An
-    /// idle loop still turns: the liveness timer fires every 100 ms.
-    fn turned(&mut self, registry: &Registry, dispatch: &Dispatcher, connected: bool) {
-        if !self.notifier.is_enabled() {
-            return;
-        }
-        let now = Instant::now();
-        if let Some(every) = self.ping_every.filter(|_| now >= self.next_ping) {
-            self.notifier.watchdog();
-            self.next_ping = now + every;
-        }
-        if now >= self.next_status {
-            self.next_status = now + SYSTEMD_STATUS_EVERY;
-            let (mut online, mut suspect) = (0, 0);
-            for (_, e) in registry.nodes() {
-                match e.state {
-                    fog_proto::NodeState::Online => online += 1,
-                    fog_proto::NodeState::Suspect => suspect += 1,
-                    fog_proto::NodeState::Offline => {}
-                }
-            }
-            let line = status_line(connected, online, suspect, dispatch.in_flight());
-            if line != self.last_status {
-                self.notifier.status(&line);
-                self.last_status = line;
-            }
-        }
-    }
+    status_line(connected, online, suspect, dispatch.in_flight())
 }
 
 /// The `STATUS=` line: whether the coordinator is serving, and the two figures an

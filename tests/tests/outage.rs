@@ -99,6 +99,34 @@ async fn outage_ends(broker: &mut TestBroker, proxy: &Proxy, w: &mut Watcher) ->
     now_ms()
 }
 
+/// Wait until a live reading made after the outage has arrived (everything replayed
+/// before it), then three more seconds for duplicates to show.
+async fn until_live_again(w: &mut Watcher, all: &mut Vec<Seen>, up_ms: u64) {
+    collect_until(w, all, |a| {
+        a.iter()
+            .any(|s| s.reading.at_ms > up_ms + 1500 && s.reading.agent.forward_mode == "live")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    all.extend(w.drain().iter().map(decode));
+}
+
+/// A broker outage of `ms`, then everything until the agent is live again; returns
+/// when the broker went down and when the agent was let back in (wall ms).
+async fn outage(
+    broker: &mut TestBroker,
+    proxy: &Proxy,
+    w: &mut Watcher,
+    all: &mut Vec<Seen>,
+    ms: u64,
+) -> (u64, u64) {
+    let down_ms = outage_begins(broker, proxy);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let up_ms = outage_ends(broker, proxy, w).await;
+    until_live_again(w, all, up_ms).await;
+    (down_ms, up_ms)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_made_while_the_broker_is_down_arrive_once_in_order_with_their_timestamps() {
     init_logging();
@@ -109,19 +137,8 @@ async fn readings_made_while_the_broker_is_down_arrive_once_in_order_with_their_
     let mut all = Vec::new();
     collect_until(&mut w, &mut all, |a| a.len() >= 2).await;
 
-    let down_ms = outage_begins(&mut broker, &proxy);
-    tokio::time::sleep(Duration::from_millis(5500)).await;
-    let up_ms = outage_ends(&mut broker, &proxy, &mut w).await;
     let last_before = all.last().expect("two").reading.seq;
-    // Everything up to a reading made after the outage, then three more seconds for
-    // duplicates to show.
-    collect_until(&mut w, &mut all, |a| {
-        a.iter()
-            .any(|s| s.reading.at_ms > up_ms + 1500 && s.reading.agent.forward_mode == "live")
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    all.extend(w.drain().iter().map(decode));
+    let (down_ms, up_ms) = outage(&mut broker, &proxy, &mut w, &mut all, 5500).await;
     agent.stop().await;
 
     let c = counts(&all);
@@ -192,16 +209,7 @@ async fn a_small_backlog_budget_drops_exactly_the_oldest_readings_and_counts_the
         .expect("encodes")
         .len();
 
-    let down_ms = outage_begins(&mut broker, &proxy);
-    tokio::time::sleep(Duration::from_millis(7500)).await;
-    let up_ms = outage_ends(&mut broker, &proxy, &mut w).await;
-    collect_until(&mut w, &mut all, |a| {
-        a.iter()
-            .any(|s| s.reading.at_ms > up_ms + 1500 && s.reading.agent.forward_mode == "live")
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    all.extend(w.drain().iter().map(decode));
+    let (down_ms, up_ms) = outage(&mut broker, &proxy, &mut w, &mut all, 7500).await;
     agent.stop().await;
 
     let c = counts(&all);
@@ -322,13 +330,7 @@ async fn an_agent_killed_with_a_backlog_on_disk_loses_nothing_and_sends_nothing_
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let up_ms = outage_ends(&mut broker, &proxy, &mut w).await;
     let first_run = |s: &Seen| s.reading.at_ms < restart_ms;
-    collect_until(&mut w, &mut all, |a| {
-        a.iter()
-            .any(|s| s.reading.at_ms > up_ms + 1500 && s.reading.agent.forward_mode == "live")
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    all.extend(w.drain().iter().map(decode));
+    until_live_again(&mut w, &mut all, up_ms).await;
     again.signal("-TERM");
     assert!(again.exited(WAIT).await.success());
 
