@@ -27,7 +27,7 @@ printf 'user root\nlistener %s 127.0.0.1\nallow_anonymous true\npersistence fals
 mosquitto -c "$work/mosquitto.conf" & pids+=($!)
 sleep 0.5
 url="mqtt://127.0.0.1:$port"
-printf 'encoding = "%s"\n[broker]\nurl = "%s"\n' "$encoding" "$url" > "$work/coordinator.toml"
+printf 'encoding = "%s"\ndata_dir = "%s/coordinator"\n[broker]\nurl = "%s"\n' "$encoding" "$work" "$url" > "$work/coordinator.toml"
 FOG_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-coordinator serve --config "$work/coordinator.toml" & pids+=($!)
 for i in $(seq "$agents"); do
     printf 'node_id = "bench-%s"\ndata_dir = "%s/a%s"\nencoding = "%s"\nheartbeat_interval_secs = 1.0\n[pool]\nqueue_capacity = 4096\narena_bytes = 16777216\n[broker]\nurl = "%s"\n' "$i" "$work" "$i" "$encoding" "$url" > "$work/a$i.toml"
