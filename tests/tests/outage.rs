@@ -572,3 +572,37 @@ async fn after_a_task_load_every_publish_has_been_acknowledged() {
     }
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crossed_threshold_is_published_as_an_alert() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let mut w = Watcher::start(broker.addr, "fog/v1/nodes/al1/alerts").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Any machine uses more than 1 % of its memory: a warning at the first readings.
+    let text = agent_toml("al1", &broker.url(), &dir.path().join("data"), "", "")
+        + "[alerts]\nhold_secs = 0\n[alerts.memory]\nwarning_pct = 1.0\ncritical_pct = 99.99\n";
+    let cfg = fog_agent::config::Config::from_toml(&text).expect("valid config");
+    let agent = RunningAgent::start_with(cfg, dir);
+    // Alerts for 3 s (other resources may be over their defaults on this machine).
+    let mut memory = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if let Some(a) = w.next(Duration::from_millis(200)).await {
+            let alert = codec::decode::<fog_proto::Alert>(&a.payload).expect("alert");
+            if alert.resource == "memory" {
+                memory.push(alert);
+            }
+        }
+    }
+    // Raised once and held, not repeated at every reading (three readings here).
+    assert_eq!(memory.len(), 1, "{memory:?}");
+    let alert = &memory[0];
+    assert_eq!(alert.level, fog_proto::AlertLevel::Warning);
+    assert_eq!(alert.threshold, 1.0);
+    assert!(
+        alert.value > 1.0 && alert.message.contains("memory"),
+        "{alert:?}"
+    );
+    agent.stop().await;
+}
