@@ -418,6 +418,10 @@ impl Registry {
                     in_flight: 0,
                     breaker: String::new(),
                     latency_ms: 0.0,
+                    degraded: match e.state {
+                        NodeState::Offline => Vec::new(),
+                        _ => hb.map(|h| h.degraded.clone()).unwrap_or_default(),
+                    },
                 }
             })
             .collect();

@@ -191,6 +191,7 @@ mod tests {
                 in_flight: 0,
                 breaker: String::new(),
                 latency_ms: 0.0,
+                degraded: Vec::new(),
             })
             .collect()
     }

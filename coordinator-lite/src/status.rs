@@ -140,7 +140,12 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
                 n.arch.clone()
             },
             n.state.as_str().to_owned(),
-            n.health.as_str().to_owned(),
+            // A node's own failing parts follow its health: `healthy, store failing`.
+            if n.degraded.is_empty() {
+                n.health.as_str().to_owned()
+            } else {
+                format!("{}, {} failing", n.health.as_str(), n.degraded.join("+"))
+            },
             opt(n.cpu_pct, 1),
             opt(n.mem_pct, 1),
             opt(n.load1, 2),
@@ -270,6 +275,7 @@ mod tests {
                     in_flight: 7,
                     breaker: "closed".into(),
                     latency_ms: 42.0,
+                    degraded: vec!["store".into()],
                 },
                 NodeSummary {
                     node: NodeId::new("a-much-longer-node").expect("valid"),
@@ -287,6 +293,7 @@ mod tests {
                     in_flight: 0,
                     breaker: "open".into(),
                     latency_ms: 0.0,
+                    degraded: Vec::new(),
                 },
             ],
             counters: Default::default(),

@@ -490,6 +490,10 @@ pub struct NodeSummary {
     /// Peak EWMA of task latency seen by the coordinator, ms.
     #[serde(default)]
     pub latency_ms: f32,
+    /// The agent's subsystems that keep failing, from its last heartbeat (`store`,
+    /// `transport`, `collector`, `pool`, `alerts`); empty when all is well.
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 /// On `cluster/scaling`.

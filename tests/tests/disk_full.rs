@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fog_e2e::brokers::harness_bin;
-use fog_e2e::{init_logging, TestBroker, Watcher};
+use fog_e2e::{init_logging, RunningCoordinator, TestBroker, Watcher};
 use fog_proto::{
     codec, Encoding, Outcome, Payload, Reading, TaskAssignment, TaskAssignments, TaskResults,
 };
@@ -107,6 +107,7 @@ async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers()
         return;
     };
     let broker = TestBroker::start().expect("broker");
+    let mut coord = RunningCoordinator::start_toml(&broker.url(), "").expect("coordinator");
     let mut readings = Watcher::start(broker.addr, "fog/v1/nodes/d1/metrics").await;
     let mut results = Watcher::start(broker.addr, "fog/v1/nodes/d1/results").await;
     let cfg = dir.path().join("d1.toml");
@@ -169,6 +170,14 @@ async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers()
             degraded_seen += 1;
         }
     }
+    // The coordinator's status (what `fog-coordinator status` prints) says so too.
+    coord
+        .wait_for("d1 reported with a degraded store", WAIT, |s| {
+            s.nodes
+                .iter()
+                .any(|n| n.node.as_str() == "d1" && n.degraded == ["store"])
+        })
+        .await;
     assert!(
         degraded_seen >= 3,
         "readings flow and report the store degraded"

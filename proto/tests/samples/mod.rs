@@ -227,6 +227,7 @@ pub fn coordinator_status() -> CoordinatorStatus {
             in_flight: 3,
             breaker: "closed".into(),
             latency_ms: 12.5,
+            degraded: Vec::new(),
         }],
         counters: BTreeMap::from([("malformed_total".into(), 2)]),
         running: vec![TaskSummary {
