@@ -290,7 +290,8 @@ impl Direct {
                 .await
                 .expect("a result in time")
                 .expect("open");
-            if !matches!(r.outcome, Outcome::Accepted) {
+            // A late answer to a start-up probe is not what the test waits for.
+            if !matches!(r.outcome, Outcome::Accepted) && !r.id.starts_with("probe-") {
                 return r;
             }
         }
@@ -355,15 +356,16 @@ async fn the_agent_rejects_what_it_must_not_run_and_runs_a_redelivered_id_once()
     assert_eq!(third, first);
     // The agent remembers only the last 4096 finished ids in memory; an older one is
     // still answered from the store, never run again.
-    for i in 0..4200 {
-        d.send(
-            "direct-1",
-            &assignment(&format!("filler-{i}"), "echo", b"x"),
-        )
-        .await;
-    }
-    for _ in 0..4200 {
-        d.next_final().await;
+    // In rounds the agent's queue (64) and a broker's per-subscriber queue take.
+    for round in 0..84 {
+        for i in 0..50 {
+            let id = format!("filler-{round}-{i}");
+            d.send("direct-1", &assignment(&id, "echo", b"x")).await;
+        }
+        for _ in 0..50 {
+            let r = d.next_final().await;
+            assert!(matches!(r.outcome, Outcome::Completed { .. }), "{r:?}");
+        }
     }
     d.send("direct-1", &a).await;
     let late = d.next_final().await;
