@@ -401,13 +401,15 @@ impl<T> Writer<T> {
         }
     }
 
-    /// A small real write (insert and remove a key), to see whether the disk takes
-    /// writes again.
+    /// A real write (insert and remove 64 KiB, about what a few task records take),
+    /// to see whether the disk takes writes again. Small enough to cost nothing once a
+    /// second while degraded; large enough that a few free pages left inside the file
+    /// on a still-full disk do not pass for recovery.
     fn probe(&self) -> Result<(), StoreError> {
         let tx = self.db.get()?.begin_write().map_err(db_err)?;
         {
             let mut t = tx.open_table(PROBE).map_err(db_err)?;
-            t.insert(b"probe".as_slice(), [0u8; 512].as_slice())
+            t.insert(b"probe".as_slice(), vec![0u8; 64 * 1024].as_slice())
                 .map_err(db_err)?;
             t.remove(b"probe".as_slice()).map_err(db_err)?;
         }
