@@ -28,8 +28,6 @@ pub enum AgentError {
         what: &'static str,
         source: fog_proto::EncodeError,
     },
-    #[error("the mqtt link task ended unexpectedly")]
-    LinkEnded,
     #[error("starting the task host: {0}")]
     Tasks(#[from] crate::tasks::host::HostError),
 }
