@@ -206,7 +206,10 @@ struct KindTimes {
 }
 
 impl KindTimes {
-    fn learn(&mut self, slot: usize, sample_ms: f64) {
+    /// Takes the placer so that no run time changes without the placement indexes
+    /// hearing of it.
+    fn learn(&mut self, slot: usize, sample_ms: f64, placer: &mut Placer) {
+        placer.touch(slot);
         if self.ms.len() <= slot {
             self.ms.resize(slot + 1, 0.0);
         }
@@ -597,8 +600,10 @@ impl Dispatcher {
                         free_memory: None,
                     });
                     self.loads.push(NodeLoad::default());
-                    self.slot_of.insert(id.clone(), self.slots.len() - 1);
-                    self.slots.len() - 1
+                    let slot = self.slots.len() - 1;
+                    self.placer.touch(slot);
+                    self.slot_of.insert(id.clone(), slot);
+                    slot
                 }
             };
             let s = &mut self.slots[slot];
@@ -633,7 +638,7 @@ impl Dispatcher {
             // Quantised, so a wobble of a percent does not rebuild schedules.
             let w = (w * 4.0).round().max(1.0) / 4.0;
             if self.loads[slot].weight != w {
-                self.loads[slot].weight = w;
+                self.load_mut(slot).weight = w;
                 weights_changed = true;
             }
         }
@@ -645,6 +650,14 @@ impl Dispatcher {
         if weights_changed {
             self.weights_generation += 1;
         }
+    }
+
+    /// A node's load for changing: the placement indexes are told (they re-key it at
+    /// the next decision instead of rescanning every node), so use this for every
+    /// write to `loads`.
+    fn load_mut(&mut self, slot: usize) -> &mut NodeLoad {
+        self.placer.touch(slot);
+        &mut self.loads[slot]
     }
 
     /// Who may take `kind` now, rebuilt when the generation moved.
@@ -830,8 +843,11 @@ impl Dispatcher {
             let bcfg = &self.cfg.breaker;
             meets(s) && self.slots[s].breaker.clone().allows(bcfg, now)
         });
+        // Only the kind's whole eligible list may use (and build) the placer's cached
+        // ring, schedule and heaps; a filtered one is decided by a scan.
+        let full_set = refused.is_empty() && requires.is_none();
         let mut eligible: Vec<usize>;
-        let eligible_ref: &[usize] = if refused.is_empty() && requires.is_none() {
+        let eligible_ref: &[usize] = if full_set {
             &self.kinds[&kind].eligible
         } else {
             // Only nodes that meet the task's requirements; among them, prefer nodes
@@ -871,6 +887,7 @@ impl Dispatcher {
                 let req = Request {
                     strategy,
                     eligible: eligible_ref,
+                    full_set,
                     generation: self.generation,
                     weights_generation: self.weights_generation,
                     loads,
@@ -948,7 +965,7 @@ impl Dispatcher {
         if s.breaker.state(&bcfg, now) == BreakerState::HalfOpen {
             s.breaker.on_placed();
         }
-        self.loads[slot].in_flight += 1;
+        self.load_mut(slot).in_flight += 1;
         self.counters.placed += 1;
         let t = &self.tasks[id];
         self.timers.push(Reverse(Timer {
@@ -990,7 +1007,8 @@ impl Dispatcher {
         };
         t.at = Where::Waiting { since: now };
         self.waiting += 1;
-        self.loads[slot].in_flight = self.loads[slot].in_flight.saturating_sub(1);
+        let load = self.load_mut(slot);
+        load.in_flight = load.in_flight.saturating_sub(1);
         Some(slot)
     }
 
@@ -1138,7 +1156,7 @@ impl Dispatcher {
                     Some(k) => k,
                     None => self.kind_times.entry(t.sub.kind.clone()).or_default(),
                 };
-                times.learn(slot, (*duration_ms as f64).max(0.001));
+                times.learn(slot, (*duration_ms as f64).max(0.001), &mut self.placer);
                 Verdict::Done
             }
             Outcome::Rejected {
@@ -1154,8 +1172,8 @@ impl Dispatcher {
             Outcome::Rejected { .. } => Verdict::Final { node_fault: false },
         };
         let latency = now.saturating_duration_since(at).as_secs_f64() * 1000.0;
-        self.loads[slot].latency_ms =
-            peak_ewma(self.loads[slot].latency_ms, latency, LATENCY_ALPHA);
+        let load = self.load_mut(slot);
+        load.latency_ms = peak_ewma(load.latency_ms, latency, LATENCY_ALPHA);
         self.unplace(&r.id, now);
         let before = self.slots[slot].breaker.last_state();
         match verdict {
@@ -1335,8 +1353,13 @@ mod tests {
     use tokio::time::Instant;
 
     fn registry(nodes: &[&str]) -> Registry {
+        let with_arch: Vec<(&str, &str)> = nodes.iter().map(|n| (*n, "x")).collect();
+        registry_with_arch(&with_arch)
+    }
+
+    fn registry_with_arch(nodes: &[(&str, &str)]) -> Registry {
         let mut r = Registry::new(Topics::default(), LivenessConfig::default());
-        for n in nodes {
+        for (n, arch) in nodes {
             let s = Status {
                 online: true,
                 at_ms: 1,
@@ -1344,7 +1367,7 @@ mod tests {
                 birth: Some(Birth {
                     node: NodeId::new(*n).expect("valid"),
                     version: "0".into(),
-                    arch: "x".into(),
+                    arch: (*arch).into(),
                     cores: 1,
                     memory_bytes: 1,
                     labels: Default::default(),
@@ -1759,5 +1782,84 @@ mod tests {
             matches!(&res.outcome, Outcome::Rejected { reason, .. } if reason.contains("requirements (arch aarch64)")),
             "{res:?}"
         );
+    }
+
+    fn submit_keyed(id: &str, key: &str, arch: &str) -> Vec<u8> {
+        let mut list: TaskSubmissions = codec::decode(&submit(id, "echo")).expect("decodes");
+        list.items[0].key = key.into();
+        list.items[0].requires.arch = arch.into();
+        codec::encode(&list, Encoding::Json).expect("encodes")
+    }
+
+    /// A task whose requirements narrow the set is decided over its own list; the
+    /// ring the others use is still built from (and walks) the whole set. Before the
+    /// fix, the first consistent-hash call for a kind built the cached ring from
+    /// whatever list it was given, here [c], and every later key went to c.
+    #[tokio::test(start_paused = true)]
+    async fn a_filtered_consistent_hash_task_does_not_narrow_the_ring_for_the_rest() {
+        let r = registry_with_arch(&[("a", "x"), ("b", "x"), ("c", "arm")]);
+        let dispatcher = || {
+            Dispatcher::with_seed(
+                PlacementConfig {
+                    strategy: Strategy::ConsistentHash,
+                    retry_initial: Duration::ZERO,
+                    ..Default::default()
+                },
+                1,
+            )
+        };
+        let t0 = Instant::now();
+        let mut d = dispatcher();
+        let out = assigned(&d.on_submit(&r, &submit_keyed("arm", "k", "arm"), t0));
+        assert_eq!(out, vec![("c".to_owned(), 1)], "only c fits");
+        assert_eq!(
+            d.on_result(&r, "c", &result("arm", 1, "c", done()), t0)
+                .len(),
+            1
+        );
+        // The same keys on a dispatcher that never saw the filtered task.
+        let mut fresh = dispatcher();
+        let mut nodes = Vec::new();
+        for i in 0..30 {
+            let task = submit_keyed(&format!("t{i}"), &format!("key-{i}"), "");
+            let got = assigned(&d.on_submit(&r, &task, t0));
+            let want = assigned(&fresh.on_submit(&r, &task, t0));
+            assert_eq!(got, want, "key-{i}");
+            nodes.push(got[0].0.clone());
+        }
+        for n in ["a", "b", "c"] {
+            assert!(nodes.iter().any(|x| x == n), "no key on {n}: {nodes:?}");
+        }
+    }
+
+    /// Least connections decides from the placer's heap, which only knows what the
+    /// dispatcher tells it: every placement and every result must reach it.
+    #[test]
+    fn least_connections_follows_every_placement_and_result() {
+        let r = registry(&["a", "b", "c"]);
+        let mut d = Dispatcher::with_seed(
+            PlacementConfig {
+                strategy: Strategy::LeastConnections,
+                ..Default::default()
+            },
+            1,
+        );
+        let mut nodes: Vec<String> = (0..3)
+            .map(|i| node_of(&d.on_submit(&r, &submit(&format!("t{i}"), "echo"), now())[0]))
+            .collect();
+        let mut distinct = nodes.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3, "one each: {nodes:?}");
+        // The last node placed on has the highest slot of the three (ties go to the
+        // lowest), so it wins the next one only if its finished task was counted.
+        let last = nodes.pop().expect("three");
+        assert_eq!(
+            d.on_result(&r, &last, &result("t2", 1, &last, done()), now())
+                .len(),
+            1
+        );
+        let next = node_of(&d.on_submit(&r, &submit("t3", "echo"), now())[0]);
+        assert_eq!(next, last);
     }
 }

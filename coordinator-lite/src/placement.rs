@@ -7,8 +7,12 @@
 //!
 //! Per decision costs at 10,000 eligible nodes (see docs/performance.md): round robin
 //! and p2c are O(1); weighted round robin and consistent hashing O(log n) after a
-//! rebuild on membership change; least connections, response time and adaptive are one
-//! linear scan over a dense array.
+//! rebuild on membership change; least connections, response time and adaptive read the
+//! top of an indexed min-heap per kind. The caller reports every node whose load,
+//! weight, latency or run time changed ([`Placer::touch`]); the next decision re-keys
+//! those, O(log n) each, so nothing scans the set. A request with a filtered eligible
+//! list (task requirements, nodes that refused the task) is decided by one scan over it
+//! and leaves the cached state alone: that state describes the full set.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
@@ -113,7 +117,8 @@ pub const RING_POINTS_PER_NODE: usize = 64;
 pub const HASH_LOAD_FACTOR: f64 = 1.25;
 
 /// The state some strategies carry between decisions, for one eligible set (one task
-/// kind). Rebuilt when the caller's `generation` for that set changes.
+/// kind). Rebuilt when the caller's `generation` for that set changes; built only from
+/// requests that carry the full set (`Request::full_set`).
 #[derive(Debug, Default)]
 pub struct SetState {
     generation: u64,
@@ -121,6 +126,38 @@ pub struct SetState {
     rr: usize,
     wrr: Edf,
     ring: Vec<(u64, usize)>,
+    index: Indexes,
+}
+
+impl SetState {
+    /// Node `slot`'s in-flight count, weight, latency or run time for the kind changed:
+    /// it is re-keyed at the next indexed decision (if it is in this set and anything
+    /// is indexed yet). The indexes never re-read a node they were not told about.
+    pub fn touch(&mut self, slot: usize) {
+        self.index.touch(slot);
+    }
+
+    /// Drop what a new eligible set or new weights made stale.
+    fn refresh(&mut self, generation: u64, weights_generation: u64) {
+        if self.generation != generation {
+            self.generation = generation;
+            self.wrr = Edf::default();
+            self.ring.clear();
+            self.index = Indexes::default();
+        }
+        if self.weights_generation != weights_generation {
+            // The heaps follow weights through `touch`; the EDF schedule's deadlines
+            // hold the old steps, so it starts over.
+            self.weights_generation = weights_generation;
+            self.wrr = Edf::default();
+        }
+    }
+
+    fn round_robin(&mut self, eligible: &[usize]) -> usize {
+        let slot = eligible[self.rr % eligible.len()];
+        self.rr = self.rr.wrapping_add(1);
+        slot
+    }
 }
 
 /// Earliest-deadline-first weighted round robin (as Envoy's EDF scheduler): each node's
@@ -179,6 +216,370 @@ impl Edf {
     }
 }
 
+/// Marks a slot that is not in an [`IndexedHeap`].
+const ABSENT: u32 = u32::MAX;
+
+/// Node slots are indexes into the caller's node table; the heaps store them (and
+/// positions, which are fewer) in 32 bits to halve their position arrays.
+fn slot_u32(slot: usize) -> u32 {
+    u32::try_from(slot)
+        .ok()
+        .filter(|&s| s != ABSENT)
+        .expect("fewer than 2^32 - 1 node slots")
+}
+
+/// `a` before `b`: the lower cost, ties to the lower slot (as the scan gives ties to
+/// the first in an eligible list sorted by slot).
+fn before(a: (f64, u32), b: (f64, u32)) -> bool {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt()
+}
+
+/// A binary min-heap of (cost, slot) that can find any slot's entry, so one node's
+/// new cost is an O(log n) re-key instead of a new scan; the minimum is O(1).
+#[derive(Debug, Default)]
+struct IndexedHeap {
+    heap: Vec<(f64, u32)>,
+    /// Position in `heap` by slot, [`ABSENT`] if not in it.
+    pos: Vec<u32>,
+}
+
+impl IndexedHeap {
+    /// Bottom-up heapify: O(n), cheaper than n inserts on every rebuild.
+    fn build(entries: impl IntoIterator<Item = (f64, usize)>) -> Self {
+        let mut h = IndexedHeap::default();
+        for (cost, slot) in entries {
+            h.ensure_pos(slot);
+            h.pos[slot] = slot_u32(h.heap.len());
+            h.heap.push((cost, slot_u32(slot)));
+        }
+        for i in (0..h.heap.len() / 2).rev() {
+            h.sift_down(i);
+        }
+        h
+    }
+
+    fn top(&self) -> Option<(f64, usize)> {
+        self.heap.first().map(|&(c, s)| (c, s as usize))
+    }
+
+    fn position(&self, slot: usize) -> Option<usize> {
+        match self.pos.get(slot) {
+            Some(&p) if p != ABSENT => Some(p as usize),
+            _ => None,
+        }
+    }
+
+    fn ensure_pos(&mut self, slot: usize) {
+        if self.pos.len() <= slot {
+            self.pos.resize(slot + 1, ABSENT);
+        }
+    }
+
+    /// Insert `slot`, or move it to its new cost.
+    fn set(&mut self, slot: usize, cost: f64) {
+        let entry = (cost, slot_u32(slot));
+        match self.position(slot) {
+            Some(i) => {
+                let old = self.heap[i];
+                self.heap[i] = entry;
+                if before(entry, old) {
+                    self.sift_up(i);
+                } else {
+                    self.sift_down(i);
+                }
+            }
+            None => {
+                self.ensure_pos(slot);
+                self.heap.push(entry);
+                self.sift_up(self.heap.len() - 1);
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: usize) {
+        let Some(i) = self.position(slot) else {
+            return;
+        };
+        self.pos[slot] = ABSENT;
+        let Some(last) = self.heap.pop() else {
+            return;
+        };
+        if i < self.heap.len() {
+            // The last entry fills the hole and moves whichever way it belongs.
+            let removed = self.heap[i];
+            self.heap[i] = last;
+            if before(last, removed) {
+                self.sift_up(i);
+            } else {
+                self.sift_down(i);
+            }
+        }
+    }
+
+    fn put(&mut self, i: usize, e: (f64, u32)) {
+        self.heap[i] = e;
+        self.pos[e.1 as usize] = slot_u32(i);
+    }
+
+    /// Moves entries down into the hole instead of swapping: one write per level.
+    fn sift_up(&mut self, mut i: usize) {
+        let e = self.heap[i];
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !before(e, self.heap[parent]) {
+                break;
+            }
+            self.put(i, self.heap[parent]);
+            i = parent;
+        }
+        self.put(i, e);
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let e = self.heap[i];
+        let n = self.heap.len();
+        loop {
+            let left = 2 * i + 1;
+            if left >= n {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < n && before(self.heap[right], self.heap[left]) {
+                right
+            } else {
+                left
+            };
+            if !before(self.heap[child], e) {
+                break;
+            }
+            self.put(i, self.heap[child]);
+            i = child;
+        }
+        self.put(i, e);
+    }
+}
+
+/// Least connections' cost.
+fn least_cost(l: &NodeLoad) -> f64 {
+    f64::from(l.in_flight)
+}
+
+/// Expected time to get through this node's queue plus one task of `per_task_ms`:
+/// response time's and adaptive's cost (an idle slow node can beat a busy fast one).
+/// Evaluated as (per task x queue) / weight, the scan's numerator and denominator.
+fn expected_ms(per_task_ms: f64, l: &NodeLoad) -> f64 {
+    per_task_ms * (f64::from(l.in_flight) + 1.0) / l.weight
+}
+
+/// Response time's per-task figure: the peak EWMA, at least 1 ms so that a node
+/// without results yet is priced by its queue, not at zero.
+fn response_ms(l: &NodeLoad) -> f64 {
+    l.latency_ms.max(1.0)
+}
+
+/// Adaptive: this kind's EWMA run time on `slot`, if the node has run it.
+fn known_ms(req: &Request<'_>, slot: usize) -> Option<f64> {
+    req.kind_ms.get(slot).copied().filter(|&ms| ms > 0.0)
+}
+
+/// Adaptive: what an untried node is assumed to take (the kind's fleet mean, or 1 ms
+/// before anything is known).
+fn default_ms(req: &Request<'_>) -> f64 {
+    if req.kind_default_ms > 0.0 {
+        req.kind_default_ms
+    } else {
+        1.0
+    }
+}
+
+/// Adaptive's two heaps. Untried nodes all share the kind's default per-task time, a
+/// positive factor common to all of them, so they are ordered by queue / weight alone
+/// and the default (which moves with every result of the kind) multiplies only the top.
+#[derive(Debug)]
+struct AdaptiveHeaps {
+    known: IndexedHeap,
+    untried: IndexedHeap,
+}
+
+impl AdaptiveHeaps {
+    fn build(req: &Request<'_>) -> Self {
+        let (mut known, mut untried) = (Vec::new(), Vec::new());
+        for &s in req.eligible {
+            let l = &req.loads[s];
+            match known_ms(req, s) {
+                Some(ms) => known.push((expected_ms(ms, l), s)),
+                None => untried.push((expected_ms(1.0, l), s)),
+            }
+        }
+        AdaptiveHeaps {
+            known: IndexedHeap::build(known),
+            untried: IndexedHeap::build(untried),
+        }
+    }
+
+    /// Re-key `slot`, moving it to `known` once it has a run time.
+    fn set(&mut self, slot: usize, req: &Request<'_>) {
+        let l = &req.loads[slot];
+        match known_ms(req, slot) {
+            Some(ms) => {
+                self.untried.remove(slot);
+                self.known.set(slot, expected_ms(ms, l));
+            }
+            None => {
+                self.known.remove(slot);
+                self.untried.set(slot, expected_ms(1.0, l));
+            }
+        }
+    }
+
+    fn pick(&self, default_ms: f64) -> Option<usize> {
+        let untried = self.untried.top().map(|(c, s)| (default_ms * c, s));
+        match (self.known.top(), untried) {
+            // Ties to the lower slot, as within a heap.
+            (Some(k), Some(u)) => Some(if k.0.total_cmp(&u.0).then(k.1.cmp(&u.1)).is_lt() {
+                k.1
+            } else {
+                u.1
+            }),
+            (k, u) => k.or(u).map(|(_, s)| s),
+        }
+    }
+}
+
+/// Consistent hashing's load bound needs the set's total in flight: kept as a running
+/// sum, adjusted by the difference when a slot is touched.
+#[derive(Debug)]
+struct InFlightSum {
+    by_slot: Vec<u32>,
+    total: u64,
+}
+
+impl InFlightSum {
+    fn build(req: &Request<'_>) -> Self {
+        let len = req.eligible.iter().max().map_or(0, |&m| m + 1);
+        let mut sum = InFlightSum {
+            by_slot: vec![0; len],
+            total: 0,
+        };
+        for &s in req.eligible {
+            sum.set(s, req.loads[s].in_flight);
+        }
+        sum
+    }
+
+    fn set(&mut self, slot: usize, in_flight: u32) {
+        if let Some(old) = self.by_slot.get_mut(slot) {
+            self.total = self.total - u64::from(*old) + u64::from(in_flight);
+            *old = in_flight;
+        }
+    }
+}
+
+/// Per set, indexes over the full eligible list, each built on its strategy's first
+/// decision: the cost-minimising strategies read the top of a heap instead of
+/// scanning. Between decisions the caller reports every changed slot
+/// ([`SetState::touch`]); the next indexed decision re-keys those first, O(log n) each.
+#[derive(Debug, Default)]
+struct Indexes {
+    /// By slot: in the set. Empty until the first index is built: until then there is
+    /// nothing to keep current and touches are not recorded.
+    member: Vec<bool>,
+    /// By slot: already in `dirty` (a busy node is touched several times between
+    /// decisions and is re-keyed once).
+    marked: Vec<bool>,
+    dirty: Vec<usize>,
+    least: Option<IndexedHeap>,
+    response: Option<IndexedHeap>,
+    adaptive: Option<AdaptiveHeaps>,
+    in_flight: Option<InFlightSum>,
+}
+
+impl Indexes {
+    fn touch(&mut self, slot: usize) {
+        if self.member.get(slot) == Some(&true) && !self.marked[slot] {
+            self.marked[slot] = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Before an indexed decision: note the members if nothing is indexed yet (what
+    /// gets built next reads current loads), else re-key every slot touched since.
+    fn catch_up(&mut self, req: &Request<'_>) {
+        if self.member.is_empty() {
+            let len = req.eligible.iter().max().map_or(0, |&m| m + 1);
+            self.member = vec![false; len];
+            self.marked = vec![false; len];
+            for &s in req.eligible {
+                self.member[s] = true;
+            }
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            self.marked[slot] = false;
+            self.rekey(slot, req);
+        }
+        // Keep the allocation.
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    fn rekey(&mut self, slot: usize, req: &Request<'_>) {
+        let l = &req.loads[slot];
+        if let Some(h) = &mut self.least {
+            h.set(slot, least_cost(l));
+        }
+        if let Some(h) = &mut self.response {
+            h.set(slot, expected_ms(response_ms(l), l));
+        }
+        if let Some(a) = &mut self.adaptive {
+            a.set(slot, req);
+        }
+        if let Some(sum) = &mut self.in_flight {
+            sum.set(slot, l.in_flight);
+        }
+    }
+
+    fn least_connections(&mut self, req: &Request<'_>) -> Option<usize> {
+        self.catch_up(req);
+        let loads = req.loads;
+        self.least
+            .get_or_insert_with(|| {
+                IndexedHeap::build(req.eligible.iter().map(|&s| (least_cost(&loads[s]), s)))
+            })
+            .top()
+            .map(|(_, s)| s)
+    }
+
+    fn response_time(&mut self, req: &Request<'_>) -> Option<usize> {
+        self.catch_up(req);
+        let loads = req.loads;
+        self.response
+            .get_or_insert_with(|| {
+                IndexedHeap::build(req.eligible.iter().map(|&s| {
+                    let l = &loads[s];
+                    (expected_ms(response_ms(l), l), s)
+                }))
+            })
+            .top()
+            .map(|(_, s)| s)
+    }
+
+    fn adaptive(&mut self, req: &Request<'_>) -> Option<usize> {
+        self.catch_up(req);
+        self.adaptive
+            .get_or_insert_with(|| AdaptiveHeaps::build(req))
+            .pick(default_ms(req))
+    }
+
+    fn in_flight_total(&mut self, req: &Request<'_>) -> u64 {
+        self.catch_up(req);
+        self.in_flight
+            .get_or_insert_with(|| InFlightSum::build(req))
+            .total
+    }
+}
+
 /// 64-bit FNV-1a then a murmur3 finaliser: stable across runs and platforms (the ring
 /// must not move when the coordinator restarts), and well mixed for short keys.
 pub fn hash64(bytes: &[u8]) -> u64 {
@@ -215,20 +616,26 @@ pub struct Request<'a> {
     pub strategy: Strategy,
     /// Slots of the nodes that may take this task (non-empty for a decision).
     pub eligible: &'a [usize],
-    /// Bumped by the caller whenever `eligible` changes (rebuilds the ring and the
-    /// weighted schedule).
+    /// Whether `eligible` is the set's whole list for this `generation`. Only then are
+    /// the cached ring, schedule and heaps built or used; a filtered list (a subset:
+    /// the task's requirements, nodes that refused it) is decided by one pass over it
+    /// instead, reading at most the cached ring.
+    pub full_set: bool,
+    /// Bumped by the caller whenever `eligible` changes (rebuilds the ring, the
+    /// weighted schedule and the heaps).
     pub generation: u64,
     /// Bumped by the caller whenever a weight changes (rebuilds only the weighted
-    /// schedule; the ring does not depend on weights).
+    /// schedule; the ring does not depend on weights, the heaps follow `touch`).
     pub weights_generation: u64,
+    /// Indexed by slot. Every change to an entry (or to `kind_ms`) must be reported
+    /// with [`Placer::touch`] before the next decision.
     pub loads: &'a [NodeLoad],
     /// Hash of the task's placement key (consistent hashing).
     pub key_hash: u64,
     /// A stable hash of each node's id, for the ring.
     pub node_hash: &'a dyn Fn(usize) -> u64,
     /// Adaptive: expected ms for this task's kind per node slot (its EWMA); 0 (or a
-    /// slot past the end) for a node that has not run the kind yet. Dense, so the scan
-    /// is a walk over two arrays.
+    /// slot past the end) for a node that has not run the kind yet.
     pub kind_ms: &'a [f64],
     /// Adaptive: what an untried node is assumed to take (the kind's fleet mean), so
     /// it gets tried and learned instead of starved or flooded.
@@ -241,85 +648,90 @@ pub fn pick(state: &mut SetState, rng: &mut fastrand::Rng, req: &Request<'_>) ->
     if eligible.is_empty() {
         return None;
     }
-    if state.generation != req.generation {
-        state.generation = req.generation;
-        state.wrr = Edf::default();
-        state.ring.clear();
-    }
-    if state.weights_generation != req.weights_generation {
-        state.weights_generation = req.weights_generation;
-        state.wrr = Edf::default();
-    }
-    let loads = req.loads;
-    Some(match req.strategy {
-        Strategy::RoundRobin => {
-            let slot = eligible[state.rr % eligible.len()];
-            state.rr = state.rr.wrapping_add(1);
-            slot
-        }
+    state.refresh(req.generation, req.weights_generation);
+    match req.strategy {
+        Strategy::RoundRobin => Some(state.round_robin(eligible)),
+        Strategy::P2c => Some(p2c(rng, eligible, req.loads)),
+        // The cached state describes the full set, not this list.
+        _ if !req.full_set => scan(state, req),
         Strategy::WeightedRoundRobin => {
             if state.wrr.heap.is_empty() {
-                state.wrr.rebuild(eligible, loads);
+                state.wrr.rebuild(eligible, req.loads);
             }
-            state.wrr.next()?
+            state.wrr.next()
         }
-        Strategy::LeastConnections => min_ratio(eligible, |s| (f64::from(loads[s].in_flight), 1.0)),
+        Strategy::ConsistentHash => {
+            if state.ring.is_empty() {
+                state.ring = build_ring(eligible, req.node_hash);
+            }
+            let total = state.index.in_flight_total(req);
+            let n = eligible.len();
+            bounded_ring_pick(&state.ring, total, n, req.loads, req.key_hash, |_| true)
+        }
+        Strategy::LeastConnections => state.index.least_connections(req),
+        Strategy::ResponseTime => state.index.response_time(req),
+        // Least expected completion time: per-task time for this kind on the node
+        // times the tasks it would have to get through.
+        Strategy::Adaptive => state.index.adaptive(req),
+    }
+}
+
+/// Two distinct random nodes, the one with fewer in flight per unit of weight.
+fn p2c(rng: &mut fastrand::Rng, eligible: &[usize], loads: &[NodeLoad]) -> usize {
+    if eligible.len() == 1 {
+        return eligible[0];
+    }
+    let i = rng.usize(..eligible.len());
+    // A second, distinct sample.
+    let mut j = rng.usize(..eligible.len() - 1);
+    if j >= i {
+        j += 1;
+    }
+    let (a, b) = (eligible[i], eligible[j]);
+    let cost = |s: usize| f64::from(loads[s].in_flight) / loads[s].weight;
+    if cost(b) < cost(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// A decision over a filtered list: one pass over it, the cached state only read
+/// where it is valid for any subset of the set (the ring).
+fn scan(state: &SetState, req: &Request<'_>) -> Option<usize> {
+    let (eligible, loads) = (req.eligible, req.loads);
+    Some(match req.strategy {
+        Strategy::ConsistentHash => return filtered_ring_pick(&state.ring, req),
+        Strategy::LeastConnections => min_ratio(eligible, |s| (least_cost(&loads[s]), 1.0)),
         Strategy::ResponseTime => min_ratio(eligible, |s| {
-            // Cost = latency x (in flight + 1) / weight: an idle slow node can beat a
-            // busy fast one.
             let l = &loads[s];
-            (l.latency_ms.max(1.0) * f64::from(l.in_flight + 1), l.weight)
+            (response_ms(l) * f64::from(l.in_flight + 1), l.weight)
         }),
         Strategy::Adaptive => {
-            // Least expected completion time: per-task time for this kind on the node
-            // times the tasks it would have to get through.
-            let default = if req.kind_default_ms > 0.0 {
-                req.kind_default_ms
-            } else {
-                1.0
-            };
+            let default = default_ms(req);
             min_ratio(eligible, |s| {
-                let known = req.kind_ms.get(s).copied().unwrap_or(0.0);
-                let per_task = if known > 0.0 { known } else { default };
+                let per_task = known_ms(req, s).unwrap_or(default);
                 (
                     per_task * f64::from(loads[s].in_flight + 1),
                     loads[s].weight,
                 )
             })
         }
-        Strategy::ConsistentHash => {
-            if state.ring.is_empty() {
-                state.ring = build_ring(eligible, req.node_hash);
-            }
-            bounded_ring_pick(&state.ring, eligible, loads, req.key_hash)
-        }
-        Strategy::P2c => {
-            if eligible.len() == 1 {
-                eligible[0]
-            } else {
-                let i = rng.usize(..eligible.len());
-                // A second, distinct sample.
-                let mut j = rng.usize(..eligible.len() - 1);
-                if j >= i {
-                    j += 1;
-                }
-                let (a, b) = (eligible[i], eligible[j]);
-                let cost = |s: usize| f64::from(loads[s].in_flight) / loads[s].weight;
-                if cost(b) < cost(a) {
-                    b
-                } else {
-                    a
-                }
-            }
+        // Weighted round robin's schedule position belongs to the full set; the
+        // fewest in flight per unit of weight is the share it converges to. (Round
+        // robin and p2c are decided before and do not get here.)
+        Strategy::WeightedRoundRobin | Strategy::RoundRobin | Strategy::P2c => {
+            min_ratio(eligible, |s| {
+                (f64::from(loads[s].in_flight), loads[s].weight)
+            })
         }
     })
 }
 
 /// The slot with the lowest cost `num / den` (den > 0); ties go to the first in
 /// `eligible`. Compared by cross-multiplying, over four independent running minimums.
-/// Still about 2 ns per node at 10,000 nodes (see docs/performance.md, Placement: a
-/// single running minimum, a division per node, and a two-pass cost buffer measured
-/// no better); an indexed heap per kind is the way to O(log n).
+/// About 2 ns per node: the reference for the heaps in tests, and the decision for
+/// filtered lists, which no index describes.
 fn min_ratio(eligible: &[usize], cost: impl Fn(usize) -> (f64, f64)) -> usize {
     const LANES: usize = 4;
     // (position in eligible, num, den) per lane.
@@ -354,28 +766,67 @@ fn min_ratio(eligible: &[usize], cost: impl Fn(usize) -> (f64, f64)) -> usize {
     eligible[win.0]
 }
 
-/// Walk clockwise from the key's point to the first node under the load bound.
-fn bounded_ring_pick(
-    ring: &[(u64, usize)],
-    eligible: &[usize],
-    loads: &[NodeLoad],
-    key: u64,
-) -> usize {
-    let total: u64 = eligible
+fn in_flight_sum(eligible: &[usize], loads: &[NodeLoad]) -> u64 {
+    eligible
         .iter()
         .map(|&s| u64::from(loads[s].in_flight))
-        .sum();
+        .sum()
+}
+
+/// Walk clockwise from the key's point to the first node in the set (`member`) under
+/// the load bound; `total` is the set's in flight, `n` its size. `None` only if no
+/// member is on the ring.
+fn bounded_ring_pick(
+    ring: &[(u64, usize)],
+    total: u64,
+    n: usize,
+    loads: &[NodeLoad],
+    key: u64,
+    member: impl Fn(usize) -> bool,
+) -> Option<usize> {
     // Including the task being placed, as the paper does.
-    let bound = (HASH_LOAD_FACTOR * (total + 1) as f64 / eligible.len() as f64).ceil();
+    let bound = (HASH_LOAD_FACTOR * (total + 1) as f64 / n as f64).ceil();
     let start = ring.partition_point(|&(h, _)| h < key);
+    let mut first = None;
     for i in 0..ring.len() {
         let (_, slot) = ring[(start + i) % ring.len()];
+        if !member(slot) {
+            continue;
+        }
         if f64::from(loads[slot].in_flight) < bound {
-            return slot;
+            return Some(slot);
+        }
+        first.get_or_insert(slot);
+    }
+    // Some member is always at or below the mean, so this is reached only if loads
+    // moved without a touch: then the key's own node.
+    first
+}
+
+/// Consistent hashing over a filtered list. A subset's ring is the full ring without
+/// the other nodes' points, so when the full ring is cached (and the list is not so
+/// small that most of the walk would be skipped points) walk it, skipping
+/// non-members; else build the subset's ring, uncached (O(n log n), the price of a
+/// rare path). Same node either way.
+fn filtered_ring_pick(full_ring: &[(u64, usize)], req: &Request<'_>) -> Option<usize> {
+    let (eligible, loads) = (req.eligible, req.loads);
+    let total = in_flight_sum(eligible, loads);
+    let set_len = full_ring.len() / RING_POINTS_PER_NODE;
+    if !full_ring.is_empty() && eligible.len() * 4 >= set_len {
+        let len = eligible.iter().max().map_or(0, |&m| m + 1);
+        let mut member = vec![false; len];
+        for &s in eligible {
+            member[s] = true;
+        }
+        let is_member = |s: usize| member.get(s) == Some(&true);
+        let n = eligible.len();
+        // None: the list is not a subset of the ring's set; its own ring, then.
+        if let Some(s) = bounded_ring_pick(full_ring, total, n, loads, req.key_hash, is_member) {
+            return Some(s);
         }
     }
-    // Unreachable in practice (some node is always at or below the mean).
-    ring[start % ring.len()].1
+    let ring = build_ring(eligible, req.node_hash);
+    bounded_ring_pick(&ring, total, eligible.len(), loads, req.key_hash, |_| true)
 }
 
 /// Per-kind decision state for a whole fleet, keyed by kind name.
@@ -400,13 +851,24 @@ impl Placer {
         };
         pick(state, &mut self.rng, req)
     }
+
+    /// Node `slot`'s entry in `loads` or in any kind's `kind_ms` changed. Call it for
+    /// every such change before the next decision: the heaps do not re-read a node
+    /// they were not told about. O(kinds); the re-keying waits for the next decision.
+    pub fn touch(&mut self, slot: usize) {
+        for s in self.sets.values_mut() {
+            s.touch(slot);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::Strategy;
     use super::*;
-    use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest};
+    use proptest::prelude::{
+        any, prop_assert, prop_assert_eq, prop_oneof, proptest, Just, Strategy as _, TestCaseError,
+    };
 
     fn req<'a>(
         strategy: Strategy,
@@ -418,6 +880,7 @@ mod tests {
         Request {
             strategy,
             eligible,
+            full_set: true,
             generation,
             weights_generation: 0,
             loads,
@@ -489,6 +952,7 @@ mod tests {
             },
             loads[1],
         ];
+        st.touch(0);
         assert_eq!(
             pick(
                 &mut st,
@@ -521,6 +985,7 @@ mod tests {
             },
             NodeLoad::default(),
         ];
+        st.touch(1);
         let r = Request {
             kind_ms: &kind_ms,
             kind_default_ms: 5.0,
@@ -628,6 +1093,7 @@ mod tests {
             for (placed, k) in keys.iter().enumerate() {
                 let s = pick(&mut st, &mut rng, &req(Strategy::ConsistentHash, &eligible, &loads, *k, 1)).unwrap();
                 loads[s].in_flight += 1;
+                st.touch(s);
                 let bound = (HASH_LOAD_FACTOR * (placed + 1) as f64 / n as f64).ceil() as u32;
                 prop_assert!(loads.iter().all(|l| l.in_flight <= bound));
             }
@@ -706,6 +1172,522 @@ mod tests {
             )
             .unwrap();
             assert!(s == 0 || s == 3);
+        }
+    }
+
+    /// The heap's shape and its position array agree, and every parent comes first.
+    fn assert_heap(h: &IndexedHeap) {
+        for i in 1..h.heap.len() {
+            assert!(!before(h.heap[i], h.heap[(i - 1) / 2]), "heap order at {i}");
+        }
+        for (i, &(_, s)) in h.heap.iter().enumerate() {
+            assert_eq!(h.pos[s as usize] as usize, i, "position of slot {s}");
+        }
+        let placed = h.pos.iter().filter(|&&p| p != ABSENT).count();
+        assert_eq!(placed, h.heap.len(), "stale positions");
+    }
+
+    #[test]
+    fn indexed_heap_gives_ties_to_the_lower_slot() {
+        let h = IndexedHeap::build([(2.0, 7), (1.0, 9), (1.0, 4), (1.0, 6), (3.0, 0)]);
+        assert_heap(&h);
+        assert_eq!(h.top(), Some((1.0, 4)));
+        let mut h = IndexedHeap::default();
+        for (c, s) in [(5.0, 3), (5.0, 1), (5.0, 2)] {
+            h.set(s, c);
+        }
+        assert_eq!(h.top(), Some((5.0, 1)));
+        // Raising the top to a tie with the others: still the lower slot wins.
+        h.set(1, 5.0);
+        assert_eq!(h.top(), Some((5.0, 1)));
+        h.set(1, 5.5);
+        assert_eq!(h.top(), Some((5.0, 2)));
+        assert_heap(&h);
+    }
+
+    #[test]
+    fn indexed_heap_moves_entries_up_and_down_and_removes_any() {
+        let mut h = IndexedHeap::build((0..10).map(|s| (f64::from(s as u32) * 10.0, s)));
+        assert_eq!(h.top(), Some((0.0, 0)));
+        // Down: the top gets expensive.
+        h.set(0, 95.0);
+        assert_eq!(h.top(), Some((10.0, 1)));
+        assert_heap(&h);
+        // Up: a leaf gets cheap.
+        h.set(9, 1.0);
+        assert_eq!(h.top(), Some((1.0, 9)));
+        assert_heap(&h);
+        // Remove the top, a middle entry, the last entry, and one that is absent.
+        h.remove(9);
+        assert_eq!(h.top(), Some((10.0, 1)));
+        h.remove(5);
+        h.remove(h.heap[h.heap.len() - 1].1 as usize);
+        h.remove(5);
+        h.remove(1000);
+        assert_heap(&h);
+        assert_eq!(h.heap.len(), 7);
+        assert_eq!(h.position(5), None);
+        // Back in, past the end of the position array too.
+        h.set(5, 0.5);
+        h.set(20, 0.25);
+        assert_eq!(h.top(), Some((0.25, 20)));
+        assert_heap(&h);
+        while let Some((_, s)) = h.top() {
+            h.remove(s);
+            assert_heap(&h);
+        }
+        assert!(h.heap.is_empty());
+    }
+
+    /// What [`pick`] must match: the set as it is now, costs by the same formulas.
+    struct World {
+        loads: Vec<NodeLoad>,
+        kind_ms: Vec<f64>,
+        eligible: Vec<usize>,
+        generation: u64,
+    }
+
+    const INDEXED: [Strategy; 4] = [
+        Strategy::LeastConnections,
+        Strategy::ResponseTime,
+        Strategy::Adaptive,
+        Strategy::ConsistentHash,
+    ];
+
+    fn node_hash(s: usize) -> u64 {
+        hash64(format!("node-{s}").as_bytes())
+    }
+
+    impl World {
+        /// The kind's fleet mean, as the dispatcher's KindTimes keeps it.
+        fn default_ms(&self) -> f64 {
+            let known: Vec<f64> = self.kind_ms.iter().copied().filter(|&m| m > 0.0).collect();
+            if known.is_empty() {
+                0.0
+            } else {
+                known.iter().sum::<f64>() / known.len() as f64
+            }
+        }
+
+        fn request<'a>(
+            &'a self,
+            strategy: Strategy,
+            eligible: &'a [usize],
+            key: u64,
+        ) -> Request<'a> {
+            Request {
+                strategy,
+                eligible,
+                full_set: std::ptr::eq(eligible, self.eligible.as_slice()),
+                generation: self.generation,
+                weights_generation: 0,
+                loads: &self.loads,
+                key_hash: key,
+                node_hash: &node_hash,
+                kind_ms: &self.kind_ms,
+                kind_default_ms: self.default_ms(),
+            }
+        }
+
+        /// Each strategy's cost of `slot`, written out again rather than shared with
+        /// the heaps' build.
+        fn cost(&self, strategy: Strategy, slot: usize) -> f64 {
+            let l = &self.loads[slot];
+            let queue = f64::from(l.in_flight) + 1.0;
+            match strategy {
+                Strategy::LeastConnections => f64::from(l.in_flight),
+                Strategy::ResponseTime => l.latency_ms.max(1.0) * queue / l.weight,
+                _ => match self.kind_ms.get(slot).copied().filter(|&m| m > 0.0) {
+                    Some(ms) => ms * queue / l.weight,
+                    None => {
+                        let d = self.default_ms();
+                        (if d > 0.0 { d } else { 1.0 }) * (queue / l.weight)
+                    }
+                },
+            }
+        }
+
+        /// The lowest cost over `eligible`, ties to the lower slot.
+        fn best(&self, strategy: Strategy, eligible: &[usize]) -> (f64, usize) {
+            eligible
+                .iter()
+                .map(|&s| (self.cost(strategy, s), s))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+                .expect("a non-empty set")
+        }
+
+        /// The summing consistent hash from before the indexes.
+        fn ring_pick(&self, eligible: &[usize], key: u64) -> Option<usize> {
+            let ring = build_ring(eligible, &node_hash);
+            let total = in_flight_sum(eligible, &self.loads);
+            bounded_ring_pick(&ring, total, eligible.len(), &self.loads, key, |_| true)
+        }
+
+        /// A non-empty subset of `of`, by the bits of `mask`.
+        fn subset(of: &[usize], mask: u64) -> Vec<usize> {
+            let v: Vec<usize> = of
+                .iter()
+                .copied()
+                .filter(|&s| mask >> (s % 64) & 1 == 1)
+                .collect();
+            if v.is_empty() {
+                vec![of[0]]
+            } else {
+                v
+            }
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
+    }
+
+    /// The indexed decision for `strategy` against a scan of the set as it is now.
+    fn check(p: &mut Placer, w: &World, strategy: Strategy, key: u64) -> Result<(), TestCaseError> {
+        let got = p.pick("k", &w.request(strategy, &w.eligible, key));
+        if strategy == Strategy::ConsistentHash {
+            prop_assert_eq!(got, w.ring_pick(&w.eligible, key), "consistent hash");
+            return Ok(());
+        }
+        let got = got.expect("a node");
+        prop_assert!(
+            w.eligible.contains(&got),
+            "{} picked {} outside the set",
+            strategy,
+            got
+        );
+        let (best_cost, best_slot) = w.best(strategy, &w.eligible);
+        let cost = w.cost(strategy, got);
+        prop_assert_eq!(
+            cost.to_bits(),
+            best_cost.to_bits(),
+            "{}: slot {} costs {} not {}",
+            strategy,
+            got,
+            cost,
+            best_cost
+        );
+        if strategy != Strategy::Adaptive {
+            // Adaptive scales untried costs after ordering them, which can round two
+            // different costs to one: only the cost is exact there.
+            prop_assert_eq!(got, best_slot, "{} tie", strategy);
+        }
+        // And the production scan, which cross-multiplies instead of dividing.
+        let mut fresh = SetState::default();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let scan_req = Request {
+            full_set: false,
+            ..w.request(strategy, &w.eligible, key)
+        };
+        let scanned = pick(&mut fresh, &mut rng, &scan_req).expect("a node");
+        prop_assert!(
+            close(cost, w.cost(strategy, scanned)),
+            "{}: scan found {} at {}, index {} at {}",
+            strategy,
+            scanned,
+            w.cost(strategy, scanned),
+            got,
+            cost
+        );
+        Ok(())
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Place with one of [`INDEXED`]: one more in flight there.
+        Place(usize),
+        /// A result from a node (any slot, in the set or not): one fewer in flight, a
+        /// new latency and (0 = none yet) run time.
+        Finish {
+            slot: usize,
+            latency_ms: f64,
+            kind_ms: f64,
+        },
+        Weight {
+            slot: usize,
+            weight: f64,
+        },
+        /// The set changes.
+        Regenerate {
+            mask: u64,
+        },
+        /// A filtered request (requirements, refusals) places a task.
+        Filtered {
+            strategy: usize,
+            mask: u64,
+        },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        // Small integers as well as arbitrary fractions, so costs tie often.
+        let ms = || prop_oneof![(0u32..40).prop_map(f64::from), 0.0..200.0f64];
+        prop_oneof![
+            4 => (0usize..4).prop_map(Op::Place),
+            3 => (any::<usize>(), ms(), prop_oneof![Just(0.0), ms()])
+                .prop_map(|(slot, latency_ms, kind_ms)| Op::Finish { slot, latency_ms, kind_ms }),
+            1 => (any::<usize>(), 1u32..33)
+                .prop_map(|(slot, q)| Op::Weight { slot, weight: f64::from(q) / 4.0 }),
+            1 => any::<u64>().prop_map(|mask| Op::Regenerate { mask }),
+            1 => (0usize..4, any::<u64>()).prop_map(|(strategy, mask)| Op::Filtered { strategy, mask }),
+        ]
+    }
+
+    impl World {
+        /// Apply `op` as the dispatcher would, touching every slot it changes.
+        fn apply(&mut self, p: &mut Placer, op: &Op, key: u64) -> Result<(), TestCaseError> {
+            let n = self.loads.len();
+            match *op {
+                Op::Place(i) => {
+                    let s = p.pick("k", &self.request(INDEXED[i], &self.eligible, key));
+                    let s = s.expect("a node");
+                    self.loads[s].in_flight += 1;
+                    p.touch(s);
+                }
+                Op::Finish {
+                    slot,
+                    latency_ms,
+                    kind_ms,
+                } => {
+                    let s = slot % n;
+                    let l = &mut self.loads[s];
+                    l.in_flight = l.in_flight.saturating_sub(1);
+                    l.latency_ms = peak_ewma(l.latency_ms, latency_ms, 0.3);
+                    if self.kind_ms.len() <= s {
+                        self.kind_ms.resize(s + 1, 0.0);
+                    }
+                    self.kind_ms[s] = kind_ms;
+                    p.touch(s);
+                }
+                Op::Weight { slot, weight } => {
+                    self.loads[slot % n].weight = weight;
+                    p.touch(slot % n);
+                }
+                Op::Regenerate { mask } => {
+                    self.eligible = World::subset(&(0..n).collect::<Vec<_>>(), mask);
+                    self.generation += 1;
+                }
+                Op::Filtered { strategy, mask } => {
+                    let strategy = INDEXED[strategy];
+                    let some = World::subset(&self.eligible, mask);
+                    let got = p.pick("k", &self.request(strategy, &some, key));
+                    if strategy == Strategy::ConsistentHash {
+                        prop_assert_eq!(got, self.ring_pick(&some, key), "filtered ring");
+                    }
+                    let s = got.expect("a node");
+                    prop_assert!(
+                        some.contains(&s),
+                        "{} filtered pick {} outside {:?}",
+                        strategy,
+                        s,
+                        some
+                    );
+                    if strategy != Strategy::ConsistentHash {
+                        prop_assert!(
+                            close(self.cost(strategy, s), self.best(strategy, &some).0),
+                            "filtered {}",
+                            strategy
+                        );
+                    }
+                    self.loads[s].in_flight += 1;
+                    p.touch(s);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        /// The heap against a sorted list, over random inserts, re-keys and removals.
+        #[test]
+        fn indexed_heap_matches_a_sorted_reference(
+            ops in proptest::collection::vec((0usize..24, prop_oneof![Just(None), (0u32..6).prop_map(|c| Some(f64::from(c)))]), 1..200)
+        ) {
+            let mut h = IndexedHeap::default();
+            let mut reference: Vec<(f64, usize)> = Vec::new();
+            for (slot, cost) in ops {
+                reference.retain(|e| e.1 != slot);
+                match cost {
+                    Some(c) => {
+                        h.set(slot, c);
+                        reference.push((c, slot));
+                    }
+                    None => h.remove(slot),
+                }
+                assert_heap(&h);
+                let min = reference.iter().copied().min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                prop_assert_eq!(h.top(), min);
+            }
+        }
+
+        /// Random placements, results, weight changes, filtered requests and new sets,
+        /// with touches as the dispatcher makes them: after each, the indexed decisions
+        /// (a random few of them, so touches pile up between some) equal a scan's.
+        #[test]
+        fn indexed_decisions_match_a_scan(
+            init in proptest::collection::vec((1u32..33, 0u32..8, 0u32..100), 1..40),
+            mask in any::<u64>(),
+            ops in proptest::collection::vec((op(), 0u8..16), 1..60),
+        ) {
+            let n = init.len();
+            let mut w = World {
+                loads: init.iter().map(|&(q, f, l)| NodeLoad {
+                    weight: f64::from(q) / 4.0,
+                    in_flight: f,
+                    latency_ms: f64::from(l),
+                }).collect(),
+                kind_ms: Vec::new(),
+                eligible: World::subset(&(0..n).collect::<Vec<_>>(), mask),
+                generation: 1,
+            };
+            let mut p = Placer::with_seed(3);
+            for (i, (op, checks)) in ops.iter().enumerate() {
+                let key = hash64(&(i as u64).to_le_bytes());
+                w.apply(&mut p, op, key)?;
+                for (b, &strategy) in INDEXED.iter().enumerate() {
+                    if checks >> b & 1 == 1 {
+                        check(&mut p, &w, strategy, key)?;
+                    }
+                }
+            }
+            for strategy in INDEXED {
+                for key in 0..4u64 {
+                    check(&mut p, &w, strategy, hash64(&key.to_le_bytes()))?;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_filtered_request_leaves_the_ring_and_the_schedule_to_the_full_set() {
+        let loads = vec![NodeLoad::default(); 4];
+        let all = [0, 1, 2, 3];
+        let filtered = |strategy, eligible, key| Request {
+            full_set: false,
+            ..req(strategy, eligible, &loads, key, 1)
+        };
+        let keys: Vec<u64> = (0..200u64).map(|k| hash64(&k.to_le_bytes())).collect();
+        let mut rng = fastrand::Rng::with_seed(1);
+        // Reference: the full set alone.
+        let mut clean = SetState::default();
+        let expected: Vec<Option<usize>> = keys
+            .iter()
+            .map(|&k| {
+                pick(
+                    &mut clean,
+                    &mut rng,
+                    &req(Strategy::ConsistentHash, &all, &loads, k, 1),
+                )
+            })
+            .collect();
+        // A filtered request first (only node 2 fits), then the full set.
+        let mut st = SetState::default();
+        assert_eq!(
+            pick(
+                &mut st,
+                &mut rng,
+                &filtered(Strategy::ConsistentHash, &[2], 7)
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            pick(
+                &mut st,
+                &mut rng,
+                &filtered(Strategy::WeightedRoundRobin, &[2], 7)
+            ),
+            Some(2)
+        );
+        let got: Vec<Option<usize>> = keys
+            .iter()
+            .map(|&k| {
+                pick(
+                    &mut st,
+                    &mut rng,
+                    &req(Strategy::ConsistentHash, &all, &loads, k, 1),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "the ring was built from the full set");
+        // With the full ring cached, a filtered request still only gets its own nodes.
+        for &k in &keys {
+            let s = pick(
+                &mut st,
+                &mut rng,
+                &filtered(Strategy::ConsistentHash, &[1, 3], k),
+            );
+            assert!(s == Some(1) || s == Some(3), "{s:?}");
+        }
+        let mut counts = [0; 4];
+        for _ in 0..8 {
+            counts[pick(
+                &mut st,
+                &mut rng,
+                &req(Strategy::WeightedRoundRobin, &all, &loads, 0, 1),
+            )
+            .unwrap()] += 1;
+        }
+        assert_eq!(counts, [2, 2, 2, 2], "the schedule covers the full set");
+    }
+
+    #[test]
+    fn filtered_weighted_round_robin_takes_the_least_in_flight_per_weight() {
+        let loads = [
+            NodeLoad {
+                weight: 4.0,
+                in_flight: 6,
+                ..Default::default()
+            },
+            NodeLoad {
+                weight: 1.0,
+                in_flight: 1,
+                ..Default::default()
+            },
+            NodeLoad {
+                weight: 2.0,
+                in_flight: 1,
+                ..Default::default()
+            },
+        ];
+        let mut st = SetState::default();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let r = Request {
+            full_set: false,
+            ..req(Strategy::WeightedRoundRobin, &[0, 1, 2], &loads, 0, 1)
+        };
+        // 6/4, 1/1, 1/2: node 2.
+        assert_eq!(pick(&mut st, &mut rng, &r), Some(2));
+        assert!(
+            st.wrr.heap.is_empty(),
+            "no schedule built from a filtered list"
+        );
+    }
+
+    proptest! {
+        /// A filtered consistent-hash decision walks the cached full ring skipping
+        /// other nodes, or builds the subset's own ring: the same node either way.
+        #[test]
+        fn filtered_consistent_hash_is_the_subsets_ring_either_way(
+            inflight in proptest::collection::vec(0u32..6, 2..30),
+            mask in any::<u64>(),
+            keys in proptest::collection::vec(any::<u64>(), 1..20),
+        ) {
+            let n = inflight.len();
+            let all: Vec<usize> = (0..n).collect();
+            let loads: Vec<NodeLoad> = inflight.iter().map(|&f| NodeLoad { in_flight: f, ..Default::default() }).collect();
+            let some = World::subset(&all, mask);
+            let mut rng = fastrand::Rng::with_seed(1);
+            let mut cached = SetState::default();
+            pick(&mut cached, &mut rng, &req(Strategy::ConsistentHash, &all, &loads, 0, 1));
+            prop_assert!(!cached.ring.is_empty());
+            for k in keys {
+                let r = Request { full_set: false, ..req(Strategy::ConsistentHash, &some, &loads, k, 1) };
+                let walked = pick(&mut cached, &mut rng, &r);
+                let own = pick(&mut SetState::default(), &mut rng, &r);
+                let ring = build_ring(&some, &node_hash);
+                let reference = bounded_ring_pick(&ring, in_flight_sum(&some, &loads), some.len(), &loads, k, |_| true);
+                prop_assert_eq!(walked, reference);
+                prop_assert_eq!(own, reference);
+            }
         }
     }
 }
