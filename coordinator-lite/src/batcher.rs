@@ -111,10 +111,12 @@ impl Batcher {
             }
             let n = l.items.len();
             let list = TaskAssignments {
-                items: std::mem::take(&mut l.items),
+                items: std::mem::replace(&mut l.items, Vec::with_capacity(n)),
             };
-            l.bytes = 0;
-            let wire = codec::encode(&list, self.encoding).expect("assignments always encode");
+            // Sized from the estimate, so a 256-task list is not copied through a
+            // dozen doublings.
+            let mut wire = Vec::with_capacity(std::mem::take(&mut l.bytes) + 64);
+            codec::encode_into(&list, self.encoding, &mut wire).expect("assignments always encode");
             self.ready
                 .push_back((self.topics.node(node, NodeTopic::Tasks), wire));
             // Held counts messages from here on, not items.
@@ -129,10 +131,10 @@ impl Batcher {
             }
             let n = l.items.len();
             let list = TaskResults {
-                items: std::mem::take(&mut l.items),
+                items: std::mem::replace(&mut l.items, Vec::with_capacity(n)),
             };
-            l.bytes = 0;
-            let wire = codec::encode(&list, self.encoding).expect("results always encode");
+            let mut wire = Vec::with_capacity(std::mem::take(&mut l.bytes) + 64);
+            codec::encode_into(&list, self.encoding, &mut wire).expect("results always encode");
             self.ready.push_back((topic.to_owned(), wire));
             self.held = self.held + 1 - n;
         }

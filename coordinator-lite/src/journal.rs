@@ -47,27 +47,45 @@ pub struct Record {
 /// submitted_ms u64 LE, then the postcard submission (unfinished) or result (finished;
 /// the payload is not kept).
 fn encode(r: &Record) -> Result<Vec<u8>, JournalError> {
-    let mut out = Vec::with_capacity(64 + r.sub.payload.0.len());
+    let s = &r.sub;
+    let mut out = Vec::with_capacity(
+        96 + s.payload.0.len() + s.id.len() + s.kind.len() + s.reply_to.len() + s.key.len(),
+    );
     out.push(if r.result.is_some() { 2 } else { 1 });
     out.extend_from_slice(&r.attempt.to_le_bytes());
     out.extend_from_slice(&r.submitted_ms.to_le_bytes());
-    let body = match &r.result {
-        None => codec::encode(&r.sub, Encoding::Postcard),
+    match &r.result {
+        None => codec::encode_into(&r.sub, Encoding::Postcard, &mut out).map_err(db_err)?,
         Some(res) => {
             // Keep what a resubmission must be answered with: the reply topic and kind,
             // and the result; not the payload.
-            let mut sub = r.sub.clone();
-            sub.payload = Default::default();
-            let a = codec::encode(&sub, Encoding::Postcard).map_err(db_err)?;
-            let b = codec::encode(res, Encoding::Postcard).map_err(db_err)?;
-            out.extend_from_slice(&(a.len() as u32).to_le_bytes());
-            out.extend_from_slice(&a);
-            Ok(b)
+            let sub = without_payload(&r.sub);
+            let len_at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            codec::encode_into(&sub, Encoding::Postcard, &mut out).map_err(db_err)?;
+            let len = (out.len() - len_at - 4) as u32;
+            out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+            codec::encode_into(res, Encoding::Postcard, &mut out).map_err(db_err)?;
         }
     }
-    .map_err(db_err)?;
-    out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// A copy of `s` without its payload (not copied only to be dropped). A struct literal,
+/// so a new field is a compile error here rather than silently left out.
+fn without_payload(s: &TaskSubmission) -> TaskSubmission {
+    TaskSubmission {
+        id: s.id.clone(),
+        kind: s.kind.clone(),
+        payload: Default::default(),
+        reply_to: s.reply_to.clone(),
+        priority: s.priority,
+        timeout_ms: s.timeout_ms,
+        cacheable: s.cacheable,
+        key: s.key.clone(),
+        strategy: s.strategy.clone(),
+        requires: s.requires.clone(),
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<Record, String> {

@@ -136,14 +136,41 @@ pub fn encode_into<M: Message>(
         }
         Encoding::Postcard => {
             out.push(POSTCARD_MARKER);
-            let body = postcard::to_extend(&(SCHEMA_VERSION, msg), std::mem::take(out));
-            *out = body.map_err(|source| EncodeError::Postcard {
-                what: M::NAME,
-                source,
-            })?;
+            postcard::serialize_with_flavor(&(SCHEMA_VERSION, msg), AppendVec(out)).map_err(
+                |source| EncodeError::Postcard {
+                    what: M::NAME,
+                    source,
+                },
+            )?;
         }
     }
     Ok(())
+}
+
+/// A postcard flavor that appends to a caller's `Vec` and copies byte slices (payloads,
+/// strings) with one `extend_from_slice`. postcard's `to_extend` flavor goes through
+/// `Extend` with a cloned iterator, which at our size-optimised opt-level is a byte loop:
+/// it was the coordinator's biggest cost after allocation, encoding 256-task lists.
+struct AppendVec<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendVec<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 fn format_u16(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {

@@ -269,7 +269,10 @@ impl TaskHost {
             let list = TaskResults {
                 items: self.outbox.iter().take(n).cloned().collect(),
             };
-            let wire = codec::encode(&list, self.encoding).expect("task results always encode");
+            // Sized from the estimate: a full list is not copied through doublings.
+            let mut wire = Vec::with_capacity(bytes + 64);
+            codec::encode_into(&list, self.encoding, &mut wire)
+                .expect("task results always encode");
             match out.publish(Class::Result, wire) {
                 Ok(()) => {
                     self.outbox.drain(..n);
