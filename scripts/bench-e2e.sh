@@ -35,14 +35,15 @@ for i in $(seq "$agents"); do
 done
 sleep 2
 # CPU seconds (user + system) each process used during the bench, to see where the
-# time goes; the bench client's own comes from bash's `times` of this shell's children.
+# time goes; the bench client's own from bash's `time`.
 cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo "?"; }
 names=(mosquitto coordinator); for i in $(seq "$agents"); do names+=("agent-$i"); done
 before=(); for p in "${pids[@]}"; do before+=("$(cpu "$p")"); done
-${CARGO_TARGET_DIR:-target}/release/fog-coordinator bench --config "$work/coordinator.toml" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes"
+TIMEFORMAT='%U %S'
+{ time ${CARGO_TARGET_DIR:-target}/release/fog-coordinator bench --config "$work/coordinator.toml" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes" 2>&3; } 3>&2 2> "$work/client-cpu"
 echo "CPU seconds during the bench, by process:"
 for k in "${!pids[@]}"; do
     after=$(cpu "${pids[k]}")
     awk -v n="${names[k]}" -v a="$after" -v b="${before[k]}" 'BEGIN { printf "  %-12s %6.2f\n", n, a - b }'
 done
-times > "$work/times"; tail -1 "$work/times" | awk '{ printf "  %-12s %s user + %s sys\n", "bench client", $1, $2 }'
+awk '{ printf "  %-12s %6.2f\n", "bench client", $1 + $2 }' "$work/client-cpu"

@@ -9,17 +9,31 @@
 //! Writes are grouped like the agent's store: one writer thread, one durable commit
 //! (one fsync) per `commit_interval`, and a notice per accepted task once its commit
 //! is durable.
+//!
+//! Layout: an append-only log with one entry per commit, holding every record of
+//! that commit (a group commit, as a write-ahead log does); a task's latest record is
+//! its state. A commit is then one B-tree append however many tasks it carries. The
+//! first layout (`v1/tasks`, one row per task id, rewritten in place, plus a
+//! `v1/finished` index) made three B-tree writes per task and was most of the
+//! coordinator's CPU under load (docs/performance.md). The writer keeps, in memory,
+//! each task's entry and how many tasks' latest records each entry still holds
+//! (rebuilt from the log on open, which reads every record anyway); an entry nobody's
+//! latest record is in any more, superseded or pruned, is deleted whole. A v1 file is
+//! converted on open.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fog_proto::{codec, Encoding, TaskResult, TaskSubmission};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
-/// task id -> record (see [`Record`]).
-const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("v1/tasks");
-/// (finished_at_ms big-endian ++ id) -> (), for pruning oldest first.
-const FINISHED: TableDefinition<&[u8], ()> = TableDefinition::new("v1/finished");
+/// commit sequence -> the records of that commit (see [`encode_entry`]).
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("v2/log");
+/// The first layout: task id -> record, and (finished_at_ms ++ id) for pruning. Read
+/// and converted on open.
+const V1_TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("v1/tasks");
+const V1_FINISHED: TableDefinition<&[u8], ()> = TableDefinition::new("v1/finished");
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -180,33 +194,13 @@ impl Journal {
             .set_cache_size(8 << 20)
             .create(dir.join("coordinator.redb"))
             .map_err(|e| open_err(e.to_string()))?;
-        {
-            let tx = db.begin_write().map_err(db_err)?;
-            tx.open_table(TASKS).map_err(db_err)?;
-            tx.open_table(FINISHED).map_err(db_err)?;
-            tx.commit().map_err(db_err)?;
-        }
-        let mut records = Vec::new();
-        {
-            let tx = db.begin_read().map_err(db_err)?;
-            let t = tx.open_table(TASKS).map_err(db_err)?;
-            for row in t.iter().map_err(db_err)? {
-                let (k, v) = row.map_err(db_err)?;
-                match decode(v.value()) {
-                    Ok(r) => records.push(r),
-                    // Logged and left: one bad record never stops the coordinator.
-                    Err(e) => {
-                        tracing::error!(task.id = %k.value(), error = %e, "skipping unreadable task record")
-                    }
-                }
-            }
-        }
-        records.sort_by_key(|r| r.submitted_ms);
+        convert_v1(&db)?;
+        let (index, records) = read_log(&db)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let cfg = cfg.clone();
         let writer = std::thread::Builder::new()
             .name("fog-journal".into())
-            .spawn(move || write_loop(db, cfg, rx, accepted))
+            .spawn(move || write_loop(db, cfg, index, rx, accepted))
             .map_err(|e| open_err(e.to_string()))?;
         Ok((
             Journal {
@@ -234,9 +228,182 @@ impl Drop for Journal {
     }
 }
 
+/// Turn a v1 file (records keyed by task id) into the log, in one transaction.
+fn convert_v1(db: &Database) -> Result<(), JournalError> {
+    let tx = db.begin_write().map_err(db_err)?;
+    let has_v1 = tx
+        .list_tables()
+        .map_err(db_err)?
+        .any(|t| t.name() == V1_TASKS.name());
+    if has_v1 {
+        let mut rows = Vec::new();
+        {
+            let old = tx.open_table(V1_TASKS).map_err(db_err)?;
+            for row in old.iter().map_err(db_err)? {
+                let (_, v) = row.map_err(db_err)?;
+                let bytes = v.value().to_vec();
+                // In submission order, so the log reads as if written that way.
+                let at = decode(&bytes).map_or(0, |r| r.submitted_ms);
+                rows.push((at, bytes));
+            }
+        }
+        rows.sort_by_key(|(at, _)| *at);
+        {
+            let mut log = tx.open_table(LOG).map_err(db_err)?;
+            let seq = log
+                .last()
+                .map_err(db_err)?
+                .map_or(0, |(k, _)| k.value() + 1);
+            let entry = encode_entry(rows.iter().map(|(_, b)| b.as_slice()));
+            log.insert(seq, entry.as_slice()).map_err(db_err)?;
+        }
+        tx.delete_table(V1_TASKS).map_err(db_err)?;
+        tx.delete_table(V1_FINISHED).map_err(db_err)?;
+        tracing::info!(
+            records = rows.len(),
+            "task journal converted to the log layout"
+        );
+    } else {
+        tx.open_table(LOG).map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
+
+/// One log entry: a u32 LE count, then per record a u32 LE length and the record.
+fn encode_entry<'a>(records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = vec![0; 4];
+    let mut n: u32 = 0;
+    for r in records {
+        out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        out.extend_from_slice(r);
+        n += 1;
+    }
+    out[..4].copy_from_slice(&n.to_le_bytes());
+    out
+}
+
+/// The records of one entry; an entry that does not parse is an error as a whole.
+fn decode_entry(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let (n, mut rest) = bytes.split_first_chunk::<4>().ok_or("short entry")?;
+    let n = u32::from_le_bytes(*n) as usize;
+    // Each record takes at least its 4-byte length: a count past that is corrupt.
+    if n > rest.len() / 4 {
+        return Err(format!("entry claims {n} records in {} bytes", rest.len()));
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or("short entry")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err("record runs past its entry".into());
+        }
+        out.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() {
+        return Err("bytes after the last record".into());
+    }
+    Ok(out)
+}
+
+/// What the writer knows about the log: which entry holds each task's latest record,
+/// how many latest records each entry still holds, and the finished tasks oldest first.
+#[derive(Debug, Default)]
+struct Index {
+    next_seq: u64,
+    latest: HashMap<String, u64>,
+    live: HashMap<u64, u32>,
+    /// Entries no task's latest record is in any more: deleted at the next commit.
+    dead: Vec<u64>,
+    /// (finished at ms, entry of the finish record, task id), in log order.
+    finished: VecDeque<(u64, u64, String)>,
+}
+
+impl Index {
+    /// A record for `id` is durable in entry `seq`.
+    fn note(&mut self, id: &str, seq: u64, finished_at: Option<u64>) {
+        let old = match self.latest.get_mut(id) {
+            Some(old) => Some(std::mem::replace(old, seq)),
+            None => {
+                self.latest.insert(id.to_owned(), seq);
+                None
+            }
+        };
+        *self.live.entry(seq).or_default() += 1;
+        if let Some(old) = old {
+            self.release(old);
+        }
+        if let Some(at) = finished_at {
+            self.finished.push_back((at, seq, id.to_owned()));
+        }
+    }
+
+    /// One latest record fewer in entry `seq`.
+    fn release(&mut self, seq: u64) {
+        if let Some(n) = self.live.get_mut(&seq) {
+            *n -= 1;
+            if *n == 0 {
+                self.live.remove(&seq);
+                self.dead.push(seq);
+            }
+        }
+    }
+
+    /// Forget finished tasks past the count or the age, oldest first.
+    fn expire(&mut self, keep_count: usize, cutoff_ms: u64) {
+        while let Some((at, seq, _)) = self.finished.front() {
+            if self.finished.len() <= keep_count && *at >= cutoff_ms {
+                break;
+            }
+            let seq = *seq;
+            if let Some((_, _, id)) = self.finished.pop_front() {
+                if self.latest.get(&id) == Some(&seq) {
+                    self.latest.remove(&id);
+                    self.release(seq);
+                }
+            }
+        }
+    }
+}
+
+/// Read the whole log: each task's latest record, and the writer's index.
+fn read_log(db: &Database) -> Result<(Index, Vec<Record>), JournalError> {
+    let mut index = Index::default();
+    let mut records: HashMap<String, Record> = HashMap::new();
+    let tx = db.begin_read().map_err(db_err)?;
+    let log = tx.open_table(LOG).map_err(db_err)?;
+    for row in log.iter().map_err(db_err)? {
+        let (k, v) = row.map_err(db_err)?;
+        let seq = k.value();
+        index.next_seq = seq + 1;
+        let entry = match decode_entry(v.value()) {
+            Ok(e) => e,
+            // Logged and left: one bad entry never stops the coordinator.
+            Err(e) => {
+                tracing::error!(seq, error = %e, "skipping an unreadable task journal entry");
+                continue;
+            }
+        };
+        for bytes in entry {
+            match decode(bytes) {
+                Ok(r) => {
+                    let id = r.sub.id.clone();
+                    index.note(&id, seq, r.result.as_ref().map(|x| x.at_ms));
+                    records.insert(id, r);
+                }
+                Err(e) => tracing::error!(seq, error = %e, "skipping an unreadable task record"),
+            }
+        }
+    }
+    let mut records: Vec<Record> = records.into_values().collect();
+    records.sort_by_key(|r| r.submitted_ms);
+    Ok((index, records))
+}
+
 fn write_loop(
     db: Database,
     cfg: JournalConfig,
+    mut index: Index,
     rx: std::sync::mpsc::Receiver<Op>,
     accepted: tokio::sync::mpsc::UnboundedSender<Durable>,
 ) {
@@ -255,7 +422,7 @@ fn write_loop(
         if prune {
             last_prune = Instant::now();
         }
-        let ok = match commit(&db, &cfg, &batch, prune) {
+        let ok = match commit(&db, &cfg, &mut index, &batch, prune) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, ops = batch.len(), "task journal commit failed");
@@ -287,53 +454,52 @@ fn write_loop(
     }
 }
 
+/// Append `batch` as one entry, and delete the entries nothing lives in any more, in
+/// one transaction. `index` changes only once the commit is durable: an entry must
+/// never be deleted because a newer record was written that did not survive.
 fn commit(
     db: &Database,
     cfg: &JournalConfig,
+    index: &mut Index,
     batch: &[Op],
     prune: bool,
 ) -> Result<(), JournalError> {
-    let tx = db.begin_write().map_err(db_err)?;
-    {
-        let mut tasks = tx.open_table(TASKS).map_err(db_err)?;
-        let mut finished = tx.open_table(FINISHED).map_err(db_err)?;
-        for op in batch {
-            let (Op::Accept(r) | Op::Attempt(r) | Op::Finish(r)) = op;
-            tasks
-                .insert(r.sub.id.as_str(), encode(r)?.as_slice())
-                .map_err(db_err)?;
-            if let Op::Finish(r) = op {
-                let at = r.result.as_ref().map_or(0, |x| x.at_ms);
-                let mut k = at.to_be_bytes().to_vec();
-                k.extend_from_slice(r.sub.id.as_bytes());
-                finished.insert(k.as_slice(), ()).map_err(db_err)?;
-            }
-        }
-        if prune {
-            let cutoff =
-                fog_agent::service::now_ms().saturating_sub(cfg.keep_finished.as_millis() as u64);
-            let mut excess =
-                (finished.len().map_err(db_err)? as usize).saturating_sub(cfg.keep_finished_count);
-            let mut doomed = Vec::new();
-            for row in finished.iter().map_err(db_err)? {
-                let (k, _) = row.map_err(db_err)?;
-                let key = k.value();
-                let at = key.first_chunk::<8>().map_or(0, |b| u64::from_be_bytes(*b));
-                if excess == 0 && at >= cutoff {
-                    break;
-                }
-                excess = excess.saturating_sub(1);
-                doomed.push(key.to_vec());
-            }
-            for key in doomed {
-                finished.remove(key.as_slice()).map_err(db_err)?;
-                if let Some(id) = key.get(8..).and_then(|b| std::str::from_utf8(b).ok()) {
-                    tasks.remove(id).map_err(db_err)?;
-                }
-            }
-        }
+    if prune {
+        let cutoff =
+            fog_agent::service::now_ms().saturating_sub(cfg.keep_finished.as_millis() as u64);
+        // Only in memory until the deletes below commit; a failed commit leaves the
+        // entries in the file, where the next open finds them (and expires them again).
+        index.expire(cfg.keep_finished_count, cutoff);
     }
-    tx.commit().map_err(db_err)?;
+    let mut records = Vec::with_capacity(batch.len());
+    for op in batch {
+        let (Op::Accept(r) | Op::Attempt(r) | Op::Finish(r)) = op;
+        records.push(encode(r)?);
+    }
+    let entry = encode_entry(records.iter().map(Vec::as_slice));
+    let seq = index.next_seq;
+    let dead = std::mem::take(&mut index.dead);
+    let tx = db.begin_write().map_err(db_err)?;
+    let written = (|| {
+        let mut log = tx.open_table(LOG).map_err(db_err)?;
+        log.insert(seq, entry.as_slice()).map_err(db_err)?;
+        for s in &dead {
+            log.remove(*s).map_err(db_err)?;
+        }
+        Ok::<(), JournalError>(())
+    })();
+    if let Err(e) = written.and_then(|()| tx.commit().map_err(db_err)) {
+        // Nothing was deleted: try again at the next commit.
+        index.dead.extend(dead);
+        return Err(e);
+    }
+    index.next_seq += 1;
+    let now = fog_agent::service::now_ms();
+    for op in batch {
+        let (Op::Accept(r) | Op::Attempt(r) | Op::Finish(r)) = op;
+        let finished_at = matches!(op, Op::Finish(_)).then_some(now);
+        index.note(&r.sub.id, seq, finished_at);
+    }
     Ok(())
 }
 
@@ -440,5 +606,176 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn damaged_entries_are_errors_not_panics() {
+        let good = encode_entry([&b"abc"[..], &b""[..]].into_iter());
+        assert_eq!(
+            decode_entry(&good).expect("decodes"),
+            [&b"abc"[..], &b""[..]]
+        );
+        for bad in [
+            &b""[..],
+            &[1, 0, 0],
+            &[1, 0, 0, 0],
+            &[1, 0, 0, 0, 9, 0, 0, 0, 1],
+            &[255, 255, 255, 255, 0, 0, 0, 0],
+            &[0, 0, 0, 0, 7],
+        ] {
+            assert!(decode_entry(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn accept(id: &str) -> Op {
+        Op::Accept(Record {
+            sub: sub(id),
+            attempt: 1,
+            submitted_ms: 5,
+            result: None,
+        })
+    }
+
+    fn finish(id: &str) -> Op {
+        Op::Finish(Record {
+            sub: sub(id),
+            attempt: 1,
+            submitted_ms: 5,
+            result: Some(TaskResult {
+                id: id.into(),
+                attempt: 1,
+                node: NodeId::new("n1").expect("valid"),
+                at_ms: 9,
+                outcome: Outcome::Completed {
+                    output: Payload(b"out".to_vec()),
+                    truncated: false,
+                    exit_code: None,
+                    duration_ms: 1,
+                    cpu_ms: 0,
+                    peak_rss_bytes: 0,
+                    from_cache: false,
+                },
+            }),
+        })
+    }
+
+    fn entries(db: &Database) -> Vec<u64> {
+        let tx = db.begin_read().expect("read");
+        let log = tx.open_table(LOG).expect("log");
+        log.iter()
+            .expect("iter")
+            .map(|r| r.expect("row").0.value())
+            .collect()
+    }
+
+    /// One entry per commit; an entry goes once no task's latest record is in it, and
+    /// not before (the accepts of c stay while c runs, even though a and b finished).
+    #[test]
+    fn entries_are_deleted_once_nothing_lives_in_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::create(dir.path().join("j.redb")).expect("db");
+        convert_v1(&db).expect("fresh");
+        let cfg = JournalConfig::default();
+        let mut index = Index::default();
+        commit(
+            &db,
+            &cfg,
+            &mut index,
+            &[accept("a"), accept("b"), accept("c")],
+            false,
+        )
+        .expect("commit");
+        commit(&db, &cfg, &mut index, &[finish("a"), finish("b")], false).expect("commit");
+        assert_eq!(entries(&db), [0, 1]);
+        commit(&db, &cfg, &mut index, &[accept("d")], false).expect("commit");
+        assert_eq!(entries(&db), [0, 1, 2], "c still lives in entry 0");
+        commit(&db, &cfg, &mut index, &[finish("c")], false).expect("commit");
+        commit(&db, &cfg, &mut index, &[accept("e")], false).expect("commit");
+        assert_eq!(
+            entries(&db),
+            [1, 2, 3, 4],
+            "entry 0 deleted at the next commit"
+        );
+        // And what a reopen reads matches what was written.
+        let (again, records) = read_log(&db).expect("reads");
+        assert_eq!(again.next_seq, 5);
+        let mut ids: Vec<(&str, bool)> = records
+            .iter()
+            .map(|r| (r.sub.id.as_str(), r.result.is_some()))
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [
+                ("a", true),
+                ("b", true),
+                ("c", true),
+                ("d", false),
+                ("e", false)
+            ]
+        );
+    }
+
+    /// Past the count, the oldest finished tasks go, and their entries with them; a
+    /// running task is never pruned.
+    #[test]
+    fn finished_tasks_are_pruned_by_count_and_running_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::create(dir.path().join("j.redb")).expect("db");
+        convert_v1(&db).expect("fresh");
+        let cfg = JournalConfig {
+            keep_finished_count: 2,
+            ..Default::default()
+        };
+        let mut index = Index::default();
+        commit(&db, &cfg, &mut index, &[accept("run")], false).expect("commit");
+        for id in ["a", "b", "c", "d"] {
+            commit(&db, &cfg, &mut index, &[accept(id)], false).expect("commit");
+            commit(&db, &cfg, &mut index, &[finish(id)], false).expect("commit");
+        }
+        commit(&db, &cfg, &mut index, &[accept("x")], true).expect("prune");
+        commit(&db, &cfg, &mut index, &[accept("y")], false).expect("deletes");
+        let (_, records) = read_log(&db).expect("reads");
+        let mut ids: Vec<&str> = records.iter().map(|r| r.sub.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["c", "d", "run", "x", "y"]);
+        // Entries: run's accept, c's and d's finishes, x, y.
+        assert_eq!(entries(&db).len(), 5, "{:?}", entries(&db));
+    }
+
+    /// A file of the first layout (one row per task id) is read and converted.
+    #[test]
+    fn a_v1_journal_is_converted_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Database::create(dir.path().join("coordinator.redb")).expect("db");
+            let tx = db.begin_write().expect("write");
+            {
+                let mut t = tx.open_table(V1_TASKS).expect("v1");
+                for op in [accept("old-running"), finish("old-done")] {
+                    let (Op::Accept(r) | Op::Attempt(r) | Op::Finish(r)) = &op;
+                    t.insert(r.sub.id.as_str(), encode(r).expect("enc").as_slice())
+                        .expect("insert");
+                }
+                tx.open_table(V1_FINISHED).expect("v1 index");
+            }
+            tx.commit().expect("commit");
+        }
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (j, mut recs) =
+            Journal::open(dir.path(), &JournalConfig::default(), tx).expect("opens");
+        drop(j);
+        recs.sort_by(|x, y| x.sub.id.cmp(&y.sub.id));
+        assert_eq!(recs.len(), 2);
+        assert!(recs[0].result.is_some() && recs[1].result.is_none());
+        assert_eq!(recs[1].sub, sub("old-running"), "payload kept");
+        let db = Database::create(dir.path().join("coordinator.redb")).expect("reopen");
+        let tx = db.begin_read().expect("read");
+        let names: Vec<String> = tx
+            .list_tables()
+            .expect("tables")
+            .map(|t| t.name().to_owned())
+            .collect();
+        assert_eq!(names, ["v2/log"]);
     }
 }

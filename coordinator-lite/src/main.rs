@@ -12,6 +12,14 @@ use fog_coordinator::{broker, client, demo, service, status};
 use fog_proto::Topics;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc, not glibc's malloc: the coordinator allocates a task's records on its
+/// main thread and frees many of them on the journal thread, and glibc's cross-thread
+/// frees (taking the owning arena's lock) were 17 % of the journal thread and much of
+/// the main thread's time under load (docs/performance.md). The agent keeps glibc's:
+/// there every resident KiB counts and the hot path does not allocate per task.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]

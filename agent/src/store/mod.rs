@@ -434,30 +434,22 @@ impl<T> Writer<T> {
                     Op::Finish {
                         id, result, at_ms, ..
                     } => {
-                        let prev = tasks
-                            .get(id.as_bytes())
-                            .map_err(db_err)?
-                            .map(|v| v.value().to_vec());
-                        let mut task = match prev {
-                            Some(b) => decode_task(id, &b)?,
-                            // Rejected before it was ever accepted: keep the answer anyway.
-                            None => StoredTask {
-                                id: id.clone(),
-                                attempt: 0,
-                                kind: String::new(),
-                                timeout_ms: 0,
-                                priority: 0,
-                                deadline_ms: 0,
-                                cacheable: false,
-                                accepted_at_ms: *at_ms,
-                                payload: Vec::new(),
-                                result: None,
-                                finished_at_ms: 0,
-                            },
+                        // Written over the accepted record without reading it (a
+                        // lookup, a decode and a payload copy per task): a finished
+                        // task is only ever asked for its result.
+                        let task = StoredTask {
+                            id: id.clone(),
+                            attempt: 0,
+                            kind: String::new(),
+                            timeout_ms: 0,
+                            priority: 0,
+                            deadline_ms: 0,
+                            cacheable: false,
+                            accepted_at_ms: 0,
+                            payload: Vec::new(),
+                            result: Some(result.clone()),
+                            finished_at_ms: *at_ms,
                         };
-                        task.payload = Vec::new();
-                        task.result = Some(result.clone());
-                        task.finished_at_ms = *at_ms;
                         let bytes = postcard::to_allocvec(&task).map_err(db_err)?;
                         tasks
                             .insert(id.as_bytes(), bytes.as_slice())
