@@ -519,17 +519,21 @@ impl Dispatcher {
     /// twice (once before the crash, once more after it was placed again).
     fn finish(&mut self, t: Task, out: Out) -> Option<Out> {
         let journaled = self.journaling;
+        let (id, kind) = (t.sub.id.clone(), t.sub.kind.clone());
         if journaled {
             if let Out::Reply { result, .. } = &out {
+                // Moved, not cloned: the payload is not journaled with a result.
+                let mut sub = t.sub;
+                sub.payload = Default::default();
                 self.journal.push(JournalOp::Finish(Record {
-                    sub: t.sub.clone(),
+                    sub,
                     attempt: t.attempt,
                     submitted_ms: t.submitted_ms,
                     result: Some(result.clone()),
                 }));
             }
         }
-        self.remember(t.sub.id, &t.sub.kind, out.clone());
+        self.remember(id, &kind, out.clone());
         (!journaled).then_some(out)
     }
 
