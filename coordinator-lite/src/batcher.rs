@@ -111,7 +111,7 @@ impl Batcher {
             }
             let n = l.items.len();
             let list = TaskAssignments {
-                items: std::mem::replace(&mut l.items, Vec::with_capacity(n)),
+                items: std::mem::take(&mut l.items),
             };
             // Sized from the estimate, so a 256-task list is not copied through a
             // dozen doublings.
@@ -131,7 +131,7 @@ impl Batcher {
             }
             let n = l.items.len();
             let list = TaskResults {
-                items: std::mem::replace(&mut l.items, Vec::with_capacity(n)),
+                items: std::mem::take(&mut l.items),
             };
             let mut wire = Vec::with_capacity(std::mem::take(&mut l.bytes) + 64);
             codec::encode_into(&list, self.encoding, &mut wire).expect("results always encode");
