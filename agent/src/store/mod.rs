@@ -21,18 +21,17 @@ use crate::config::StoreConfig;
 
 pub mod backlog;
 pub mod cell;
+mod generations;
 
 use cell::DbCell;
+use generations::Generations;
 
 // Every table maps bytes to bytes, on purpose: redb's B-tree code is generic over key
 // and value types, and four different pairs cost ~150 KiB of agent binary (and so of
 // resident text) in monomorphised copies. Index keys are `at_ms` big-endian ++ the id,
-// so they sort oldest first.
+// so they sort oldest first. Task records (task id -> postcard `StoredTask`) live in
+// generation tables, see [`generations`].
 type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
-/// task id -> postcard `StoredTask`.
-const TASKS: Bytes = TableDefinition::new("v1/tasks");
-/// (finished_at_ms, id) for pruning finished results oldest first; empty values.
-const FINISHED: Bytes = TableDefinition::new("v1/finished");
 /// cache key (kind and payload hash) -> output.
 const CACHE: Bytes = TableDefinition::new("v1/cache");
 /// (stored_at_ms, cache key) for pruning the cache oldest first; empty values.
@@ -213,13 +212,12 @@ impl<T: Send + 'static> RedbStore<T> {
         let db = cell.get()?;
         {
             let tx = db.begin_write().map_err(db_err)?;
-            tx.open_table(TASKS).map_err(db_err)?;
-            tx.open_table(FINISHED).map_err(db_err)?;
+            Generations::prepare(&tx, crate::service::now_ms())?;
             tx.open_table(CACHE).map_err(db_err)?;
             tx.open_table(CACHE_AGE).map_err(db_err)?;
             tx.commit().map_err(db_err)?;
         }
-        let recovered = recover(&db)?;
+        let (recovered, generations) = recover(&db)?;
         drop(db);
         let db = cell;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -229,6 +227,7 @@ impl<T: Send + 'static> RedbStore<T> {
             retention: cfg.result_retention,
             retention_count: cfg.result_retention_count,
             committed,
+            generations: Some(generations),
         };
         let writer = std::thread::Builder::new()
             .name("fog-store".into())
@@ -252,22 +251,18 @@ fn decode_task(id: &str, bytes: &[u8]) -> Result<StoredTask, StoreError> {
     })
 }
 
-fn recover(db: &Database) -> Result<Recovered, StoreError> {
-    let tx = db.begin_read().map_err(db_err)?;
-    let t = tx.open_table(TASKS).map_err(db_err)?;
+fn recover(db: &Database) -> Result<(Recovered, Generations), StoreError> {
+    let scan = Generations::scan(db)?;
     let mut out = Recovered::default();
-    for row in t.iter().map_err(db_err)? {
-        let (k, v) = row.map_err(db_err)?;
-        let id = String::from_utf8_lossy(k.value());
-        match decode_task(&id, v.value()) {
-            Ok(task) if task.result.is_none() => out.unfinished.push(task),
-            Ok(task) => out.finished.push(task.id),
-            // A record we cannot read is logged and left; it never stops the agent.
-            Err(e) => tracing::error!(error = %e, "skipping unreadable task record"),
+    for task in scan.records {
+        if task.result.is_none() {
+            out.unfinished.push(task);
+        } else {
+            out.finished.push(task.id);
         }
     }
     out.unfinished.sort_by_key(|t| t.accepted_at_ms);
-    Ok(out)
+    Ok((out, scan.generations))
 }
 
 impl<T> RedbStore<T> {
@@ -302,12 +297,7 @@ impl<T: Send + 'static> TaskStore<T> for RedbStore<T> {
     }
 
     fn task(&self, id: &str) -> Result<Option<StoredTask>, StoreError> {
-        let tx = self.db.get()?.begin_read().map_err(db_err)?;
-        let t = tx.open_table(TASKS).map_err(db_err)?;
-        match t.get(id.as_bytes()).map_err(db_err)? {
-            Some(v) => Ok(Some(decode_task(id, v.value())?)),
-            None => Ok(None),
-        }
+        generations::lookup(&*self.db.get()?, id)
     }
 
     fn cached(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -325,10 +315,13 @@ struct Writer<T> {
     retention: Duration,
     retention_count: usize,
     committed: tokio::sync::mpsc::UnboundedSender<Committed<T>>,
+    /// `None` after a failed commit: the in-memory view may then be ahead of the
+    /// file, so it is read again from the file before the next commit.
+    generations: Option<Generations>,
 }
 
 impl<T> Writer<T> {
-    fn run(self, rx: std::sync::mpsc::Receiver<Op<T>>) {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Op<T>>) {
         // Grows with the load it sees instead of reserving MAX_BATCH slots up front.
         let mut batch: Vec<Op<T>> = Vec::new();
         let mut last_prune = Instant::now();
@@ -416,27 +409,50 @@ impl<T> Writer<T> {
         tx.commit().map_err(db_err)
     }
 
-    fn commit(&self, batch: &[Op<T>], prune: bool) -> Result<(), StoreError> {
-        let tx = self.db.get()?.begin_write().map_err(db_err)?;
+    fn commit(&mut self, batch: &[Op<T>], prune: bool) -> Result<(), StoreError> {
+        let db = self.db.get()?;
+        let mut generations = match self.generations.take() {
+            Some(g) => g,
+            None => Generations::scan(&db)?.generations,
+        };
+        self.commit_with(&db, &mut generations, batch, prune)?;
+        // Only a committed view is kept (a failed commit leaves `None`).
+        self.generations = Some(generations);
+        Ok(())
+    }
+
+    fn commit_with(
+        &self,
+        db: &Database,
+        generations: &mut Generations,
+        batch: &[Op<T>],
+        prune: bool,
+    ) -> Result<(), StoreError> {
+        let now_ms = crate::service::now_ms();
+        let retention_ms = self.retention.as_millis() as u64;
+        // Each generation holds half the retention, so two hold between half and all.
+        let cap = (self.retention_count as u64 / 2).max(1);
+        let tx = db.begin_write().map_err(db_err)?;
         {
-            let mut tasks = tx.open_table(TASKS).map_err(db_err)?;
-            let mut finished = tx.open_table(FINISHED).map_err(db_err)?;
+            if generations.aged(now_ms, retention_ms / 2) {
+                generations.rotate(&tx, now_ms)?;
+            }
+            let mut tasks = tx
+                .open_table(generations::table(&generations.current_name()))
+                .map_err(db_err)?;
             let mut cache = tx.open_table(CACHE).map_err(db_err)?;
             let mut cache_age = tx.open_table(CACHE_AGE).map_err(db_err)?;
             for op in batch {
-                match op {
+                let (id, bytes) = match op {
                     Op::Accept { task, .. } => {
-                        let bytes = postcard::to_allocvec(task).map_err(db_err)?;
-                        tasks
-                            .insert(task.id.as_bytes(), bytes.as_slice())
-                            .map_err(db_err)?;
+                        (&task.id, postcard::to_allocvec(task).map_err(db_err)?)
                     }
                     Op::Finish {
                         id, result, at_ms, ..
                     } => {
-                        // Written over the accepted record without reading it (a
-                        // lookup, a decode and a payload copy per task): a finished
-                        // task is only ever asked for its result.
+                        // Written over the accepted record (or beside it, in a newer
+                        // generation) without reading it: a finished task is only
+                        // ever asked for its result.
                         let task = StoredTask {
                             id: id.clone(),
                             attempt: 0,
@@ -450,13 +466,7 @@ impl<T> Writer<T> {
                             result: Some(result.clone()),
                             finished_at_ms: *at_ms,
                         };
-                        let bytes = postcard::to_allocvec(&task).map_err(db_err)?;
-                        tasks
-                            .insert(id.as_bytes(), bytes.as_slice())
-                            .map_err(db_err)?;
-                        finished
-                            .insert(age_key(*at_ms, id.as_bytes()).as_slice(), [].as_slice())
-                            .map_err(db_err)?;
+                        (id, postcard::to_allocvec(&task).map_err(db_err)?)
                     }
                     Op::CachePut { key, output, at_ms } => {
                         cache
@@ -465,20 +475,27 @@ impl<T> Writer<T> {
                         cache_age
                             .insert(age_key(*at_ms, key).as_slice(), [].as_slice())
                             .map_err(db_err)?;
+                        continue;
                     }
+                };
+                if matches!(op, Op::Finish { .. }) && generations.full(cap) {
+                    drop(tasks);
+                    generations.rotate(&tx, now_ms)?;
+                    tasks = tx
+                        .open_table(generations::table(&generations.current_name()))
+                        .map_err(db_err)?;
+                }
+                let replaced = tasks
+                    .insert(id.as_bytes(), bytes.as_slice())
+                    .map_err(db_err)?
+                    .is_some();
+                match op {
+                    Op::Accept { .. } => generations.accepted(id, replaced),
+                    _ => generations.finished(id, replaced),
                 }
             }
             if prune {
-                let now_ms = crate::service::now_ms();
-                let cutoff = now_ms.saturating_sub(self.retention.as_millis() as u64);
-                let excess =
-                    (finished.len().map_err(db_err)? as usize).saturating_sub(self.retention_count);
-                for key in oldest(&finished, excess, cutoff)? {
-                    finished.remove(key.as_slice()).map_err(db_err)?;
-                    if let Some((_, id)) = split_age_key(&key) {
-                        tasks.remove(id).map_err(db_err)?;
-                    }
-                }
+                let cutoff = now_ms.saturating_sub(retention_ms);
                 let excess = (cache_age.len().map_err(db_err)? as usize)
                     .saturating_sub(self.retention_count);
                 for key in oldest(&cache_age, excess, cutoff)? {
@@ -518,6 +535,8 @@ fn oldest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::TableHandle;
+    use std::collections::HashMap;
 
     fn cfg() -> StoreConfig {
         StoreConfig {
@@ -606,56 +625,326 @@ mod tests {
         );
     }
 
-    #[test]
-    fn results_are_pruned_by_count_and_cache_round_trips() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let (store, _) = RedbStore::<u32>::open(dir.path(), &cfg(), tx).expect("opens");
-        let now = crate::service::now_ms();
-        for i in 0..6u32 {
-            store
-                .submit(Op::Finish {
-                    id: format!("t{i}"),
-                    result: vec![i as u8],
-                    at_ms: now + u64::from(i),
-                    token: i,
-                })
-                .expect("queued");
+    fn open(
+        dir: &Path,
+        cfg: &StoreConfig,
+    ) -> (
+        RedbStore<u32>,
+        Recovered,
+        tokio::sync::mpsc::UnboundedReceiver<Committed<u32>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (store, rec) = RedbStore::<u32>::open(dir, cfg, tx).expect("opens");
+        (store, rec, rx)
+    }
+
+    /// Submit `ops` and wait until every one is durable (one or more commits).
+    fn write(
+        store: &RedbStore<u32>,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Committed<u32>>,
+        ops: Vec<Op<u32>>,
+    ) {
+        let n = ops
+            .iter()
+            .filter(|o| !matches!(o, Op::CachePut { .. }))
+            .count();
+        for op in ops {
+            store.submit(op).expect("queued");
         }
+        for _ in 0..n {
+            let c = rx.blocking_recv().expect("committed");
+            assert_eq!(c.result, Ok(()));
+        }
+    }
+
+    fn finish(id: &str, at_ms: u64) -> Op<u32> {
+        Op::Finish {
+            id: id.into(),
+            result: id.as_bytes().to_vec(),
+            at_ms,
+            token: 0,
+        }
+    }
+
+    fn accept(id: &str) -> Op<u32> {
+        Op::Accept {
+            task: task(id),
+            token: 0,
+        }
+    }
+
+    fn has_result(store: &RedbStore<u32>, id: &str) -> bool {
         store
-            .submit(Op::CachePut {
-                key: [7; 32],
-                output: b"cached".to_vec(),
-                at_ms: now,
-            })
-            .expect("queued");
-        for _ in 0..6 {
-            rx.blocking_recv().expect("committed");
+            .task(id)
+            .expect("reads")
+            .is_some_and(|t| t.result.as_deref() == Some(id.as_bytes()))
+    }
+
+    #[test]
+    fn results_are_kept_between_half_and_all_of_the_count_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StoreConfig {
+            result_retention_count: 6,
+            ..cfg()
+        };
+        let (store, _, mut rx) = open(dir.path(), &cfg);
+        let now = crate::service::now_ms();
+        for i in 0..20u64 {
+            write(&store, &mut rx, vec![finish(&format!("t{i}"), now + i)]);
+            let kept: Vec<u64> = (0..=i)
+                .filter(|j| has_result(&store, &format!("t{j}")))
+                .collect();
+            // The newest ones, contiguous, at least half the count (or all written so
+            // far) and never more than the count.
+            let newest: Vec<u64> = ((i + 1 - kept.len() as u64)..=i).collect();
+            assert_eq!(kept, newest, "after t{i}");
+            assert!(kept.len() <= 6, "after t{i}: {kept:?}");
+            assert!(kept.len() >= 3.min(i as usize + 1), "after t{i}: {kept:?}");
         }
+        // A reopen sees the same results, all of them finished.
+        drop(store);
+        let (store, rec, _rx) = open(dir.path(), &cfg);
+        assert!(rec.unfinished.is_empty());
+        let mut finished = rec.finished.clone();
+        finished.sort();
+        let mut kept: Vec<String> = (0..20)
+            .map(|j| format!("t{j}"))
+            .filter(|id| has_result(&store, id))
+            .collect();
+        kept.sort();
+        assert_eq!(finished, kept);
+    }
+
+    #[test]
+    fn an_unfinished_task_outlives_any_number_of_generations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StoreConfig {
+            result_retention_count: 1,
+            ..cfg()
+        };
+        let (store, _, mut rx) = open(dir.path(), &cfg);
+        write(&store, &mut rx, vec![accept("keep"), accept("done-later")]);
+        for i in 0..30 {
+            // One commit per finish, and some in one batch, so rotations happen both
+            // between and inside commits.
+            let ops = (0..(i % 3 + 1))
+                .map(|k| finish(&format!("f{i}-{k}"), 1))
+                .collect();
+            write(&store, &mut rx, ops);
+            if i == 10 {
+                write(&store, &mut rx, vec![finish("done-later", 1)]);
+            }
+        }
+        let kept = store.task("keep").expect("reads").expect("still stored");
+        assert_eq!(kept.payload, b"payload");
+        assert!(kept.result.is_none());
+        assert!(
+            store.task("done-later").expect("reads").is_none(),
+            "a finished result ages out like any other"
+        );
+        drop(store);
+        let (_store, rec, _rx) = open(dir.path(), &cfg);
+        let ids: Vec<&str> = rec.unfinished.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["keep"]);
+        assert_eq!(rec.unfinished[0].payload, b"payload");
+    }
+
+    #[test]
+    fn results_expire_by_age_in_two_generations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StoreConfig {
+            result_retention: Duration::from_millis(400),
+            result_retention_count: 1000,
+            ..cfg()
+        };
+        let (store, _, mut rx) = open(dir.path(), &cfg);
+        write(&store, &mut rx, vec![finish("a", 1)]);
+        std::thread::sleep(Duration::from_millis(250));
+        write(&store, &mut rx, vec![finish("b", 1)]);
+        assert!(
+            has_result(&store, "a"),
+            "one rotation keeps the previous generation"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        write(&store, &mut rx, vec![finish("c", 1)]);
+        assert!(!has_result(&store, "a"), "older than the retention");
+        assert!(has_result(&store, "b"));
+        assert!(has_result(&store, "c"));
+    }
+
+    #[test]
+    fn the_first_layout_is_converted_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Database::create(dir.path().join("agent.redb")).expect("creates");
+            let tx = db.begin_write().expect("begins");
+            {
+                let v1: Bytes = TableDefinition::new("v1/tasks");
+                let v1_finished: Bytes = TableDefinition::new("v1/finished");
+                let mut t = tx.open_table(v1).expect("opens");
+                let mut f = tx.open_table(v1_finished).expect("opens");
+                let running = postcard::to_allocvec(&task("running")).expect("encodes");
+                let done = StoredTask {
+                    result: Some(b"done".to_vec()),
+                    payload: Vec::new(),
+                    finished_at_ms: 5,
+                    ..task("done")
+                };
+                let done = postcard::to_allocvec(&done).expect("encodes");
+                t.insert(b"running".as_slice(), running.as_slice())
+                    .expect("inserts");
+                t.insert(b"done".as_slice(), done.as_slice())
+                    .expect("inserts");
+                f.insert(age_key(5, b"done").as_slice(), [].as_slice())
+                    .expect("inserts");
+            }
+            tx.commit().expect("commits");
+        }
+        let (store, rec, mut rx) = open(dir.path(), &cfg());
+        assert_eq!(rec.unfinished.len(), 1);
+        assert_eq!(rec.unfinished[0].id, "running");
+        assert_eq!(rec.finished, ["done"]);
+        assert_eq!(
+            store
+                .task("done")
+                .expect("reads")
+                .and_then(|t| t.result)
+                .as_deref(),
+            Some(&b"done"[..])
+        );
+        // And it keeps working as the new layout: the accepted task finishes.
+        write(&store, &mut rx, vec![finish("running", 6)]);
+        assert!(has_result(&store, "running"));
+        let db = store.health().get().expect("open");
+        let tx = db.begin_read().expect("reads");
+        let names: Vec<String> = tx
+            .list_tables()
+            .expect("lists")
+            .map(|t| t.name().to_owned())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.starts_with("v1/tasks") || n == "v1/finished"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn the_cache_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _, mut rx) = open(dir.path(), &cfg());
+        let now = crate::service::now_ms();
+        write(
+            &store,
+            &mut rx,
+            vec![
+                Op::CachePut {
+                    key: [7; 32],
+                    output: b"cached".to_vec(),
+                    at_ms: now,
+                },
+                finish("t", now),
+            ],
+        );
         assert_eq!(
             store.cached(&[7; 32]).expect("reads").as_deref(),
             Some(&b"cached"[..])
         );
         assert_eq!(store.cached(&[8; 32]).expect("reads"), None);
-        // Pruning runs at most once a second, on the next commit.
-        std::thread::sleep(Duration::from_millis(1100));
-        store
-            .submit(Op::Finish {
-                id: "t6".into(),
-                result: vec![6],
-                at_ms: now + 6,
-                token: 6,
-            })
-            .expect("queued");
-        rx.blocking_recv().expect("committed");
-        let kept: Vec<bool> = (0..7)
-            .map(|i| store.task(&format!("t{i}")).expect("reads").is_some())
-            .collect();
-        assert_eq!(
-            kept,
-            [false, false, false, false, true, true, true],
-            "the three newest remain"
-        );
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Accept(u8),
+            Finish(u8),
+            Commit,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                3 => (0u8..40).prop_map(Step::Accept),
+                3 => (0u8..40).prop_map(Step::Finish),
+                1 => Just(Step::Commit),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+            /// Against a model: whatever the order and grouping of writes, every
+            /// accepted-and-unfinished task is stored and recovered with its payload, a
+            /// finished one never comes back as unfinished, the newest half-count
+            /// results are always answered, and never more than the count are kept.
+            #[test]
+            fn writes_match_a_model(steps in prop::collection::vec(step(), 1..120), count in 1usize..8) {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let cfg = StoreConfig { result_retention_count: count, ..cfg() };
+                let (store, _, mut rx) = open(dir.path(), &cfg);
+                // id -> finished?; finish order for "newest".
+                let mut state: HashMap<String, bool> = HashMap::new();
+                let mut finish_order: Vec<String> = Vec::new();
+                let mut ops = Vec::new();
+                let flush = |ops: &mut Vec<Op<u32>>, rx: &mut _| write(&store, rx, std::mem::take(ops));
+                for s in steps.iter().chain([&Step::Commit]) {
+                    match s {
+                        Step::Accept(n) => {
+                            let id = format!("k{n}");
+                            // The agent accepts an id only when it is not in flight.
+                            if state.get(&id) == Some(&false) { continue; }
+                            ops.push(accept(&id));
+                            // A new attempt replaces the id's earlier result.
+                            finish_order.retain(|x| x != &id);
+                            state.insert(id, false);
+                        }
+                        Step::Finish(n) => {
+                            let id = format!("k{n}");
+                            if state.get(&id) != Some(&false) { continue; }
+                            ops.push(finish(&id, 1));
+                            state.insert(id.clone(), true);
+                            finish_order.retain(|x| x != &id);
+                            finish_order.push(id);
+                        }
+                        Step::Commit => flush(&mut ops, &mut rx),
+                    }
+                }
+                let half = (count / 2).max(1);
+                let check = |store: &RedbStore<u32>| -> Result<(), TestCaseError> {
+                    let mut results = 0;
+                    for (id, done) in &state {
+                        let got = store.task(id).expect("reads");
+                        if *done {
+                            if let Some(t) = &got {
+                                prop_assert!(t.result.is_some(), "{id} finished but stored unfinished");
+                                results += 1;
+                            }
+                        } else {
+                            let t = got.ok_or_else(|| TestCaseError::fail(format!("{id} accepted and lost")))?;
+                            prop_assert!(t.result.is_none());
+                            prop_assert_eq!(&t.payload, b"payload");
+                        }
+                    }
+                    for id in finish_order.iter().rev().take(half) {
+                        prop_assert!(has_result(store, id), "{} among the newest {} results", id, half);
+                    }
+                    prop_assert!(results <= count.max(2), "{} results kept, count {}", results, count);
+                    Ok(())
+                };
+                check(&store)?;
+                drop(store);
+                let (store, rec, _rx) = open(dir.path(), &cfg);
+                let mut unfinished: Vec<&str> = rec.unfinished.iter().map(|t| t.id.as_str()).collect();
+                unfinished.sort();
+                let mut expected: Vec<&str> = state.iter().filter(|(_, d)| !**d).map(|(id, _)| id.as_str()).collect();
+                expected.sort();
+                prop_assert_eq!(unfinished, expected);
+                check(&store)?;
+            }
+        }
     }
 }
 

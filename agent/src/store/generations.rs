@@ -1,0 +1,270 @@
+//! Task records in two generations, so results expire without per-result bookkeeping.
+//!
+//! Every accepted task and every finished result is written to the *current*
+//! generation's table (`v2/tasks/<n>`), a finish over its accept when both fall in the
+//! same one. When the current table holds half the retention count of results, or has been
+//! current for half the retention time, it becomes the *previous* generation and a new
+//! empty table becomes current; the generation before that is dropped whole with
+//! `delete_table`. Accepted-and-unfinished records in it are copied forward first, so
+//! no accepted task is ever forgotten. A lookup tries the current table, then the
+//! previous one (the current always holds the newer record of an id in both).
+//!
+//! Why: the first layout kept one row per task plus a finished-at index row, and
+//! pruned results one by one (an index insert, then an index delete and a task delete
+//! per result). In the end-to-end bench that bookkeeping was ~15 % of the whole run
+//! (docs/performance.md). The price is coarser retention: a result is kept for between
+//! half and all of `result_retention_count` (and of `result_retention`) instead of
+//! exactly that many.
+//!
+//! The current generation's number and start time live in `v2/meta`, written in the
+//! same transaction as every rotation, so readers and a restarted agent see them
+//! consistently with the tables.
+
+use std::collections::HashMap;
+
+use redb::{
+    Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle,
+    WriteTransaction,
+};
+
+use super::{db_err, decode_task, Bytes, StoreError, StoredTask};
+
+/// `gen` -> u64 big-endian, `since` -> ms big-endian.
+const META: Bytes = TableDefinition::new("v2/meta");
+const GEN: &[u8] = b"gen";
+const SINCE: &[u8] = b"since";
+const PREFIX: &str = "v2/tasks/";
+
+/// The first layout's tables, converted on open.
+const V1_TASKS: Bytes = TableDefinition::new("v1/tasks");
+const V1_FINISHED: Bytes = TableDefinition::new("v1/finished");
+
+fn name(generation: u64) -> String {
+    format!("{PREFIX}{generation}")
+}
+
+pub(super) fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// The generation a table name belongs to, if it is a task table.
+fn generation_of(table_name: &str) -> Option<u64> {
+    table_name.strip_prefix(PREFIX)?.parse().ok()
+}
+
+fn read_u64(meta: &impl ReadableTable<&'static [u8], &'static [u8]>, key: &[u8]) -> Option<u64> {
+    let v = meta.get(key).ok()??;
+    let bytes: [u8; 8] = v.value().try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The writer's view of the generations.
+#[derive(Debug)]
+pub(super) struct Generations {
+    pub current: u64,
+    /// When the current generation became current (ms since the epoch).
+    pub since_ms: u64,
+    /// Accepted, unfinished tasks: id -> the generation holding the accepted record.
+    /// Bounded by what the agent holds in flight (its queue and arena), empty at rest.
+    pending: HashMap<String, u64>,
+    /// Finished results in the current generation; it rotates at the cap. Accepted
+    /// records do not count: a burst of accepts must not push results out early.
+    results: u64,
+}
+
+/// What a scan of every generation found: the newest record of each id.
+pub(super) struct Scan {
+    pub generations: Generations,
+    pub records: Vec<StoredTask>,
+}
+
+impl Generations {
+    /// Make sure the layout exists: convert the first layout's tables, or start
+    /// generation 1 in an empty store. Idempotent.
+    pub fn prepare(tx: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
+        let mut meta = tx.open_table(META).map_err(db_err)?;
+        if read_u64(&meta, GEN).is_some() {
+            return Ok(());
+        }
+        let has_v1 = tx
+            .list_tables()
+            .map_err(db_err)?
+            .any(|t| t.name() == V1_TASKS.name());
+        let first = name(1);
+        if has_v1 {
+            // The old table becomes generation 1 as it is: same keys, same records.
+            // Its finished results are dropped at the second rotation, as any others.
+            tx.rename_table(V1_TASKS, table(&first)).map_err(db_err)?;
+            tx.delete_table(V1_FINISHED).map_err(db_err)?;
+        } else {
+            tx.open_table(table(&first)).map_err(db_err)?;
+        }
+        meta.insert(GEN, 1u64.to_be_bytes().as_slice())
+            .map_err(db_err)?;
+        meta.insert(SINCE, now_ms.to_be_bytes().as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Read every generation (oldest first, so a newer record of an id wins).
+    /// A record that does not decode is logged and skipped; it never stops the agent.
+    pub fn scan(db: &Database) -> Result<Scan, StoreError> {
+        let tx = db.begin_read().map_err(db_err)?;
+        let meta = tx.open_table(META).map_err(db_err)?;
+        let current = read_u64(&meta, GEN)
+            .ok_or_else(|| StoreError::Db("the store has no current generation".into()))?;
+        let since_ms = read_u64(&meta, SINCE).unwrap_or(0);
+        let mut gens: Vec<u64> = tx
+            .list_tables()
+            .map_err(db_err)?
+            .filter_map(|t| generation_of(t.name()))
+            .collect();
+        gens.sort_unstable();
+        let mut newest: HashMap<String, (u64, StoredTask)> = HashMap::new();
+        for g in gens {
+            let t = tx.open_table(table(&name(g))).map_err(db_err)?;
+            for row in t.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                let id = String::from_utf8_lossy(k.value());
+                match decode_task(&id, v.value()) {
+                    Ok(task) => {
+                        newest.insert(task.id.clone(), (g, task));
+                    }
+                    Err(e) => tracing::error!(error = %e, "skipping unreadable task record"),
+                }
+            }
+        }
+        let pending = newest
+            .iter()
+            .filter(|(_, (_, t))| t.result.is_none())
+            .map(|(id, (g, _))| (id.clone(), *g))
+            .collect();
+        let results = newest
+            .values()
+            .filter(|(g, t)| *g == current && t.result.is_some())
+            .count() as u64;
+        Ok(Scan {
+            generations: Generations {
+                current,
+                since_ms,
+                pending,
+                results,
+            },
+            records: newest.into_values().map(|(_, t)| t).collect(),
+        })
+    }
+
+    /// The current generation's table definition.
+    pub fn current_name(&self) -> String {
+        name(self.current)
+    }
+
+    /// An accepted record was written to the current generation; `replaced` says
+    /// whether it overwrote a record of the same id there.
+    pub fn accepted(&mut self, id: &str, replaced: bool) {
+        let was_pending = self.pending.insert(id.to_owned(), self.current).is_some();
+        if replaced && !was_pending {
+            // It overwrote this id's earlier result (a new attempt of a task that
+            // failed retryably here).
+            self.results = self.results.saturating_sub(1);
+        }
+    }
+
+    /// A result was written to the current generation; `replaced` as for
+    /// [`Self::accepted`].
+    pub fn finished(&mut self, id: &str, replaced: bool) {
+        let accepted_here = self.pending.remove(id) == Some(self.current);
+        // Over its own accepted record, or a new row: one more result here. Over an
+        // earlier result of the same id: still one.
+        if !replaced || accepted_here {
+            self.results += 1;
+        }
+    }
+
+    /// Whether the current generation holds its share of results.
+    pub fn full(&self, cap: u64) -> bool {
+        self.results >= cap
+    }
+
+    /// Start a new current generation and drop every generation before the one that
+    /// was current, copying its unfinished records forward first. The caller must not
+    /// hold the new generation's table open.
+    pub fn rotate(&mut self, tx: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
+        let next = self.current + 1;
+        let mut doomed: Vec<u64> = tx
+            .list_tables()
+            .map_err(db_err)?
+            .filter_map(|t| generation_of(t.name()))
+            .filter(|g| *g < self.current)
+            .collect();
+        doomed.sort_unstable();
+        {
+            let next_name = name(next);
+            let mut into = tx.open_table(table(&next_name)).map_err(db_err)?;
+            for g in &doomed {
+                let from_name = name(*g);
+                let from = tx.open_table(table(&from_name)).map_err(db_err)?;
+                for (id, at) in self.pending.iter_mut().filter(|(_, at)| **at == *g) {
+                    if let Some(v) = from.get(id.as_bytes()).map_err(db_err)? {
+                        into.insert(id.as_bytes(), v.value()).map_err(db_err)?;
+                    }
+                    *at = next;
+                }
+            }
+        }
+        for g in doomed {
+            tx.delete_table(table(&name(g))).map_err(db_err)?;
+        }
+        // An id whose accepted record was in a table that no longer existed (never
+        // written by us) must not point at a dropped generation forever.
+        for at in self.pending.values_mut() {
+            if *at < self.current {
+                *at = next;
+            }
+        }
+        let mut meta = tx.open_table(META).map_err(db_err)?;
+        meta.insert(GEN, next.to_be_bytes().as_slice())
+            .map_err(db_err)?;
+        meta.insert(SINCE, now_ms.to_be_bytes().as_slice())
+            .map_err(db_err)?;
+        self.current = next;
+        self.since_ms = now_ms;
+        self.results = 0;
+        Ok(())
+    }
+
+    /// Whether the current generation has been current for `half` of the retention
+    /// time.
+    pub fn aged(&self, now_ms: u64, half_ms: u64) -> bool {
+        now_ms.saturating_sub(self.since_ms) >= half_ms
+    }
+
+    #[cfg(test)]
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// The newest stored record of `id`, from the current generation or the previous one.
+pub(super) fn lookup(db: &Database, id: &str) -> Result<Option<StoredTask>, StoreError> {
+    let tx = db.begin_read().map_err(db_err)?;
+    let current = {
+        let meta = tx.open_table(META).map_err(db_err)?;
+        read_u64(&meta, GEN)
+    };
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    for g in [current, current.saturating_sub(1)] {
+        let n = name(g);
+        let t = match tx.open_table(table(&n)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(db_err(e)),
+        };
+        if let Some(v) = t.get(id.as_bytes()).map_err(db_err)? {
+            return decode_task(id, v.value()).map(Some);
+        }
+    }
+    Ok(None)
+}
