@@ -78,6 +78,7 @@ struct RawStore {
     max_backlog_bytes: Option<u64>,
     replay_per_sec: Option<u32>,
     replay_in_flight: Option<u32>,
+    rerun_after_restart: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +167,10 @@ pub struct StoreConfig {
     pub replay_per_sec: u32,
     /// Replayed entries sent and not yet acknowledged, at most.
     pub replay_in_flight: u32,
+    /// Keep each accepted task's payload in the store and run it again after a
+    /// restart; off, an unfinished task is reported failed-retryable at restart and
+    /// the coordinator (which journals every payload) places it again.
+    pub rerun_after_restart: bool,
 }
 
 /// Where and how to reach the MQTT broker. Shared with the coordinator.
@@ -529,6 +534,10 @@ fn resolve_store(raw: RawStore, d: RawStore, origin: &str) -> Result<StoreConfig
         ));
     }
     Ok(StoreConfig {
+        rerun_after_restart: raw
+            .rerun_after_restart
+            .or(d.rerun_after_restart)
+            .unwrap_or(false),
         max_backlog_bytes,
         replay_per_sec,
         replay_in_flight,

@@ -429,6 +429,7 @@ mod tests {
             max_backlog_bytes: 1 << 20,
             replay_per_sec: per_sec,
             replay_in_flight: in_flight,
+            rerun_after_restart: false,
         };
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let (store, _) = RedbStore::open(dir.path(), &cfg, tx).expect("store");

@@ -381,8 +381,22 @@ async fn the_agent_rejects_what_it_must_not_run_and_runs_a_redelivered_id_once()
     agent.stop().await;
 }
 
+/// With `store.rerun_after_restart`, the agent kept each payload and runs the tasks it
+/// had accepted again after a kill -9: each ends with exactly one completed result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_nine_with_accepted_tasks_then_restart_gives_one_result_each() {
+async fn kill_nine_with_accepted_tasks_then_restart_runs_each_once_more() {
+    kill_nine_then_restart(true).await;
+}
+
+/// By default payloads stay with the coordinator's journal, not on the node: after a
+/// kill -9 each task the agent had accepted and not finished is reported once as
+/// failed-retryable (the coordinator places it again); none is forgotten or run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_with_accepted_tasks_then_restart_hands_each_back_once() {
+    kill_nine_then_restart(false).await;
+}
+
+async fn kill_nine_then_restart(rerun: bool) {
     init_logging();
     let broker = TestBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -390,7 +404,7 @@ async fn kill_nine_with_accepted_tasks_then_restart_gives_one_result_each() {
     std::fs::write(
         &cfg,
         format!(
-            "node_id = \"k9\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\n[pool]\nworkers = 1\nqueue_capacity = 64\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
+            "node_id = \"k9\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\n[pool]\nworkers = 1\nqueue_capacity = 64\n[store]\nrerun_after_restart = {rerun}\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
             dir.path().join("data").display(),
             broker.url()
         ),
@@ -445,7 +459,20 @@ async fn kill_nine_with_accepted_tasks_then_restart_gives_one_result_each() {
             tokio::time::timeout(Duration::from_millis(500), d.results.recv()).await
         {
             if !matches!(r.outcome, Outcome::Accepted) {
-                assert!(matches!(r.outcome, Outcome::Completed { .. }), "{r:?}");
+                if rerun {
+                    assert!(matches!(r.outcome, Outcome::Completed { .. }), "{r:?}");
+                } else {
+                    assert!(
+                        matches!(
+                            r.outcome,
+                            Outcome::Failed {
+                                retryable: true,
+                                ..
+                            }
+                        ),
+                        "{r:?}"
+                    );
+                }
                 *finals.entry(r.id).or_default() += 1;
             }
         }

@@ -238,11 +238,6 @@ impl Generations {
     pub fn aged(&self, now_ms: u64, half_ms: u64) -> bool {
         now_ms.saturating_sub(self.since_ms) >= half_ms
     }
-
-    #[cfg(test)]
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
 }
 
 /// The newest stored record of `id`, from the current generation or the previous one.

@@ -546,6 +546,7 @@ mod tests {
             max_backlog_bytes: 1 << 20,
             replay_per_sec: 100,
             replay_in_flight: 32,
+            rerun_after_restart: false,
         }
     }
 

@@ -4,8 +4,10 @@
 //! Delivery is at-least-once on the wire, so this is where duplicates stop:
 //! * an id already finished is answered from the store, never run again;
 //! * an id in flight (accepting, queued or running) is ignored;
-//! * after a crash, accepted and unfinished tasks come back from the store and run
-//!   again (or fail as retryable if the node cannot take them now).
+//! * after a crash, accepted and unfinished tasks come back from the store and are
+//!   reported failed-retryable, so the coordinator places them again from its journal;
+//!   with `store.rerun_after_restart` their payloads were kept and they run again here
+//!   (or fail as retryable if the node cannot take them now).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -77,6 +79,8 @@ pub struct TaskHost {
     /// result goes out under the newest attempt, or the coordinator would fence it off.
     newer_attempt: HashMap<String, u32>,
     outbox: VecDeque<TaskResult>,
+    /// `store.rerun_after_restart`: payloads are stored, and rerun after a restart.
+    keep_payloads: bool,
     pub counters: TaskCounters,
     last_malformed_log: Option<std::time::Instant>,
 }
@@ -146,6 +150,7 @@ impl TaskHost {
             finished_order: VecDeque::new(),
             newer_attempt: HashMap::new(),
             outbox: VecDeque::new(),
+            keep_payloads: config.store.rerun_after_restart,
             counters: TaskCounters::default(),
             last_malformed_log: None,
         };
@@ -175,6 +180,22 @@ impl TaskHost {
     fn requeue(&mut self, t: StoredTask) {
         let id = t.id.clone();
         let attempt = t.attempt;
+        // Without its payload the task cannot run here; the coordinator has it. (An
+        // empty payload cannot be told from one not kept, so it goes back too: the
+        // retry costs one attempt, never a wrong run.)
+        if !self.keep_payloads || t.payload.is_empty() {
+            self.finish_now(
+                &id,
+                attempt,
+                Outcome::Failed {
+                    error: "the agent restarted before this task finished; placing it again".into(),
+                    retryable: true,
+                    exit_code: None,
+                    duration_ms: 0,
+                },
+            );
+            return;
+        }
         let Some(kind) = self.kinds.get(&t.kind).cloned() else {
             self.finish_now(
                 &id,
@@ -464,7 +485,14 @@ impl TaskHost {
             deadline_ms: a.deadline_ms,
             cacheable: a.cacheable,
             accepted_at_ms: now_ms(),
-            payload: a.payload.0,
+            // Kept only to run again after a restart: otherwise every payload would be
+            // written to the node's disk (SD card wear) when the coordinator's journal
+            // already holds it.
+            payload: if self.keep_payloads {
+                a.payload.0
+            } else {
+                Vec::new()
+            },
             result: None,
             finished_at_ms: 0,
         };
