@@ -168,7 +168,7 @@ pub struct StoreConfig {
     /// Replayed entries sent and not yet acknowledged, at most.
     pub replay_in_flight: u32,
     /// Keep each accepted task's payload in the store and run it again after a
-    /// restart; off, an unfinished task is reported failed-retryable at restart and
+    /// restart; off, an unfinished task is handed back (rejected, retryable) and
     /// the coordinator (which journals every payload) places it again.
     pub rerun_after_restart: bool,
 }

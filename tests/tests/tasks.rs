@@ -389,8 +389,9 @@ async fn kill_nine_with_accepted_tasks_then_restart_runs_each_once_more() {
 }
 
 /// By default payloads stay with the coordinator's journal, not on the node: after a
-/// kill -9 each task the agent had accepted and not finished is reported once as
-/// failed-retryable (the coordinator places it again); none is forgotten or run twice.
+/// kill -9 each task the agent had accepted and not finished is handed back once
+/// (rejected, retryable; the coordinator places it again); none is forgotten or run
+/// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_with_accepted_tasks_then_restart_hands_each_back_once() {
     kill_nine_then_restart(false).await;
@@ -464,11 +465,11 @@ async fn kill_nine_then_restart(rerun: bool) {
                 } else {
                     assert!(
                         matches!(
-                            r.outcome,
-                            Outcome::Failed {
+                            &r.outcome,
+                            Outcome::Rejected {
                                 retryable: true,
-                                ..
-                            }
+                                reason,
+                            } if reason.contains("restarted")
                         ),
                         "{r:?}"
                     );

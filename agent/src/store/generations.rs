@@ -230,6 +230,10 @@ impl Generations {
         self.current = next;
         self.since_ms = now_ms;
         self.results = 0;
+        // A burst's worth of in-flight ids must not stay reserved on a quiet node.
+        if self.pending.capacity() > 4 * self.pending.len().max(64) {
+            self.pending.shrink_to_fit();
+        }
         Ok(())
     }
 

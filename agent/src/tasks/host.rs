@@ -5,7 +5,7 @@
 //! * an id already finished is answered from the store, never run again;
 //! * an id in flight (accepting, queued or running) is ignored;
 //! * after a crash, accepted and unfinished tasks come back from the store and are
-//!   reported failed-retryable, so the coordinator places them again from its journal;
+//!   handed back (rejected, retryable), so the coordinator places them again from its journal;
 //!   with `store.rerun_after_restart` their payloads were kept and they run again here
 //!   (or fail as retryable if the node cannot take them now).
 
@@ -180,18 +180,18 @@ impl TaskHost {
     fn requeue(&mut self, t: StoredTask) {
         let id = t.id.clone();
         let attempt = t.attempt;
-        // Without its payload the task cannot run here; the coordinator has it. (An
-        // empty payload cannot be told from one not kept, so it goes back too: the
-        // retry costs one attempt, never a wrong run.)
+        // Without its payload the task cannot run here; the coordinator has it and
+        // places it again. (An empty payload cannot be told from one not kept, so it
+        // goes back too: the retry costs one attempt, never a wrong run.) Handed back
+        // as a retryable refusal, not a failure: the coordinator's breaker must not
+        // eject every node that restarts (a farm's power cut restarts them all).
         if !self.keep_payloads || t.payload.is_empty() {
             self.finish_now(
                 &id,
                 attempt,
-                Outcome::Failed {
-                    error: "the agent restarted before this task finished; placing it again".into(),
+                Outcome::Rejected {
+                    reason: "handed back: the agent restarted before this task finished".into(),
                     retryable: true,
-                    exit_code: None,
-                    duration_ms: 0,
                 },
             );
             return;
