@@ -210,7 +210,17 @@ pub fn decode_with_limit<M: Message>(bytes: &[u8], max_bytes: usize) -> Result<M
                 what: M::NAME,
                 source,
             };
-            let Version { v } = serde_json::from_slice(bytes).map_err(json_err)?;
+            // Our encoder writes the version first (`{"v":1,`): read it from the bytes
+            // and parse the document once instead of twice (the version pass walks
+            // every payload string too). Anything else (another producer's member
+            // order, whitespace) takes the separate pass for the version first.
+            let v = match leading_version(bytes) {
+                Some(v) => v,
+                None => {
+                    let Version { v } = serde_json::from_slice(bytes).map_err(json_err)?;
+                    v
+                }
+            };
             check_version(v)?;
             serde_json::from_slice(bytes).map_err(json_err)
         }
@@ -230,6 +240,20 @@ pub fn decode_with_limit<M: Message>(bytes: &[u8], max_bytes: usize) -> Result<M
             Ok(msg)
         }
     }
+}
+
+/// The version of a document that starts exactly `{"v":DIGITS` then `,` or `}`.
+fn leading_version(bytes: &[u8]) -> Option<u16> {
+    let rest = bytes.strip_prefix(b"{\"v\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 5 || !matches!(rest.get(digits), Some(b',' | b'}')) {
+        return None;
+    }
+    // A leading zero is not JSON ("01"); let the full parser say so.
+    if digits > 1 && rest[0] == b'0' {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 fn check_version(found: u16) -> Result<(), DecodeError> {
@@ -283,6 +307,62 @@ mod tests {
             decode::<Heartbeat>(&pc),
             Err(DecodeError::UnsupportedVersion { found: 9, .. })
         ));
+    }
+
+    #[test]
+    fn the_version_is_read_from_the_leading_bytes_or_by_a_full_parse() {
+        assert_eq!(leading_version(br#"{"v":1,"seq":1}"#), Some(1));
+        assert_eq!(leading_version(br#"{"v":65535}"#), Some(65535));
+        // Not our exact layout: the full parser decides.
+        for odd in [
+            &br#"{ "v":1,"seq":1}"#[..],
+            br#"{"seq":1,"v":1}"#,
+            br#"{"v":01,"seq":1}"#,
+            br#"{"v":65536,"seq":1}"#,
+            br#"{"v":1.5,"seq":1}"#,
+            br#"{"v":"1"}"#,
+            br#"{"v":"#,
+        ] {
+            assert_eq!(
+                leading_version(odd),
+                None,
+                "{}",
+                String::from_utf8_lossy(odd)
+            );
+        }
+        // Every form decodes to the same message, or fails with a clear error.
+        let hb = Heartbeat {
+            seq: 1,
+            ..Heartbeat::default()
+        };
+        let ours = encode(&hb, Encoding::Json).expect("encodes");
+        let value: serde_json::Value = serde_json::from_slice(&ours).expect("json");
+        // serde_json's map sorts keys ("at_ms" before "v"); pretty adds whitespace.
+        let sorted = serde_json::to_vec(&value).expect("json");
+        let pretty = serde_json::to_vec_pretty(&value).expect("json");
+        assert_eq!(leading_version(&sorted), None);
+        assert_eq!(leading_version(&pretty), None);
+        for ok in [&ours, &sorted, &pretty] {
+            assert_eq!(decode::<Heartbeat>(ok).expect("decodes"), hb);
+        }
+        let other = String::from_utf8(sorted)
+            .expect("utf-8")
+            .replace("\"v\":1", "\"v\":3");
+        assert!(matches!(
+            decode::<Heartbeat>(other.as_bytes()),
+            Err(DecodeError::UnsupportedVersion { found: 3, .. })
+        ));
+        for bad in [
+            &br#"{"v":01,"seq":1}"#[..],
+            br#"{"v":1,"seq":1"#,
+            br#"{"v":1,}"#,
+        ] {
+            assert!(
+                matches!(decode::<Heartbeat>(bad), Err(DecodeError::Json { .. })),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
