@@ -243,6 +243,8 @@ pub fn decode_with_limit<M: Message>(bytes: &[u8], max_bytes: usize) -> Result<M
 }
 
 /// The version of a document that starts exactly `{"v":DIGITS` then `,` or `}`.
+/// (A later duplicate `"v"` is then ignored with the other unknown members, where the
+/// separate version pass refused it; harmless, the first one is the version.)
 fn leading_version(bytes: &[u8]) -> Option<u16> {
     let rest = bytes.strip_prefix(b"{\"v\":")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();

@@ -12,9 +12,10 @@
 //! Why: the first layout kept one row per task plus a finished-at index row, and
 //! pruned results one by one (an index insert, then an index delete and a task delete
 //! per result). In the end-to-end bench that bookkeeping was ~15 % of the whole run
-//! (docs/performance.md). The price is coarser retention: a result is kept for between
-//! half and all of `result_retention_count` (and of `result_retention`) instead of
-//! exactly that many.
+//! (docs/performance.md). The price is coarser retention: about the newest half to all
+//! of `result_retention_count` results are kept (a result later replaced by a new
+//! attempt of the same task still counts toward its generation), each for at most
+//! `result_retention` while the agent is writing.
 //!
 //! The current generation's number and start time live in `v2/meta`, written in the
 //! same transaction as every rotation, so readers and a restarted agent see them
@@ -52,10 +53,43 @@ fn generation_of(table_name: &str) -> Option<u64> {
     table_name.strip_prefix(PREFIX)?.parse().ok()
 }
 
-fn read_u64(meta: &impl ReadableTable<&'static [u8], &'static [u8]>, key: &[u8]) -> Option<u64> {
-    let v = meta.get(key).ok()??;
-    let bytes: [u8; 8] = v.value().try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
+/// A meta value: `None` if absent; a value of the wrong size is a corrupt store, not
+/// an absent one (reading it as absent would restart the numbering over live tables).
+fn read_u64(
+    meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<u64>, StoreError> {
+    let Some(v) = meta.get(key).map_err(db_err)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = v.value().try_into().map_err(|_| StoreError::Corrupt {
+        id: format!("v2/meta {}", String::from_utf8_lossy(key)),
+        message: format!("{} bytes where 8 were expected", v.value().len()),
+    })?;
+    Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+/// Every task generation table in the store.
+fn existing(tables: impl Iterator<Item = redb::UntypedTableHandle>) -> Vec<u64> {
+    let mut gens: Vec<u64> = tables.filter_map(|t| generation_of(t.name())).collect();
+    gens.sort_unstable();
+    gens
+}
+
+/// Only what a scan keeps of a record: borrowed, so finished results are never copied.
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    id: &'a str,
+    _attempt: u32,
+    _kind: &'a str,
+    _timeout_ms: u32,
+    _priority: u8,
+    _deadline_ms: u64,
+    _cacheable: bool,
+    _accepted_at_ms: u64,
+    _payload: &'a [u8],
+    #[serde(borrow)]
+    result: Option<&'a [u8]>,
 }
 
 /// The writer's view of the generations.
@@ -75,7 +109,12 @@ pub(super) struct Generations {
 /// What a scan of every generation found: the newest record of each id.
 pub(super) struct Scan {
     pub generations: Generations,
-    pub records: Vec<StoredTask>,
+    pub records: Vec<Recovered>,
+}
+
+pub(super) enum Recovered {
+    Unfinished(StoredTask),
+    Finished(String),
 }
 
 impl Generations {
@@ -83,23 +122,43 @@ impl Generations {
     /// generation 1 in an empty store. Idempotent.
     pub fn prepare(tx: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
         let mut meta = tx.open_table(META).map_err(db_err)?;
-        if read_u64(&meta, GEN).is_some() {
-            return Ok(());
-        }
-        let has_v1 = tx
+        let tables: Vec<String> = tx
             .list_tables()
             .map_err(db_err)?
-            .any(|t| t.name() == V1_TASKS.name());
-        let first = name(1);
-        if has_v1 {
-            // The old table becomes generation 1 as it is: same keys, same records.
-            // Its finished results are dropped at the second rotation, as any others.
-            tx.rename_table(V1_TASKS, table(&first)).map_err(db_err)?;
-            tx.delete_table(V1_FINISHED).map_err(db_err)?;
-        } else {
-            tx.open_table(table(&first)).map_err(db_err)?;
+            .map(|t| t.name().to_owned())
+            .collect();
+        let has_v1 = tables.iter().any(|t| t == V1_TASKS.name());
+        // A damaged number is repaired from the tables rather than stopping the agent
+        // (readings and liveness do not depend on the task store).
+        let recorded = read_u64(&meta, GEN).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "repairing the store's generation number from its tables");
+            None
+        });
+        if recorded.is_some() && !has_v1 {
+            return Ok(());
         }
-        meta.insert(GEN, 1u64.to_be_bytes().as_slice())
+        // Past every generation that exists, so no table is ever reused.
+        let highest = tables
+            .iter()
+            .filter_map(|t| generation_of(t))
+            .chain(recorded)
+            .max();
+        let generation = if has_v1 {
+            // The first layout's table becomes the newest generation as it is (same
+            // keys, same records). Newest, because an older binary that ran after this
+            // one (a downgrade) wrote there last.
+            let g = highest.map_or(1, |h| h + 1);
+            tx.rename_table(V1_TASKS, table(&name(g))).map_err(db_err)?;
+            tx.delete_table(V1_FINISHED).map_err(db_err)?;
+            g
+        } else if let Some(h) = highest {
+            // Tables without a (readable) meta row: carry on with the newest of them.
+            h
+        } else {
+            tx.open_table(table(&name(1))).map_err(db_err)?;
+            1
+        };
+        meta.insert(GEN, generation.to_be_bytes().as_slice())
             .map_err(db_err)?;
         meta.insert(SINCE, now_ms.to_be_bytes().as_slice())
             .map_err(db_err)?;
@@ -111,38 +170,49 @@ impl Generations {
     pub fn scan(db: &Database) -> Result<Scan, StoreError> {
         let tx = db.begin_read().map_err(db_err)?;
         let meta = tx.open_table(META).map_err(db_err)?;
-        let current = read_u64(&meta, GEN)
+        let current = read_u64(&meta, GEN)?
             .ok_or_else(|| StoreError::Db("the store has no current generation".into()))?;
-        let since_ms = read_u64(&meta, SINCE).unwrap_or(0);
-        let mut gens: Vec<u64> = tx
-            .list_tables()
-            .map_err(db_err)?
-            .filter_map(|t| generation_of(t.name()))
-            .collect();
-        gens.sort_unstable();
-        let mut newest: HashMap<String, (u64, StoredTask)> = HashMap::new();
-        for g in gens {
+        // A damaged start time only makes the next rotation come early.
+        let since_ms = read_u64(&meta, SINCE).ok().flatten().unwrap_or(0);
+        // id -> (generation of its newest record, finished?). Finished records are
+        // only peeked at: their results (up to 10,000 kept, each up to a task's output
+        // limit) are never held in memory at once.
+        let mut newest: HashMap<String, (u64, bool)> = HashMap::new();
+        for g in existing(tx.list_tables().map_err(db_err)?) {
             let t = tx.open_table(table(&name(g))).map_err(db_err)?;
             for row in t.iter().map_err(db_err)? {
-                let (k, v) = row.map_err(db_err)?;
-                let id = String::from_utf8_lossy(k.value());
-                match decode_task(&id, v.value()) {
-                    Ok(task) => {
-                        newest.insert(task.id.clone(), (g, task));
+                let (_, v) = row.map_err(db_err)?;
+                match postcard::from_bytes::<Peek<'_>>(v.value()) {
+                    Ok(p) => {
+                        newest.insert(p.id.to_owned(), (g, p.result.is_some()));
                     }
                     Err(e) => tracing::error!(error = %e, "skipping unreadable task record"),
                 }
             }
         }
-        let pending = newest
-            .iter()
-            .filter(|(_, (_, t))| t.result.is_none())
-            .map(|(id, (g, _))| (id.clone(), *g))
-            .collect();
-        let results = newest
-            .values()
-            .filter(|(g, t)| *g == current && t.result.is_some())
-            .count() as u64;
+        let mut records = Vec::new();
+        let mut pending = HashMap::new();
+        let mut results = 0;
+        for (id, (g, finished)) in newest {
+            if finished {
+                results += u64::from(g == current);
+                records.push(Recovered::Finished(id));
+                continue;
+            }
+            // Unfinished: the whole record (with its payload, if kept) to run again.
+            let t = tx.open_table(table(&name(g))).map_err(db_err)?;
+            let bytes = t
+                .get(id.as_bytes())
+                .map_err(db_err)?
+                .ok_or_else(|| StoreError::Db(format!("record of {id} vanished during a scan")))?;
+            match decode_task(&id, bytes.value()) {
+                Ok(task) => {
+                    pending.insert(id, g);
+                    records.push(Recovered::Unfinished(task));
+                }
+                Err(e) => tracing::error!(error = %e, "skipping unreadable task record"),
+            }
+        }
         Ok(Scan {
             generations: Generations {
                 current,
@@ -150,7 +220,7 @@ impl Generations {
                 pending,
                 results,
             },
-            records: newest.into_values().map(|(_, t)| t).collect(),
+            records,
         })
     }
 
@@ -190,14 +260,10 @@ impl Generations {
     /// was current, copying its unfinished records forward first. The caller must not
     /// hold the new generation's table open.
     pub fn rotate(&mut self, tx: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
-        let next = self.current + 1;
-        let mut doomed: Vec<u64> = tx
-            .list_tables()
-            .map_err(db_err)?
-            .filter_map(|t| generation_of(t.name()))
-            .filter(|g| *g < self.current)
-            .collect();
-        doomed.sort_unstable();
+        let all = existing(tx.list_tables().map_err(db_err)?);
+        // Past every table that exists: a table is never reused.
+        let next = all.last().map_or(self.current, |h| (*h).max(self.current)) + 1;
+        let doomed: Vec<u64> = all.into_iter().filter(|g| *g < self.current).collect();
         {
             let next_name = name(next);
             let mut into = tx.open_table(table(&next_name)).map_err(db_err)?;
@@ -249,7 +315,7 @@ pub(super) fn lookup(db: &Database, id: &str) -> Result<Option<StoredTask>, Stor
     let tx = db.begin_read().map_err(db_err)?;
     let current = {
         let meta = tx.open_table(META).map_err(db_err)?;
-        read_u64(&meta, GEN)
+        read_u64(&meta, GEN)?
     };
     let Some(current) = current else {
         return Ok(None);

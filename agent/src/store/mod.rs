@@ -1,8 +1,8 @@
 //! The agent's durable store (redb), the only module that imports the database.
 //!
-//! What it keeps: every accepted task (with its payload) until it finishes, every
-//! finished result (pruned by age and count), and the content cache of cacheable
-//! results. What it guarantees: an operation's `Committed` event is emitted only after
+//! What it keeps: every accepted task (its payload only with
+//! `store.rerun_after_restart`) until it finishes, finished results (in two
+//! generations, see [`generations`]), and the content cache of cacheable results. What it guarantees: an operation's `Committed` event is emitted only after
 //! the commit that holds it is durable (one fsync), so the agent acknowledges a task
 //! only once a crash cannot forget it, and publishes a result only once a redelivery
 //! would be answered from the store.
@@ -85,7 +85,7 @@ pub struct StoredTask {
     pub deadline_ms: u64,
     pub cacheable: bool,
     pub accepted_at_ms: u64,
-    /// Present until the task finishes.
+    /// Kept (with `store.rerun_after_restart`) until the task finishes; empty otherwise.
     #[serde(with = "raw_bytes")]
     pub payload: Vec<u8>,
     /// The encoded result message, once finished.
@@ -168,7 +168,7 @@ pub trait TaskStore<T>: Send {
 /// What was in the store at open.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Accepted and not finished: to run again.
+    /// Accepted and not finished: to hand back, or run again.
     pub unfinished: Vec<StoredTask>,
     /// Ids of finished tasks still retained.
     pub finished: Vec<String>,
@@ -254,11 +254,10 @@ fn decode_task(id: &str, bytes: &[u8]) -> Result<StoredTask, StoreError> {
 fn recover(db: &Database) -> Result<(Recovered, Generations), StoreError> {
     let scan = Generations::scan(db)?;
     let mut out = Recovered::default();
-    for task in scan.records {
-        if task.result.is_none() {
-            out.unfinished.push(task);
-        } else {
-            out.finished.push(task.id);
+    for record in scan.records {
+        match record {
+            generations::Recovered::Unfinished(task) => out.unfinished.push(task),
+            generations::Recovered::Finished(id) => out.finished.push(id),
         }
     }
     out.unfinished.sort_by_key(|t| t.accepted_at_ms);
@@ -832,6 +831,77 @@ mod tests {
     }
 
     #[test]
+    fn a_first_layout_table_written_after_a_downgrade_becomes_the_newest_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (store, _, mut rx) = open(dir.path(), &cfg());
+            write(&store, &mut rx, vec![accept("a"), finish("b", 1)]);
+        }
+        {
+            // An older binary ran in between: it wrote the first layout.
+            let db = Database::create(dir.path().join("agent.redb")).expect("opens");
+            let tx = db.begin_write().expect("begins");
+            {
+                let v1: Bytes = TableDefinition::new("v1/tasks");
+                let mut t = tx.open_table(v1).expect("opens");
+                let c = postcard::to_allocvec(&task("c")).expect("encodes");
+                t.insert(b"c".as_slice(), c.as_slice()).expect("inserts");
+            }
+            tx.commit().expect("commits");
+        }
+        let (store, rec, mut rx) = open(dir.path(), &cfg());
+        let mut ids: Vec<&str> = rec.unfinished.iter().map(|t| t.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(rec.finished, ["b"]);
+        write(&store, &mut rx, vec![finish("c", 2)]);
+        assert!(has_result(&store, "c"));
+        assert!(has_result(&store, "b"));
+    }
+
+    #[test]
+    fn a_damaged_generation_number_is_repaired_from_the_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StoreConfig {
+            result_retention_count: 2,
+            ..cfg()
+        };
+        {
+            // Four results with a share of one per generation: several tables.
+            let (store, _, mut rx) = open(dir.path(), &cfg);
+            for id in ["b1", "b2", "b3"] {
+                write(&store, &mut rx, vec![finish(id, 1)]);
+            }
+            write(&store, &mut rx, vec![accept("open")]);
+        }
+        {
+            let db = Database::create(dir.path().join("agent.redb")).expect("opens");
+            let tx = db.begin_write().expect("begins");
+            {
+                let meta: Bytes = TableDefinition::new("v2/meta");
+                let mut t = tx.open_table(meta).expect("opens");
+                t.insert(b"gen".as_slice(), [1u8, 2, 3].as_slice())
+                    .expect("inserts");
+            }
+            tx.commit().expect("commits");
+        }
+        let (store, rec, mut rx) = open(dir.path(), &cfg);
+        assert_eq!(
+            rec.unfinished.len(),
+            1,
+            "the accepted task is not forgotten"
+        );
+        assert!(
+            has_result(&store, "b3"),
+            "the newest result is still answered"
+        );
+        // And writing carries on past the existing tables, never reusing one.
+        write(&store, &mut rx, vec![finish("b4", 1), finish("open", 1)]);
+        assert!(has_result(&store, "b4"));
+        assert!(has_result(&store, "open"));
+    }
+
+    #[test]
     fn the_cache_round_trips() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _, mut rx) = open(dir.path(), &cfg());
@@ -889,6 +959,7 @@ mod tests {
                 // id -> finished?; finish order for "newest".
                 let mut state: HashMap<String, bool> = HashMap::new();
                 let mut finish_order: Vec<String> = Vec::new();
+                let mut reaccepted = false;
                 let mut ops = Vec::new();
                 let flush = |ops: &mut Vec<Op<u32>>, rx: &mut _| write(&store, rx, std::mem::take(ops));
                 for s in steps.iter().chain([&Step::Commit]) {
@@ -898,7 +969,11 @@ mod tests {
                             // The agent accepts an id only when it is not in flight.
                             if state.get(&id) == Some(&false) { continue; }
                             ops.push(accept(&id));
-                            // A new attempt replaces the id's earlier result.
+                            // A new attempt replaces the id's earlier result (which
+                            // still counts toward its generation's share).
+                            if finish_order.contains(&id) {
+                                reaccepted = true;
+                            }
                             finish_order.retain(|x| x != &id);
                             state.insert(id, false);
                         }
@@ -929,8 +1004,13 @@ mod tests {
                             prop_assert_eq!(&t.payload, b"payload");
                         }
                     }
-                    for id in finish_order.iter().rev().take(half) {
-                        prop_assert!(has_result(store, id), "{} among the newest {} results", id, half);
+                    // Results replaced by a new attempt count toward their old
+                    // generation's share, so the newest-half promise holds only
+                    // without them.
+                    if !reaccepted {
+                        for id in finish_order.iter().rev().take(half) {
+                            prop_assert!(has_result(store, id), "{} among the newest {} results", id, half);
+                        }
                     }
                     prop_assert!(results <= count.max(2), "{} results kept, count {}", results, count);
                     Ok(())

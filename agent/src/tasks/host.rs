@@ -160,7 +160,8 @@ impl TaskHost {
         if !recovered.unfinished.is_empty() {
             tracing::info!(
                 tasks = recovered.unfinished.len(),
-                "running again the tasks a previous run accepted and did not finish"
+                rerun = host.keep_payloads,
+                "tasks a previous run accepted and did not finish: running again if their payloads were kept (rerun), else handing them back"
             );
         }
         for task in recovered.unfinished {
