@@ -109,6 +109,7 @@ struct RawBroker {
     username: Option<String>,
     password: Option<String>,
     password_file: Option<PathBuf>,
+    allow_plaintext_password: Option<bool>,
     reconnect_initial_secs: Option<f64>,
     reconnect_max_secs: Option<f64>,
 }
@@ -183,6 +184,9 @@ pub struct BrokerConfig {
     /// Empty: derive from the node id.
     pub client_id: String,
     pub credentials: Option<(String, String)>,
+    /// Send the password over a plain `mqtt://` connection anyway (the operator said
+    /// so with `allow_plaintext_password = true`).
+    pub allow_plaintext_password: bool,
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
 }
@@ -223,6 +227,57 @@ impl BrokerConfig {
             None => RawBroker::default(),
         };
         resolve_broker(&raw, &defaults().broker.unwrap_or_default(), origin)
+    }
+
+    /// The same broker settings aimed at another URL (a `--broker` flag): only the
+    /// scheme, host and port change. TLS files, credentials and timers are kept, and
+    /// a URL that would drop the configured TLS, or send a password in cleartext the
+    /// config did not allow, is refused rather than obeyed.
+    pub fn with_url(&self, url: &str, origin: &str) -> Result<Self, ConfigError> {
+        let target = parse_url(url, origin)?;
+        match (target.tls, &self.tls) {
+            (true, None) => {
+                return Err(invalid(
+                    origin,
+                    "broker.url",
+                    format!("{url:?} is mqtts:// but the config has no broker.ca_file to verify the broker with"),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(invalid(
+                    origin,
+                    "broker.url",
+                    format!("{url:?} is plain mqtt:// but the config sets up TLS (broker.ca_file); use mqtts:// or remove the TLS keys"),
+                ))
+            }
+            _ => {}
+        }
+        let out = BrokerConfig {
+            host: target.host,
+            port: target.port,
+            ..self.clone()
+        };
+        out.check_cleartext_password(origin)?;
+        Ok(out)
+    }
+
+    /// Refuse a password that would cross a plain TCP connection unless allowed.
+    fn check_cleartext_password(&self, origin: &str) -> Result<(), ConfigError> {
+        let has_password = self
+            .credentials
+            .as_ref()
+            .is_some_and(|(_, p)| !p.is_empty());
+        if has_password && self.tls.is_none() && !self.allow_plaintext_password {
+            return Err(invalid(
+                origin,
+                "broker.url",
+                format!(
+                    "a password is set but {} is plain mqtt://, so it would cross the network in cleartext; use mqtts:// (with ca_file) or set allow_plaintext_password = true",
+                    self.url()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -654,42 +709,7 @@ fn resolve_broker(
     origin: &str,
 ) -> Result<BrokerConfig, ConfigError> {
     let url = raw.url.clone().or(d.url.clone()).unwrap_or_default();
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("mqtt://") {
-        (false, rest)
-    } else {
-        return Err(invalid(
-            origin,
-            "broker.url",
-            format!("{url:?} must start with mqtt:// or mqtts://"),
-        ));
-    };
-    let rest = rest.trim_end_matches('/');
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = match rest.rsplit_once(':') {
-        // IPv6 literal without a port: "[::1]"
-        _ if rest.ends_with(']') => (rest, default_port),
-        Some((h, p)) => {
-            let port = p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
-                invalid(
-                    origin,
-                    "broker.url",
-                    format!("port {p:?} in {url:?} is not a number from 1 to 65535"),
-                )
-            })?;
-            (h, port)
-        }
-        None => (rest, default_port),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') || host.contains('@') {
-        return Err(invalid(
-            origin,
-            "broker.url",
-            format!("{url:?} has no usable host (expected mqtt://host:port)"),
-        ));
-    }
+    let BrokerUrl { tls, host, port } = parse_url(&url, origin)?;
     let keep_alive_secs = raw.keep_alive_secs.or(d.keep_alive_secs).unwrap_or(10);
     if !(1..=3600).contains(&keep_alive_secs) {
         return Err(invalid(
@@ -800,15 +820,72 @@ fn resolve_broker(
             "must be at least reconnect_initial_secs",
         ));
     }
-    Ok(BrokerConfig {
-        host: host.to_owned(),
+    let out = BrokerConfig {
+        host,
         port,
         tls,
         keep_alive: Duration::from_secs(keep_alive_secs),
         client_id: raw.client_id.clone().unwrap_or_default(),
         credentials,
+        allow_plaintext_password: raw
+            .allow_plaintext_password
+            .or(d.allow_plaintext_password)
+            .unwrap_or(false),
         reconnect_initial,
         reconnect_max,
+    };
+    out.check_cleartext_password(origin)?;
+    Ok(out)
+}
+
+/// What a broker URL says: the scheme (TLS or not), host and port.
+struct BrokerUrl {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+fn parse_url(url: &str, origin: &str) -> Result<BrokerUrl, ConfigError> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("mqtt://") {
+        (false, rest)
+    } else {
+        return Err(invalid(
+            origin,
+            "broker.url",
+            format!("{url:?} must start with mqtt:// or mqtts://"),
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = match rest.rsplit_once(':') {
+        // IPv6 literal without a port: "[::1]"
+        _ if rest.ends_with(']') => (rest, default_port),
+        Some((h, p)) => {
+            let port = p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
+                invalid(
+                    origin,
+                    "broker.url",
+                    format!("port {p:?} in {url:?} is not a number from 1 to 65535"),
+                )
+            })?;
+            (h, port)
+        }
+        None => (rest, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') || host.contains('@') {
+        return Err(invalid(
+            origin,
+            "broker.url",
+            format!("{url:?} has no usable host (expected mqtt://host:port)"),
+        ));
+    }
+    Ok(BrokerUrl {
+        tls,
+        host: host.to_owned(),
+        port,
     })
 }
 
@@ -976,11 +1053,94 @@ mod tests {
         let p = dir.path().join("pw");
         std::fs::write(&p, "s3cret\n").expect("write");
         let text = format!(
-            "[broker]\nusername = \"u\"\npassword_file = \"{}\"",
+            "[broker]\nusername = \"u\"\npassword_file = \"{}\"\nallow_plaintext_password = true",
             p.display()
         );
         let c = Config::from_toml(&text).expect("valid");
         assert_eq!(c.broker.credentials, Some(("u".into(), "s3cret".into())));
+    }
+
+    /// A CA file and a password file, for configs that must pass `check_files`-free
+    /// parsing with TLS on.
+    fn tls_table(dir: &Path, url: &str, extra: &str) -> String {
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not checked at parse time").expect("write");
+        format!(
+            "[broker]\nurl = \"{url}\"\nca_file = \"{}\"\nusername = \"u\"\npassword = \"p\"\nkeep_alive_secs = 7\n{extra}",
+            ca.display()
+        )
+    }
+
+    #[test]
+    fn a_password_over_plain_mqtt_is_refused_unless_allowed() {
+        let e = err("[broker]\nurl = \"mqtt://b:1883\"\nusername = \"u\"\npassword = \"p\"");
+        assert!(
+            e.contains("cleartext") && e.contains("allow_plaintext_password"),
+            "{e}"
+        );
+        let c = Config::from_toml(
+            "[broker]\nurl = \"mqtt://b:1883\"\nusername = \"u\"\npassword = \"p\"\nallow_plaintext_password = true",
+        )
+        .expect("allowed explicitly");
+        assert_eq!(c.broker.credentials, Some(("u".into(), "p".into())));
+        // A username alone (some brokers' ACLs key on it) carries no secret.
+        Config::from_toml("[broker]\nurl = \"mqtt://b:1883\"\nusername = \"u\"")
+            .expect("no password, nothing to leak");
+        let dir = tempfile::tempdir().expect("tempdir");
+        Config::from_toml(&tls_table(dir.path(), "mqtts://b:8883", "")).expect("TLS carries it");
+    }
+
+    #[test]
+    fn a_url_override_changes_only_scheme_host_and_port() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = Config::from_toml(&tls_table(dir.path(), "mqtts://b:8883", ""))
+            .expect("valid")
+            .broker;
+        let o = base
+            .with_url("mqtts://other.lan:9883", "--broker")
+            .expect("same scheme");
+        assert_eq!((o.host.as_str(), o.port), ("other.lan", 9883));
+        assert_eq!(
+            o.tls.as_ref().map(|t| t.ca_file.clone()),
+            base.tls.as_ref().map(|t| t.ca_file.clone()),
+            "TLS kept"
+        );
+        assert_eq!(o.credentials, base.credentials, "credentials kept");
+        assert_eq!(o.keep_alive, Duration::from_secs(7));
+        // Plain mqtt:// would silently drop TLS and send the password in the clear.
+        let e = base
+            .with_url("mqtt://other.lan:1883", "--broker")
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("--broker") && e.contains("TLS"), "{e}");
+        // mqtts:// with no CA in the config cannot verify anything.
+        let plain = Config::from_toml("").expect("valid").broker;
+        let e = plain
+            .with_url("mqtts://b:8883", "--broker")
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("ca_file"), "{e}");
+        let moved = plain
+            .with_url("mqtt://[::1]:1999", "--broker")
+            .expect("plain to plain");
+        assert_eq!((moved.host.as_str(), moved.port), ("::1", 1999));
+        assert!(plain.with_url("http://x", "--broker").is_err());
+    }
+
+    #[test]
+    fn a_url_override_never_sends_a_password_in_cleartext_unless_allowed() {
+        let text = "[broker]\nurl = \"mqtt://b:1883\"\nusername = \"u\"\npassword = \"p\"\nallow_plaintext_password = true";
+        let allowed = Config::from_toml(text).expect("valid").broker;
+        allowed
+            .with_url("mqtt://c:1883", "--broker")
+            .expect("the config allows it");
+        let mut strict = allowed.clone();
+        strict.allow_plaintext_password = false;
+        let e = strict
+            .with_url("mqtt://c:1883", "--broker")
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("cleartext"), "{e}");
     }
 
     #[test]

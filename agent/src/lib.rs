@@ -19,6 +19,7 @@
 //! [`backoff`], [`sdnotify`] (readiness and watchdog pings to systemd).
 
 pub mod alerts;
+pub mod app;
 pub mod backoff;
 pub mod cli;
 pub mod config;

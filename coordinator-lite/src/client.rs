@@ -170,6 +170,11 @@ impl Client {
         }
     }
 
+    /// The topic this client's results arrive on.
+    pub fn reply_topic(&self) -> &str {
+        &self.reply_to
+    }
+
     /// Final results that arrived again for an id already answered (and were dropped).
     pub fn repeats_dropped(&self) -> u64 {
         self.repeats_dropped

@@ -38,7 +38,8 @@ struct Common {
     /// Config file (see print-default-config); defaults apply without one.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Broker URL, overriding the config (mqtt://host:port or mqtts://host:port).
+    /// Broker URL, overriding the config's scheme, host and port only (mqtt://host:port
+    /// or mqtts://host:port); TLS files and credentials from the config are kept.
     #[arg(long)]
     broker: Option<String>,
 }
@@ -191,12 +192,7 @@ fn load(common: &Common) -> Result<CoordinatorConfig, ConfigError> {
         None => CoordinatorConfig::from_toml("", "<defaults>")?,
     };
     if let Some(url) = &common.broker {
-        let keep = cfg.broker.clone();
-        cfg.broker = BrokerConfig {
-            credentials: keep.credentials,
-            keep_alive: keep.keep_alive,
-            ..BrokerConfig::plain(url)?
-        };
+        cfg.broker = cfg.broker.with_url(url, "--broker")?;
     }
     Ok(cfg)
 }

@@ -7,6 +7,7 @@
 //! `FOG_E2E_MOSQUITTO=1` is set or the `mosquitto` feature is on.
 
 pub mod brokers;
+pub mod finals;
 pub mod proxy;
 pub mod watcher;
 
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use brokers::{BrokerKind, TestBroker};
+pub use finals::{FinalsTap, Resend};
 pub use proxy::Proxy;
 pub use watcher::Watcher;
 

@@ -122,6 +122,7 @@ async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers()
     .expect("config");
     let log_path = dir.path().join("agent.log");
     let mut agent: Child = Command::new(harness_bin("fog-test-agent").expect("agent"))
+        .args(["run", "--config"])
         .arg(&cfg)
         .env("FOG_AGENT_LOG", "info,fog_agent::store=debug")
         .stderr(std::fs::File::create(&log_path).expect("log"))

@@ -256,6 +256,7 @@ impl AgentProcess {
         let bin = harness_bin("fog-test-agent").expect("harness agent");
         AgentProcess(
             Command::new(bin)
+                .args(["run", "--config"])
                 .arg(config)
                 .stderr(Stdio::null())
                 .spawn()

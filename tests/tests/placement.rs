@@ -8,7 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fog_coordinator::client::{self, Client};
-use fog_e2e::{brokers::harness_bin, init_logging, RunningAgent, RunningCoordinator, TestBroker};
+use fog_e2e::{
+    brokers::harness_bin, init_logging, FinalsTap, Resend, RunningAgent, RunningCoordinator,
+    TestBroker,
+};
 use fog_proto::{NodeState, Outcome, TaskResult, Topics};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -44,6 +47,7 @@ impl AgentProcess {
         let bin = harness_bin("fog-test-agent").expect("harness agent");
         AgentProcess(
             Command::new(bin)
+                .args(["run", "--config"])
                 .arg(&cfg)
                 .stderr(Stdio::null())
                 .spawn()
@@ -107,6 +111,7 @@ async fn an_agent_killed_under_load_loses_nothing() {
             ["k1", "k2", "k3"].iter().all(|n| online(s, n))
         })
         .await;
+    let mut tap = FinalsTap::start(broker.addr).await;
     let mut c = client(&broker).await;
     // 300 sleeps of 40 ms on 3 x 2 workers: about 2 s of work, so the killed agent has
     // plenty accepted and queued when it dies.
@@ -173,6 +178,9 @@ async fn an_agent_killed_under_load_loses_nothing() {
         lost,
         "every lost task ran again exactly once"
     );
+    // What crossed the broker, not what the client chose to hand out: one final each.
+    tap.assert_exactly_once(&ids, Resend::Never).await;
+    assert_eq!(c.repeats_dropped(), 0, "no repeat hidden by the client");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,6 +393,7 @@ async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut tap = FinalsTap::start(broker.addr).await;
     let mut c = client(&broker).await;
     let n = 240;
     let subs: Vec<_> = (0..n)
@@ -450,6 +459,17 @@ async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
             rs[0]
         );
     }
+    // On the wire: one final per task, or the same record again where the restarted
+    // coordinator relayed a journaled result a second time (at-least-once around a
+    // crash); never two different ones.
+    let wire = tap.assert_exactly_once(&ids, Resend::IdenticalOnly).await;
+    for (id, r) in ids.iter().zip(&wire) {
+        assert_eq!(
+            seen.get(id).map(|rs| &rs[0]),
+            Some(r),
+            "the client handed out what the wire carried first"
+        );
+    }
     let s = fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_secs(5))
         .await
         .expect("status");
@@ -462,6 +482,12 @@ async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
     coordinator.kill9();
 }
 
+/// Every id the tap saw a final result for (a bench names its own ids).
+async fn tap_ids(tap: &mut FinalsTap) -> Vec<String> {
+    tap.settle(Duration::from_secs(1)).await;
+    tap.ids()
+}
+
 /// What `fog-coordinator bench --fleet 3 --kill-agent-after SECS` does, as a test: an
 /// in-process fleet, one agent killed mid-run, nothing lost or duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,6 +496,10 @@ async fn bench_fleet_failover_loses_nothing() {
     let mut fleet = fog_coordinator::fleet::Fleet::start(3, Default::default())
         .await
         .expect("fleet");
+    let addr = format!("{}:{}", fleet.broker_cfg.host, fleet.broker_cfg.port)
+        .parse()
+        .expect("loopback address");
+    let mut tap = FinalsTap::start(addr).await;
     let mut c = Client::connect(
         &fleet.broker_cfg,
         Topics::default(),
@@ -504,5 +534,9 @@ async fn bench_fleet_failover_loses_nothing() {
     assert!(killed.is_some(), "the run ended before the kill: {report}");
     assert_eq!((report.lost, report.duplicated), (0, 0), "{report}");
     assert_eq!(report.completed, n, "{report}");
+    // The bench's own count includes what the client dropped; the tap counts the wire.
+    let ids: Vec<String> = tap_ids(&mut tap).await;
+    assert_eq!(ids.len(), n, "one id per task on the wire");
+    tap.assert_exactly_once(&ids, Resend::Never).await;
     fleet.stop().await;
 }

@@ -28,6 +28,7 @@ fn the_agent_reports_ready_status_watchdog_and_stopping() {
     )
     .expect("config");
     let mut child = Command::new(harness_bin("fog-test-agent").expect("harness agent"))
+        .args(["run", "--config"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", &sock_path)
         // 1 s watchdog: pings every 0.5 s.

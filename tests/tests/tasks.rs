@@ -414,6 +414,7 @@ async fn kill_nine_then_restart(rerun: bool) {
     let bin = harness_bin("fog-test-agent").expect("harness agent");
     let spawn = || {
         std::process::Command::new(&bin)
+            .args(["run", "--config"])
             .arg(&cfg)
             .stderr(std::process::Stdio::null())
             .spawn()
