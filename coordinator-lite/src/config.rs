@@ -190,6 +190,7 @@ impl CoordinatorConfig {
                 suspect_after_missed: suspect,
                 offline_after_missed: offline,
                 phi_threshold,
+                ..LivenessConfig::default()
             },
             placement: PlacementConfig {
                 breaker,

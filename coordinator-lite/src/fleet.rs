@@ -2,7 +2,9 @@
 //! coordinator and N agents, each agent on its own runtime so it can be killed the way
 //! a crash kills it (`--kill-agent-after`): every task of the runtime is dropped at
 //! once, the TCP connection closes without an MQTT DISCONNECT, and the broker
-//! publishes the agent's Last Will. That shows a failover under load end to end.
+//! publishes the agent's Last Will. That shows a failover under load end to end. The
+//! coordinator journals every task to disk as `serve` does (in the fleet's temporary
+//! folder, removed at the end), so the figures are those of a durable coordinator.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +74,9 @@ impl Fleet {
             },
             placement,
             scaling: Default::default(),
-            data_dir: None,
+            // Journaled like a real coordinator (in the run's temporary folder), so the
+            // figures a bench prints include the journal's group commits.
+            data_dir: Some(dir.path().join("coordinator")),
             broker: broker_cfg.clone(),
         };
         let (tx, mut view) = watch::channel(crate::service::empty_snapshot());

@@ -38,6 +38,10 @@ pub struct LivenessConfig {
     /// Suspicion (phi accrual over heartbeat gaps) at which a silent node is suspect
     /// before `suspect_after_missed` intervals have passed.
     pub phi_threshold: f64,
+    /// Offline after this many MQTT keep-alives of silence (the bound the broker's own
+    /// Last Will follows, 1.5 in MQTT 3.1.1); `None` leaves it to the heartbeat rules
+    /// and the Will alone (tests that must see the Will itself).
+    pub offline_after_keep_alives: Option<f32>,
 }
 
 impl Default for LivenessConfig {
@@ -47,6 +51,7 @@ impl Default for LivenessConfig {
             suspect_after_missed: 3,
             offline_after_missed: 6,
             phi_threshold: 8.0,
+            offline_after_keep_alives: Some(1.5),
         }
     }
 }
@@ -333,13 +338,14 @@ impl Registry {
                 .unwrap_or(l.default_heartbeat_interval);
             let silent = now.saturating_duration_since(e.last_seen);
             let mut offline_after = interval * l.offline_after_missed;
-            if let Some(ka) = e
-                .birth
-                .as_ref()
-                .map(|b| Duration::from_secs(u64::from(b.keep_alive_secs)))
-                .filter(|d| !d.is_zero())
-            {
-                offline_after = offline_after.min(ka.mul_f32(1.5));
+            if let (Some(ka), Some(factor)) = (
+                e.birth
+                    .as_ref()
+                    .map(|b| Duration::from_secs(u64::from(b.keep_alive_secs)))
+                    .filter(|d| !d.is_zero()),
+                l.offline_after_keep_alives,
+            ) {
+                offline_after = offline_after.min(ka.mul_f32(factor));
             }
             // Suspect by phi once there are gaps to judge by, and after a fixed count of
             // missed intervals in any case; offline only by the hard silence limit.

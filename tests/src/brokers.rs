@@ -28,13 +28,22 @@ impl BrokerKind {
     }
 }
 
-/// TLS material and credentials for Mosquitto's second listener.
+/// TLS material and credentials for Mosquitto's TLS listeners.
 #[derive(Debug, Clone)]
 pub struct TlsListener {
+    /// Server-authenticated TLS plus a password file (no client certificate asked).
     pub port: u16,
+    /// Mutual TLS: `require_certificate true`, client certificates signed by `ca`,
+    /// plus the same password file.
+    pub mtls_port: u16,
     pub ca: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// A client certificate and key from another CA (`other_ca`), which the broker
+    /// does not trust.
+    pub other_ca: PathBuf,
+    pub other_client_cert: PathBuf,
+    pub other_client_key: PathBuf,
     pub username: String,
     pub password: String,
 }
@@ -87,30 +96,37 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CA, server certificate (for 127.0.0.1 and localhost) and a client certificate,
-/// made with the openssl command line.
+/// Two CAs, a server certificate (for 127.0.0.1 and localhost) and a client
+/// certificate from the broker's CA, and a client certificate from the other CA, made
+/// with the openssl command line.
 fn make_certs(dir: &Path) -> anyhow::Result<()> {
     let o = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
-    o(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=fog test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ])?;
+    for (ca, cn) in [("ca", "fog test CA"), ("other-ca", "someone else's CA")] {
+        o(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ])?;
+    }
     std::fs::write(
         dir.join("san.ext"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
     )?;
-    for name in ["server", "client"] {
+    for (name, ca) in [
+        ("server", "ca"),
+        ("client", "ca"),
+        ("other-client", "other-ca"),
+    ] {
         o(&[
             "req",
             "-newkey",
@@ -129,9 +145,9 @@ fn make_certs(dir: &Path) -> anyhow::Result<()> {
             "-in",
             &format!("{name}.csr"),
             "-CA",
-            "ca.pem",
+            &format!("{ca}.pem"),
             "-CAkey",
-            "ca.key",
+            &format!("{ca}.key"),
             "-CAcreateserial",
             "-days",
             "2",
@@ -161,20 +177,26 @@ impl TestBroker {
                 .arg(&pw)
                 .args(["fog", "s3cret pass"]))?;
             let port = free_port()?;
+            let mtls_port = free_port()?;
             let conf = format!(
                 "per_listener_settings true\nuser root\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n\
                  listener {} 127.0.0.1\nallow_anonymous true\n\
-                 listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate false\n",
+                 listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate false\n\
+                 listener {mtls_port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\n",
                 addr.port(),
-                pw.display(),
+                pw = pw.display(),
                 d = dir.path().display()
             );
             std::fs::write(dir.path().join("mosquitto.conf"), conf)?;
             Some(TlsListener {
                 port,
+                mtls_port,
                 ca: dir.path().join("ca.pem"),
                 client_cert: dir.path().join("client.pem"),
                 client_key: dir.path().join("client.key"),
+                other_ca: dir.path().join("other-ca.pem"),
+                other_client_cert: dir.path().join("other-client.pem"),
+                other_client_key: dir.path().join("other-client.key"),
                 username: "fog".into(),
                 password: "s3cret pass".into(),
             })

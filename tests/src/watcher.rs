@@ -13,6 +13,8 @@ pub struct Arrived {
     pub topic: String,
     pub payload: Vec<u8>,
     pub at: Instant,
+    /// The broker sent it as a retained message (to a new subscription).
+    pub retained: bool,
 }
 
 pub struct Watcher {
@@ -47,6 +49,7 @@ impl Watcher {
                             topic: p.topic,
                             payload: p.payload.to_vec(),
                             at: Instant::now(),
+                            retained: p.retain,
                         });
                     }
                     Ok(_) => {}

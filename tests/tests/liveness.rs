@@ -1,24 +1,38 @@
 //! Births reach the registry, readings arrive in both encodings, a cut connection is
-//! declared offline by the Last Will within 1.5 x keep-alive, and a broker restart is
-//! survived. Run against the embedded broker by default and against Mosquitto with
+//! declared offline within 1.5 x keep-alive, the broker itself publishes the agent's
+//! Last Will (watched on the wire, with the registry's own silence rules off), the
+//! registry's keep-alive bound holds on its own, and a broker restart is survived. Run
+//! against the embedded broker by default and against Mosquitto with
 //! `FOG_E2E_MOSQUITTO=1`.
 
 use std::time::Duration;
 
 use fog_coordinator::registry::LivenessConfig;
-use fog_e2e::{eventually, init_logging, Proxy, RunningAgent, RunningCoordinator, TestBroker};
-use fog_proto::{codec, Encoding, NodeState, Reading};
+use fog_e2e::{
+    eventually, init_logging, Proxy, RunningAgent, RunningCoordinator, TestBroker, Watcher,
+};
+use fog_proto::{codec, Birth, Encoding, Heartbeat, NodeId, NodeState, Reading, Status};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Liveness rules that leave offline detection to the Last Will alone.
+/// Liveness rules that leave offline detection to the Last Will alone: no missed
+/// heartbeat count, no phi, no keep-alive silence bound in the registry.
 fn will_only() -> LivenessConfig {
     LivenessConfig {
         default_heartbeat_interval: Duration::from_secs(1),
         suspect_after_missed: 1000,
         offline_after_missed: 2000,
         phi_threshold: f64::INFINITY,
+        offline_after_keep_alives: None,
+    }
+}
+
+/// The registry's keep-alive bound alone: the heartbeat rules pushed out of the way.
+fn keep_alive_only() -> LivenessConfig {
+    LivenessConfig {
+        offline_after_keep_alives: Some(1.5),
+        ..will_only()
     }
 }
 
@@ -171,33 +185,158 @@ async fn the_broker_publishes_the_last_will_of_a_silent_agent() {
     init_logging();
     let broker = TestBroker::start().expect("broker");
     let proxy = Proxy::start(broker.addr).await.expect("proxy");
-    // Silence rules off: only the broker's Last Will can mark the node offline.
+    // Every silence rule off: only the broker's Last Will can mark the node offline.
     let mut coord = RunningCoordinator::start(&broker.url(), will_only()).expect("coordinator");
+    let mut status = Watcher::start(broker.addr, "fog/v1/nodes/will-1/status").await;
     let agent = RunningAgent::start("will-1", &proxy.url(), "", "").expect("agent");
     coord
         .wait_for("will-1 online", WAIT, |s| online(s, "will-1"))
         .await;
+    let birth = codec::decode::<Status>(&status.next(WAIT).await.expect("birth").payload)
+        .expect("a status record");
+    assert!(birth.online && birth.birth.is_some(), "{birth:?}");
+
+    // The node goes silent without a DISCONNECT; only the broker's keep-alive check
+    // (1.5 x 2 s, coarser on Mosquitto) can tell, and then it publishes the Will.
+    let keep_alive = Duration::from_secs(2);
     let cut_at = tokio::time::Instant::now();
     proxy.freeze();
-    // Brokers check keep-alives coarsely (Mosquitto 2.0 in whole seconds).
-    coord
-        .wait_for(
-            "will-1 offline by its Last Will",
-            Duration::from_secs(10),
-            |s| {
-                s.nodes
-                    .iter()
-                    .any(|n| n.node.as_str() == "will-1" && n.state == NodeState::Offline)
-            },
-        )
-        .await;
+    let will = tokio::time::timeout(Duration::from_secs(12), async {
+        loop {
+            let a = status.next(WAIT).await.expect("a status message");
+            let s = codec::decode::<Status>(&a.payload).expect("a status record");
+            if !s.online {
+                return s;
+            }
+        }
+    })
+    .await
+    .expect("the broker published the Last Will");
+    let took = cut_at.elapsed();
     eprintln!(
-        "Last Will arrived {:?} after the cut (keep-alive 2s, broker {:?})",
-        cut_at.elapsed(),
+        "Last Will arrived {took:?} after the cut (keep-alive {keep_alive:?}, broker {:?})",
         broker.kind
+    );
+    assert_eq!(will.reason, "connection lost", "{will:?}");
+    assert!(will.birth.is_none(), "{will:?}");
+    // Not before the broker's keep-alive bound ran out: this is the broker's doing,
+    // not a goodbye from the agent.
+    assert!(
+        took >= keep_alive.mul_f32(1.5) - Duration::from_millis(200),
+        "the Will came after {took:?}, before 1.5 x keep-alive"
+    );
+    coord
+        .wait_for("will-1 offline by its Last Will", WAIT, |s| {
+            s.nodes
+                .iter()
+                .any(|n| n.node.as_str() == "will-1" && n.state == NodeState::Offline)
+        })
+        .await;
+    // Retained: whoever subscribes later is told the node is offline.
+    let mut late = Watcher::start(broker.addr, "fog/v1/nodes/will-1/status").await;
+    let a = late.next(WAIT).await.expect("the retained record");
+    assert!(a.retained, "sent as retained");
+    assert_eq!(
+        codec::decode::<Status>(&a.payload).expect("status"),
+        will,
+        "the retained record is the Will"
     );
     assert_eq!(coord.counter("rejected_total"), 0);
     agent.abort();
+    coord.stop().await;
+}
+
+/// A node that registered no Last Will and falls silent while its connection stays
+/// open: the broker says nothing, the heartbeat rules are off, so only the registry's
+/// own 1.5 x keep-alive bound can declare it offline, and it must do so on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_declares_a_silent_node_offline_at_one_and_a_half_keep_alives() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), keep_alive_only()).expect("coordinator");
+    coord
+        .wait_for("coordinator subscribed", WAIT, |s| s.online)
+        .await;
+    let keep_alive_secs = 2u16;
+    let mut opts = MqttOptions::new("ka-node", "127.0.0.1", broker.addr.port());
+    // Its real MQTT keep-alive is long: the broker will not end this connection.
+    opts.set_keep_alive(Duration::from_secs(60));
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let node = NodeId::new("ka-1").expect("valid");
+    let record = Status {
+        online: true,
+        at_ms: 1,
+        reason: String::new(),
+        birth: Some(Birth {
+            node: node.clone(),
+            version: "0.0.0".into(),
+            arch: "test".into(),
+            cores: 1,
+            memory_bytes: 1,
+            labels: Default::default(),
+            encoding: Encoding::Json,
+            task_kinds: vec![],
+            heartbeat_interval_ms: 200,
+            metrics_interval_ms: 1000,
+            keep_alive_secs: keep_alive_secs.into(),
+            started_at_ms: 1,
+        }),
+    };
+    client
+        .publish(
+            "fog/v1/nodes/ka-1/status",
+            QoS::AtLeastOnce,
+            true,
+            codec::encode(&record, Encoding::Json).expect("encodes"),
+        )
+        .await
+        .expect("queued");
+    for seq in 1..=3 {
+        let hb = Heartbeat {
+            seq,
+            ..Heartbeat::default()
+        };
+        client
+            .publish(
+                "fog/v1/nodes/ka-1/heartbeat",
+                QoS::AtLeastOnce,
+                false,
+                codec::encode(&hb, Encoding::Json).expect("encodes"),
+            )
+            .await
+            .expect("queued");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    coord
+        .wait_for("three heartbeats in", WAIT, |s| {
+            online(s, "ka-1") && s.counters.get("heartbeats_total").copied() >= Some(3)
+        })
+        .await;
+    // The last heartbeat arrived at most a snapshot interval (0.1 s) ago.
+    let silent_from = tokio::time::Instant::now() - Duration::from_millis(100);
+    coord
+        .wait_for("ka-1 offline", Duration::from_secs(10), |s| {
+            s.nodes
+                .iter()
+                .any(|n| n.node.as_str() == "ka-1" && n.state == NodeState::Offline)
+        })
+        .await;
+    let took = silent_from.elapsed();
+    let bound = Duration::from_secs(keep_alive_secs.into()).mul_f32(1.5);
+    eprintln!("offline {took:?} after the last heartbeat (bound {bound:?})");
+    // Not earlier than the bound (no other rule fired; 15 heartbeat intervals passed),
+    // and not later than the bound plus the registry's tick and snapshot intervals.
+    assert!(
+        took >= bound - Duration::from_millis(150),
+        "offline after {took:?}, before 1.5 x keep-alive"
+    );
+    assert!(
+        took <= bound + Duration::from_millis(600),
+        "offline after {took:?}, later than 1.5 x keep-alive"
+    );
+    driver.abort();
     coord.stop().await;
 }
 
