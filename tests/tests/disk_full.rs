@@ -74,9 +74,12 @@ fn assignment(id: &str) -> TaskAssignment {
     }
 }
 
-async fn next_reading(w: &mut Watcher) -> Reading {
+/// The next reading, also kept in `all` for the final count.
+async fn next_reading(w: &mut Watcher, all: &mut Vec<Reading>) -> Reading {
     let a = w.next(WAIT).await.expect("a reading");
-    codec::decode::<Reading>(&a.payload).expect("reading")
+    let r = codec::decode::<Reading>(&a.payload).expect("reading");
+    all.push(r.clone());
+    r
 }
 
 /// Final answers by task id, as the results topic carries them.
@@ -130,7 +133,8 @@ async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers()
         .spawn()
         .expect("agent starts");
 
-    next_reading(&mut readings).await;
+    let mut seen: Vec<Reading> = Vec::new();
+    next_reading(&mut readings, &mut seen).await;
 
     let mut opts = MqttOptions::new("disk-full-test", "127.0.0.1", broker.addr.port());
     opts.set_max_packet_size(4 << 20, 4 << 20);
@@ -160,6 +164,7 @@ async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers()
     // degraded, and from then on every task is refused as busy (retryable) because of
     // the store, never dropped and never answered twice.
     let mut refused = 0;
+    let mut completed_on_a_full_disk = 0;
     for i in 0..8 {
         let id = format!("full-{i}");
         send(&[id.as_str()]).await;
@@ -171,7 +176,7 @@ async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers()
                 retryable: true,
                 reason,
             } if reason.contains("store") => refused += 1,
-            Outcome::Completed { .. } if refused == 0 => {}
+            Outcome::Completed { .. } if refused == 0 => completed_on_a_full_disk += 1,
             o => panic!("{id}: neither refused because of the store nor completed before the store failed: {o:?}"),
         }
         if refused == 3 {
@@ -179,10 +184,15 @@ async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers()
         }
     }
     assert_eq!(refused, 3, "tasks refused as busy once the store failed");
+    // Only the first can have been recorded: storing its result is the failed write.
+    assert!(
+        completed_on_a_full_disk <= 1,
+        "{completed_on_a_full_disk} tasks completed after the disk filled"
+    );
     // Readings keep coming, saying the store is degraded.
     let mut degraded_seen = 0;
     for _ in 0..4 {
-        let r = next_reading(&mut readings).await;
+        let r = next_reading(&mut readings, &mut seen).await;
         if r.agent.degraded == ["store"] {
             degraded_seen += 1;
         }
@@ -204,7 +214,7 @@ async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers()
     std::fs::remove_file(&filler).expect("free space");
     let deadline = Instant::now() + WAIT;
     loop {
-        let r = next_reading(&mut readings).await;
+        let r = next_reading(&mut readings, &mut seen).await;
         if r.agent.degraded.is_empty() {
             break;
         }
@@ -222,7 +232,22 @@ async fn a_full_disk_degrades_the_store_without_stopping_readings_and_recovers()
     let _ = Command::new("kill")
         .args(["-TERM", &agent.id().to_string()])
         .status();
-    let _ = agent.wait();
+    let exit = agent.wait().expect("reaped");
+    assert!(exit.success(), "a clean exit after the recovery: {exit:?}");
+    // Readings: live all along (the broker was up), so every one made arrived once,
+    // in order, the full disk notwithstanding.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for a in readings.drain() {
+        seen.push(codec::decode::<Reading>(&a.payload).expect("reading"));
+    }
+    let seqs: Vec<u64> = seen.iter().map(|r| r.seq).collect();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..first + seqs.len() as u64).collect::<Vec<_>>(),
+        "no reading lost or repeated while the disk was full"
+    );
+    assert!(seen.iter().all(|r| r.agent.backlog_dropped_total == 0));
     let log = std::fs::read_to_string(&log_path).expect("log");
     let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(count("store writes fail"), 1, "logged once:\n{log}");

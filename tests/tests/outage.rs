@@ -16,7 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fog_coordinator::client::{self, Client};
 use fog_e2e::brokers::harness_bin;
 use fog_e2e::watcher::Arrived;
-use fog_e2e::{init_logging, Proxy, RunningAgent, RunningCoordinator, TestBroker, Watcher};
+use fog_e2e::{
+    init_logging, FinalsTap, Proxy, Resend, RunningAgent, RunningCoordinator, TestBroker, Watcher,
+};
 use fog_proto::{codec, NodeState, Outcome, Reading, Status, TaskResult, Topics};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -387,6 +389,8 @@ async fn sigterm_hands_running_tasks_back_and_publishes_the_offline_record() {
     )
     .expect("config");
     let mut status = Watcher::start(broker.addr, "fog/v1/nodes/t1/status").await;
+    let mut readings = Watcher::start(broker.addr, "fog/v1/nodes/t1/metrics").await;
+    let mut tap = FinalsTap::start(broker.addr).await;
     let mut t1 = AgentProcess::start(&cfg);
     coord.wait_for("t1 online", WAIT, |s| online(s, "t1")).await;
 
@@ -409,13 +413,22 @@ async fn sigterm_hands_running_tasks_back_and_publishes_the_offline_record() {
     let t2 = in_process_agent("t2", &broker.url(), "");
     coord.wait_for("t2 online", WAIT, |s| online(s, "t2")).await;
 
+    // A few readings first, so there is something to lose.
+    let mut first_run: Vec<Reading> = Vec::new();
+    while first_run.len() < 2 {
+        let a = readings.next(WAIT).await.expect("t1's readings");
+        first_run.push(decode(&a).reading);
+    }
     let stopped = Instant::now();
     t1.signal("-TERM");
     let exit = t1.exited(WAIT).await;
     assert!(exit.success(), "a graceful stop exits 0: {exit:?}");
+    // 0.5 s of grace, then the hand-back and the goodbye: well before the 3 s the
+    // tasks wanted.
+    let took = stopped.elapsed();
     assert!(
-        stopped.elapsed() < Duration::from_secs(5),
-        "0.5 s grace, not the 3 s the tasks wanted"
+        took < Duration::from_millis(2500),
+        "0.5 s grace, not the 3 s the tasks wanted: exited after {took:?}"
     );
 
     // Each task ends once, completed, on t2.
@@ -452,6 +465,51 @@ async fn sigterm_hands_running_tasks_back_and_publishes_the_offline_record() {
     let last = last.expect("a status record");
     assert!(!last.online);
     assert_eq!(last.reason, "shutdown");
+    tap.assert_exactly_once(&ids, Resend::Never).await;
+    assert_eq!(c.repeats_dropped(), 0);
+
+    // Readings: every one t1 made before the SIGTERM arrived, once. Whatever it had
+    // not sent when it stopped waits in its backlog, so start it again on the same
+    // data dir and count both runs (a new run numbers its readings from 1 again).
+    first_run.extend(readings.drain().iter().map(|a| decode(a).reading));
+    let restarted_ms = now_ms();
+    let mut again = AgentProcess::start(&cfg);
+    let mut second_run = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let mut replayed = Vec::new();
+    while second_run.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted t1 sent no readings"
+        );
+        if let Some(a) = readings.next(Duration::from_millis(200)).await {
+            let r = decode(&a).reading;
+            if r.at_ms < restarted_ms {
+                replayed.push(r);
+            } else {
+                second_run.push(r);
+            }
+        }
+    }
+    again.signal("-TERM");
+    assert!(again.exited(WAIT).await.success());
+    let mut seqs: Vec<u64> = first_run.iter().chain(&replayed).map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    let made = seqs.last().copied().expect("t1 made readings");
+    assert!(made >= 2, "t1 ran long enough to make readings: {seqs:?}");
+    assert_eq!(
+        seqs,
+        (1..=made).collect::<Vec<_>>(),
+        "every reading of the first run exactly once ({} replayed after the restart)",
+        replayed.len()
+    );
+    assert!(
+        first_run
+            .iter()
+            .chain(&replayed)
+            .all(|r| r.agent.backlog_dropped_total == 0),
+        "none dropped"
+    );
     t2.stop().await;
 }
 
@@ -561,7 +619,7 @@ async fn after_a_task_load_every_publish_has_been_acknowledged() {
         if r.at_ms < done_ms {
             continue; // made during the load (or replayed from before the connection)
         }
-        if r.agent.publish_unacked <= 1 && r.agent.backlog_entries == 0 {
+        if r.agent.publish_unacked == 0 && r.agent.backlog_entries == 0 {
             assert_eq!(r.agent.forward_mode, "live");
             break;
         }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use fog_coordinator::client::{self, Client};
 use fog_coordinator::registry::LivenessConfig;
-use fog_e2e::{brokers::harness_bin, init_logging, RunningAgent, RunningCoordinator, TestBroker};
+use fog_e2e::{
+    brokers::harness_bin, init_logging, FinalsTap, Resend, RunningAgent, RunningCoordinator,
+    TestBroker,
+};
 use fog_proto::{
     codec, Encoding, NodeState, Outcome, Payload, TaskAssignment, TaskAssignments, TaskResult,
     TaskResults, Topics,
@@ -527,6 +530,7 @@ async fn busy_agents_shed_load_to_the_others() {
                 .all(|n| online(s, n))
         })
         .await;
+    let mut tap = FinalsTap::start(broker.addr).await;
     let mut c = client(&broker).await;
     let n = 24;
     let payload = {
@@ -563,6 +567,10 @@ async fn busy_agents_shed_load_to_the_others() {
     for id in &ids {
         assert_eq!(seen.get(id), Some(&1), "{id}: {seen:?}");
     }
+    // Busy refusals are re-placed, never answered to the client: one final each on
+    // the wire too.
+    tap.assert_exactly_once(&ids, Resend::Never).await;
+    assert_eq!(c.repeats_dropped(), 0);
     let snap = coord
         .wait_for("counters published", WAIT, |s| {
             s.counters
