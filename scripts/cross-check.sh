@@ -67,6 +67,9 @@ check_target() {
     local up; up=$(echo "$triple" | tr 'a-z-' 'A-Z_')
     export "CARGO_TARGET_${up}_LINKER=$gcc"
     export "CARGO_TARGET_${up}_RUNNER=$qemu -L $sysroot"
+    # qemu-user ignores the guest's RLIMIT_AS; tests that need it skip (and say so)
+    # only when this is set or they find themselves running as qemu.
+    export FOG_UNDER_QEMU=1
     # ring's C code needs the cross C compiler too.
     export "CC_${triple//-/_}=$gcc"
 

@@ -1066,7 +1066,7 @@ mod tests {
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, "not checked at parse time").expect("write");
         format!(
-            "[broker]\nurl = \"{url}\"\nca_file = \"{}\"\nusername = \"u\"\npassword = \"p\"\nkeep_alive_secs = 7\n{extra}",
+            "[broker]\nurl = \"{url}\"\nca_file = \"{}\"\nusername = \"u\"\npassword = \"p\"\nkeep_alive_secs = 12\n{extra}",
             ca.display()
         )
     }
@@ -1106,7 +1106,7 @@ mod tests {
             "TLS kept"
         );
         assert_eq!(o.credentials, base.credentials, "credentials kept");
-        assert_eq!(o.keep_alive, Duration::from_secs(7));
+        assert_eq!(o.keep_alive, Duration::from_secs(12));
         // Plain mqtt:// would silently drop TLS and send the password in the clear.
         let e = base
             .with_url("mqtt://other.lan:1883", "--broker")
