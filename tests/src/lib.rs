@@ -18,7 +18,7 @@ use fog_agent::config::Config as AgentConfig;
 use fog_coordinator::config::CoordinatorConfig;
 use fog_coordinator::registry::LivenessConfig;
 use fog_coordinator::service::Snapshot;
-use fog_proto::{CoordinatorStatus, Prefix};
+use fog_proto::{Birth, CoordinatorStatus, Encoding, NodeId, Prefix, Status};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -184,6 +184,30 @@ impl RunningAgent {
     /// Vanish without a goodbye (the task is aborted; its socket closes).
     pub fn abort(self) {
         self.task.abort();
+    }
+}
+
+/// A node's retained "online" record with a birth, as a test publishes it for a node
+/// that is not a real agent.
+pub fn online_record(node: &str, heartbeat_interval_ms: u32, keep_alive_secs: u32) -> Status {
+    Status {
+        online: true,
+        at_ms: 1,
+        reason: String::new(),
+        birth: Some(Birth {
+            node: NodeId::new(node).expect("a valid node id"),
+            version: "0.0.0".into(),
+            arch: "test".into(),
+            cores: 1,
+            memory_bytes: 1,
+            labels: Default::default(),
+            encoding: Encoding::Json,
+            task_kinds: vec![],
+            heartbeat_interval_ms,
+            metrics_interval_ms: 1000,
+            keep_alive_secs,
+            started_at_ms: 1,
+        }),
     }
 }
 

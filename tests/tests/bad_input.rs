@@ -6,31 +6,13 @@ use std::time::Duration;
 
 use fog_coordinator::registry::LivenessConfig;
 use fog_e2e::{init_logging, RunningCoordinator, TestBroker};
-use fog_proto::{codec, Birth, Encoding, Heartbeat, NodeId, Status};
+use fog_proto::{codec, Encoding, Heartbeat, Status};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, QoS};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn status_for(node: &str) -> Status {
-    Status {
-        online: true,
-        at_ms: 1,
-        reason: String::new(),
-        birth: Some(Birth {
-            node: NodeId::new(node).expect("valid"),
-            version: "0.0.0".into(),
-            arch: "test".into(),
-            cores: 1,
-            memory_bytes: 1,
-            labels: Default::default(),
-            encoding: Encoding::Json,
-            task_kinds: vec![],
-            heartbeat_interval_ms: 1000,
-            metrics_interval_ms: 1000,
-            keep_alive_secs: 10,
-            started_at_ms: 1,
-        }),
-    }
+    fog_e2e::online_record(node, 1000, 10)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use fog_coordinator::registry::LivenessConfig;
 use fog_e2e::{
     eventually, init_logging, Proxy, RunningAgent, RunningCoordinator, TestBroker, Watcher,
 };
-use fog_proto::{codec, Birth, Encoding, Heartbeat, NodeId, NodeState, Reading, Status};
+use fog_proto::{codec, Encoding, Heartbeat, NodeState, Reading, Status};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -264,26 +264,7 @@ async fn the_registry_declares_a_silent_node_offline_at_one_and_a_half_keep_aliv
     opts.set_keep_alive(Duration::from_secs(60));
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
     let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    let node = NodeId::new("ka-1").expect("valid");
-    let record = Status {
-        online: true,
-        at_ms: 1,
-        reason: String::new(),
-        birth: Some(Birth {
-            node: node.clone(),
-            version: "0.0.0".into(),
-            arch: "test".into(),
-            cores: 1,
-            memory_bytes: 1,
-            labels: Default::default(),
-            encoding: Encoding::Json,
-            task_kinds: vec![],
-            heartbeat_interval_ms: 200,
-            metrics_interval_ms: 1000,
-            keep_alive_secs: keep_alive_secs.into(),
-            started_at_ms: 1,
-        }),
-    };
+    let record = fog_e2e::online_record("ka-1", 200, keep_alive_secs.into());
     client
         .publish(
             "fog/v1/nodes/ka-1/status",
