@@ -655,3 +655,7 @@ fn busy_outcome(why: &str) -> Outcome {
         retryable: true,
     }
 }
+
+#[cfg(test)]
+#[path = "host_tests.rs"]
+mod tests;
