@@ -70,6 +70,9 @@ check_target() {
     # qemu-user ignores the guest's RLIMIT_AS; tests that need it skip (and say so)
     # only when this is set or they find themselves running as qemu.
     export FOG_UNDER_QEMU=1
+    # Tests that start a binary of the build themselves (agent/tests/cli.rs) run it
+    # through the same emulator; cargo's runner wraps only the test executable.
+    export FOG_TEST_RUNNER="$qemu -L $sysroot"
     # ring's C code needs the cross C compiler too.
     export "CC_${triple//-/_}=$gcc"
 

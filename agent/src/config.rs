@@ -230,8 +230,9 @@ impl BrokerConfig {
     }
 
     /// The same broker settings aimed at another URL (a `--broker` flag): only the
-    /// scheme, host and port change. TLS files, credentials and timers are kept, and
-    /// a URL that would drop the configured TLS, or send a password in cleartext the
+    /// host and port change, and the scheme must match the config's. TLS files,
+    /// credentials and timers are kept; a URL that would drop the configured TLS (or
+    /// ask for TLS the config cannot verify), or send a password in cleartext the
     /// config did not allow, is refused rather than obeyed.
     pub fn with_url(&self, url: &str, origin: &str) -> Result<Self, ConfigError> {
         let target = parse_url(url, origin)?;

@@ -10,13 +10,42 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fog-agent");
 
+/// The binary, through `FOG_TEST_RUNNER` when the tests run under an emulator (the
+/// ARM cross-check sets it to its qemu command: cargo's runner wraps only the test
+/// executable, not the programs the test starts).
+fn fog_agent() -> Command {
+    let runner = std::env::var("FOG_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut c = match words.next() {
+        Some(emulator) => {
+            let mut c = Command::new(emulator);
+            c.args(words).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    c.env_remove("FOG_AGENT_LOG").stdin(Stdio::null());
+    c
+}
+
+/// Run to the end, within 20 s: a command that should have exited at once (a refused
+/// config) and did not is a failure, not a hung test.
 fn agent(args: &[&str]) -> Output {
-    Command::new(BIN)
+    let mut child = fog_agent()
         .args(args)
-        .env_remove("FOG_AGENT_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("fog-agent runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fog-agent runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("fog-agent {args:?} still running after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
 }
 
 fn stderr(o: &Output) -> String {
@@ -123,9 +152,8 @@ fn run_without_a_broker_keeps_going_and_exits_0_on_sigterm() {
             dead_port()
         ),
     );
-    let mut child = Command::new(BIN)
+    let mut child = fog_agent()
         .args(["run", "--config", &cfg])
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -541,6 +541,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn without_the_keep_alive_rule_only_missed_heartbeats_count() {
+        let mut r = Registry::new(
+            Topics::default(),
+            LivenessConfig {
+                suspect_after_missed: 1000,
+                offline_after_missed: 2000,
+                phi_threshold: f64::INFINITY,
+                offline_after_keep_alives: None,
+                ..LivenessConfig::default()
+            },
+        );
+        let t0 = Instant::now();
+        // keep_alive_secs = 10 in the helper's birth record: 15 s would be offline.
+        r.ingest(
+            "fog/v1/nodes/k/status",
+            &enc(&birth("k", 1000), Encoding::Json),
+            t0,
+            1,
+        )
+        .expect("birth");
+        assert!(r.tick(t0 + Duration::from_secs(60)).is_empty());
+        assert_eq!(r.get("k").expect("known").state, NodeState::Online);
+        // The heartbeat rule still applies: 2000 intervals of 1 s.
+        let t = r.tick(t0 + Duration::from_secs(2000));
+        assert_eq!(t[0].to, NodeState::Offline);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn last_will_marks_offline_at_once_and_only_a_birth_revives() {
         let mut r = reg();
         let t0 = Instant::now();

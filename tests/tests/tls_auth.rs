@@ -15,7 +15,7 @@ use std::time::Duration;
 use fog_agent::config::{BrokerConfig, Config};
 use fog_agent::transport::{Link, LinkEvent, LinkOptions};
 use fog_coordinator::registry::LivenessConfig;
-use fog_e2e::brokers::{harness_bin, BrokerKind, TlsListener};
+use fog_e2e::brokers::{BrokerKind, TlsListener};
 use fog_e2e::{init_logging, RunningAgent, RunningCoordinator, TestBroker};
 use fog_proto::NodeState;
 
@@ -264,8 +264,10 @@ async fn the_agent_refuses_a_broker_it_cannot_verify() {
     );
 }
 
-/// `fog-coordinator status --broker mqtts://...` keeps the config's CA, client
-/// certificate and password: it reads the fleet through the mutual-TLS listener.
+/// `--broker mqtts://...` (what `fog-coordinator status --broker` does with its
+/// config: `BrokerConfig::with_url`) keeps the config's CA, client certificate and
+/// password: the fleet is read through the mutual-TLS listener. The binary's own
+/// refusals (exit 78) are tested in coordinator-lite/tests/cli.rs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto and openssl; run with --include-ignored (CI does)"]
 async fn the_broker_flag_keeps_the_configured_tls_and_credentials() {
@@ -279,47 +281,34 @@ async fn the_broker_flag_keeps_the_configured_tls_and_credentials() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pw = dir.path().join("pw");
     std::fs::write(&pw, &tls.password).expect("write");
-    let cfg = dir.path().join("coordinator.toml");
     // The config points somewhere else; the flag moves it to the mutual-TLS listener.
-    std::fs::write(
-        &cfg,
-        format!(
-            "[broker]\nurl = \"mqtts://broker.invalid:8883\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nusername = \"{}\"\npassword_file = \"{}\"\n",
+    let cfg = fog_coordinator::config::CoordinatorConfig::from_toml(
+        &format!(
+            "data_dir = \"\"\n[broker]\nurl = \"mqtts://broker.invalid:8883\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nusername = \"{}\"\npassword_file = \"{}\"\n",
             tls.ca.display(),
             tls.client_cert.display(),
             tls.client_key.display(),
             tls.username,
             pw.display()
         ),
+        "test",
     )
-    .expect("write");
-    let bin = harness_bin("fog-coordinator")
-        .expect("the fog-coordinator binary (built by `cargo test --workspace`)");
-    let run = |url: String| {
-        let (bin, cfg) = (bin.clone(), cfg.clone());
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(bin)
-                .args(["status", "--json", "--timeout", "10", "--config"])
-                .arg(&cfg)
-                .args(["--broker", &url])
-                .output()
-                .expect("fog-coordinator runs")
-        })
-    };
-    let o = run(format!("mqtts://127.0.0.1:{}", tls.mtls_port))
+    .expect("valid config");
+    let moved = cfg
+        .broker
+        .with_url(&format!("mqtts://127.0.0.1:{}", tls.mtls_port), "--broker")
+        .expect("same scheme: accepted");
+    let s = fog_coordinator::status::fetch(&moved, &fog_proto::Topics::default(), WAIT)
         .await
-        .expect("joined");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let s: fog_proto::CoordinatorStatus =
-        serde_json::from_slice(&o.stdout).expect("status as JSON");
+        .expect("the fleet read through mutual TLS with the kept certificate and password");
     assert!(s.online);
-    // Control: the same flag without TLS is refused as a config error, not obeyed.
-    let o = run(broker.url()).await.expect("joined");
-    assert_eq!(
-        o.status.code(),
-        Some(78),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // Control: without the kept client certificate the same listener refuses.
+    let mut stripped = moved.clone();
+    if let Some(t) = stripped.tls.as_mut() {
+        t.client_cert = None;
+    }
+    assert_eq!(attempt(stripped).await, Attempt::Refused);
+    // And a plain URL over this TLS config is refused, not obeyed.
+    assert!(cfg.broker.with_url(&broker.url(), "--broker").is_err());
     coord.stop().await;
 }
