@@ -262,13 +262,19 @@ impl BrokerConfig {
         Ok(out)
     }
 
-    /// Refuse a password that would cross a plain TCP connection unless allowed.
-    fn check_cleartext_password(&self, origin: &str) -> Result<(), ConfigError> {
+    /// A password would cross a plain TCP connection, and the config did not say
+    /// that is acceptable.
+    pub fn leaks_password(&self) -> bool {
         let has_password = self
             .credentials
             .as_ref()
             .is_some_and(|(_, p)| !p.is_empty());
-        if has_password && self.tls.is_none() && !self.allow_plaintext_password {
+        has_password && self.tls.is_none() && !self.allow_plaintext_password
+    }
+
+    /// Refuse a password that would cross a plain TCP connection unless allowed.
+    fn check_cleartext_password(&self, origin: &str) -> Result<(), ConfigError> {
+        if self.leaks_password() {
             return Err(invalid(
                 origin,
                 "broker.url",

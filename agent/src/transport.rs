@@ -79,6 +79,10 @@ pub struct LinkOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    /// Config loading refuses this already; checked again here so that no code path
+    /// that builds a `BrokerConfig` by hand can send a password in the clear.
+    #[error("refusing to send the broker password over plain {url}; use mqtts:// or set broker.allow_plaintext_password = true")]
+    CleartextPassword { url: String },
     #[error("reading {what} {path}: {source}")]
     TlsFile {
         what: &'static str,
@@ -145,6 +149,9 @@ pub fn mqtt_options(
     client_id: &str,
     max_packet_bytes: usize,
 ) -> Result<MqttOptions, LinkError> {
+    if broker.leaks_password() {
+        return Err(LinkError::CleartextPassword { url: broker.url() });
+    }
     let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     o.set_keep_alive(broker.keep_alive);
     o.set_clean_session(true);
@@ -481,5 +488,33 @@ impl Driver {
             }
         }
         self.connected.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_built_config_cannot_send_a_password_in_the_clear() {
+        let plain = BrokerConfig::plain("mqtt://127.0.0.1:1883").expect("url");
+        let leaky = BrokerConfig {
+            credentials: Some(("fog".into(), "s3cret".into())),
+            ..plain.clone()
+        };
+        let e = mqtt_options(&leaky, "t", 1024).expect_err("refused");
+        assert!(matches!(e, LinkError::CleartextPassword { .. }), "{e}");
+        assert!(e.to_string().contains("allow_plaintext_password"), "{e}");
+        // Allowed explicitly, or no password at all: fine.
+        let allowed = BrokerConfig {
+            allow_plaintext_password: true,
+            ..leaky
+        };
+        assert!(mqtt_options(&allowed, "t", 1024).is_ok());
+        let username_only = BrokerConfig {
+            credentials: Some(("fog".into(), String::new())),
+            ..plain
+        };
+        assert!(mqtt_options(&username_only, "t", 1024).is_ok());
     }
 }
