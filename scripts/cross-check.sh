@@ -76,12 +76,12 @@ check_target() {
     # ring's C code needs the cross C compiler too.
     export "CC_${triple//-/_}=$gcc"
 
-    echo "== $triple: unit tests of fog-proto and fog-agent under $qemu"
+    echo "== $triple: unit tests of fog-proto, fog-rt and fog-agent under $qemu"
     # One test at a time: a test that forks (command tasks) while other test threads
     # run can leave the child stuck on a lock qemu-user's own threads held at the
     # fork (seen here: a child of `missing_program_is_a_clear_error` waiting on a
     # futex forever). Serial costs ~10 % (aarch64: 51 s parallel, 57 s serial).
-    $CARGO test --locked --target "$triple" "${extra[@]}" -p fog-proto -p fog-agent --lib --bins --tests -- --test-threads=1
+    $CARGO test --locked --target "$triple" "${extra[@]}" -p fog-proto -p fog-rt -p fog-agent --lib --bins --tests -- --test-threads=1
 
     echo "== $triple: release build of fog-agent"
     $CARGO build --locked --release --target "$triple" "${extra[@]}" -p fog-agent

@@ -10,7 +10,13 @@ use fog_proto::{Encoding, NodeId, Prefix};
 
 use crate::alerts::AlertsConfig;
 use crate::tasks::exec::CommandSpec;
+use fog_rt::broker::RawBroker;
+use fog_rt::config::{interval, invalid};
 use serde::Deserialize;
+
+pub use fog_rt::broker::{BrokerConfig, TlsFiles};
+pub use fog_rt::config::ConfigError;
+pub use fog_rt::host::hostname;
 
 /// The defaults, also printed by `fog-agent print-default-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
@@ -20,23 +26,6 @@ pub const ENV_PREFIX: &str = "FOG_AGENT_";
 const ENV_KEYS: [&str; 3] = ["NODE_ID", "BROKER_URL", "DATA_DIR"];
 /// Variables with the prefix that are about logging, not config.
 const ENV_IGNORED: [&str; 1] = ["LOG"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {origin}: {message}")]
-    Parse { origin: String, message: String },
-    #[error("config {origin}: key `{key}`: {message}")]
-    Invalid {
-        origin: String,
-        key: &'static str,
-        message: String,
-    },
-}
 
 /// The file as written: every field optional, filled from the defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -99,23 +88,6 @@ struct RawCommand {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawBroker {
-    url: Option<String>,
-    keep_alive_secs: Option<u64>,
-    client_id: Option<String>,
-    ca_file: Option<PathBuf>,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    username: Option<String>,
-    password: Option<String>,
-    password_file: Option<PathBuf>,
-    allow_plaintext_password: Option<bool>,
-    reconnect_initial_secs: Option<f64>,
-    reconnect_max_secs: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawMetrics {
     exclude_interfaces: Option<Vec<String>>,
     exclude_fs_types: Option<Vec<String>>,
@@ -174,123 +146,10 @@ pub struct StoreConfig {
     pub rerun_after_restart: bool,
 }
 
-/// Where and how to reach the MQTT broker. Shared with the coordinator.
-#[derive(Debug, Clone)]
-pub struct BrokerConfig {
-    pub host: String,
-    pub port: u16,
-    pub tls: Option<TlsFiles>,
-    pub keep_alive: Duration,
-    /// Empty: derive from the node id.
-    pub client_id: String,
-    pub credentials: Option<(String, String)>,
-    /// Send the password over a plain `mqtt://` connection anyway (the operator said
-    /// so with `allow_plaintext_password = true`).
-    pub allow_plaintext_password: bool,
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub ca_file: PathBuf,
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
     pub exclude_interfaces: Vec<String>,
     pub exclude_fs_types: Vec<String>,
-}
-
-impl BrokerConfig {
-    /// A plain-TCP broker at `url` with default settings (tests, the demo).
-    pub fn plain(url: &str) -> Result<Self, ConfigError> {
-        let raw = RawBroker {
-            url: Some(url.to_owned()),
-            ..RawBroker::default()
-        };
-        let defaults = defaults();
-        resolve_broker(&raw, &defaults.broker.unwrap_or_default(), "<built-in>")
-    }
-
-    /// Parse a `[broker]` table written with the same keys as the agent's (the
-    /// coordinator's config uses it), defaults filled in.
-    pub fn from_table(table: Option<toml::Table>, origin: &str) -> Result<Self, ConfigError> {
-        let raw: RawBroker = match table {
-            Some(t) => t
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: origin.to_owned(),
-                    message: format!("[broker]: {}", e.to_string().trim_end()),
-                })?,
-            None => RawBroker::default(),
-        };
-        resolve_broker(&raw, &defaults().broker.unwrap_or_default(), origin)
-    }
-
-    /// The same broker settings aimed at another URL (a `--broker` flag): only the
-    /// host and port change, and the scheme must match the config's. TLS files,
-    /// credentials and timers are kept; a URL that would drop the configured TLS (or
-    /// ask for TLS the config cannot verify), or send a password in cleartext the
-    /// config did not allow, is refused rather than obeyed.
-    pub fn with_url(&self, url: &str, origin: &str) -> Result<Self, ConfigError> {
-        let target = parse_url(url, origin)?;
-        match (target.tls, &self.tls) {
-            (true, None) => {
-                return Err(invalid(
-                    origin,
-                    "broker.url",
-                    format!("{url:?} is mqtts:// but the config has no broker.ca_file to verify the broker with"),
-                ))
-            }
-            (false, Some(_)) => {
-                return Err(invalid(
-                    origin,
-                    "broker.url",
-                    format!("{url:?} is plain mqtt:// but the config sets up TLS (broker.ca_file); use mqtts:// or remove the TLS keys"),
-                ))
-            }
-            _ => {}
-        }
-        let out = BrokerConfig {
-            host: target.host,
-            port: target.port,
-            ..self.clone()
-        };
-        out.check_cleartext_password(origin)?;
-        Ok(out)
-    }
-
-    /// A password would cross a plain TCP connection, and the config did not say
-    /// that is acceptable.
-    pub fn leaks_password(&self) -> bool {
-        let has_password = self
-            .credentials
-            .as_ref()
-            .is_some_and(|(_, p)| !p.is_empty());
-        has_password && self.tls.is_none() && !self.allow_plaintext_password
-    }
-
-    /// Refuse a password that would cross a plain TCP connection unless allowed.
-    fn check_cleartext_password(&self, origin: &str) -> Result<(), ConfigError> {
-        if self.leaks_password() {
-            return Err(invalid(
-                origin,
-                "broker.url",
-                format!(
-                    "a password is set but {} is plain mqtt://, so it would cross the network in cleartext; use mqtts:// (with ca_file) or set allow_plaintext_password = true",
-                    self.url()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
-        format!("{scheme}://{}:{}", self.host, self.port)
-    }
 }
 
 fn defaults() -> RawConfig {
@@ -328,7 +187,10 @@ impl Config {
             };
             match key {
                 "NODE_ID" => raw.node_id = Some(value),
-                "BROKER_URL" => raw.broker.get_or_insert_with(RawBroker::default).url = Some(value),
+                "BROKER_URL" => raw
+                    .broker
+                    .get_or_insert_with(RawBroker::default)
+                    .set_url(value),
                 "DATA_DIR" => raw.data_dir = Some(value.into()),
                 k if ENV_IGNORED.contains(&k) => {}
                 _ => tracing::warn!(
@@ -340,31 +202,6 @@ impl Config {
         }
         resolve(raw, origin)
     }
-}
-
-fn invalid(origin: &str, key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        origin: origin.to_owned(),
-        key,
-        message: message.into(),
-    }
-}
-
-fn interval(
-    origin: &str,
-    key: &'static str,
-    secs: f64,
-    min: f64,
-    max: f64,
-) -> Result<Duration, ConfigError> {
-    if !secs.is_finite() || secs < min || secs > max {
-        return Err(invalid(
-            origin,
-            key,
-            format!("{secs} is out of range; expected {min} to {max} seconds"),
-        ));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
@@ -415,11 +252,10 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         0.0,
         3600.0,
     )?;
-    let broker = resolve_broker(
-        &raw.broker.unwrap_or_default(),
-        &d.broker.unwrap_or_default(),
-        origin,
-    )?;
+    let broker = raw
+        .broker
+        .unwrap_or_default()
+        .resolve(&d.broker.unwrap_or_default(), origin)?;
     if heartbeat_interval * 2 > broker.keep_alive {
         return Err(invalid(
             origin,
@@ -706,203 +542,6 @@ fn resolve_commands(
     Ok(out)
 }
 
-fn nonempty(p: Option<PathBuf>) -> Option<PathBuf> {
-    p.filter(|p| !p.as_os_str().is_empty())
-}
-
-fn resolve_broker(
-    raw: &RawBroker,
-    d: &RawBroker,
-    origin: &str,
-) -> Result<BrokerConfig, ConfigError> {
-    let url = raw.url.clone().or(d.url.clone()).unwrap_or_default();
-    let BrokerUrl { tls, host, port } = parse_url(&url, origin)?;
-    let keep_alive_secs = raw.keep_alive_secs.or(d.keep_alive_secs).unwrap_or(10);
-    if !(1..=3600).contains(&keep_alive_secs) {
-        return Err(invalid(
-            origin,
-            "broker.keep_alive_secs",
-            format!("{keep_alive_secs} is out of range; expected 1 to 3600"),
-        ));
-    }
-    let ca_file = nonempty(raw.ca_file.clone());
-    let cert = nonempty(raw.cert_file.clone());
-    let key = nonempty(raw.key_file.clone());
-    let tls = if tls {
-        let ca_file = ca_file.ok_or_else(|| {
-            invalid(
-                origin,
-                "broker.ca_file",
-                "mqtts:// needs the CA that signed the broker's certificate (for a public CA: /etc/ssl/certs/ca-certificates.crt)",
-            )
-        })?;
-        let client_cert = match (cert, key) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(invalid(
-                    origin,
-                    "broker.key_file",
-                    "cert_file is set, so key_file is required",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    origin,
-                    "broker.cert_file",
-                    "key_file is set, so cert_file is required",
-                ))
-            }
-        };
-        Some(TlsFiles {
-            ca_file,
-            client_cert,
-        })
-    } else {
-        if ca_file.is_some() || cert.is_some() || key.is_some() {
-            return Err(invalid(
-                origin,
-                "broker.url",
-                "ca_file/cert_file/key_file are set but the url is mqtt:// (use mqtts://)",
-            ));
-        }
-        None
-    };
-    let username = raw.username.clone().unwrap_or_default();
-    let password = raw.password.clone().unwrap_or_default();
-    let password_file = nonempty(raw.password_file.clone());
-    if !password.is_empty() && password_file.is_some() {
-        return Err(invalid(
-            origin,
-            "broker.password_file",
-            "set password or password_file, not both",
-        ));
-    }
-    let password = match password_file {
-        Some(p) => std::fs::read_to_string(&p)
-            .map_err(|e| {
-                invalid(
-                    origin,
-                    "broker.password_file",
-                    format!("reading {}: {e}", p.display()),
-                )
-            })?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        None => password,
-    };
-    let credentials = match (username.is_empty(), password.is_empty()) {
-        (true, true) => None,
-        (false, _) => Some((username, password)),
-        (true, false) => {
-            return Err(invalid(
-                origin,
-                "broker.username",
-                "a password is set but no username",
-            ))
-        }
-    };
-    let reconnect_initial = interval(
-        origin,
-        "broker.reconnect_initial_secs",
-        raw.reconnect_initial_secs
-            .or(d.reconnect_initial_secs)
-            .unwrap_or(0.5),
-        0.01,
-        60.0,
-    )?;
-    let reconnect_max = interval(
-        origin,
-        "broker.reconnect_max_secs",
-        raw.reconnect_max_secs
-            .or(d.reconnect_max_secs)
-            .unwrap_or(30.0),
-        0.01,
-        3600.0,
-    )?;
-    if reconnect_max < reconnect_initial {
-        return Err(invalid(
-            origin,
-            "broker.reconnect_max_secs",
-            "must be at least reconnect_initial_secs",
-        ));
-    }
-    let out = BrokerConfig {
-        host,
-        port,
-        tls,
-        keep_alive: Duration::from_secs(keep_alive_secs),
-        client_id: raw.client_id.clone().unwrap_or_default(),
-        credentials,
-        allow_plaintext_password: raw
-            .allow_plaintext_password
-            .or(d.allow_plaintext_password)
-            .unwrap_or(false),
-        reconnect_initial,
-        reconnect_max,
-    };
-    out.check_cleartext_password(origin)?;
-    Ok(out)
-}
-
-/// What a broker URL says: the scheme (TLS or not), host and port.
-struct BrokerUrl {
-    tls: bool,
-    host: String,
-    port: u16,
-}
-
-fn parse_url(url: &str, origin: &str) -> Result<BrokerUrl, ConfigError> {
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("mqtt://") {
-        (false, rest)
-    } else {
-        return Err(invalid(
-            origin,
-            "broker.url",
-            format!("{url:?} must start with mqtt:// or mqtts://"),
-        ));
-    };
-    let rest = rest.trim_end_matches('/');
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = match rest.rsplit_once(':') {
-        // IPv6 literal without a port: "[::1]"
-        _ if rest.ends_with(']') => (rest, default_port),
-        Some((h, p)) => {
-            let port = p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
-                invalid(
-                    origin,
-                    "broker.url",
-                    format!("port {p:?} in {url:?} is not a number from 1 to 65535"),
-                )
-            })?;
-            (h, port)
-        }
-        None => (rest, default_port),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') || host.contains('@') {
-        return Err(invalid(
-            origin,
-            "broker.url",
-            format!("{url:?} has no usable host (expected mqtt://host:port)"),
-        ));
-    }
-    Ok(BrokerUrl {
-        tls,
-        host: host.to_owned(),
-        port,
-    })
-}
-
-/// The kernel's hostname, without a libc call.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// Hostnames are almost always valid node ids; replace what is not.
 fn sanitize_hostname(h: &str) -> String {
     h.chars()
@@ -979,6 +618,20 @@ mod tests {
         assert!(c.broker.tls.is_none());
         let d = Config::from_toml(DEFAULT_CONFIG).expect("default file is valid");
         assert_eq!(d.metrics.exclude_interfaces, vec!["lo".to_owned()]);
+    }
+
+    #[test]
+    fn the_broker_defaults_here_and_in_fog_rt_agree() {
+        let here = defaults()
+            .broker
+            .expect("default.toml has a [broker] table");
+        let theirs = RawBroker::defaults();
+        let d = RawBroker::default();
+        // Resolved the same way from an empty table: the same broker settings.
+        assert_eq!(
+            format!("{:?}", d.resolve(&here, "t").expect("valid")),
+            format!("{:?}", d.resolve(&theirs, "t").expect("valid"))
+        );
     }
 
     #[test]

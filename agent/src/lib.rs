@@ -20,18 +20,16 @@
 
 pub mod alerts;
 pub mod app;
-pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod forward;
-pub mod logging;
 pub mod metrics;
-pub mod sdnotify;
 pub mod service;
 pub mod store;
 pub mod supervise;
-pub mod systemd;
 pub mod tasks;
-pub mod transport;
+
+// The shared runtime, under the names the agent's modules use.
+pub use fog_rt::{backoff, logging, sdnotify, systemd, transport};
 
 pub use service::{run, run_with, AgentError};

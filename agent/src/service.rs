@@ -1,6 +1,6 @@
 //! The agent's main loop: announce, heartbeat, read, and say goodbye.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fog_proto::{codec, Birth, Encoding, NodeTopic, Status, Topics};
 use tokio::time::MissedTickBehavior;
@@ -33,11 +33,8 @@ pub enum AgentError {
 }
 
 /// Wall clock in ms since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use fog_rt::clock::now_ms;
+pub use fog_rt::signals::shutdown_on_signals;
 
 fn encode<M: fog_proto::message::Message>(msg: &M, enc: Encoding) -> Result<Vec<u8>, AgentError> {
     codec::encode(msg, enc).map_err(|source| AgentError::Encode {
@@ -429,29 +426,4 @@ pub async fn run_with(
     )
     .await;
     Ok(())
-}
-
-/// First SIGTERM or SIGINT: cancel `shutdown` for a graceful stop. A second one exits
-/// at once (for an operator who does not want to wait for the grace period).
-pub async fn shutdown_on_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    for n in 0.. {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        if n == 0 {
-            tracing::info!("signal received; shutting down (send again to exit at once)");
-            shutdown.cancel();
-        } else {
-            std::process::exit(1);
-        }
-    }
 }

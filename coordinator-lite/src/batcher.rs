@@ -7,12 +7,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use fog_agent::transport::{Link, PublishError, Qos};
 use fog_proto::message::{BATCH_MAX_ITEMS, BATCH_TARGET_BYTES};
 use fog_proto::{
     codec, Encoding, NodeId, NodeTopic, Outcome, TaskAssignment, TaskAssignments, TaskResult,
     TaskResults, Topics,
 };
+use fog_rt::transport::{Link, PublishError, Qos};
 
 use crate::dispatch::Out;
 

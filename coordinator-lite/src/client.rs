@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use fog_agent::config::BrokerConfig;
-use fog_agent::transport::{Link, LinkEvent, LinkOptions, Qos};
+use fog_rt::broker::BrokerConfig;
+use fog_rt::transport::{Link, LinkEvent, LinkOptions, Qos};
 use std::collections::VecDeque;
 
 use fog_proto::{
@@ -17,7 +17,7 @@ use fog_proto::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
-    Link(#[from] fog_agent::transport::LinkError),
+    Link(#[from] fog_rt::transport::LinkError),
     #[error("could not connect to {broker} within {timeout:?}")]
     NoBroker { broker: String, timeout: Duration },
     #[error("no result for task {id} within {timeout:?} (is `fog-coordinator serve` running?)")]
@@ -137,7 +137,7 @@ impl Client {
                 false,
             ) {
                 Ok(()) => return Ok(ids),
-                Err(fog_agent::transport::PublishError::Busy) => {
+                Err(fog_rt::transport::PublishError::Busy) => {
                     tokio::time::sleep(Duration::from_millis(1)).await
                 }
                 Err(_) => return Err(ClientError::LinkEnded),

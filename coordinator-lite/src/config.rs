@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use fog_agent::config::{BrokerConfig, ConfigError};
 use fog_proto::{Encoding, Prefix};
+use fog_rt::{broker::BrokerConfig, config::ConfigError};
 use serde::Deserialize;
 
 use crate::breaker::BreakerConfig;

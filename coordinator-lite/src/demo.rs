@@ -6,8 +6,8 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use fog_agent::config::{BrokerConfig, Config as AgentConfig};
-use fog_agent::service::now_ms;
 use fog_proto::{NodeState, Prefix};
+use fog_rt::clock::now_ms;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,7 @@ pub enum DemoError {
     #[error("temporary directory: {0}")]
     TempDir(std::io::Error),
     #[error("demo config: {0}")]
-    Config(#[from] fog_agent::config::ConfigError),
+    Config(#[from] fog_rt::config::ConfigError),
 }
 
 /// What the demo saw, printed at the end.

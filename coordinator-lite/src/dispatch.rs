@@ -365,7 +365,7 @@ impl Dispatcher {
     /// repeat by id; the fog client does).
     pub fn restore(&mut self, records: Vec<Record>, now: Instant, resend: Duration) -> Vec<Out> {
         let mut again = Vec::new();
-        let since_ms = fog_agent::service::now_ms().saturating_sub(resend.as_millis() as u64);
+        let since_ms = fog_rt::clock::now_ms().saturating_sub(resend.as_millis() as u64);
         for r in records {
             match r.result {
                 Some(result) => {
@@ -507,7 +507,7 @@ impl Dispatcher {
                 id: sub.id.clone(),
                 attempt,
                 node: self.coordinator.clone(),
-                at_ms: fog_agent::service::now_ms(),
+                at_ms: fog_rt::clock::now_ms(),
                 outcome,
             },
         }
@@ -551,7 +551,7 @@ impl Dispatcher {
                 attempt: result.attempt,
                 state: state.to_owned(),
                 detail,
-                at_ms: fog_agent::service::now_ms(),
+                at_ms: fog_rt::clock::now_ms(),
             });
             while self.recent.len() > STATUS_TASKS_MAX {
                 self.recent.pop_front();
@@ -806,7 +806,7 @@ impl Dispatcher {
             id.clone(),
             Task {
                 sub,
-                submitted_ms: fog_agent::service::now_ms(),
+                submitted_ms: fog_rt::clock::now_ms(),
                 strategy,
                 key_hash,
                 attempt: 1,
@@ -1082,7 +1082,7 @@ impl Dispatcher {
                     id: t.sub.id.clone(),
                     attempt: t.attempt,
                     node: self.coordinator.clone(),
-                    at_ms: fog_agent::service::now_ms(),
+                    at_ms: fog_rt::clock::now_ms(),
                     outcome: Outcome::Failed {
                         error: format!("gave up after {} attempts", t.attempt),
                         retryable: false,
@@ -1098,7 +1098,7 @@ impl Dispatcher {
             kind: t.sub.kind.clone(),
             attempts: t.attempt,
             last_error,
-            at_ms: fog_agent::service::now_ms(),
+            at_ms: fog_rt::clock::now_ms(),
         });
         while self.dead.len() > DEAD_LETTERS {
             self.dead.pop_front();
@@ -1292,7 +1292,7 @@ impl Dispatcher {
                         id: timer.id.clone(),
                         attempt: timer.attempt,
                         node,
-                        at_ms: fog_agent::service::now_ms(),
+                        at_ms: fog_rt::clock::now_ms(),
                         outcome: Outcome::TimedOut { after_ms: 0 },
                     };
                     out.extend(self.retry(&timer.id, now, Some(failure), true));

@@ -25,7 +25,7 @@ pub enum FleetError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
-    Config(#[from] fog_agent::config::ConfigError),
+    Config(#[from] fog_rt::config::ConfigError),
     #[error("creating a temporary directory: {0}")]
     TempDir(std::io::Error),
     #[error("starting an agent runtime: {0}")]

@@ -465,8 +465,7 @@ fn commit(
     prune: bool,
 ) -> Result<(), JournalError> {
     if prune {
-        let cutoff =
-            fog_agent::service::now_ms().saturating_sub(cfg.keep_finished.as_millis() as u64);
+        let cutoff = fog_rt::clock::now_ms().saturating_sub(cfg.keep_finished.as_millis() as u64);
         // Only in memory until the deletes below commit; a failed commit leaves the
         // entries in the file, where the next open finds them (and expires them again).
         index.expire(cfg.keep_finished_count, cutoff);
@@ -494,7 +493,7 @@ fn commit(
         return Err(e);
     }
     index.next_seq += 1;
-    let now = fog_agent::service::now_ms();
+    let now = fog_rt::clock::now_ms();
     for op in batch {
         let (Op::Accept(r) | Op::Attempt(r) | Op::Finish(r)) = op;
         let finished_at = matches!(op, Op::Finish(_)).then_some(now);

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use fog_agent::config::{BrokerConfig, ConfigError};
 use fog_coordinator::config::{CoordinatorConfig, DEFAULT_CONFIG};
 use fog_coordinator::{broker, client, demo, service, status};
 use fog_proto::Topics;
+use fog_rt::{broker::BrokerConfig, config::ConfigError};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc, not glibc's malloc: the coordinator allocates a task's records on its
@@ -226,7 +226,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Broker { listen } => {
-            fog_agent::logging::init("FOG_LOG", "info,rumqttd=warn");
+            fog_rt::logging::init("FOG_LOG", "info,rumqttd=warn");
             broker::EmbeddedBroker::start(listen).map_err(|e| {
                 eprintln!("fog-coordinator: {e}");
                 ExitCode::FAILURE
@@ -241,7 +241,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             embedded_broker,
             data_dir,
         } => {
-            fog_agent::logging::init("FOG_LOG", "info,rumqttd=warn");
+            fog_rt::logging::init("FOG_LOG", "info,rumqttd=warn");
             let mut cfg = load(&common).map_err(config_err)?;
             if let Some(dir) = data_dir {
                 cfg.data_dir = (!dir.as_os_str().is_empty()).then_some(dir);
@@ -260,11 +260,11 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                     };
                 }
                 let shutdown = CancellationToken::new();
-                tokio::spawn(fog_agent::service::shutdown_on_signals(shutdown.clone()));
+                tokio::spawn(fog_rt::signals::shutdown_on_signals(shutdown.clone()));
                 let (view, _rx) = tokio::sync::watch::channel(service::empty_snapshot());
                 // READY/STATUS/WATCHDOG/STOPPING for the systemd unit (Type=notify); a
                 // no-op when not started by systemd.
-                let notifier = fog_agent::sdnotify::Notifier::from_env();
+                let notifier = fog_rt::sdnotify::Notifier::from_env();
                 service::serve_with(cfg, shutdown, view, notifier)
                     .await
                     .map_err(|e| {
@@ -279,7 +279,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             json,
             timeout,
         } => {
-            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=warn");
+            fog_rt::logging::init("FOG_LOG", "warn,rumqttd=warn");
             let cfg = load(&common).map_err(config_err)?;
             let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 600.0));
             runtime()?.block_on(async move {
@@ -287,7 +287,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 if json {
                     print_json(&s)?;
                 } else {
-                    print!("{}", status::render_table(&s, fog_agent::service::now_ms()));
+                    print!("{}", status::render_table(&s, fog_rt::clock::now_ms()));
                 }
                 Ok(ExitCode::SUCCESS)
             })
@@ -300,7 +300,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             json,
             timeout,
         } => {
-            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=warn");
+            fog_rt::logging::init("FOG_LOG", "warn,rumqttd=warn");
             let cfg = load(&common).map_err(config_err)?;
             let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 600.0));
             let all = !(running || recent || dead);
@@ -328,7 +328,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
                 } else {
                     print!(
                         "{}",
-                        status::render_tasks(&s, fog_agent::service::now_ms(), which)
+                        status::render_tasks(&s, fog_rt::clock::now_ms(), which)
                     );
                 }
                 Ok(ExitCode::SUCCESS)
@@ -345,7 +345,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             cacheable,
             wait,
         } => {
-            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=warn");
+            fog_rt::logging::init("FOG_LOG", "warn,rumqttd=warn");
             let cfg = load(&common).map_err(config_err)?;
             let bytes = match (payload, payload_file.as_deref(), stdin.as_deref()) {
                 (Some(p), None, None) => p.into_bytes(),
@@ -402,7 +402,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             fleet,
             kill_agent_after,
         } => {
-            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=off");
+            fog_rt::logging::init("FOG_LOG", "warn,rumqttd=off");
             let cfg = load(&common).map_err(config_err)?;
             runtime()?.block_on(async move {
                 let fail = |e: &dyn std::fmt::Display| {
@@ -490,7 +490,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             duration,
             tasks_per_sec,
         } => {
-            fog_agent::logging::init("FOG_LOG", "warn,rumqttd=off");
+            fog_rt::logging::init("FOG_LOG", "warn,rumqttd=off");
             let duration = match duration {
                 Some(d) if !(d.is_finite() && d > 0.0) => {
                     eprintln!("fog-coordinator: --duration must be a positive number of seconds");
@@ -500,7 +500,7 @@ fn real_main() -> Result<ExitCode, ExitCode> {
             };
             runtime()?.block_on(async move {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(fog_agent::service::shutdown_on_signals(shutdown.clone()));
+                tokio::spawn(fog_rt::signals::shutdown_on_signals(shutdown.clone()));
                 let opts = demo::DemoOptions {
                     agents: agents.into(),
                     duration,

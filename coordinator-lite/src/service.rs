@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fog_agent::sdnotify::Notifier;
-use fog_agent::service::now_ms;
-use fog_agent::systemd::SystemdReport;
+use fog_rt::clock::now_ms;
+use fog_rt::sdnotify::Notifier;
+use fog_rt::systemd::SystemdReport;
 
-use fog_agent::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
 use fog_proto::{codec, CoordinatorStatus, NodeHealth, NodeTopic, ParsedTopic, Topics};
+use fog_rt::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
 
 use crate::breaker::BreakerState;
 
@@ -32,7 +32,7 @@ pub const MAX_PACKET_BYTES: usize = crate::broker::MAX_PAYLOAD_BYTES;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Link(#[from] fog_agent::transport::LinkError),
+    Link(#[from] fog_rt::transport::LinkError),
     #[error("encoding coordinator status: {0}")]
     Encode(#[from] fog_proto::EncodeError),
     #[error("the mqtt link task ended unexpectedly")]
@@ -188,7 +188,7 @@ pub async fn serve_with(
     let client_id = if config.broker.client_id.is_empty() {
         format!(
             "fog-coordinator-{}-{}",
-            fog_agent::config::hostname(),
+            fog_rt::host::hostname(),
             std::process::id()
         )
     } else {

@@ -4,14 +4,14 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use fog_agent::config::BrokerConfig;
-use fog_agent::transport::{Link, LinkEvent, LinkOptions, Qos};
 use fog_proto::{codec, CoordinatorStatus, NodeState, Topics};
+use fog_rt::broker::BrokerConfig;
+use fog_rt::transport::{Link, LinkEvent, LinkOptions, Qos};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error(transparent)]
-    Link(#[from] fog_agent::transport::LinkError),
+    Link(#[from] fog_rt::transport::LinkError),
     #[error("no coordinator status on {topic} within {timeout:?} (is `fog-coordinator serve` running against {broker}?)")]
     Timeout {
         topic: String,

@@ -234,21 +234,29 @@ impl TestBroker {
             .spawn()
             .with_context(|| format!("starting {:?} broker ({cmd:?})", self.kind))?;
         self.child = Some(child);
+        // Every listener, not only the first: Mosquitto binds them one after another,
+        // and a test that goes straight to the TLS port must not find it closed.
+        let mut addrs = vec![self.addr];
+        if let Some(t) = &self.tls {
+            addrs.push(SocketAddr::from(([127, 0, 0, 1], t.port)));
+            addrs.push(SocketAddr::from(([127, 0, 0, 1], t.mtls_port)));
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_err() {
-            if Instant::now() > deadline {
-                bail!(
-                    "{:?} broker did not listen on {} within 10 s",
-                    self.kind,
-                    self.addr
-                );
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    bail!("{:?} broker exited at start: {status}", self.kind);
+        for addr in addrs {
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+                if Instant::now() > deadline {
+                    bail!(
+                        "{:?} broker did not listen on {addr} within 10 s",
+                        self.kind
+                    );
                 }
+                if let Some(c) = self.child.as_mut() {
+                    if let Some(status) = c.try_wait()? {
+                        bail!("{:?} broker exited at start: {status}", self.kind);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
     }

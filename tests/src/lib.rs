@@ -33,7 +33,7 @@ pub fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     if let Ok(spec) = std::env::var("FOG_TEST_LOG") {
-        let filter = fog_agent::logging::parse_filter(&spec).unwrap_or_default();
+        let filter = fog_rt::logging::parse_filter(&spec).unwrap_or_default();
         let _ = tracing_subscriber::registry()
             .with(filter)
             .with(tracing_subscriber::fmt::layer().with_test_writer())
@@ -58,11 +58,11 @@ impl RunningCoordinator {
             placement: Default::default(),
             scaling: Default::default(),
             data_dir: None,
-            broker: fog_agent::config::BrokerConfig {
+            broker: fog_rt::broker::BrokerConfig {
                 keep_alive: Duration::from_secs(5),
                 reconnect_initial: Duration::from_millis(50),
                 reconnect_max: Duration::from_millis(500),
-                ..fog_agent::config::BrokerConfig::plain(broker_url)?
+                ..fog_rt::broker::BrokerConfig::plain(broker_url)?
             },
         };
         Self::start_with(cfg)

@@ -21,7 +21,7 @@ async fn status_shows_the_fleet() {
             })
         })
         .await;
-    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
     // Two tasks for the task lists: one completes, one has no node for its kind.
     let mut c =
         fog_coordinator::client::Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
@@ -44,7 +44,7 @@ async fn status_shows_the_fleet() {
     let s = fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_secs(5))
         .await
         .expect("status");
-    let table = fog_coordinator::status::render_table(&s, fog_agent::service::now_ms());
+    let table = fog_coordinator::status::render_table(&s, fog_rt::clock::now_ms());
     assert!(
         table.contains("status-1") && table.contains("online"),
         "{table}"
@@ -61,7 +61,7 @@ async fn status_shows_the_fleet() {
         recent: true,
         dead: true,
     };
-    let tasks = fog_coordinator::status::render_tasks(&s, fog_agent::service::now_ms(), all);
+    let tasks = fog_coordinator::status::render_tasks(&s, fog_rt::clock::now_ms(), all);
     assert!(
         tasks.contains("running (0)")
             && tasks.contains("recent (2)")
@@ -79,7 +79,7 @@ async fn status_shows_the_fleet() {
     agent.stop().await;
     coord.stop().await;
     let empty = TestBroker::start().expect("broker");
-    let cfg = fog_agent::config::BrokerConfig::plain(&empty.url()).expect("url");
+    let cfg = fog_rt::broker::BrokerConfig::plain(&empty.url()).expect("url");
     let err = fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_millis(500))
         .await
         .expect_err("no coordinator");

@@ -62,7 +62,7 @@ async fn a_duplicate_final_result_on_the_wire_fails_the_exactly_once_check() {
         })
         .await;
     let mut tap = FinalsTap::start(broker.addr).await;
-    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
     let mut c = Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
         .await
         .expect("client");

@@ -394,7 +394,7 @@ async fn sigterm_hands_running_tasks_back_and_publishes_the_offline_record() {
     let mut t1 = AgentProcess::start(&cfg);
     coord.wait_for("t1 online", WAIT, |s| online(s, "t1")).await;
 
-    let ccfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let ccfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
     let mut c = Client::connect(&ccfg, Topics::default(), Duration::from_secs(10))
         .await
         .expect("client");
@@ -589,7 +589,7 @@ async fn after_a_task_load_every_publish_has_been_acknowledged() {
     let mut w = Watcher::start(broker.addr, "fog/v1/nodes/u1/metrics").await;
     let agent = in_process_agent("u1", &broker.url(), "");
     coord.wait_for("u1 online", WAIT, |s| online(s, "u1")).await;
-    let ccfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let ccfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
     let mut c = Client::connect(&ccfg, Topics::default(), Duration::from_secs(10))
         .await
         .expect("client");

@@ -23,7 +23,7 @@ fn online(s: &fog_proto::CoordinatorStatus, node: &str) -> bool {
 }
 
 async fn client(broker: &TestBroker) -> Client {
-    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
     Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
         .await
         .expect("client connects")
@@ -284,21 +284,21 @@ async fn scaling_advice_is_published_retained_and_shown_in_status() {
         (1, 2),
         "{advice:?}"
     );
-    let table = fog_coordinator::status::render_table(&snap, fog_agent::service::now_ms());
+    let table = fog_coordinator::status::render_table(&snap, fog_rt::clock::now_ms());
     assert!(
         table.contains("scaling: scale up (1 -> 2 nodes)"),
         "{table}"
     );
     // A late subscriber gets it retained.
-    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
-    let mut link = fog_agent::transport::Link::start(fog_agent::transport::LinkOptions {
+    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
+    let mut link = fog_rt::transport::Link::start(fog_rt::transport::LinkOptions {
         broker: cfg,
         client_id: "scaling-reader".into(),
         will: None,
         on_connect: Vec::new(),
         subscriptions: vec![(
             Topics::default().scaling(),
-            fog_agent::transport::Qos::AtLeastOnce,
+            fog_rt::transport::Qos::AtLeastOnce,
         )],
         max_packet_bytes: 64 * 1024,
         queue: 16,
@@ -306,7 +306,7 @@ async fn scaling_advice_is_published_retained_and_shown_in_status() {
     .expect("link");
     let got = tokio::time::timeout(WAIT, async {
         loop {
-            if let Some(fog_agent::transport::LinkEvent::Message { payload, .. }) =
+            if let Some(fog_rt::transport::LinkEvent::Message { payload, .. }) =
                 link.next_event().await
             {
                 return fog_proto::codec::decode::<fog_proto::ScalingAdvice>(&payload)
@@ -377,7 +377,7 @@ async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
         .iter()
         .map(|n| RunningAgent::start(n, &broker.url(), "[pool]\nworkers = 2", "").expect("agent"))
         .collect();
-    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Ok(s) =

@@ -25,7 +25,7 @@ fn online(s: &fog_proto::CoordinatorStatus, node: &str) -> bool {
 }
 
 async fn client(broker: &TestBroker) -> Client {
-    let cfg = fog_agent::config::BrokerConfig::plain(&broker.url()).expect("url");
+    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
     Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
         .await
         .expect("client connects")

@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn now_ms() -> u64 {
-    fog_agent::service::now_ms()
+    fog_rt::clock::now_ms()
 }
 
 async fn run(n: u64, rate: Option<u32>) -> anyhow::Result<()> {

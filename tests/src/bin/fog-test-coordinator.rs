@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
     if let Ok(spec) = std::env::var("FOG_TEST_LOG") {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
-        let filter = fog_agent::logging::parse_filter(&spec).unwrap_or_default();
+        let filter = fog_rt::logging::parse_filter(&spec).unwrap_or_default();
         let _ = tracing_subscriber::registry()
             .with(filter)
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))

@@ -1,5 +1,5 @@
-//! The MQTT link: the only module (with the coordinator's equivalent use) that
-//! touches rumqttc.
+//! The MQTT link, for the agent, the coordinator and the CLI client: the only module
+//! in fog that touches rumqttc (the coordinator's embedded broker is rumqttd).
 //!
 //! A [`Link`] owns a rumqttc event loop polled in its own task (awaiting requests while
 //! the loop is not polled deadlocks rumqttc). On every ConnAck it subscribes again and
@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
-use crate::config::BrokerConfig;
+use crate::broker::BrokerConfig;
 
 pub use rumqttc::QoS as Qos;
 
