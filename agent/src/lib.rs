@@ -12,11 +12,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`config`] (TOML, validation, defaults), [`metrics`] (readings from /proc
-//! and /sys), [`transport`] (the MQTT link: announce, Last Will, backoff),
-//! [`forward`] (store-and-forward: live, backlogged, draining, offline),
-//! [`store`] (tasks, results and the backlog in redb), [`service`] (the main loop),
-//! [`backoff`], [`sdnotify`] (readiness and watchdog pings to systemd).
+//! Modules: [`app`] (the program: commands and exit codes), [`cli`], [`config`]
+//! (TOML, validation, defaults), [`metrics`] (readings from /proc and /sys),
+//! [`forward`] (store-and-forward: live, backlogged, draining, offline), [`store`]
+//! (tasks, results and the backlog in redb), [`tasks`], [`alerts`], [`supervise`],
+//! [`service`] (the main loop). The MQTT link, systemd notify, logging and backoff
+//! come from fog-rt and are re-exported here as [`transport`], [`sdnotify`],
+//! [`systemd`], [`logging`] and [`backoff`].
 
 pub mod alerts;
 pub mod app;

@@ -72,8 +72,12 @@ enum Attempt {
     Refused,
 }
 
-/// One connection attempt through the agent's own MQTT link, observed to its end.
-async fn attempt(broker: BrokerConfig) -> Attempt {
+/// Connect through the agent's own MQTT link and watch it until `decide` says how
+/// the attempt ended (or WAIT passes: `None`).
+async fn probe<T>(
+    broker: BrokerConfig,
+    decide: impl Fn(Option<&LinkEvent>) -> Option<T>,
+) -> Option<T> {
     let mut link = Link::start(LinkOptions {
         broker,
         client_id: format!("tls-probe-{}", fastrand::u32(..)),
@@ -86,45 +90,39 @@ async fn attempt(broker: BrokerConfig) -> Attempt {
     .expect("link starts");
     let outcome = tokio::time::timeout(WAIT, async {
         loop {
-            match link.next_event().await {
-                Some(LinkEvent::Subscribed) => return Attempt::Admitted,
-                Some(LinkEvent::Unreachable) | None => return Attempt::Refused,
-                Some(_) => {}
+            let ev = link.next_event().await;
+            if let Some(v) = decide(ev.as_ref()) {
+                return v;
             }
         }
     })
     .await
-    .expect("the attempt ended one way or the other");
+    .ok();
     link.close(None, Duration::from_millis(200)).await;
     outcome
+}
+
+/// One connection attempt, observed to its end: the first failure counts.
+async fn attempt(broker: BrokerConfig) -> Attempt {
+    probe(broker, |ev| match ev {
+        Some(LinkEvent::Subscribed) => Some(Attempt::Admitted),
+        Some(LinkEvent::Unreachable) | None => Some(Attempt::Refused),
+        Some(_) => None,
+    })
+    .await
+    .expect("the attempt ended one way or the other")
 }
 
 /// A positive control: the link gets in within WAIT, through any transient failure
 /// (its retries are the agent's own).
 async fn admitted(broker: BrokerConfig) -> bool {
-    let mut link = Link::start(LinkOptions {
-        broker,
-        client_id: format!("tls-control-{}", fastrand::u32(..)),
-        will: None,
-        on_connect: Vec::new(),
-        subscriptions: vec![("fog/v1/probe".into(), fog_rt::transport::Qos::AtLeastOnce)],
-        max_packet_bytes: 64 * 1024,
-        queue: 16,
-    })
-    .expect("link starts");
-    let ok = tokio::time::timeout(WAIT, async {
-        loop {
-            match link.next_event().await {
-                Some(LinkEvent::Subscribed) => return true,
-                None => return false,
-                Some(_) => {}
-            }
-        }
+    probe(broker, |ev| match ev {
+        Some(LinkEvent::Subscribed) => Some(true),
+        None => Some(false),
+        Some(_) => None,
     })
     .await
-    .unwrap_or(false);
-    link.close(None, Duration::from_millis(200)).await;
-    ok
+    .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
