@@ -286,7 +286,7 @@ async fn the_agent_refuses_a_broker_it_cannot_verify() {
 /// `--broker mqtts://...` (what `fog-coordinator status --broker` does with its
 /// config: `BrokerConfig::with_url`) keeps the config's CA, client certificate and
 /// password: the fleet is read through the mutual-TLS listener. The binary's own
-/// refusals (exit 78) are tested in coordinator-lite/tests/cli.rs.
+/// refusals (exit 78) are tested in coordinator/tests/cli.rs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto and openssl; run with --include-ignored (CI does)"]
 async fn the_broker_flag_keeps_the_configured_tls_and_credentials() {
