@@ -1,0 +1,301 @@
+//! Task dispatch: take submissions, place each on an eligible agent with the configured
+//! (or the task's own) strategy, relay results to the client's reply topic, retry what
+//! failed elsewhere with fencing, and make the client see exactly one final result per
+//! task id.
+//!
+//! A task's life here ([`lifecycle`] and [`results`]): placed on a node (attempt n),
+//! then one of
+//! * completed, or failed for good: the result goes to the client, remembered so a
+//!   resubmitted id gets the same answer;
+//! * refused as busy, failed-retryable, timed out (its timeout plus a grace, or the
+//!   agent said so), or its node went offline: placed again after a full-jitter backoff
+//!   as attempt n+1, preferring nodes that have not refused it; a late result from an
+//!   older attempt is dropped (fencing);
+//! * out of attempts: dead-lettered, and the last failure goes to the client.
+//!
+//! The parts: [`nodes`] (the node view: slots, loads, weights, run times), the
+//! [`eligibility`] cache per kind, the [`table`] of unfinished tasks with their timers,
+//! [`history`] (finished, recent, dead letters), [`counters`], and the journal records
+//! ([`Dispatcher::journal`]).
+//!
+//! Every decision returns what to send ([`Out`]) instead of publishing, so this module
+//! is plain state that unit tests drive directly with paused time; the service groups
+//! the outputs into list messages per topic. Monotonic time comes in as `now`; the
+//! wall-clock stamps on results and listings (for people and for the journal) come
+//! from one clock, [`Dispatcher::wall_ms`].
+
+use std::time::Duration;
+
+use fog_proto::{codec, NodeId, TaskAssignment, TaskResult, TaskResults, TaskSubmissions};
+use fog_proto::{TaskSummary, STATUS_TASKS_MAX};
+use tokio::time::Instant;
+
+use crate::breaker::{BreakerConfig, BreakerState};
+use crate::journal::Op as JournalOp;
+use crate::placement::Strategy;
+use crate::registry::Registry;
+
+mod counters;
+mod eligibility;
+mod history;
+mod lifecycle;
+mod nodes;
+mod results;
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use counters::DispatchCounters;
+pub use history::{DeadLetter, DEAD_LETTERS, REMEMBER_FINISHED};
+
+use eligibility::Eligibility;
+use history::{describe, History};
+use nodes::NodeView;
+use table::{TaskTable, Where};
+
+#[derive(Debug, Clone)]
+pub struct PlacementConfig {
+    pub strategy: Strategy,
+    pub max_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub timeout_grace: Duration,
+    pub default_timeout: Duration,
+    pub max_wait: Duration,
+    pub max_waiting: usize,
+    pub degraded_cpu_pct: f32,
+    pub degraded_mem_pct: f32,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            strategy: Strategy::P2c,
+            max_attempts: 3,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            timeout_grace: Duration::from_secs(5),
+            default_timeout: Duration::from_secs(60),
+            max_wait: Duration::from_secs(30),
+            max_waiting: 10_000,
+            degraded_cpu_pct: 80.0,
+            degraded_mem_pct: 85.0,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// Something to send (QoS 1, not retained), grouped into lists by the service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// To `nodes/{node}/tasks`.
+    Assign { node: NodeId, task: TaskAssignment },
+    /// To a client's reply topic.
+    Reply { topic: String, result: TaskResult },
+}
+
+/// Per node figures for `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePlacement {
+    pub node: NodeId,
+    pub in_flight: u32,
+    pub breaker: BreakerState,
+    pub latency_ms: f64,
+    pub degraded: bool,
+}
+
+pub struct Dispatcher {
+    cfg: PlacementConfig,
+    coordinator: NodeId,
+    nodes: NodeView,
+    eligibility: Eligibility,
+    table: TaskTable,
+    history: History,
+    rng: fastrand::Rng,
+    /// The wall clock (milliseconds since the epoch).
+    wall: fn() -> u64,
+    /// Whether state changes are written to `journal` (a coordinator with a data dir).
+    journaling: bool,
+    /// Until then "no node runs this kind" means "not heard from yet": the task waits
+    /// instead of being refused (right after start or a reconnect, while the retained
+    /// birth records arrive).
+    warm_until: Option<Instant>,
+    /// Durable-state writes the service hands to the journal after each call.
+    pub journal: Vec<JournalOp>,
+    pub counters: DispatchCounters,
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self::new(PlacementConfig::default())
+    }
+}
+
+impl Dispatcher {
+    pub fn new(cfg: PlacementConfig) -> Self {
+        Self::with_seed(cfg, fastrand::u64(..))
+    }
+
+    /// A dispatcher whose random choices (p2c samples, retry jitter) are reproducible.
+    pub fn with_seed(cfg: PlacementConfig, seed: u64) -> Self {
+        Dispatcher {
+            cfg,
+            coordinator: NodeId::new("coordinator").expect("a valid node id"),
+            nodes: NodeView::with_seed(seed),
+            eligibility: Eligibility::default(),
+            table: TaskTable::default(),
+            history: History::default(),
+            rng: fastrand::Rng::with_seed(seed ^ 0x5eed),
+            wall: fog_rt::clock::now_ms,
+            journaling: false,
+            warm_until: None,
+            journal: Vec::new(),
+            counters: DispatchCounters::default(),
+        }
+    }
+
+    /// Until `until`, a task whose kind no known node runs waits for one instead of
+    /// being refused at once (call on start and after every (re)subscription).
+    pub fn warm_up(&mut self, until: Instant) {
+        self.warm_until = Some(until);
+    }
+
+    /// Record every state change in [`Dispatcher::journal`] from now on.
+    pub fn enable_journal(&mut self) {
+        self.journaling = true;
+    }
+
+    /// The wall clock, the only one this module reads itself.
+    pub fn wall_ms(&self) -> u64 {
+        (self.wall)()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Tasks that ran out of attempts, oldest first.
+    pub fn dead_letters(&self) -> impl Iterator<Item = &DeadLetter> {
+        self.history.dead_letters()
+    }
+
+    /// Running (oldest first), recent and dead-lettered (newest first) tasks, at most
+    /// [`STATUS_TASKS_MAX`] each, for the coordinator status.
+    pub fn task_lists(&self) -> (Vec<TaskSummary>, Vec<TaskSummary>, Vec<TaskSummary>) {
+        let mut running: Vec<TaskSummary> = self
+            .table
+            .iter()
+            .map(|(_, t)| {
+                let (node, state) = match t.at() {
+                    Where::Placed { slot, .. } => {
+                        (self.nodes.slots[slot].id.to_string(), "running")
+                    }
+                    Where::Waiting { .. } => (String::new(), "waiting"),
+                };
+                TaskSummary {
+                    id: t.sub.id.clone(),
+                    kind: t.sub.kind.clone(),
+                    node,
+                    attempt: t.attempt,
+                    state: state.to_owned(),
+                    detail: t
+                        .last_failure
+                        .as_ref()
+                        .map(|r| describe(&r.outcome))
+                        .unwrap_or_default(),
+                    at_ms: t.submitted_ms,
+                }
+            })
+            .collect();
+        running.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+        running.truncate(STATUS_TASKS_MAX);
+        let (recent, dead) = self.history.summaries();
+        (running, recent, dead)
+    }
+
+    /// Per node placement figures, sorted by node id.
+    pub fn node_placements(&self, now: Instant) -> Vec<NodePlacement> {
+        let cfg = &self.cfg.breaker;
+        let mut v: Vec<NodePlacement> = self
+            .nodes
+            .slots
+            .iter()
+            .zip(&self.nodes.loads)
+            .map(|(s, l)| NodePlacement {
+                node: s.id.clone(),
+                in_flight: l.in_flight,
+                breaker: s.breaker.peek(cfg, now),
+                latency_ms: l.latency_ms,
+                degraded: s.degraded,
+            })
+            .collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        v
+    }
+
+    /// A client's list of submissions.
+    pub fn on_submit(&mut self, registry: &Registry, payload: &[u8], now: Instant) -> Vec<Out> {
+        let list: TaskSubmissions = match codec::decode(payload) {
+            Ok(s) => s,
+            Err(error) => {
+                self.counters.malformed += 1;
+                tracing::debug!(%error, "malformed task submissions");
+                return Vec::new();
+            }
+        };
+        self.nodes.sync(registry, now, &self.cfg);
+        let mut out = Vec::with_capacity(list.items.len());
+        for sub in list.items {
+            out.extend(self.submit_one(sub, now));
+        }
+        out
+    }
+
+    /// A list of results from `node`.
+    pub fn on_result(
+        &mut self,
+        registry: &Registry,
+        node: &str,
+        payload: &[u8],
+        now: Instant,
+    ) -> Vec<Out> {
+        let list: TaskResults = match codec::decode(payload) {
+            Ok(r) => r,
+            Err(error) => {
+                self.counters.malformed += 1;
+                tracing::debug!(node.id = %node, %error, "malformed task results");
+                return Vec::new();
+            }
+        };
+        self.nodes.sync(registry, now, &self.cfg);
+        let mut out = Vec::new();
+        for r in list.items {
+            out.extend(self.result_one(node, r, now));
+        }
+        out
+    }
+
+    /// Timers (retries, timeouts) and nodes that went offline. Call often (every few
+    /// ms under load); cheap when nothing is due.
+    pub fn tick(&mut self, registry: &Registry, now: Instant) -> Vec<Out> {
+        let mut out = Vec::new();
+        let moved = self.nodes.registry_moved(registry);
+        self.nodes.sync(registry, now, &self.cfg);
+        if moved {
+            self.replace_lost(now, &mut out);
+        }
+        while let Some(timer) = self.table.pop_due(now) {
+            out.extend(self.on_timer(timer, now));
+        }
+        out
+    }
+
+    pub fn counters_map(&self) -> Vec<(&'static str, u64)> {
+        self.counters.named(self.table.len(), self.table.waiting())
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}
