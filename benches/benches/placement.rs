@@ -29,6 +29,8 @@ fn bench(c: &mut Criterion) {
         let mut kind_ms: Vec<f64> = (0..nodes)
             .map(|_| if rng.bool() { rng.f64() * 50.0 } else { 0.0 })
             .collect();
+        // Four tariffs (cost-aware); the other strategies ignore them.
+        let costs: Vec<f64> = (0..nodes).map(|_| f64::from(rng.u32(0..4))).collect();
         for strategy in Strategy::ALL {
             let mut placer = Placer::with_seed(1);
             let mut key = 0u64;
@@ -47,6 +49,7 @@ fn bench(c: &mut Criterion) {
                         node_hash: &node_hash,
                         kind_ms,
                         kind_default_ms: 25.0,
+                        node_cost: &costs,
                     },
                 )
             };

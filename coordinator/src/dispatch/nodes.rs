@@ -29,6 +29,8 @@ pub(super) struct Slot {
     labels: BTreeMap<String, String>,
     /// Free memory at the last heartbeat (bytes), if known.
     free_memory: Option<u64>,
+    /// The `cost` label (cost-aware placement): 0 without one.
+    cost: f64,
 }
 
 impl Slot {
@@ -43,6 +45,7 @@ impl Slot {
             arch: String::new(),
             labels: BTreeMap::new(),
             free_memory: None,
+            cost: 0.0,
         }
     }
 
@@ -68,10 +71,27 @@ impl Slot {
         }
         if self.labels != b.labels {
             self.labels = b.labels.clone();
+            self.cost = label_cost(&self.id, &self.labels);
         }
         self.free_memory = e.heartbeat.as_ref().map(|h| {
             (b.memory_bytes as f64 * (1.0 - f64::from(h.mem_pct) / 100.0).clamp(0.0, 1.0)) as u64
         });
+    }
+}
+
+/// A node's `cost` label as a number. The agent refuses a label that is not a finite,
+/// non-negative number; from an older or foreign agent such a label makes the node
+/// the dearest (it is used only when nothing else can take the task), said once.
+fn label_cost(node: &NodeId, labels: &BTreeMap<String, String>) -> f64 {
+    let Some(text) = labels.get("cost") else {
+        return 0.0;
+    };
+    match text.trim().parse::<f64>() {
+        Ok(c) if c.is_finite() && c >= 0.0 => c,
+        _ => {
+            tracing::warn!(node.id = %node, cost = %text, "cost label is not a non-negative number; placing there last");
+            f64::MAX
+        }
     }
 }
 
@@ -121,6 +141,8 @@ pub(super) struct Ask<'a> {
 pub(super) struct NodeView {
     pub(super) slots: Vec<Slot>,
     pub(super) loads: Vec<NodeLoad>,
+    /// By slot, the node's cost (cost-aware placement).
+    costs: Vec<f64>,
     pub(super) slot_of: HashMap<NodeId, usize>,
     registry_generation: Option<u64>,
     /// Bumped when eligibility may have changed (registry or breakers).
@@ -137,6 +159,7 @@ impl NodeView {
         NodeView {
             slots: Vec::new(),
             loads: Vec::new(),
+            costs: Vec::new(),
             slot_of: HashMap::new(),
             registry_generation: None,
             generation: 0,
@@ -176,6 +199,7 @@ impl NodeView {
         for (id, e) in registry.nodes() {
             let slot = self.slot_for(id, e.state);
             self.slots[slot].update(e);
+            self.costs[slot] = self.slots[slot].cost;
             let w = self.weigh(slot, e, cfg);
             if self.loads[slot].weight != w {
                 self.load_mut(slot).weight = w;
@@ -198,6 +222,7 @@ impl NodeView {
         }
         self.slots.push(Slot::new(id, state));
         self.loads.push(NodeLoad::default());
+        self.costs.push(0.0);
         let slot = self.slots.len() - 1;
         self.placer.touch(slot);
         self.slot_of.insert(id.clone(), slot);
@@ -265,6 +290,7 @@ impl NodeView {
             node_hash: &node_hash,
             kind_ms,
             kind_default_ms,
+            node_cost: &self.costs,
         };
         self.placer.pick(ask.kind, &req)
     }

@@ -12,8 +12,14 @@ fn registry(nodes: &[&str]) -> Registry {
 }
 
 fn registry_with_arch(nodes: &[(&str, &str)]) -> Registry {
+    let with_labels: Vec<(&str, &str, &[(&str, &str)])> =
+        nodes.iter().map(|(n, arch)| (*n, *arch, &[][..])).collect();
+    registry_with_labels(&with_labels)
+}
+
+fn registry_with_labels(nodes: &[(&str, &str, &[(&str, &str)])]) -> Registry {
     let mut r = Registry::new(Topics::default(), LivenessConfig::default());
-    for (n, arch) in nodes {
+    for (n, arch, labels) in nodes {
         let s = Status {
             online: true,
             at_ms: 1,
@@ -24,7 +30,10 @@ fn registry_with_arch(nodes: &[(&str, &str)]) -> Registry {
                 arch: (*arch).into(),
                 cores: 1,
                 memory_bytes: 1,
-                labels: Default::default(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
                 encoding: Encoding::Json,
                 task_kinds: vec!["echo".into()],
                 heartbeat_interval_ms: 1000,
@@ -521,4 +530,30 @@ fn least_connections_follows_every_placement_and_result() {
     );
     let next = node_of(&d.on_submit(&r, &submit("t3", "echo"), now())[0]);
     assert_eq!(next, last);
+}
+
+#[test]
+fn cost_aware_places_on_the_cheapest_node_by_its_cost_label_until_it_is_busy() {
+    // "dear" has no room problem but costs more; "solar" costs nothing; "odd" has a
+    // cost label that is not a number, so it is used last.
+    let r = registry_with_labels(&[
+        ("dear", "x", &[("cost", "0.30")]),
+        ("odd", "x", &[("cost", "cheap")]),
+        ("solar", "x", &[("cost", "0")]),
+    ]);
+    let mut d = rr();
+    let nodes: Vec<String> = (0..4)
+        .map(|i| {
+            let id = format!("t{i}");
+            node_of(&d.on_submit(&r, &submit_with(&id, "cost_aware", 1000), now())[0])
+        })
+        .collect();
+    // One core each: two in flight per node is the bound, so solar takes two, then
+    // the priced node, and the unreadable one only when both are at the bound.
+    assert_eq!(nodes, ["solar", "solar", "dear", "dear"]);
+    let next = node_of(&d.on_submit(&r, &submit_with("t4", "cost_aware", 1000), now())[0]);
+    assert_eq!(
+        next, "odd",
+        "the readable ones at their bound: the unreadable one"
+    );
 }

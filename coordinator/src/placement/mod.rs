@@ -1,4 +1,4 @@
-//! Placement: which eligible node gets a task, by one of seven strategies.
+//! Placement: which eligible node gets a task, by one of eight strategies.
 //!
 //! This module is pure decision logic over plain numbers, so it is property-tested and
 //! benchmarked without a broker. What is *eligible* (the node runs the kind, is healthy
@@ -24,6 +24,7 @@ use std::fmt;
 
 mod adaptive;
 mod consistent_hash;
+mod cost_aware;
 mod heap;
 mod least_connections;
 mod p2c;
@@ -40,6 +41,7 @@ mod model_tests;
 mod tests;
 
 pub use consistent_hash::{hash64, HASH_LOAD_FACTOR, RING_POINTS_PER_NODE};
+pub use cost_aware::COST_LOAD_BOUND;
 pub use strategy::{Strategy, UnknownStrategy};
 
 /// What the strategies know about one node.
@@ -104,6 +106,9 @@ pub struct Request<'a> {
     /// Adaptive: what an untried node is assumed to take (the kind's fleet mean), so
     /// it gets tried and learned instead of starved or flooded.
     pub kind_default_ms: f64,
+    /// Cost-aware: each node's cost by slot (0 past the end); finite, not negative.
+    /// A change of cost is a change of the set (`generation`).
+    pub node_cost: &'a [f64],
 }
 
 /// One strategy's decision state for one eligible set (one task kind): made empty

@@ -28,6 +28,7 @@ fn req<'a>(
         node_hash: &|s| hash64(format!("node-{s}").as_bytes()),
         kind_ms: &[],
         kind_default_ms: 0.0,
+        node_cost: &[],
     }
 }
 
@@ -73,6 +74,7 @@ impl World {
             node_hash: &node_hash,
             kind_ms: &self.kind_ms,
             kind_default_ms: self.default_ms(),
+            node_cost: &[],
         }
     }
 

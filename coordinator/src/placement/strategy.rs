@@ -45,6 +45,7 @@ strategies! {
     #[default]
     P2c = "p2c" => super::p2c::P2c,
     Adaptive = "adaptive" => super::adaptive::Adaptive,
+    CostAware = "cost_aware" => super::cost_aware::CostAware,
 }
 
 impl Strategy {

@@ -23,6 +23,7 @@ fn req<'a>(
         node_hash: &|s| hash64(format!("node-{s}").as_bytes()),
         kind_ms: &[],
         kind_default_ms: 0.0,
+        node_cost: &[],
     }
 }
 
