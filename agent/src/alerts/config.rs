@@ -6,9 +6,9 @@ use serde::Deserialize;
 use super::levels::{Kind, Lines};
 use super::{MAX_HOLD_SECS, MAX_TREND_WINDOW};
 
-/// The `[alerts]` section. config.rs merges the file over `default.toml`, so every
-/// field is present when this is deserialized; [`AlertsConfig::default`] equals the
-/// defaults in `default.toml` (a test checks it).
+/// The `[alerts]` section. config merges the file over `default.toml`, so every
+/// field is present when this is deserialized; [`AlertsConfig::default`] is
+/// `default.toml`'s table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
@@ -71,35 +71,15 @@ pub struct NetworkThresholds {
 }
 
 impl Default for AlertsConfig {
+    /// The `[alerts]` table of `default.toml`, where these defaults are written (once).
     fn default() -> Self {
-        AlertsConfig {
-            enabled: true,
-            hold_secs: 30,
-            clear_hold_secs: 30,
-            hysteresis_pct: 5.0,
-            trend_window: 6,
-            trend_deadband_pct: 5.0,
-            cpu: PctThresholds {
-                warning_pct: 80.0,
-                critical_pct: 95.0,
-            },
-            memory: PctThresholds {
-                warning_pct: 85.0,
-                critical_pct: 95.0,
-            },
-            disk: PctThresholds {
-                warning_pct: 85.0,
-                critical_pct: 95.0,
-            },
-            temperature: TemperatureThresholds {
-                warning_celsius: 70.0,
-                critical_celsius: 80.0,
-            },
-            network: NetworkThresholds {
-                warning_bytes_per_sec: 0.0,
-                critical_bytes_per_sec: 0.0,
-            },
-        }
+        let file: toml::Table = toml::from_str(include_str!("../../default.toml"))
+            .expect("default.toml is valid; a unit test checks it");
+        file.get("alerts")
+            .cloned()
+            .expect("default.toml has an [alerts] table")
+            .try_into()
+            .expect("default.toml's [alerts] is a valid AlertsConfig; a unit test checks it")
     }
 }
 

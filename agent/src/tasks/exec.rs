@@ -15,7 +15,6 @@
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -24,25 +23,8 @@ use std::time::{Duration, Instant};
 /// Bytes of stderr kept for the error message.
 pub const STDERR_TAIL_BYTES: usize = 2048;
 
-/// A command task as the config declares it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommandSpec {
-    /// Absolute path of the program.
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    /// The whole environment of the process.
-    pub env: Vec<(String, String)>,
-    pub working_dir: PathBuf,
-    pub timeout: Duration,
-    /// RLIMIT_AS; `None` for no limit.
-    pub memory_limit_bytes: Option<u64>,
-    /// RLIMIT_CPU; `None` for no limit.
-    pub cpu_limit_secs: Option<u64>,
-    /// RLIMIT_NOFILE.
-    pub max_open_files: u64,
-    /// stdout beyond this is cut.
-    pub max_output_bytes: usize,
-}
+// Declared in config (the `[tasks.<kind>]` tables); re-exported here, its old home.
+pub use crate::config::CommandSpec;
 
 /// How the process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
