@@ -92,9 +92,9 @@ pub fn main() -> ExitCode {
             let mut collector = crate::metrics::Collector::new(metrics);
             loop {
                 // A first sample primes the counters so the printed one has rates.
-                collector.reading(crate::service::now_ms());
+                collector.reading(fog_rt::clock::now_ms());
                 std::thread::sleep(std::time::Duration::from_millis(250));
-                let reading = collector.reading(crate::service::now_ms());
+                let reading = collector.reading(fog_rt::clock::now_ms());
                 match serde_json::to_string_pretty(&reading) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
@@ -132,7 +132,7 @@ pub fn main() -> ExitCode {
             };
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(crate::service::shutdown_on_signals(shutdown.clone()));
+                tokio::spawn(fog_rt::signals::shutdown_on_signals(shutdown.clone()));
                 match crate::run_with(config, shutdown, crate::sdnotify::Notifier::from_env()).await
                 {
                     Ok(()) => ExitCode::SUCCESS,

@@ -24,10 +24,10 @@ use super::job::{Job, JobOutcome, JobResult, Kind};
 use super::pool::{self, Busy, Pool};
 use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::service::now_ms;
 use crate::store::backlog::{Backlog, Class, Removed};
 use crate::store::{Committed, Op, RedbStore, StoredTask, TaskStore};
 use crate::transport::PublishError;
+use fog_rt::clock::now_ms;
 
 /// What a store commit was for.
 pub enum Token {
