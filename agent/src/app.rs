@@ -57,91 +57,101 @@ pub fn main() -> ExitCode {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
-        Command::CheckConfig { config } => match load(&config) {
-            Ok(c) => match crate::config::check_files(&c) {
-                Ok(()) => {
-                    println!(
-                        "{}: ok (node {}, broker {})",
-                        config.display(),
-                        c.node_id,
-                        c.broker.url()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("fog-agent: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            },
-            Err(code) => code,
-        },
-        Command::Metrics { once, config } => {
-            let metrics = match config {
-                Some(path) => match load(&path) {
-                    Ok(c) => c.metrics,
-                    Err(code) => return code,
-                },
-                None => match Config::from_toml("") {
-                    Ok(c) => c.metrics,
-                    Err(e) => {
-                        eprintln!("fog-agent: {e}");
-                        return ExitCode::from(EXIT_CONFIG);
-                    }
-                },
-            };
-            let mut collector = crate::metrics::Collector::new(metrics);
-            loop {
-                // A first sample primes the counters so the printed one has rates.
-                collector.reading(crate::service::now_ms());
-                std::thread::sleep(std::time::Duration::from_millis(250));
-                let reading = collector.reading(crate::service::now_ms());
-                match serde_json::to_string_pretty(&reading) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("fog-agent: encoding reading: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-                if once {
-                    return ExitCode::SUCCESS;
-                }
-                std::thread::sleep(std::time::Duration::from_secs(1));
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Metrics { once, config } => metrics(once, config.as_deref()),
+        Command::Run { config } => run(&config),
+    }
+}
+
+/// `check-config`: parse, validate and check the files the config names.
+fn check_config(config: &std::path::Path) -> ExitCode {
+    match load(config) {
+        Ok(c) => match crate::config::check_files(&c) {
+            Ok(()) => {
+                println!(
+                    "{}: ok (node {}, broker {})",
+                    config.display(),
+                    c.node_id,
+                    c.broker.url()
+                );
+                ExitCode::SUCCESS
             }
-        }
-        Command::Run { config } => {
-            limit_malloc_arenas();
-            crate::logging::init("FOG_AGENT_LOG", "info");
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if let Err(e) = crate::config::check_files(&config) {
+            Err(e) => {
+                eprintln!("fog-agent: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Err(code) => code,
+    }
+}
+
+/// `metrics`: print readings as JSON, once or every second.
+fn metrics(once: bool, config: Option<&std::path::Path>) -> ExitCode {
+    let metrics = match config {
+        Some(path) => match load(path) {
+            Ok(c) => c.metrics,
+            Err(code) => return code,
+        },
+        None => match Config::from_toml("") {
+            Ok(c) => c.metrics,
+            Err(e) => {
                 eprintln!("fog-agent: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            // One thread: the agent's work is small and a second reactor costs RSS.
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("fog-agent: starting runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(async move {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(crate::service::shutdown_on_signals(shutdown.clone()));
-                match crate::run_with(config, shutdown, crate::sdnotify::Notifier::from_env()).await
-                {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!(error = %e, "fog-agent stopped");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
+        },
+    };
+    let mut collector = crate::metrics::Collector::new(metrics);
+    loop {
+        // A first sample primes the counters so the printed one has rates.
+        collector.reading(fog_rt::clock::now_ms());
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let reading = collector.reading(fog_rt::clock::now_ms());
+        match serde_json::to_string_pretty(&reading) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("fog-agent: encoding reading: {e}");
+                return ExitCode::FAILURE;
+            }
         }
+        if once {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// `run`: the agent, on one thread, until SIGTERM or SIGINT.
+fn run(config: &std::path::Path) -> ExitCode {
+    limit_malloc_arenas();
+    crate::logging::init("FOG_AGENT_LOG", "info");
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(e) = crate::config::check_files(&config) {
+        eprintln!("fog-agent: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // One thread: the agent's work is small and a second reactor costs RSS.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fog-agent: starting runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(fog_rt::signals::shutdown_on_signals(shutdown.clone()));
+        match crate::run_with(config, shutdown, crate::sdnotify::Notifier::from_env()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "fog-agent stopped");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

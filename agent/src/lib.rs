@@ -12,13 +12,22 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`app`] (the program: commands and exit codes), [`cli`], [`config`]
-//! (TOML, validation, defaults), [`metrics`] (readings from /proc and /sys),
-//! [`forward`] (store-and-forward: live, backlogged, draining, offline), [`store`]
-//! (tasks, results and the backlog in redb), [`tasks`], [`alerts`], [`supervise`],
-//! [`service`] (the main loop). The MQTT link, systemd notify, logging and backoff
-//! come from fog-rt and are re-exported here as [`transport`], [`sdnotify`],
-//! [`systemd`], [`logging`] and [`backoff`].
+//! Modules:
+//! * [`app`]: the program: parse the command line, run the command, exit codes.
+//! * [`cli`]: the command line (commands and flags, no dependency).
+//! * [`config`]: TOML to a validated [`config::Config`], one file per section;
+//!   defaults written once, in `default.toml`.
+//! * [`metrics`]: readings from /proc and /sys, one collector per resource.
+//! * [`alerts`]: threshold alerts over readings (hold, hysteresis, trend), pure logic.
+//! * [`forward`]: store-and-forward of readings, alerts and results (live,
+//!   backlogged, draining, offline).
+//! * [`store`]: tasks, results, the content cache and the backlog in redb.
+//! * [`tasks`]: the arena, the worker pool, built-ins, command execution, and the task
+//!   host (assignments in, results out).
+//! * [`supervise`]: restart policy and supervised subsystems.
+//! * [`service`]: start, the main loop, and the shutdown drain.
+//! * From fog-rt, re-exported under the names the agent's modules use: [`transport`]
+//!   (the MQTT link), [`sdnotify`], [`systemd`], [`logging`], [`backoff`].
 
 pub mod alerts;
 pub mod app;

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::Message;
+use crate::schema::Message;
 use crate::SCHEMA_VERSION;
 
 /// First byte of a postcard frame. It can never start a JSON text.

@@ -6,6 +6,8 @@
 //!   and a parser that maps an incoming topic back to what it is.
 //! * [`message`]: one type per topic (birth/status, heartbeat, reading, alert, task
 //!   assignment, result, submission, coordinator status, scaling advice).
+//! * [`schema`]: the [`Message`] trait (name and size limit per type) and the
+//!   compatibility rule: what may change without a [`SCHEMA_VERSION`] bump.
 //! * [`codec`]: JSON (the default, readable with `mosquitto_sub`) and postcard (compact),
 //!   told apart by their first byte, each frame carrying [`SCHEMA_VERSION`]. Decoding
 //!   never panics and enforces a per-message size limit.
@@ -24,6 +26,7 @@
 pub mod codec;
 pub mod message;
 pub mod payload;
+pub mod schema;
 pub mod topic;
 
 pub use codec::{DecodeError, EncodeError, Encoding};

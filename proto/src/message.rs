@@ -1,8 +1,11 @@
 //! One type per topic. Field names carry their units (`_bytes`, `_pct`, `_ms`).
 //!
-//! Rules that keep both encodings stable: no `skip_serializing_if` (postcard is
-//! positional), no internally tagged enums, no maps keyed by anything but strings, and
-//! new fields only with a schema version bump.
+//! What may change in these types without a schema version bump, and how JSON and
+//! postcard differ there, is written down (and tested) in [`crate::schema`]. In short:
+//! no `skip_serializing_if` (postcard is positional), no internally tagged enums, no
+//! maps keyed by anything but strings; a field appended last with `#[serde(default)]`
+//! stays compatible in JSON only, so a node that must talk to older peers uses JSON
+//! until every peer has the new build.
 
 use std::collections::BTreeMap;
 
@@ -10,15 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Encoding;
 use crate::payload::Payload;
+// Re-exported: `fog_proto::message::Message` is where users have always found it.
+pub use crate::schema::Message;
 use crate::topic::NodeId;
-
-/// A message type with its place in the protocol.
-pub trait Message: Serialize + for<'de> Deserialize<'de> {
-    /// Short name used in errors and counters (`heartbeat`, `reading`, ...).
-    const NAME: &'static str;
-    /// Largest encoded frame accepted on decode, in bytes.
-    const MAX_BYTES: usize;
-}
 
 macro_rules! message {
     ($ty:ty, $name:literal, $max:expr) => {

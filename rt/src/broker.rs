@@ -180,40 +180,35 @@ pub(crate) fn resolve_broker(
             format!("{keep_alive_secs} is out of range; expected 1 to 3600"),
         ));
     }
+    let tls = resolve_tls(raw, tls, origin)?;
+    let credentials = resolve_credentials(raw, origin)?;
+    let (reconnect_initial, reconnect_max) = resolve_reconnect(raw, d, origin)?;
+    let out = BrokerConfig {
+        host,
+        port,
+        tls,
+        keep_alive: Duration::from_secs(keep_alive_secs),
+        client_id: raw.client_id.clone().unwrap_or_default(),
+        credentials,
+        allow_plaintext_password: raw
+            .allow_plaintext_password
+            .or(d.allow_plaintext_password)
+            .unwrap_or(false),
+        reconnect_initial,
+        reconnect_max,
+    };
+    out.check_cleartext_password(origin)?;
+    Ok(out)
+}
+
+/// The TLS files for an `mqtts://` URL (the CA required, the client pair both or
+/// neither), and a refusal of TLS files beside a plain `mqtt://` URL, which would
+/// otherwise be silently ignored. The files have no built-in defaults.
+fn resolve_tls(raw: &RawBroker, tls: bool, origin: &str) -> Result<Option<TlsFiles>, ConfigError> {
     let ca_file = nonempty(raw.ca_file.clone());
     let cert = nonempty(raw.cert_file.clone());
     let key = nonempty(raw.key_file.clone());
-    let tls = if tls {
-        let ca_file = ca_file.ok_or_else(|| {
-            invalid(
-                origin,
-                "broker.ca_file",
-                "mqtts:// needs the CA that signed the broker's certificate (for a public CA: /etc/ssl/certs/ca-certificates.crt)",
-            )
-        })?;
-        let client_cert = match (cert, key) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(invalid(
-                    origin,
-                    "broker.key_file",
-                    "cert_file is set, so key_file is required",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    origin,
-                    "broker.cert_file",
-                    "key_file is set, so cert_file is required",
-                ))
-            }
-        };
-        Some(TlsFiles {
-            ca_file,
-            client_cert,
-        })
-    } else {
+    if !tls {
         if ca_file.is_some() || cert.is_some() || key.is_some() {
             return Err(invalid(
                 origin,
@@ -221,8 +216,46 @@ pub(crate) fn resolve_broker(
                 "ca_file/cert_file/key_file are set but the url is mqtt:// (use mqtts://)",
             ));
         }
-        None
+        return Ok(None);
+    }
+    let ca_file = ca_file.ok_or_else(|| {
+        invalid(
+            origin,
+            "broker.ca_file",
+            "mqtts:// needs the CA that signed the broker's certificate (for a public CA: /etc/ssl/certs/ca-certificates.crt)",
+        )
+    })?;
+    let client_cert = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                origin,
+                "broker.key_file",
+                "cert_file is set, so key_file is required",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                origin,
+                "broker.cert_file",
+                "key_file is set, so cert_file is required",
+            ))
+        }
     };
+    Ok(Some(TlsFiles {
+        ca_file,
+        client_cert,
+    }))
+}
+
+/// Username and password (inline or from `password_file`, one line ending trimmed).
+/// A password needs a username; a username alone is allowed (brokers that
+/// authenticate by name or certificate).
+fn resolve_credentials(
+    raw: &RawBroker,
+    origin: &str,
+) -> Result<Option<(String, String)>, ConfigError> {
     let username = raw.username.clone().unwrap_or_default();
     let password = raw.password.clone().unwrap_or_default();
     let password_file = nonempty(raw.password_file.clone());
@@ -246,17 +279,23 @@ pub(crate) fn resolve_broker(
             .to_owned(),
         None => password,
     };
-    let credentials = match (username.is_empty(), password.is_empty()) {
-        (true, true) => None,
-        (false, _) => Some((username, password)),
-        (true, false) => {
-            return Err(invalid(
-                origin,
-                "broker.username",
-                "a password is set but no username",
-            ))
-        }
-    };
+    match (username.is_empty(), password.is_empty()) {
+        (true, true) => Ok(None),
+        (false, _) => Ok(Some((username, password))),
+        (true, false) => Err(invalid(
+            origin,
+            "broker.username",
+            "a password is set but no username",
+        )),
+    }
+}
+
+/// The reconnect backoff's first and largest delay, the largest at least the first.
+fn resolve_reconnect(
+    raw: &RawBroker,
+    d: &RawBroker,
+    origin: &str,
+) -> Result<(Duration, Duration), ConfigError> {
     let reconnect_initial = interval(
         origin,
         "broker.reconnect_initial_secs",
@@ -282,22 +321,7 @@ pub(crate) fn resolve_broker(
             "must be at least reconnect_initial_secs",
         ));
     }
-    let out = BrokerConfig {
-        host,
-        port,
-        tls,
-        keep_alive: Duration::from_secs(keep_alive_secs),
-        client_id: raw.client_id.clone().unwrap_or_default(),
-        credentials,
-        allow_plaintext_password: raw
-            .allow_plaintext_password
-            .or(d.allow_plaintext_password)
-            .unwrap_or(false),
-        reconnect_initial,
-        reconnect_max,
-    };
-    out.check_cleartext_password(origin)?;
-    Ok(out)
+    Ok((reconnect_initial, reconnect_max))
 }
 
 /// What a broker URL says: the scheme (TLS or not), host and port.

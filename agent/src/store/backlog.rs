@@ -21,7 +21,8 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::cell::DbCell;
 
-use super::{db_err, Bytes, StoreError};
+use super::error::StoreError;
+use super::Bytes;
 
 /// What a backlog entry is; also the order in which a full backlog gives entries up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,16 +150,16 @@ impl Backlog {
         let mut last_seq = 0;
         {
             let db = db.get()?;
-            let tx = db.begin_write().map_err(db_err)?;
+            let tx = db.begin_write()?;
             for class in Class::ALL {
-                tx.open_table(class.table()).map_err(db_err)?;
+                tx.open_table(class.table())?;
             }
-            tx.commit().map_err(db_err)?;
-            let tx = db.begin_read().map_err(db_err)?;
+            tx.commit()?;
+            let tx = db.begin_read()?;
             for class in Class::ALL {
-                let t = tx.open_table(class.table()).map_err(db_err)?;
-                for row in t.iter().map_err(db_err)? {
-                    let (k, v) = row.map_err(db_err)?;
+                let t = tx.open_table(class.table())?;
+                for row in t.iter()? {
+                    let (k, v) = row?;
                     last_seq = last_seq.max(seq_of(k.value()));
                     stats.entries.fetch_add(1, Ordering::Relaxed);
                     stats
@@ -178,7 +179,10 @@ impl Backlog {
         let writer = std::thread::Builder::new()
             .name("fog-backlog".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Db(format!("starting the backlog writer: {e}")))?;
+            .map_err(|source| StoreError::Spawn {
+                thread: "backlog",
+                source,
+            })?;
         Ok(Backlog {
             db,
             next_seq: last_seq + 1,
@@ -226,13 +230,13 @@ impl Backlog {
 
     /// Up to `max` durable entries after sequence number `after`, oldest first.
     pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<Entry>, StoreError> {
-        let tx = self.db.get()?.begin_read().map_err(db_err)?;
+        let tx = self.db.get()?.begin_read()?;
         let from = (after.saturating_add(1)).to_be_bytes();
         let mut out = Vec::new();
         for class in Class::ALL {
-            let t = tx.open_table(class.table()).map_err(db_err)?;
-            for row in t.range(from.as_slice()..).map_err(db_err)?.take(max) {
-                let (k, v) = row.map_err(db_err)?;
+            let t = tx.open_table(class.table())?;
+            for row in t.range(from.as_slice()..)?.take(max) {
+                let (k, v) = row?;
                 out.push(Entry {
                     seq: seq_of(k.value()),
                     class,
@@ -307,22 +311,19 @@ impl Writer {
     }
 
     fn commit(&self, pushes: &[Entry], removes: &[(Class, u64)]) -> Result<(), StoreError> {
-        let tx = self.db.get()?.begin_write().map_err(db_err)?;
+        let tx = self.db.get()?.begin_write()?;
         // Applied to the shared figures only after the commit succeeded.
         let mut entries: i64 = 0;
         let mut bytes: i64 = 0;
         let mut dropped = [0u64; 3];
         {
             let mut tables = [
-                tx.open_table(READINGS).map_err(db_err)?,
-                tx.open_table(ALERTS).map_err(db_err)?,
-                tx.open_table(RESULTS).map_err(db_err)?,
+                tx.open_table(READINGS)?,
+                tx.open_table(ALERTS)?,
+                tx.open_table(RESULTS)?,
             ];
             for (class, seq) in removes {
-                if let Some(v) = tables[*class as usize]
-                    .remove(seq.to_be_bytes().as_slice())
-                    .map_err(db_err)?
-                {
+                if let Some(v) = tables[*class as usize].remove(seq.to_be_bytes().as_slice())? {
                     entries -= 1;
                     bytes -= cost(v.value().len()) as i64;
                 }
@@ -335,7 +336,7 @@ impl Writer {
                 while held + need > self.max_bytes as i64 {
                     let mut freed = None;
                     for class in Class::ALL {
-                        if let Some((k, v)) = tables[class as usize].pop_first().map_err(db_err)? {
+                        if let Some((k, v)) = tables[class as usize].pop_first()? {
                             let _ = k;
                             freed = Some((class, cost(v.value().len()) as i64));
                             break;
@@ -359,14 +360,13 @@ impl Writer {
                     continue;
                 }
                 tables[e.class as usize]
-                    .insert(e.seq.to_be_bytes().as_slice(), e.payload.as_slice())
-                    .map_err(db_err)?;
+                    .insert(e.seq.to_be_bytes().as_slice(), e.payload.as_slice())?;
                 held += need;
                 bytes += need;
                 entries += 1;
             }
         }
-        tx.commit().map_err(db_err)?;
+        tx.commit()?;
         let add = |a: &AtomicU64, d: i64| {
             if d >= 0 {
                 a.fetch_add(d as u64, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use redb::Database;
 
-use super::StoreError;
+use super::error::StoreError;
 
 /// The shared handle and its health.
 pub struct DbCell {
@@ -39,9 +39,9 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         // A small cache: this runs on 512 MB boards.
         .set_cache_size(1 << 20)
         .create(path)
-        .map_err(|e| StoreError::Open {
+        .map_err(|source| StoreError::Open {
             path: path.display().to_string(),
-            message: e.to_string(),
+            source,
         })
 }
 

@@ -28,7 +28,9 @@ use redb::{
     WriteTransaction,
 };
 
-use super::{db_err, decode_task, Bytes, StoreError, StoredTask};
+use super::error::StoreError;
+use super::record::{decode_task, StoredTask};
+use super::Bytes;
 
 /// `gen` -> u64 big-endian, `since` -> ms big-endian.
 const META: Bytes = TableDefinition::new("v2/meta");
@@ -59,7 +61,7 @@ fn read_u64(
     meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
     key: &[u8],
 ) -> Result<Option<u64>, StoreError> {
-    let Some(v) = meta.get(key).map_err(db_err)? else {
+    let Some(v) = meta.get(key)? else {
         return Ok(None);
     };
     let bytes: [u8; 8] = v.value().try_into().map_err(|_| StoreError::Corrupt {
@@ -121,12 +123,8 @@ impl Generations {
     /// Make sure the layout exists: convert the first layout's tables, or start
     /// generation 1 in an empty store. Idempotent.
     pub fn prepare(tx: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
-        let mut meta = tx.open_table(META).map_err(db_err)?;
-        let tables: Vec<String> = tx
-            .list_tables()
-            .map_err(db_err)?
-            .map(|t| t.name().to_owned())
-            .collect();
+        let mut meta = tx.open_table(META)?;
+        let tables: Vec<String> = tx.list_tables()?.map(|t| t.name().to_owned()).collect();
         let has_v1 = tables.iter().any(|t| t == V1_TASKS.name());
         // A damaged number is repaired from the tables rather than stopping the agent
         // (readings and liveness do not depend on the task store).
@@ -148,40 +146,37 @@ impl Generations {
             // keys, same records). Newest, because an older binary that ran after this
             // one (a downgrade) wrote there last.
             let g = highest.map_or(1, |h| h + 1);
-            tx.rename_table(V1_TASKS, table(&name(g))).map_err(db_err)?;
-            tx.delete_table(V1_FINISHED).map_err(db_err)?;
+            tx.rename_table(V1_TASKS, table(&name(g)))?;
+            tx.delete_table(V1_FINISHED)?;
             g
         } else if let Some(h) = highest {
             // Tables without a (readable) meta row: carry on with the newest of them.
             h
         } else {
-            tx.open_table(table(&name(1))).map_err(db_err)?;
+            tx.open_table(table(&name(1)))?;
             1
         };
-        meta.insert(GEN, generation.to_be_bytes().as_slice())
-            .map_err(db_err)?;
-        meta.insert(SINCE, now_ms.to_be_bytes().as_slice())
-            .map_err(db_err)?;
+        meta.insert(GEN, generation.to_be_bytes().as_slice())?;
+        meta.insert(SINCE, now_ms.to_be_bytes().as_slice())?;
         Ok(())
     }
 
     /// Read every generation (oldest first, so a newer record of an id wins).
     /// A record that does not decode is logged and skipped; it never stops the agent.
     pub fn scan(db: &Database) -> Result<Scan, StoreError> {
-        let tx = db.begin_read().map_err(db_err)?;
-        let meta = tx.open_table(META).map_err(db_err)?;
-        let current = read_u64(&meta, GEN)?
-            .ok_or_else(|| StoreError::Db("the store has no current generation".into()))?;
+        let tx = db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let current = read_u64(&meta, GEN)?.ok_or(StoreError::NoGeneration)?;
         // A damaged start time only makes the next rotation come early.
         let since_ms = read_u64(&meta, SINCE).ok().flatten().unwrap_or(0);
         // id -> (generation of its newest record, finished?). Finished records are
         // only peeked at: their results (up to 10,000 kept, each up to a task's output
         // limit) are never held in memory at once.
         let mut newest: HashMap<String, (u64, bool)> = HashMap::new();
-        for g in existing(tx.list_tables().map_err(db_err)?) {
-            let t = tx.open_table(table(&name(g))).map_err(db_err)?;
-            for row in t.iter().map_err(db_err)? {
-                let (_, v) = row.map_err(db_err)?;
+        for g in existing(tx.list_tables()?) {
+            let t = tx.open_table(table(&name(g)))?;
+            for row in t.iter()? {
+                let (_, v) = row?;
                 match postcard::from_bytes::<Peek<'_>>(v.value()) {
                     Ok(p) => {
                         newest.insert(p.id.to_owned(), (g, p.result.is_some()));
@@ -200,11 +195,10 @@ impl Generations {
                 continue;
             }
             // Unfinished: the whole record (with its payload, if kept) to run again.
-            let t = tx.open_table(table(&name(g))).map_err(db_err)?;
+            let t = tx.open_table(table(&name(g)))?;
             let bytes = t
-                .get(id.as_bytes())
-                .map_err(db_err)?
-                .ok_or_else(|| StoreError::Db(format!("record of {id} vanished during a scan")))?;
+                .get(id.as_bytes())?
+                .ok_or_else(|| StoreError::Vanished { id: id.clone() })?;
             match decode_task(&id, bytes.value()) {
                 Ok(task) => {
                     pending.insert(id, g);
@@ -260,26 +254,26 @@ impl Generations {
     /// was current, copying its unfinished records forward first. The caller must not
     /// hold the new generation's table open.
     pub fn rotate(&mut self, tx: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
-        let all = existing(tx.list_tables().map_err(db_err)?);
+        let all = existing(tx.list_tables()?);
         // Past every table that exists: a table is never reused.
         let next = all.last().map_or(self.current, |h| (*h).max(self.current)) + 1;
         let doomed: Vec<u64> = all.into_iter().filter(|g| *g < self.current).collect();
         {
             let next_name = name(next);
-            let mut into = tx.open_table(table(&next_name)).map_err(db_err)?;
+            let mut into = tx.open_table(table(&next_name))?;
             for g in &doomed {
                 let from_name = name(*g);
-                let from = tx.open_table(table(&from_name)).map_err(db_err)?;
+                let from = tx.open_table(table(&from_name))?;
                 for (id, at) in self.pending.iter_mut().filter(|(_, at)| **at == *g) {
-                    if let Some(v) = from.get(id.as_bytes()).map_err(db_err)? {
-                        into.insert(id.as_bytes(), v.value()).map_err(db_err)?;
+                    if let Some(v) = from.get(id.as_bytes())? {
+                        into.insert(id.as_bytes(), v.value())?;
                     }
                     *at = next;
                 }
             }
         }
         for g in doomed {
-            tx.delete_table(table(&name(g))).map_err(db_err)?;
+            tx.delete_table(table(&name(g)))?;
         }
         // An id whose accepted record was in a table that no longer existed (never
         // written by us) must not point at a dropped generation forever.
@@ -288,11 +282,9 @@ impl Generations {
                 *at = next;
             }
         }
-        let mut meta = tx.open_table(META).map_err(db_err)?;
-        meta.insert(GEN, next.to_be_bytes().as_slice())
-            .map_err(db_err)?;
-        meta.insert(SINCE, now_ms.to_be_bytes().as_slice())
-            .map_err(db_err)?;
+        let mut meta = tx.open_table(META)?;
+        meta.insert(GEN, next.to_be_bytes().as_slice())?;
+        meta.insert(SINCE, now_ms.to_be_bytes().as_slice())?;
         self.current = next;
         self.since_ms = now_ms;
         self.results = 0;
@@ -312,9 +304,9 @@ impl Generations {
 
 /// The newest stored record of `id`, from the current generation or the previous one.
 pub(super) fn lookup(db: &Database, id: &str) -> Result<Option<StoredTask>, StoreError> {
-    let tx = db.begin_read().map_err(db_err)?;
+    let tx = db.begin_read()?;
     let current = {
-        let meta = tx.open_table(META).map_err(db_err)?;
+        let meta = tx.open_table(META)?;
         read_u64(&meta, GEN)?
     };
     let Some(current) = current else {
@@ -325,9 +317,9 @@ pub(super) fn lookup(db: &Database, id: &str) -> Result<Option<StoredTask>, Stor
         let t = match tx.open_table(table(&n)) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => continue,
-            Err(e) => return Err(db_err(e)),
+            Err(e) => return Err(e.into()),
         };
-        if let Some(v) = t.get(id.as_bytes()).map_err(db_err)? {
+        if let Some(v) = t.get(id.as_bytes())? {
             return decode_task(id, v.value()).map(Some);
         }
     }

@@ -15,7 +15,6 @@
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -24,25 +23,8 @@ use std::time::{Duration, Instant};
 /// Bytes of stderr kept for the error message.
 pub const STDERR_TAIL_BYTES: usize = 2048;
 
-/// A command task as the config declares it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommandSpec {
-    /// Absolute path of the program.
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    /// The whole environment of the process.
-    pub env: Vec<(String, String)>,
-    pub working_dir: PathBuf,
-    pub timeout: Duration,
-    /// RLIMIT_AS; `None` for no limit.
-    pub memory_limit_bytes: Option<u64>,
-    /// RLIMIT_CPU; `None` for no limit.
-    pub cpu_limit_secs: Option<u64>,
-    /// RLIMIT_NOFILE.
-    pub max_open_files: u64,
-    /// stdout beyond this is cut.
-    pub max_output_bytes: usize,
-}
+// Declared in config (the `[tasks.<kind>]` tables); re-exported here, its old home.
+pub use crate::config::CommandSpec;
 
 /// How the process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,16 +81,9 @@ fn kill_group(pgid: i32) {
     }
 }
 
-/// Run `spec` with `stdin` as input, writing stdout into `stdout_buf`. Blocks the
-/// calling thread (run it on a worker, never on the async reactor). `cancel` is
-/// polled; setting it kills the process group.
-pub fn run(
-    spec: &CommandSpec,
-    stdin: &[u8],
-    stdout_buf: &mut [u8],
-    cancel: &AtomicBool,
-) -> Result<ExecOutcome, ExecError> {
-    let program = spec.program.display().to_string();
+/// The process for `spec`: argv, a clean environment, the working directory, piped
+/// stdio, and (between fork and exec) its own process group and the rlimits.
+fn command(spec: &CommandSpec) -> Command {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
@@ -141,6 +116,116 @@ pub fn run(
             Ok(())
         });
     }
+    cmd
+}
+
+/// Read stdout into `buf` up to its size; read and discard the rest, saying so.
+fn read_capped(child_out: &mut impl Read, buf: &mut [u8]) -> (usize, bool) {
+    let mut n = 0;
+    let mut truncated = false;
+    loop {
+        if n < buf.len() {
+            match child_out.read(&mut buf[n..]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        } else {
+            let mut sink = [0u8; 4096];
+            match child_out.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => truncated = true,
+            }
+        }
+    }
+    (n, truncated)
+}
+
+/// The last [`STDERR_TAIL_BYTES`] of stderr, as text.
+fn stderr_tail(child_err: &mut impl Read) -> String {
+    let mut tail = [0u8; STDERR_TAIL_BYTES];
+    let mut len = 0usize;
+    let mut chunk = [0u8; 1024];
+    loop {
+        match child_err.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => {
+                let k = k.min(STDERR_TAIL_BYTES);
+                if len + k > STDERR_TAIL_BYTES {
+                    let drop = len + k - STDERR_TAIL_BYTES;
+                    tail.copy_within(drop..len, 0);
+                    len -= drop;
+                }
+                tail[len..len + k].copy_from_slice(&chunk[..k]);
+                len += k;
+            }
+        }
+    }
+    String::from_utf8_lossy(&tail[..len]).trim_end().to_owned()
+}
+
+/// What `wait4` said: its return, the status, the child's usage, and errno.
+type Waited = (i32, i32, libc::rusage, std::io::Error);
+
+/// Reap the child `pid` (blocking), with its resource usage.
+fn wait_for(pid: i32) -> Waited {
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = loop {
+        // SAFETY: waiting for our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    (r, status, usage, std::io::Error::last_os_error())
+}
+
+/// Wait for the waiter's answer, killing the group once at the deadline or on
+/// `cancel`; the answer, and what ended the process if we did.
+fn watch(
+    rx: &mpsc::Receiver<Waited>,
+    deadline: Instant,
+    cancel: &AtomicBool,
+    pid: i32,
+) -> (Waited, Option<Exit>) {
+    let mut ended_by: Option<Exit> = None;
+    let waited = loop {
+        let now = Instant::now();
+        let slice = deadline
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(20));
+        match rx.recv_timeout(slice) {
+            Ok(w) => break w,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if ended_by.is_none() && cancel.load(Ordering::Relaxed) {
+                    ended_by = Some(Exit::Cancelled);
+                    kill_group(pid);
+                } else if ended_by.is_none() && Instant::now() >= deadline {
+                    ended_by = Some(Exit::TimedOut);
+                    kill_group(pid);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                unreachable!("the waiter always sends")
+            }
+        }
+    };
+    (waited, ended_by)
+}
+
+/// Run `spec` with `stdin` as input, writing stdout into `stdout_buf`. Blocks the
+/// calling thread (run it on a worker, never on the async reactor). `cancel` is
+/// polled; setting it kills the process group.
+pub fn run(
+    spec: &CommandSpec,
+    stdin: &[u8],
+    stdout_buf: &mut [u8],
+    cancel: &AtomicBool,
+) -> Result<ExecOutcome, ExecError> {
+    let program = spec.program.display().to_string();
+    let mut cmd = command(spec);
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
         program: program.clone(),
@@ -157,88 +242,15 @@ pub fn run(
         s.spawn(move || {
             let _ = child_in.write_all(stdin);
         });
-        let out = s.spawn(move || {
-            let mut n = 0;
-            let mut truncated = false;
-            loop {
-                if n < stdout_buf.len() {
-                    match child_out.read(&mut stdout_buf[n..]) {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                } else {
-                    let mut sink = [0u8; 4096];
-                    match child_out.read(&mut sink) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => truncated = true,
-                    }
-                }
-            }
-            (n, truncated)
-        });
-        let err = s.spawn(move || {
-            let mut tail = [0u8; STDERR_TAIL_BYTES];
-            let mut len = 0usize;
-            let mut chunk = [0u8; 1024];
-            loop {
-                match child_err.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => {
-                        let k = k.min(STDERR_TAIL_BYTES);
-                        if len + k > STDERR_TAIL_BYTES {
-                            let drop = len + k - STDERR_TAIL_BYTES;
-                            tail.copy_within(drop..len, 0);
-                            len -= drop;
-                        }
-                        tail[len..len + k].copy_from_slice(&chunk[..k]);
-                        len += k;
-                    }
-                }
-            }
-            String::from_utf8_lossy(&tail[..len]).trim_end().to_owned()
-        });
+        let out = s.spawn(move || read_capped(&mut child_out, stdout_buf));
+        let err = s.spawn(move || stderr_tail(&mut child_err));
 
         let (tx, rx) = mpsc::channel();
         s.spawn(move || {
-            let mut status = 0;
-            // SAFETY: zeroed rusage is a valid out-parameter.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let r = loop {
-                // SAFETY: waiting for our own child with valid out-pointers.
-                let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-                if r == -1
-                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {
-                    continue;
-                }
-                break r;
-            };
-            let _ = tx.send((r, status, usage, std::io::Error::last_os_error()));
+            let _ = tx.send(wait_for(pid));
         });
 
-        let mut ended_by: Option<Exit> = None;
-        let deadline = started + spec.timeout;
-        let waited = loop {
-            let now = Instant::now();
-            let slice = deadline
-                .saturating_duration_since(now)
-                .min(Duration::from_millis(20));
-            match rx.recv_timeout(slice) {
-                Ok(w) => break w,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if ended_by.is_none() && cancel.load(Ordering::Relaxed) {
-                        ended_by = Some(Exit::Cancelled);
-                        kill_group(pid);
-                    } else if ended_by.is_none() && Instant::now() >= deadline {
-                        ended_by = Some(Exit::TimedOut);
-                        kill_group(pid);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    unreachable!("the waiter always sends")
-                }
-            }
-        };
+        let (waited, ended_by) = watch(&rx, started + spec.timeout, cancel, pid);
         let wall = started.elapsed();
         // Whatever the leader did, leave no descendants behind (they would also hold
         // the pipes open and keep the readers waiting).

@@ -24,10 +24,10 @@ use super::job::{Job, JobOutcome, JobResult, Kind};
 use super::pool::{self, Busy, Pool};
 use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::service::now_ms;
 use crate::store::backlog::{Backlog, Class, Removed};
 use crate::store::{Committed, Op, RedbStore, StoredTask, TaskStore};
 use crate::transport::PublishError;
+use fog_rt::clock::now_ms;
 
 /// What a store commit was for.
 pub enum Token {
@@ -355,14 +355,16 @@ impl TaskHost {
         }
     }
 
-    fn on_assignment(&mut self, out: &mut Forwarder, a: TaskAssignment) {
+    /// The dedupe rules: whether `a` was answered (or dropped) here because its id is
+    /// in flight or already finished; `false` means it is to be admitted and run.
+    fn dedupe(&mut self, out: &mut Forwarder, a: &TaskAssignment) -> bool {
         match self.states.get(&a.id) {
             Some(State::InFlight) => {
                 self.counters.duplicates += 1;
                 tracing::debug!(task.id = %a.id, attempt = a.attempt, "duplicate of a task in flight; not run again");
-                let newest = self.newer_attempt.entry(a.id).or_insert(a.attempt);
+                let newest = self.newer_attempt.entry(a.id.clone()).or_insert(a.attempt);
                 *newest = (*newest).max(a.attempt);
-                return;
+                return true;
             }
             // Finished here recently, or not in memory: the store knows.
             Some(State::Finished) | None => {
@@ -393,7 +395,7 @@ impl TaskHost {
                             // takes it (the result is the same whichever attempt ran).
                             r.attempt = r.attempt.max(a.attempt);
                             self.publish(out, r);
-                            return;
+                            return true;
                         }
                         Err(e) => {
                             tracing::error!(task.id = %a.id, error = %e, "stored result unreadable; running again")
@@ -402,11 +404,18 @@ impl TaskHost {
                     Ok(_) => {} // new, or pruned meanwhile: run it
                     Err(e) => {
                         tracing::debug!(task.id = %a.id, error = %e, "reading stored result");
-                        self.reject(out, &a, busy_reason("the store is unavailable"), true);
-                        return;
+                        self.reject(out, a, busy_reason("the store is unavailable"), true);
+                        return true;
                     }
                 }
             }
+        }
+        false
+    }
+
+    fn on_assignment(&mut self, out: &mut Forwarder, a: TaskAssignment) {
+        if self.dedupe(out, &a) {
+            return;
         }
         let Some(kind) = self.kinds.get(&a.kind).cloned() else {
             let reason = format!(

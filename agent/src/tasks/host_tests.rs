@@ -362,3 +362,62 @@ async fn a_duplicate_of_a_task_in_flight_is_counted_and_not_run_again() {
     assert_eq!(r.host.pool().completed_total(), 2);
     r.assert_idle();
 }
+
+/// What was published for `id`: (attempt, outcome), in order.
+fn attempts(r: &Rig, id: &str) -> Vec<(u32, String)> {
+    r.published
+        .iter()
+        .filter(|p| p.id == id)
+        .map(|p| (p.attempt, label(&p.outcome)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_newer_attempt_of_a_task_in_flight_gets_the_result_under_that_attempt() {
+    let mut r = rig();
+    r.send(&wire(vec![assignment("a", "hi")], Encoding::Json));
+    r.accepted("a").await;
+    // Re-placed by the coordinator while it runs here: not run twice, but the
+    // result must carry attempt 3 or the coordinator fences it off.
+    let mut again = assignment("a", "hi");
+    again.attempt = 3;
+    r.send(&wire(vec![again], Encoding::Json));
+    assert_eq!(counts(r.host.counters), [0, 0, 1, 0, 0, 0]);
+    r.ran("a").await;
+    r.finished("a").await;
+    assert_eq!(
+        attempts(&r, "a"),
+        [(1, "accepted".into()), (3, "completed hi".into())]
+    );
+    assert_eq!(r.host.pool().completed_total(), 1);
+    r.assert_idle();
+}
+
+#[tokio::test]
+async fn a_finished_id_is_answered_from_the_store_under_the_newest_attempt() {
+    let mut r = rig();
+    let mut first = assignment("a", "hi");
+    first.attempt = 2;
+    r.send(&wire(vec![first], Encoding::Json));
+    r.accepted("a").await;
+    r.ran("a").await;
+    r.finished("a").await;
+    // A newer attempt of a completed task: answered, under the attempt asked about.
+    let mut newer = assignment("a", "hi");
+    newer.attempt = 5;
+    r.send(&wire(vec![newer], Encoding::Json));
+    // An older attempt: answered too, under the attempt that ran (what the store holds).
+    r.send(&wire(vec![assignment("a", "hi")], Encoding::Json));
+    assert_eq!(
+        attempts(&r, "a"),
+        [
+            (2, "accepted".into()),
+            (2, "completed hi".into()),
+            (5, "completed hi".into()),
+            (2, "completed hi".into()),
+        ]
+    );
+    assert_eq!(counts(r.host.counters), [1, 0, 2, 0, 0, 0]);
+    assert_eq!(r.host.pool().completed_total(), 1, "run once");
+    r.assert_idle();
+}
