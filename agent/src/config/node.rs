@@ -122,7 +122,26 @@ pub(super) fn check_labels(
             ));
         }
     }
+    if let Some(cost) = labels.get("cost") {
+        check_cost(cost, origin)?;
+    }
     Ok(())
+}
+
+/// The `cost` label (what the coordinator's `cost_aware` strategy minimises): a
+/// finite number, at least 0, read as the coordinator reads it (surrounding
+/// whitespace ignored).
+fn check_cost(cost: &str, origin: &str) -> Result<(), ConfigError> {
+    match cost.trim().parse::<f64>() {
+        Ok(c) if c.is_finite() && c >= 0.0 => Ok(()),
+        _ => Err(invalid(
+            origin,
+            "labels.cost",
+            format!(
+                "{cost:?} is not a cost: expected a finite number at least 0 (e.g. cost = \"0.30\"), used by the coordinator's cost_aware placement"
+            ),
+        )),
+    }
 }
 
 /// Hostnames are almost always valid node ids; replace what is not.

@@ -250,3 +250,26 @@ fn alerts_default_from_the_file_and_merge_key_by_key() {
     assert!(err("[alerts.gpu]\nwarning_pct = 70").contains("gpu"));
     assert!(err("[alerts]\nenabled = \"yes\"").contains("[alerts]"));
 }
+
+#[test]
+fn a_cost_label_must_be_a_finite_non_negative_number() {
+    for good in ["0.30", "0", "12", " 1.5 ", "1e3"] {
+        let c = Config::from_toml(&format!("[labels]\ncost = {good:?}\n"))
+            .unwrap_or_else(|e| panic!("cost = {good:?} is valid: {e}"));
+        assert_eq!(c.labels["cost"], good, "kept as written");
+    }
+    for bad in ["abc", "-1", "NaN", "inf", "-inf", "", "0.3 EUR"] {
+        let e = err(&format!("[labels]\ncost = {bad:?}\n"));
+        assert!(
+            e.contains("`labels.cost`"),
+            "cost = {bad:?}: names the key: {e}"
+        );
+        assert!(
+            e.contains("finite number at least 0"),
+            "cost = {bad:?}: says what is expected: {e}"
+        );
+    }
+    // Other labels are free-form: only `cost` is a number.
+    let c = Config::from_toml("[labels]\nprice = \"abc\"\nzone = \"-1\"\n").expect("valid");
+    assert_eq!(c.labels.len(), 2);
+}
