@@ -1,7 +1,9 @@
 //! The agent's side of task delivery: take assignments off the wire, record them in
 //! the store before acknowledging, run them on the pool, store and publish results.
 //!
-//! Delivery is at-least-once on the wire, so this is where duplicates stop:
+//! Delivery is at-least-once on the wire, so this is where duplicates stop
+//! ([`admission`]: what an arriving assignment gets; results leave through the
+//! [`outbox`]):
 //! * an id already finished is answered from the store, never run again;
 //! * an id in flight (accepting, queued or running) is ignored;
 //! * after a crash, accepted and unfinished tasks come back from the store and are
@@ -9,35 +11,32 @@
 //!   with `store.rerun_after_restart` their payloads were kept and they run again here
 //!   (or fail as retryable if the node cannot take them now).
 
-use std::collections::{HashMap, VecDeque};
+mod admission;
+mod outbox;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fog_proto::message::{BATCH_MAX_ITEMS, BATCH_TARGET_BYTES};
 use fog_proto::{
     codec, Encoding, NodeId, Outcome, Payload, TaskAssignment, TaskAssignments, TaskResult,
-    TaskResults,
 };
 
+use self::admission::{busy_outcome, busy_reason, check_fit, dedupe, Dedupe, Ledger};
+use self::outbox::Outbox;
 use super::arena::{Arena, ArenaError};
 use super::job::{Job, JobOutcome, JobResult, Kind};
 use super::pool::{self, Busy, Pool};
 use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::store::backlog::{Backlog, Class, Removed};
+use crate::store::backlog::{Backlog, Removed};
 use crate::store::{Committed, Op, RedbStore, StoredTask, TaskStore};
-use crate::transport::PublishError;
 use fog_rt::clock::now_ms;
 
 /// What a store commit was for.
 pub enum Token {
     Accepted(Job),
     Finished { result: TaskResult },
-}
-
-enum State {
-    InFlight,
-    Finished,
 }
 
 /// Counters for readings.
@@ -51,15 +50,6 @@ pub struct TaskCounters {
     pub cache_misses: u64,
 }
 
-/// Finished task ids remembered in memory. An id not in memory is looked up in the
-/// store, so forgetting loses nothing; remembering every id was a leak (~100 bytes per
-/// task, found by the soak).
-const FINISHED_IN_MEMORY: usize = 4096;
-
-/// Results waiting to be published (batched, or waiting for room in the MQTT request
-/// queue), bounded.
-const OUTBOX_MAX: usize = 65_536;
-
 pub struct TaskHost {
     node: NodeId,
     encoding: Encoding,
@@ -69,16 +59,9 @@ pub struct TaskHost {
     pool: Pool,
     store: RedbStore<Token>,
     kinds: HashMap<String, Kind>,
-    /// Tasks in flight, and the most recently finished ones (at most
-    /// [`FINISHED_IN_MEMORY`], oldest forgotten first: the store is the record of
-    /// what finished; memory only saves it a lookup for a quick redelivery).
-    states: HashMap<String, State>,
-    finished_order: VecDeque<String>,
-    /// A task in flight that the coordinator has since placed here again with a newer
-    /// attempt (it re-placed it after losing track, e.g. after its own restart): the
-    /// result goes out under the newest attempt, or the coordinator would fence it off.
-    newer_attempt: HashMap<String, u32>,
-    outbox: VecDeque<TaskResult>,
+    /// The ids in flight and recently finished, for the dedupe rules.
+    ledger: Ledger,
+    outbox: Outbox,
     /// `store.rerun_after_restart`: payloads are stored, and rerun after a restart.
     keep_payloads: bool,
     pub counters: TaskCounters,
@@ -146,16 +129,14 @@ impl TaskHost {
             pool,
             store,
             kinds: kinds(config),
-            states: HashMap::new(),
-            finished_order: VecDeque::new(),
-            newer_attempt: HashMap::new(),
-            outbox: VecDeque::new(),
+            ledger: Ledger::default(),
+            outbox: Outbox::new(config.encoding),
             keep_payloads: config.store.rerun_after_restart,
             counters: TaskCounters::default(),
             last_malformed_log: None,
         };
         for id in recovered.finished {
-            host.remember_finished(id);
+            host.ledger.remember_finished(id);
         }
         if !recovered.unfinished.is_empty() {
             tracing::info!(
@@ -229,7 +210,7 @@ impl TaskHost {
                 return;
             }
         };
-        self.states.insert(id.clone(), State::InFlight);
+        self.ledger.start(&id);
         let job = Job {
             id,
             attempt,
@@ -246,10 +227,7 @@ impl TaskHost {
     }
 
     fn make_result(&self, id: &str, attempt: u32, outcome: Outcome) -> TaskResult {
-        let attempt = self
-            .newer_attempt
-            .get(id)
-            .map_or(attempt, |&n| n.max(attempt));
+        let attempt = self.ledger.result_attempt(id, attempt);
         TaskResult {
             id: id.to_owned(),
             attempt,
@@ -261,51 +239,13 @@ impl TaskHost {
 
     /// Queue a result; results leave in lists (see [`flush`](Self::flush)).
     fn publish(&mut self, out: &mut Forwarder, r: TaskResult) {
-        if self.outbox.len() >= OUTBOX_MAX {
-            tracing::warn!(task.id = %r.id, "result outbox full; the coordinator will ask again");
-            return;
-        }
-        self.outbox.push_back(r);
-        if self.outbox.len() >= BATCH_MAX_ITEMS {
-            self.flush(out);
-        }
+        self.outbox.push(out, r);
     }
 
     /// Publish queued results as lists of up to BATCH_MAX_ITEMS / BATCH_TARGET_BYTES
     /// (called on a short timer and when a list is full).
     pub fn flush(&mut self, out: &mut Forwarder) {
-        while !self.outbox.is_empty() {
-            let mut n = 0;
-            let mut bytes = 0;
-            for r in self.outbox.iter().take(BATCH_MAX_ITEMS) {
-                let size = match &r.outcome {
-                    Outcome::Completed { output, .. } => output.0.len() * 4 / 3 + 256,
-                    _ => 256,
-                };
-                if n > 0 && bytes + size > BATCH_TARGET_BYTES {
-                    break;
-                }
-                bytes += size;
-                n += 1;
-            }
-            let list = TaskResults {
-                items: self.outbox.iter().take(n).cloned().collect(),
-            };
-            // Sized from the estimate: a full list is not copied through doublings.
-            let mut wire = Vec::with_capacity(bytes + 64);
-            codec::encode_into(&list, self.encoding, &mut wire)
-                .expect("task results always encode");
-            match out.publish(Class::Result, wire) {
-                Ok(()) => {
-                    self.outbox.drain(..n);
-                }
-                Err(PublishError::Busy) | Err(PublishError::NotConnected) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "task results not published; the coordinator will ask again");
-                    self.outbox.drain(..n);
-                }
-            }
-        }
+        self.outbox.flush(out);
     }
 
     /// An answer that needs no run (rejections): published at once, not stored.
@@ -319,9 +259,9 @@ impl TaskHost {
     /// A terminal answer that must be stored before it is published.
     fn finish_now(&mut self, id: &str, attempt: u32, outcome: Outcome) {
         let result = self.make_result(id, attempt, outcome);
-        self.newer_attempt.remove(id);
+        self.ledger.take_newer(id);
         let wire = codec::encode(&result, self.encoding).expect("task results always encode");
-        self.states.insert(id.to_owned(), State::InFlight);
+        self.ledger.start(id);
         let op = Op::Finish {
             id: id.to_owned(),
             result: wire,
@@ -355,85 +295,39 @@ impl TaskHost {
         }
     }
 
-    /// The dedupe rules: whether `a` was answered (or dropped) here because its id is
-    /// in flight or already finished; `false` means it is to be admitted and run.
+    /// The dedupe rules ([`admission::dedupe`]): whether `a` was answered (or
+    /// dropped) here because its id is in flight or already finished; `false` means
+    /// it is to be admitted and run.
     fn dedupe(&mut self, out: &mut Forwarder, a: &TaskAssignment) -> bool {
-        match self.states.get(&a.id) {
-            Some(State::InFlight) => {
+        match dedupe(&mut self.ledger, &self.store, a) {
+            Dedupe::Run => false,
+            Dedupe::InFlight => {
                 self.counters.duplicates += 1;
-                tracing::debug!(task.id = %a.id, attempt = a.attempt, "duplicate of a task in flight; not run again");
-                let newest = self.newer_attempt.entry(a.id.clone()).or_insert(a.attempt);
-                *newest = (*newest).max(a.attempt);
-                return true;
+                true
             }
-            // Finished here recently, or not in memory: the store knows.
-            Some(State::Finished) | None => {
-                match self.store.task(&a.id) {
-                    Ok(Some(StoredTask {
-                        result: Some(wire), ..
-                    })) => match codec::decode::<TaskResult>(&wire) {
-                        // A retryable answer (busy, failed-retryable, timed out) is not
-                        // this id's final word: a new attempt runs again.
-                        Ok(r)
-                            if matches!(
-                                r.outcome,
-                                Outcome::Rejected {
-                                    retryable: true,
-                                    ..
-                                } | Outcome::Failed {
-                                    retryable: true,
-                                    ..
-                                } | Outcome::TimedOut { .. }
-                            ) && a.attempt > r.attempt =>
-                        {
-                            tracing::debug!(task.id = %a.id, attempt = a.attempt, "new attempt of a task that was refused or failed retryably here; running it");
-                        }
-                        Ok(mut r) => {
-                            self.counters.duplicates += 1;
-                            tracing::debug!(task.id = %a.id, "redelivered task answered from the store");
-                            // Answer under the attempt asked about, so the coordinator
-                            // takes it (the result is the same whichever attempt ran).
-                            r.attempt = r.attempt.max(a.attempt);
-                            self.publish(out, r);
-                            return true;
-                        }
-                        Err(e) => {
-                            tracing::error!(task.id = %a.id, error = %e, "stored result unreadable; running again")
-                        }
-                    },
-                    Ok(_) => {} // new, or pruned meanwhile: run it
-                    Err(e) => {
-                        tracing::debug!(task.id = %a.id, error = %e, "reading stored result");
-                        self.reject(out, a, busy_reason("the store is unavailable"), true);
-                        return true;
-                    }
-                }
+            Dedupe::Answered(r) => {
+                self.counters.duplicates += 1;
+                self.publish(out, r);
+                true
+            }
+            Dedupe::Refused { reason, retryable } => {
+                self.reject(out, a, reason, retryable);
+                true
             }
         }
-        false
     }
 
     fn on_assignment(&mut self, out: &mut Forwarder, a: TaskAssignment) {
         if self.dedupe(out, &a) {
             return;
         }
-        let Some(kind) = self.kinds.get(&a.kind).cloned() else {
-            let reason = format!(
-                "kind {:?} is not allowed on this node",
-                a.kind.chars().take(64).collect::<String>()
-            );
-            self.reject(out, &a, reason, false);
-            return;
+        let kind = match check_fit(&self.kinds, self.max_task_bytes, &a) {
+            Ok(kind) => kind,
+            Err(reason) => {
+                self.reject(out, &a, reason, false);
+                return;
+            }
         };
-        if a.payload.0.len() > self.max_task_bytes {
-            let reason = format!(
-                "too large: payload of {} bytes exceeds this node's limit of {}",
-                a.payload.0.len(),
-                self.max_task_bytes
-            );
-            self.reject(out, &a, reason, false);
-            return;
-        }
         if a.cacheable {
             let key = pool::cache_key(kind.name(), &a.payload.0);
             match self.store.cached(&key) {
@@ -506,7 +400,7 @@ impl TaskHost {
             result: None,
             finished_at_ms: 0,
         };
-        self.states.insert(a.id, State::InFlight);
+        self.ledger.start(&a.id);
         if let Err(e) = self.store.submit(Op::Accept {
             task: stored,
             token: Token::Accepted(job),
@@ -520,7 +414,7 @@ impl TaskHost {
         match c.token {
             Token::Accepted(job) => {
                 if let Err(error) = c.result {
-                    self.states.remove(&job.id);
+                    self.ledger.forget(&job.id);
                     self.counters.rejected += 1;
                     let r = self.make_result(
                         &job.id,
@@ -542,10 +436,10 @@ impl TaskHost {
                     tracing::error!(task.id = %result.id, %error, "task result not stored; publishing it anyway");
                 }
                 // A newer attempt that arrived while this result was being stored.
-                if let Some(n) = self.newer_attempt.remove(&result.id) {
+                if let Some(n) = self.ledger.take_newer(&result.id) {
                     result.attempt = result.attempt.max(n);
                 }
-                self.remember_finished(result.id.clone());
+                self.ledger.remember_finished(result.id.clone());
                 self.counters.finished += 1;
                 self.publish(out, result);
             }
@@ -616,23 +510,7 @@ impl TaskHost {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.states
-            .values()
-            .filter(|s| matches!(s, State::InFlight))
-            .count()
-    }
-
-    fn remember_finished(&mut self, id: String) {
-        self.states.insert(id.clone(), State::Finished);
-        self.finished_order.push_back(id);
-        while self.finished_order.len() > FINISHED_IN_MEMORY {
-            if let Some(old) = self.finished_order.pop_front() {
-                // Only if it is still finished (not run again under a newer attempt).
-                if matches!(self.states.get(&old), Some(State::Finished)) {
-                    self.states.remove(&old);
-                }
-            }
-        }
+        self.ledger.in_flight()
     }
 
     /// The store's health, shared with its writer threads.
@@ -654,17 +532,5 @@ impl TaskHost {
     }
 }
 
-fn busy_reason(why: &str) -> String {
-    format!("busy (retryable): {why}")
-}
-
-fn busy_outcome(why: &str) -> Outcome {
-    Outcome::Rejected {
-        reason: busy_reason(why),
-        retryable: true,
-    }
-}
-
 #[cfg(test)]
-#[path = "host_tests.rs"]
 mod tests;
