@@ -193,3 +193,7 @@ pub(super) fn busy_outcome(why: &str) -> Outcome {
         retryable: true,
     }
 }
+
+#[cfg(test)]
+#[path = "admission_tests.rs"]
+mod tests;
