@@ -36,7 +36,7 @@ fn rig() -> Rig {
          data_dir = {:?}\n\
          [broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
          [pool]\nworkers = 1\nqueue_capacity = 8\narena_bytes = 262144\n\
-         max_task_bytes = 65536\nbuiltins = [\"echo\"]\n\
+         max_task_bytes = 65536\nbuiltins = [\"echo\", \"sleep\"]\n\
          [store]\ncommit_interval_ms = 1\n",
         dir.path().display().to_string(),
     ))
@@ -419,5 +419,46 @@ async fn a_finished_id_is_answered_from_the_store_under_the_newest_attempt() {
     );
     assert_eq!(counts(r.host.counters), [1, 0, 2, 0, 0, 0]);
     assert_eq!(r.host.pool().completed_total(), 1, "run once");
+    r.assert_idle();
+}
+
+#[tokio::test]
+async fn a_new_attempt_of_a_task_that_timed_out_here_runs_again() {
+    let mut r = rig();
+    // Asked to sleep far longer than it may run: times out (a retryable answer).
+    let slow = TaskAssignment {
+        kind: "sleep".into(),
+        timeout_ms: 20,
+        ..assignment("s", "60000")
+    };
+    r.send(&wire(vec![slow.clone()], Encoding::Json));
+    r.accepted("s").await;
+    r.ran("s").await;
+    r.finished("s").await;
+    // The same attempt again: a redelivery, answered from the store.
+    r.send(&wire(vec![slow.clone()], Encoding::Json));
+    assert_eq!(counts(r.host.counters), [1, 0, 1, 0, 0, 0]);
+    // A newer attempt (with time enough): run again, stored and answered under it.
+    let again = TaskAssignment {
+        attempt: 2,
+        timeout_ms: 5_000,
+        payload: Payload(b"1".to_vec()),
+        ..slow
+    };
+    r.send(&wire(vec![again], Encoding::Json));
+    r.accepted("s").await;
+    r.ran("s").await;
+    r.finished("s").await;
+    assert_eq!(
+        attempts(&r, "s"),
+        [
+            (1, "accepted".into()),
+            (1, "timed out".into()),
+            (1, "timed out".into()),
+            (2, "accepted".into()),
+            (2, "completed ".into()),
+        ]
+    );
+    assert_eq!(counts(r.host.counters), [2, 0, 1, 0, 0, 0]);
     r.assert_idle();
 }
