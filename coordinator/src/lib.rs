@@ -25,8 +25,10 @@ pub mod breaker;
 pub mod broker;
 pub mod client;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dispatch;
+#[cfg(feature = "demo")]
 pub mod fleet;
 pub mod journal;
 pub mod phi;
