@@ -147,7 +147,7 @@ pub async fn serve(
 /// or still trying), a `STATUS=` line every few seconds, `WATCHDOG=1` from the main
 /// loop as it turns, `STOPPING=1` when shutdown begins.
 ///
-/// The main loop only routes: each event goes to one [`Server`] handler.
+/// The main loop only routes: each event goes to one handler of `Server`.
 pub async fn serve_with(
     config: CoordinatorConfig,
     shutdown: CancellationToken,
