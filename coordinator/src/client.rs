@@ -316,55 +316,18 @@ pub struct BenchOptions {
 /// Submit `tasks` tasks, at most `concurrency` outstanding, and wait for every result
 /// (giving up on stragglers `wait` after the last result arrived).
 pub async fn bench(client: &mut Client, o: &BenchOptions) -> Result<BenchReport, ClientError> {
-    let (kind, tasks, concurrency, payload_bytes, wait, progress) = (
-        o.kind.as_str(),
-        o.tasks,
-        o.concurrency,
-        o.payload_bytes,
-        o.wait,
-        o.progress,
-    );
-    let payload: Vec<u8> = (0..payload_bytes).map(|i| b'a' + (i % 26) as u8).collect();
-    let run = random_id("bench");
-    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(tasks);
-    let mut done: HashMap<String, ()> = HashMap::with_capacity(tasks);
-    let mut latencies = Vec::with_capacity(tasks);
-    let (mut completed, mut failed, mut duplicated) = (0, 0, 0);
+    let mut run = BenchRun::new(o);
     let started = Instant::now();
-    let mut next = 0usize;
     let mut last_progress = Instant::now();
     let mut last_result = Instant::now();
-    // Top the window up only once this much of it is free (or the rest of the tasks
-    // fit): a refill per result would send one-task messages, and every message costs
-    // the broker, the coordinator and its journal the same whatever it carries. A
-    // sixteenth keeps the window at least ~94 % full.
-    let concurrency = concurrency.max(1);
-    let refill_at = (concurrency / 16).clamp(1, fog_proto::message::BATCH_MAX_ITEMS);
-    while done.len() < tasks {
-        let outstanding = sent_at.len() - done.len();
-        let free = concurrency.saturating_sub(outstanding);
-        let refill = next < tasks && free >= refill_at.min(tasks - next);
+    while run.done.len() < o.tasks {
         // Top the window up, in lists of up to BATCH_MAX_ITEMS.
-        let mut batch = Vec::new();
-        while refill && next < tasks && sent_at.len() + batch.len() - done.len() < concurrency {
-            let mut sub = submission(kind, payload.clone(), 0, Duration::from_secs(60), false);
-            sub.id = format!("{run}-{next}");
-            sub.strategy.clone_from(&o.strategy);
-            batch.push(sub);
-            next += 1;
-            if batch.len() >= fog_proto::message::BATCH_MAX_ITEMS {
-                break;
-            }
-        }
+        let batch = run.refill();
         if !batch.is_empty() {
-            let now = Instant::now();
-            for s in &batch {
-                sent_at.insert(s.id.clone(), now);
-            }
             client.submit_many(batch).await?;
             continue;
         }
-        let r = match tokio::time::timeout_at((last_result + wait).into(), client.next_result())
+        let r = match tokio::time::timeout_at((last_result + o.wait).into(), client.next_result())
             .await
         {
             Ok(r) => r?,
@@ -375,27 +338,9 @@ pub async fn bench(client: &mut Client, o: &BenchOptions) -> Result<BenchReport,
             continue;
         }
         last_result = Instant::now();
-        let Some(at) = sent_at.get(&r.id) else {
-            continue;
-        };
-        if done.insert(r.id.clone(), ()).is_some() {
-            duplicated += 1;
-            continue;
-        }
-        latencies.push(at.elapsed());
-        match r.outcome {
-            Outcome::Completed { .. } => completed += 1,
-            _ => failed += 1,
-        }
-        if progress && last_progress.elapsed() >= Duration::from_millis(200) {
+        if run.on_final(r) && o.progress && last_progress.elapsed() >= Duration::from_millis(200) {
             last_progress = Instant::now();
-            let pct = done.len() * 100 / tasks.max(1);
-            let bar = "#".repeat(pct / 4) + &"-".repeat(25 - pct / 4);
-            let _ = write!(
-                std::io::stderr(),
-                "\r[{bar}] {pct:3}% {}/{tasks}",
-                done.len()
-            );
+            run.print_progress();
         }
     }
     let elapsed = started.elapsed();
@@ -403,25 +348,130 @@ pub async fn bench(client: &mut Client, o: &BenchOptions) -> Result<BenchReport,
     let linger = Instant::now() + Duration::from_millis(500);
     while let Ok(r) = tokio::time::timeout_at(linger.into(), client.next_result()).await {
         if let Some(r) = r? {
-            if !matches!(r.outcome, Outcome::Accepted) && done.contains_key(&r.id) {
-                duplicated += 1;
+            if !matches!(r.outcome, Outcome::Accepted) && run.done.contains_key(&r.id) {
+                run.duplicated += 1;
             }
         }
     }
-    if progress {
+    if o.progress {
         let _ = writeln!(std::io::stderr());
     }
-    latencies.sort();
+    run.latencies.sort();
     Ok(BenchReport {
-        tasks,
-        completed,
-        failed,
-        lost: tasks - done.len(),
+        tasks: o.tasks,
+        completed: run.completed,
+        failed: run.failed,
+        lost: o.tasks - run.done.len(),
         // Repeats the client library dropped count too: the bench measures the system.
-        duplicated: duplicated + client.repeats_dropped() as usize,
+        duplicated: run.duplicated + client.repeats_dropped() as usize,
         elapsed,
-        p50: percentile(&latencies, 0.50),
-        p95: percentile(&latencies, 0.95),
-        p99: percentile(&latencies, 0.99),
+        p50: percentile(&run.latencies, 0.50),
+        p95: percentile(&run.latencies, 0.95),
+        p99: percentile(&run.latencies, 0.99),
     })
+}
+
+/// A bench's window of tasks and what came back.
+struct BenchRun<'a> {
+    o: &'a BenchOptions,
+    payload: Vec<u8>,
+    run: String,
+    sent_at: HashMap<String, Instant>,
+    done: HashMap<String, ()>,
+    latencies: Vec<Duration>,
+    completed: usize,
+    failed: usize,
+    duplicated: usize,
+    next: usize,
+    concurrency: usize,
+    refill_at: usize,
+}
+
+impl<'a> BenchRun<'a> {
+    fn new(o: &'a BenchOptions) -> Self {
+        // Top the window up only once this much of it is free (or the rest of the tasks
+        // fit): a refill per result would send one-task messages, and every message costs
+        // the broker, the coordinator and its journal the same whatever it carries. A
+        // sixteenth keeps the window at least ~94 % full.
+        let concurrency = o.concurrency.max(1);
+        BenchRun {
+            o,
+            payload: (0..o.payload_bytes)
+                .map(|i| b'a' + (i % 26) as u8)
+                .collect(),
+            run: random_id("bench"),
+            sent_at: HashMap::with_capacity(o.tasks),
+            done: HashMap::with_capacity(o.tasks),
+            latencies: Vec::with_capacity(o.tasks),
+            completed: 0,
+            failed: 0,
+            duplicated: 0,
+            next: 0,
+            concurrency,
+            refill_at: (concurrency / 16).clamp(1, fog_proto::message::BATCH_MAX_ITEMS),
+        }
+    }
+
+    /// The next list of submissions if enough of the window is free (noted as sent),
+    /// else an empty one.
+    fn refill(&mut self) -> Vec<TaskSubmission> {
+        let tasks = self.o.tasks;
+        let outstanding = self.sent_at.len() - self.done.len();
+        let free = self.concurrency.saturating_sub(outstanding);
+        let refill = self.next < tasks && free >= self.refill_at.min(tasks - self.next);
+        let mut batch = Vec::new();
+        while refill
+            && self.next < tasks
+            && self.sent_at.len() + batch.len() - self.done.len() < self.concurrency
+        {
+            let mut sub = submission(
+                &self.o.kind,
+                self.payload.clone(),
+                0,
+                Duration::from_secs(60),
+                false,
+            );
+            sub.id = format!("{}-{}", self.run, self.next);
+            sub.strategy.clone_from(&self.o.strategy);
+            batch.push(sub);
+            self.next += 1;
+            if batch.len() >= fog_proto::message::BATCH_MAX_ITEMS {
+                break;
+            }
+        }
+        let now = Instant::now();
+        for s in &batch {
+            self.sent_at.insert(s.id.clone(), now);
+        }
+        batch
+    }
+
+    /// Count a final result; whether it was the first for one of this run's tasks.
+    fn on_final(&mut self, r: TaskResult) -> bool {
+        let Some(at) = self.sent_at.get(&r.id) else {
+            return false;
+        };
+        let elapsed = at.elapsed();
+        if self.done.insert(r.id, ()).is_some() {
+            self.duplicated += 1;
+            return false;
+        }
+        self.latencies.push(elapsed);
+        match r.outcome {
+            Outcome::Completed { .. } => self.completed += 1,
+            _ => self.failed += 1,
+        }
+        true
+    }
+
+    fn print_progress(&self) {
+        let tasks = self.o.tasks;
+        let pct = self.done.len() * 100 / tasks.max(1);
+        let bar = "#".repeat(pct / 4) + &"-".repeat(25 - pct / 4);
+        let _ = write!(
+            std::io::stderr(),
+            "\r[{bar}] {pct:3}% {}/{tasks}",
+            self.done.len()
+        );
+    }
 }

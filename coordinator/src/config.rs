@@ -4,7 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use fog_proto::{Encoding, Prefix};
-use fog_rt::{broker::BrokerConfig, config::ConfigError};
+use fog_rt::broker::BrokerConfig;
+use fog_rt::config::{in_range, interval, invalid, percent, ConfigError};
 use serde::Deserialize;
 
 use crate::breaker::BreakerConfig;
@@ -81,23 +82,16 @@ pub struct CoordinatorConfig {
     pub broker: BrokerConfig,
 }
 
-fn invalid(origin: &str, key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        origin: origin.to_owned(),
-        key,
-        message: message.into(),
-    }
+/// Every period the coordinator's config takes, in seconds.
+fn secs(origin: &str, key: &'static str, v: f64) -> Result<Duration, ConfigError> {
+    interval(origin, key, v, 0.05, 3600.0)
 }
 
-fn secs(origin: &str, key: &'static str, v: f64) -> Result<Duration, ConfigError> {
-    if !v.is_finite() || !(0.05..=3600.0).contains(&v) {
-        return Err(invalid(
-            origin,
-            key,
-            format!("{v} is out of range; expected 0.05 to 3600 seconds"),
-        ));
-    }
-    Ok(Duration::from_secs_f64(v))
+/// The value the file sets, else default.toml's. default.toml sets every key, and it
+/// is the only place a default is written (the `defaults_and_errors` test loads it).
+fn pick<T>(file: Option<T>, default: Option<T>) -> T {
+    file.or(default)
+        .expect("default.toml sets every key; a unit test checks it")
 }
 
 impl CoordinatorConfig {
@@ -118,38 +112,9 @@ impl CoordinatorConfig {
         };
         let raw = parse(text)?;
         let d = parse(DEFAULT_CONFIG).expect("default.toml is valid; a unit test checks it");
-        let prefix = Prefix::new(raw.prefix.or(d.prefix).unwrap_or_default())
+        let prefix = Prefix::new(pick(raw.prefix.clone(), d.prefix.clone()))
             .map_err(|e| invalid(origin, "prefix", e.to_string()))?;
-        let suspect = raw
-            .suspect_after_missed
-            .or(d.suspect_after_missed)
-            .unwrap_or(3);
-        let offline = raw
-            .offline_after_missed
-            .or(d.offline_after_missed)
-            .unwrap_or(6);
-        if suspect == 0 {
-            return Err(invalid(
-                origin,
-                "suspect_after_missed",
-                "must be at least 1",
-            ));
-        }
-        if offline <= suspect {
-            return Err(invalid(
-                origin,
-                "offline_after_missed",
-                format!("{offline} must be above suspect_after_missed ({suspect})"),
-            ));
-        }
-        let phi_threshold = raw.phi_threshold.or(d.phi_threshold).unwrap_or(8.0);
-        if !phi_threshold.is_finite() || !(1.0..=50.0).contains(&phi_threshold) {
-            return Err(invalid(
-                origin,
-                "phi_threshold",
-                format!("{phi_threshold} is out of range; expected 1 to 50"),
-            ));
-        }
+        let liveness = liveness(origin, &raw, &d)?;
         let placement = placement(
             origin,
             raw.placement.unwrap_or_default(),
@@ -169,42 +134,69 @@ impl CoordinatorConfig {
             (Some(t), _) => Some(t),
             (None, d) => d,
         };
+        let data_dir = pick(raw.data_dir, d.data_dir);
         Ok(CoordinatorConfig {
             prefix,
-            encoding: raw.encoding.or(d.encoding).unwrap_or_default(),
+            encoding: pick(raw.encoding, d.encoding),
             status_interval: secs(
                 origin,
                 "status_interval_secs",
-                raw.status_interval_secs
-                    .or(d.status_interval_secs)
-                    .unwrap_or(2.0),
+                pick(raw.status_interval_secs, d.status_interval_secs),
             )?,
             liveness: LivenessConfig {
                 default_heartbeat_interval: secs(
                     origin,
                     "default_heartbeat_interval_secs",
-                    raw.default_heartbeat_interval_secs
-                        .or(d.default_heartbeat_interval_secs)
-                        .unwrap_or(5.0),
+                    pick(
+                        raw.default_heartbeat_interval_secs,
+                        d.default_heartbeat_interval_secs,
+                    ),
                 )?,
-                suspect_after_missed: suspect,
-                offline_after_missed: offline,
-                phi_threshold,
-                ..LivenessConfig::default()
+                ..liveness
             },
             placement: PlacementConfig {
                 breaker,
                 ..placement
             },
             scaling,
-            data_dir: match raw.data_dir.or(d.data_dir) {
-                Some(p) if p.is_empty() => None,
-                Some(p) => Some(p.into()),
-                None => None,
-            },
+            data_dir: (!data_dir.is_empty()).then(|| data_dir.into()),
             broker: BrokerConfig::from_table(broker_table, origin)?,
         })
     }
+}
+
+/// The silence rules, but for the assumed heartbeat interval (checked after
+/// `status_interval_secs`, in the order of the file).
+fn liveness(origin: &str, raw: &Raw, d: &Raw) -> Result<LivenessConfig, ConfigError> {
+    let suspect = pick(raw.suspect_after_missed, d.suspect_after_missed);
+    let offline = pick(raw.offline_after_missed, d.offline_after_missed);
+    if suspect == 0 {
+        return Err(invalid(
+            origin,
+            "suspect_after_missed",
+            "must be at least 1",
+        ));
+    }
+    if offline <= suspect {
+        return Err(invalid(
+            origin,
+            "offline_after_missed",
+            format!("{offline} must be above suspect_after_missed ({suspect})"),
+        ));
+    }
+    let phi_threshold = in_range(
+        origin,
+        "phi_threshold",
+        pick(raw.phi_threshold, d.phi_threshold),
+        1.0,
+        50.0,
+    )?;
+    Ok(LivenessConfig {
+        suspect_after_missed: suspect,
+        offline_after_missed: offline,
+        phi_threshold,
+        ..LivenessConfig::default()
+    })
 }
 
 fn placement(
@@ -212,44 +204,37 @@ fn placement(
     r: RawPlacement,
     d: RawPlacement,
 ) -> Result<PlacementConfig, ConfigError> {
-    let def = PlacementConfig::default();
-    let strategy = match r.strategy.or(d.strategy) {
-        Some(s) => s.parse().map_err(|e: crate::placement::UnknownStrategy| {
-            invalid(origin, "placement.strategy", e.to_string())
-        })?,
-        None => def.strategy,
-    };
-    let max_attempts = r
-        .max_attempts
-        .or(d.max_attempts)
-        .unwrap_or(def.max_attempts);
-    if !(1..=100).contains(&max_attempts) {
-        return Err(invalid(
-            origin,
-            "placement.max_attempts",
-            format!("{max_attempts} is out of range; expected 1 to 100"),
-        ));
-    }
-    let ms = |key: &'static str, v: Option<u64>, dv: Duration| -> Result<Duration, ConfigError> {
-        match v {
-            None => Ok(dv),
-            Some(v) if v <= 3_600_000 => Ok(Duration::from_millis(v)),
-            Some(v) => Err(invalid(
+    let strategy =
+        pick(r.strategy, d.strategy)
+            .parse()
+            .map_err(|e: crate::placement::UnknownStrategy| {
+                invalid(origin, "placement.strategy", e.to_string())
+            })?;
+    let max_attempts = in_range(
+        origin,
+        "placement.max_attempts",
+        pick(r.max_attempts, d.max_attempts),
+        1,
+        100,
+    )?;
+    let ms = |key: &'static str, v: u64| -> Result<Duration, ConfigError> {
+        if v <= 3_600_000 {
+            Ok(Duration::from_millis(v))
+        } else {
+            Err(invalid(
                 origin,
                 key,
                 format!("{v} is out of range; expected at most 3600000 ms"),
-            )),
+            ))
         }
     };
     let retry_initial = ms(
         "placement.retry_initial_ms",
-        r.retry_initial_ms.or(d.retry_initial_ms),
-        def.retry_initial,
+        pick(r.retry_initial_ms, d.retry_initial_ms),
     )?;
     let retry_max = ms(
         "placement.retry_max_ms",
-        r.retry_max_ms.or(d.retry_max_ms),
-        def.retry_max,
+        pick(r.retry_max_ms, d.retry_max_ms),
     )?;
     if retry_max < retry_initial {
         return Err(invalid(
@@ -258,71 +243,46 @@ fn placement(
             "must be at least retry_initial_ms",
         ));
     }
-    let opt_secs = |key: &'static str, v: Option<f64>, dv: Duration| match v {
-        Some(v) => secs(origin, key, v),
-        None => Ok(dv),
-    };
-    let pct = |key: &'static str, v: Option<f32>, dv: f32| match v {
-        Some(v) if v.is_finite() && (0.0..=100.0).contains(&v) => Ok(v),
-        Some(v) => Err(invalid(
-            origin,
-            key,
-            format!("{v} is out of range; expected 0 to 100"),
-        )),
-        None => Ok(dv),
-    };
     Ok(PlacementConfig {
         strategy,
         max_attempts,
         retry_initial,
         retry_max,
-        timeout_grace: opt_secs(
+        timeout_grace: secs(
+            origin,
             "placement.timeout_grace_secs",
-            r.timeout_grace_secs.or(d.timeout_grace_secs),
-            def.timeout_grace,
+            pick(r.timeout_grace_secs, d.timeout_grace_secs),
         )?,
-        default_timeout: opt_secs(
+        default_timeout: secs(
+            origin,
             "placement.default_timeout_secs",
-            r.default_timeout_secs.or(d.default_timeout_secs),
-            def.default_timeout,
+            pick(r.default_timeout_secs, d.default_timeout_secs),
         )?,
-        max_wait: opt_secs(
+        max_wait: secs(
+            origin,
             "placement.max_wait_secs",
-            r.max_wait_secs.or(d.max_wait_secs),
-            def.max_wait,
+            pick(r.max_wait_secs, d.max_wait_secs),
         )?,
-        max_waiting: r.max_waiting.or(d.max_waiting).unwrap_or(def.max_waiting),
-        degraded_cpu_pct: pct(
+        max_waiting: pick(r.max_waiting, d.max_waiting),
+        degraded_cpu_pct: percent(
+            origin,
             "placement.degraded_cpu_pct",
-            r.degraded_cpu_pct.or(d.degraded_cpu_pct),
-            def.degraded_cpu_pct,
+            pick(r.degraded_cpu_pct, d.degraded_cpu_pct),
+            0.0,
         )?,
-        degraded_mem_pct: pct(
+        degraded_mem_pct: percent(
+            origin,
             "placement.degraded_mem_pct",
-            r.degraded_mem_pct.or(d.degraded_mem_pct),
-            def.degraded_mem_pct,
+            pick(r.degraded_mem_pct, d.degraded_mem_pct),
+            0.0,
         )?,
         breaker: BreakerConfig::default(),
     })
 }
 
 fn scaling(origin: &str, r: RawScaling, d: RawScaling) -> Result<ScalingConfig, ConfigError> {
-    let def = ScalingConfig::default();
-    let pct = |key: &'static str, v: Option<f32>, dv: f32, lo: f32| match v {
-        Some(v) if v.is_finite() && (lo..=100.0).contains(&v) => Ok(v),
-        Some(v) => Err(invalid(
-            origin,
-            key,
-            format!("{v} is out of range; expected {lo} to 100"),
-        )),
-        None => Ok(dv),
-    };
-    let opt_secs = |key: &'static str, v: Option<f64>, dv: Duration| match v {
-        Some(v) => secs(origin, key, v),
-        None => Ok(dv),
-    };
-    let min_nodes = r.min_nodes.or(d.min_nodes).unwrap_or(def.min_nodes);
-    let max_nodes = r.max_nodes.or(d.max_nodes).unwrap_or(def.max_nodes);
+    let min_nodes = pick(r.min_nodes, d.min_nodes);
+    let max_nodes = pick(r.max_nodes, d.max_nodes);
     if min_nodes == 0 || max_nodes < min_nodes {
         return Err(invalid(
             origin,
@@ -331,34 +291,36 @@ fn scaling(origin: &str, r: RawScaling, d: RawScaling) -> Result<ScalingConfig, 
         ));
     }
     Ok(ScalingConfig {
-        target_cpu_pct: pct(
+        target_cpu_pct: percent(
+            origin,
             "scaling.target_cpu_pct",
-            r.target_cpu_pct.or(d.target_cpu_pct),
-            def.target_cpu_pct,
+            pick(r.target_cpu_pct, d.target_cpu_pct),
             1.0,
         )?,
-        target_mem_pct: pct(
+        target_mem_pct: percent(
+            origin,
             "scaling.target_mem_pct",
-            r.target_mem_pct.or(d.target_mem_pct),
-            def.target_mem_pct,
+            pick(r.target_mem_pct, d.target_mem_pct),
             1.0,
         )?,
-        tolerance: pct(
+        tolerance: percent(
+            origin,
             "scaling.tolerance_pct",
-            r.tolerance_pct.or(d.tolerance_pct),
-            def.tolerance * 100.0,
+            pick(r.tolerance_pct, d.tolerance_pct),
             0.0,
         )? / 100.0,
-        window: opt_secs(
+        window: secs(
+            origin,
             "scaling.window_secs",
-            r.window_secs.or(d.window_secs),
-            def.window,
+            pick(r.window_secs, d.window_secs),
         )?,
-        scale_down_stabilization: opt_secs(
+        scale_down_stabilization: secs(
+            origin,
             "scaling.scale_down_stabilization_secs",
-            r.scale_down_stabilization_secs
-                .or(d.scale_down_stabilization_secs),
-            def.scale_down_stabilization,
+            pick(
+                r.scale_down_stabilization_secs,
+                d.scale_down_stabilization_secs,
+            ),
         )?,
         min_nodes,
         max_nodes,
@@ -366,35 +328,25 @@ fn scaling(origin: &str, r: RawScaling, d: RawScaling) -> Result<ScalingConfig, 
 }
 
 fn breaker(origin: &str, r: RawBreaker, d: RawBreaker) -> Result<BreakerConfig, ConfigError> {
-    let def = BreakerConfig::default();
-    let count = |key: &'static str, v: Option<u32>, dv: u32| match v {
-        Some(v) if (1..=1000).contains(&v) => Ok(v),
-        Some(v) => Err(invalid(
-            origin,
-            key,
-            format!("{v} is out of range; expected 1 to 1000"),
-        )),
-        None => Ok(dv),
+    let count = |key: &'static str, v: Option<u32>, dv: Option<u32>| {
+        in_range(origin, key, pick(v, dv), 1, 1000)
     };
     Ok(BreakerConfig {
         failures_to_open: count(
             "breaker.failures_to_open",
-            r.failures_to_open.or(d.failures_to_open),
-            def.failures_to_open,
+            r.failures_to_open,
+            d.failures_to_open,
         )?,
-        open_for: match r.open_secs.or(d.open_secs) {
-            Some(v) => secs(origin, "breaker.open_secs", v)?,
-            None => def.open_for,
-        },
+        open_for: secs(origin, "breaker.open_secs", pick(r.open_secs, d.open_secs))?,
         half_open_probes: count(
             "breaker.half_open_probes",
-            r.half_open_probes.or(d.half_open_probes),
-            def.half_open_probes,
+            r.half_open_probes,
+            d.half_open_probes,
         )?,
         successes_to_close: count(
             "breaker.successes_to_close",
-            r.successes_to_close.or(d.successes_to_close),
-            def.successes_to_close,
+            r.successes_to_close,
+            d.successes_to_close,
         )?,
     })
 }

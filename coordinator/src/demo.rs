@@ -1,20 +1,21 @@
 //! `fog-coordinator demo`: the whole system in one process. An embedded broker on a
 //! free port, a coordinator, and N agents with their own node ids and data directories
-//! in a temporary folder, with a live view that refreshes every second.
+//! in a temporary folder, with a live view that refreshes every second. The configs
+//! come from [`FleetBuilder`].
 
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::time::Duration;
 
-use fog_agent::config::{BrokerConfig, Config as AgentConfig};
-use fog_proto::{NodeState, Prefix};
+use fog_agent::config::BrokerConfig;
+use fog_proto::{Encoding, NodeState};
 use fog_rt::clock::now_ms;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::EmbeddedBroker;
-use crate::config::CoordinatorConfig;
-use crate::registry::LivenessConfig;
+use crate::fleet::FleetBuilder;
 use crate::service::{serve, Snapshot};
 use crate::status::render_table;
 
@@ -78,48 +79,24 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         .prefix("fog-demo-")
         .tempdir()
         .map_err(DemoError::TempDir)?;
-    let broker_cfg = BrokerConfig {
-        keep_alive: Duration::from_secs(5),
-        ..BrokerConfig::plain(&broker.url())?
-    };
+    let configs = FleetBuilder::new(&broker.url())?
+        .coordinator_link(Duration::from_secs(5), None)
+        .status_interval(Duration::from_secs(1))
+        .coordinator_heartbeat(Duration::from_secs(1))
+        .agent_link(Duration::from_secs(5), None)
+        .agent_intervals(Duration::from_secs(1), Duration::from_secs(2))
+        .label("role", "demo");
+    let broker_cfg = configs.coordinator_broker().clone();
 
-    let coordinator_cfg = CoordinatorConfig {
-        prefix: Prefix::default(),
-        encoding: Default::default(),
-        status_interval: Duration::from_secs(1),
-        liveness: LivenessConfig {
-            default_heartbeat_interval: Duration::from_secs(1),
-            ..LivenessConfig::default()
-        },
-        placement: Default::default(),
-        scaling: Default::default(),
-        data_dir: None,
-        broker: broker_cfg.clone(),
-    };
     let coordinator_stop = CancellationToken::new();
     let (view_tx, mut view) = watch::channel::<Snapshot>(crate::service::empty_snapshot());
-    let coordinator = tokio::spawn(serve(coordinator_cfg, coordinator_stop.clone(), view_tx));
-
+    let coordinator = tokio::spawn(serve(
+        configs.coordinator(),
+        coordinator_stop.clone(),
+        view_tx,
+    ));
     let agents_stop = CancellationToken::new();
-    let mut agents = JoinSet::new();
-    for i in 1..=opts.agents {
-        let dir = tmp.path().join(format!("agent-{i}"));
-        // Half the agents speak postcard, to show both encodings side by side.
-        let encoding = if i % 2 == 0 { "postcard" } else { "json" };
-        let text = format!(
-            "node_id = \"demo-{i}\"\nencoding = \"{encoding}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 1.0\nmetrics_interval_secs = 2.0\n[labels]\nrole = \"demo\"\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 5\n",
-            dir.display(),
-            broker.url()
-        );
-        let cfg = AgentConfig::from_toml(&text)?;
-        let stop = agents_stop.clone();
-        agents.spawn(async move {
-            let node = cfg.node_id.clone();
-            if let Err(error) = fog_agent::run(cfg, stop).await {
-                tracing::error!(node.id = %node, %error, "demo agent stopped");
-            }
-        });
-    }
+    let mut agents = spawn_agents(&configs, opts.agents, tmp.path(), &agents_stop)?;
 
     // A steady stream of tasks: sha256 of small payloads, echoes and short sleeps,
     // submitted by an in-process client; results are counted per node.
@@ -127,13 +104,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
     // somewhere to go (bounded: the view shows what is missing if they never come).
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let online = view
-                .borrow()
-                .nodes
-                .iter()
-                .filter(|n| n.state == NodeState::Online)
-                .count();
-            if online >= opts.agents || view.changed().await.is_err() {
+            if online(&view.borrow()) >= opts.agents || view.changed().await.is_err() {
                 break;
             }
         }
@@ -142,60 +113,18 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
     let load_stop = CancellationToken::new();
     let (stats_tx, stats_rx) = watch::channel(TaskStats::default());
     let load = tokio::spawn(task_stream(
-        broker_cfg.clone(),
+        broker_cfg,
         opts.tasks_per_sec,
         load_stop.clone(),
         stats_tx,
     ));
-    let mut last_done = 0u64;
-
-    let mut refresh = tokio::time::interval(Duration::from_secs(1));
-    let deadline = opts.duration.map(|d| started + d);
-    let mut out = std::io::stdout();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
-            _ = refresh.tick() => {
-                let snap = view.borrow_and_update().clone();
-                let mut screen = String::new();
-                if opts.redraw {
-                    screen.push_str("\x1b[H\x1b[2J");
-                }
-                screen.push_str(&format!(
-                    "fog demo: embedded broker {} with {} agents; data in {}  (Ctrl-C to stop)\n\n",
-                    broker.url(),
-                    opts.agents,
-                    tmp.path().display()
-                ));
-                screen.push_str(&render_table(&snap, now_ms()));
-                let c = |k: &str| snap.counters.get(k).copied().unwrap_or(0);
-                screen.push_str(&format!(
-                    "received: {} heartbeats, {} readings, {} status records; rejected {}\n\n",
-                    c("heartbeats_total"), c("readings_total"), c("status_total"), c("rejected_total")
-                ));
-                let t = stats_rx.borrow().clone();
-                let rate = t.completed.saturating_sub(last_done);
-                last_done = t.completed;
-                screen.push_str(&format!(
-                    "tasks: {} submitted, {} completed ({rate}/s), {} failed, {} in flight\n",
-                    t.submitted, t.completed, t.failed, t.submitted.saturating_sub(t.completed + t.failed)
-                ));
-                let mut per_node: Vec<_> = t.per_node.iter().collect();
-                per_node.sort();
-                for (node, n) in per_node {
-                    let q = snap.nodes.iter().find(|s| s.node.as_str() == node.as_str()).map(|s| (s.queued, s.running)).unwrap_or_default();
-                    screen.push_str(&format!("  {node:<12} {n:>8} done   queue {:>3}  running {:>2}\n", q.0, q.1));
-                }
-                screen.push('\n');
-                if opts.show {
-                    let _ = out.write_all(screen.as_bytes());
-                    let _ = out.flush();
-                }
-            }
-        }
-    }
+    let header = format!(
+        "fog demo: embedded broker {} with {} agents; data in {}  (Ctrl-C to stop)\n\n",
+        broker.url(),
+        opts.agents,
+        tmp.path().display()
+    );
+    live_view(&opts, &shutdown, started, &mut view, &stats_rx, &header).await;
 
     load_stop.cancel();
     let _ = load.await;
@@ -211,17 +140,122 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
     Ok(DemoSummary {
         ran_for: started.elapsed(),
         nodes_seen: snap.nodes.len(),
-        nodes_online_at_end: snap
-            .nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Online)
-            .count(),
+        nodes_online_at_end: online(&snap),
         heartbeats: c("heartbeats_total"),
         readings: c("readings_total"),
         rejected: c("rejected_total"),
         tasks_completed: tasks.completed,
         tasks_failed: tasks.failed,
     })
+}
+
+fn online(s: &Snapshot) -> usize {
+    s.nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Online)
+        .count()
+}
+
+/// Agents `demo-1` to `demo-{n}`, each with a data directory under `dir`.
+fn spawn_agents(
+    configs: &FleetBuilder,
+    n: usize,
+    dir: &Path,
+    stop: &CancellationToken,
+) -> Result<JoinSet<()>, DemoError> {
+    let mut agents = JoinSet::new();
+    for i in 1..=n {
+        let mut cfg = configs.agent(&format!("demo-{i}"), &dir.join(format!("agent-{i}")))?;
+        // Half the agents speak postcard, to show both encodings side by side.
+        cfg.encoding = if i % 2 == 0 {
+            Encoding::Postcard
+        } else {
+            Encoding::Json
+        };
+        let stop = stop.clone();
+        agents.spawn(async move {
+            let node = cfg.node_id.clone();
+            if let Err(error) = fog_agent::run(cfg, stop).await {
+                tracing::error!(node.id = %node, %error, "demo agent stopped");
+            }
+        });
+    }
+    Ok(agents)
+}
+
+/// Refresh the view every second until `shutdown` or the demo's duration is over.
+async fn live_view(
+    opts: &DemoOptions,
+    shutdown: &CancellationToken,
+    started: tokio::time::Instant,
+    view: &mut watch::Receiver<Snapshot>,
+    stats: &watch::Receiver<TaskStats>,
+    header: &str,
+) {
+    let mut last_done = 0u64;
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    let deadline = opts.duration.map(|d| started + d);
+    let mut out = std::io::stdout();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
+            _ = refresh.tick() => {
+                let snap = view.borrow_and_update().clone();
+                let t = stats.borrow().clone();
+                let rate = t.completed.saturating_sub(last_done);
+                last_done = t.completed;
+                let mut screen = String::new();
+                if opts.redraw {
+                    screen.push_str("\x1b[H\x1b[2J");
+                }
+                screen.push_str(header);
+                screen.push_str(&screen_body(&snap, &t, rate));
+                if opts.show {
+                    let _ = out.write_all(screen.as_bytes());
+                    let _ = out.flush();
+                }
+            }
+        }
+    }
+}
+
+/// One refresh of the view below its header: the node table, what was received, and
+/// the task stream (`rate` tasks completed in the last second).
+fn screen_body(snap: &Snapshot, t: &TaskStats, rate: u64) -> String {
+    let mut screen = render_table(snap, now_ms());
+    let c = |k: &str| snap.counters.get(k).copied().unwrap_or(0);
+    screen.push_str(&format!(
+        "received: {} heartbeats, {} readings, {} status records; rejected {}\n\n",
+        c("heartbeats_total"),
+        c("readings_total"),
+        c("status_total"),
+        c("rejected_total")
+    ));
+    screen.push_str(&format!(
+        "tasks: {} submitted, {} completed ({rate}/s), {} failed, {} in flight\n",
+        t.submitted,
+        t.completed,
+        t.failed,
+        t.submitted.saturating_sub(t.completed + t.failed)
+    ));
+    let mut per_node: Vec<_> = t.per_node.iter().collect();
+    per_node.sort();
+    for (node, n) in per_node {
+        let q = snap
+            .nodes
+            .iter()
+            .find(|s| s.node.as_str() == node.as_str())
+            .map(|s| (s.queued, s.running))
+            .unwrap_or_default();
+        screen.push_str(&format!(
+            "  {node:<12} {n:>8} done   queue {:>3}  running {:>2}\n",
+            q.0, q.1
+        ));
+    }
+    screen.push('\n');
+    screen
 }
 
 /// What the demo's task stream has seen.

@@ -22,7 +22,7 @@
 //! converted on open.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fog_proto::{codec, Encoding, TaskResult, TaskSubmission};
@@ -35,16 +35,34 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("v2/log");
 const V1_TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("v1/tasks");
 const V1_FINISHED: TableDefinition<&[u8], ()> = TableDefinition::new("v1/finished");
 
+/// What went wrong with the journal, each with its source.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("opening the task journal {path}: {message}")]
-    Open { path: String, message: String },
-    #[error("task journal: {0}")]
-    Db(String),
-}
-
-fn db_err(e: impl std::fmt::Display) -> JournalError {
-    JournalError::Db(e.to_string())
+    #[error("opening the task journal in {path}: creating the directory: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening the task journal {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("opening the task journal in {path}: starting its writer thread: {source}")]
+    Writer {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("task journal: starting a transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("task journal: opening a table: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("task journal: reading or writing: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("task journal: committing: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("task journal: encoding a record: {0}")]
+    Encode(#[from] fog_proto::EncodeError),
 }
 
 /// One task as stored. Submissions and results are kept in the wire format (postcard),
@@ -69,17 +87,17 @@ fn encode(r: &Record) -> Result<Vec<u8>, JournalError> {
     out.extend_from_slice(&r.attempt.to_le_bytes());
     out.extend_from_slice(&r.submitted_ms.to_le_bytes());
     match &r.result {
-        None => codec::encode_into(&r.sub, Encoding::Postcard, &mut out).map_err(db_err)?,
+        None => codec::encode_into(&r.sub, Encoding::Postcard, &mut out)?,
         Some(res) => {
             // Keep what a resubmission must be answered with: the reply topic and kind,
             // and the result; not the payload.
             let sub = without_payload(&r.sub);
             let len_at = out.len();
             out.extend_from_slice(&[0; 4]);
-            codec::encode_into(&sub, Encoding::Postcard, &mut out).map_err(db_err)?;
+            codec::encode_into(&sub, Encoding::Postcard, &mut out)?;
             let len = (out.len() - len_at - 4) as u32;
             out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
-            codec::encode_into(res, Encoding::Postcard, &mut out).map_err(db_err)?;
+            codec::encode_into(res, Encoding::Postcard, &mut out)?;
         }
     }
     Ok(out)
@@ -185,15 +203,15 @@ impl Journal {
         cfg: &JournalConfig,
         accepted: tokio::sync::mpsc::UnboundedSender<Durable>,
     ) -> Result<(Journal, Vec<Record>), JournalError> {
-        let open_err = |m: String| JournalError::Open {
-            path: dir.display().to_string(),
-            message: m,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let file = dir.join("coordinator.redb");
         let db = Database::builder()
             .set_cache_size(8 << 20)
-            .create(dir.join("coordinator.redb"))
-            .map_err(|e| open_err(e.to_string()))?;
+            .create(&file)
+            .map_err(|source| JournalError::Open { path: file, source })?;
         convert_v1(&db)?;
         let (index, records) = read_log(&db)?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -201,7 +219,10 @@ impl Journal {
         let writer = std::thread::Builder::new()
             .name("fog-journal".into())
             .spawn(move || write_loop(db, cfg, index, rx, accepted))
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|source| JournalError::Writer {
+                path: dir.to_owned(),
+                source,
+            })?;
         Ok((
             Journal {
                 ops: Some(tx),
@@ -230,17 +251,14 @@ impl Drop for Journal {
 
 /// Turn a v1 file (records keyed by task id) into the log, in one transaction.
 fn convert_v1(db: &Database) -> Result<(), JournalError> {
-    let tx = db.begin_write().map_err(db_err)?;
-    let has_v1 = tx
-        .list_tables()
-        .map_err(db_err)?
-        .any(|t| t.name() == V1_TASKS.name());
+    let tx = db.begin_write()?;
+    let has_v1 = tx.list_tables()?.any(|t| t.name() == V1_TASKS.name());
     if has_v1 {
         let mut rows = Vec::new();
         {
-            let old = tx.open_table(V1_TASKS).map_err(db_err)?;
-            for row in old.iter().map_err(db_err)? {
-                let (_, v) = row.map_err(db_err)?;
+            let old = tx.open_table(V1_TASKS)?;
+            for row in old.iter()? {
+                let (_, v) = row?;
                 let bytes = v.value().to_vec();
                 // In submission order, so the log reads as if written that way.
                 let at = decode(&bytes).map_or(0, |r| r.submitted_ms);
@@ -249,24 +267,21 @@ fn convert_v1(db: &Database) -> Result<(), JournalError> {
         }
         rows.sort_by_key(|(at, _)| *at);
         {
-            let mut log = tx.open_table(LOG).map_err(db_err)?;
-            let seq = log
-                .last()
-                .map_err(db_err)?
-                .map_or(0, |(k, _)| k.value() + 1);
+            let mut log = tx.open_table(LOG)?;
+            let seq = log.last()?.map_or(0, |(k, _)| k.value() + 1);
             let entry = encode_entry(rows.iter().map(|(_, b)| b.as_slice()));
-            log.insert(seq, entry.as_slice()).map_err(db_err)?;
+            log.insert(seq, entry.as_slice())?;
         }
-        tx.delete_table(V1_TASKS).map_err(db_err)?;
-        tx.delete_table(V1_FINISHED).map_err(db_err)?;
+        tx.delete_table(V1_TASKS)?;
+        tx.delete_table(V1_FINISHED)?;
         tracing::info!(
             records = rows.len(),
             "task journal converted to the log layout"
         );
     } else {
-        tx.open_table(LOG).map_err(db_err)?;
+        tx.open_table(LOG)?;
     }
-    tx.commit().map_err(db_err)
+    Ok(tx.commit()?)
 }
 
 /// One log entry: a u32 LE count, then per record a u32 LE length and the record.
@@ -370,10 +385,10 @@ impl Index {
 fn read_log(db: &Database) -> Result<(Index, Vec<Record>), JournalError> {
     let mut index = Index::default();
     let mut records: HashMap<String, Record> = HashMap::new();
-    let tx = db.begin_read().map_err(db_err)?;
-    let log = tx.open_table(LOG).map_err(db_err)?;
-    for row in log.iter().map_err(db_err)? {
-        let (k, v) = row.map_err(db_err)?;
+    let tx = db.begin_read()?;
+    let log = tx.open_table(LOG)?;
+    for row in log.iter()? {
+        let (k, v) = row?;
         let seq = k.value();
         index.next_seq = seq + 1;
         let entry = match decode_entry(v.value()) {
@@ -478,16 +493,16 @@ fn commit(
     let entry = encode_entry(records.iter().map(Vec::as_slice));
     let seq = index.next_seq;
     let dead = std::mem::take(&mut index.dead);
-    let tx = db.begin_write().map_err(db_err)?;
+    let tx = db.begin_write()?;
     let written = (|| {
-        let mut log = tx.open_table(LOG).map_err(db_err)?;
-        log.insert(seq, entry.as_slice()).map_err(db_err)?;
+        let mut log = tx.open_table(LOG)?;
+        log.insert(seq, entry.as_slice())?;
         for s in &dead {
-            log.remove(*s).map_err(db_err)?;
+            log.remove(*s)?;
         }
         Ok::<(), JournalError>(())
     })();
-    if let Err(e) = written.and_then(|()| tx.commit().map_err(db_err)) {
+    if let Err(e) = written.and_then(|()| Ok(tx.commit()?)) {
         // Nothing was deleted: try again at the next commit.
         index.dead.extend(dead);
         return Err(e);

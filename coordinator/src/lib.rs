@@ -1,11 +1,28 @@
 //! fog-coordinator (coordinator-lite): keeps a live registry of the agents from what
-//! they publish, serves its snapshot as a retained status, and carries the command-line
-//! client and an embedded broker for one-command demos.
+//! they publish, places tasks on them, serves its snapshot as a retained status, and
+//! carries the command-line client and an embedded broker for one-command demos.
 //!
-//! Modules: [`registry`] (node states from status, heartbeats and readings),
-//! [`service`] (`serve`: the MQTT loop around the registry), [`status`] (`status`: fetch
-//! and render), [`broker`] (embedded rumqttd), [`demo`] (everything in one process),
-//! [`config`].
+//! Modules:
+//! * [`registry`]: node states from status records, heartbeats and readings; the
+//!   silence rules. [`phi`]: phi-accrual suspicion from heartbeat gaps.
+//! * [`service`]: `serve`, the MQTT loop around the registry and the dispatcher (setup,
+//!   a main loop that only routes, one handler per event).
+//! * [`dispatch`]: a task's life from submission to final result; [`placement`]: the
+//!   strategies; [`breaker`]: the per-node circuit breaker; [`batcher`]: groups the
+//!   dispatcher's output into list messages per topic.
+//! * [`journal`]: the redb task journal (group commits, read back on start).
+//! * [`scaling`]: scaling advice from the fleet's figures.
+//! * [`client`]: `submit` and `bench`, the CLI's client side; [`status`]: fetch the
+//!   retained snapshot and render it (`status`, `tasks`).
+//! * [`config`]: TOML → `CoordinatorConfig`, defaults in `default.toml`.
+//! * [`broker`]: the embedded rumqttd.
+//! * With the default-on `demo` feature (which brings fog-agent and tempfile):
+//!   `fleet` (`FleetBuilder`, the typed agent and coordinator configs of an in-process
+//!   fleet, and the `Fleet` that `bench --fleet` runs) and `demo` (broker, coordinator
+//!   and agents in one process with a live view).
+//!
+//! The binary's `src/cli/` holds one file per subcommand; `main.rs` only parses the
+//! arguments and exits with the subcommand's code.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,8 +42,10 @@ pub mod breaker;
 pub mod broker;
 pub mod client;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dispatch;
+#[cfg(feature = "demo")]
 pub mod fleet;
 pub mod journal;
 pub mod phi;

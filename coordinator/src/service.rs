@@ -1,25 +1,26 @@
 //! `fog-coordinator serve`: subscribe to every node, keep the registry, publish the
 //! coordinator's retained status (with the registry snapshot) under a Last Will.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fog_proto::{
+    codec, CoordinatorStatus, Encoding, NodeHealth, NodeId, NodeTopic, ParsedTopic, Topics,
+};
 use fog_rt::clock::now_ms;
 use fog_rt::sdnotify::Notifier;
 use fog_rt::systemd::SystemdReport;
-
-use fog_proto::{codec, CoordinatorStatus, NodeHealth, NodeTopic, ParsedTopic, Topics};
 use fog_rt::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
-
-use crate::breaker::BreakerState;
-
-use crate::batcher::Batcher;
-use crate::dispatch::Dispatcher;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::batcher::Batcher;
+use crate::breaker::BreakerState;
 use crate::config::CoordinatorConfig;
+use crate::dispatch::{Dispatcher, Out};
 use crate::journal::{Durable, Journal, JournalConfig};
 use crate::registry::Registry;
 use crate::scaling::Scaler;
@@ -145,46 +146,364 @@ pub async fn serve(
 /// `READY=1` once the task journal is open and the broker link is started (connected
 /// or still trying), a `STATUS=` line every few seconds, `WATCHDOG=1` from the main
 /// loop as it turns, `STOPPING=1` when shutdown begins.
+///
+/// The main loop only routes: each event goes to one handler of `Server`.
 pub async fn serve_with(
     config: CoordinatorConfig,
     shutdown: CancellationToken,
     view: watch::Sender<Snapshot>,
     notifier: Notifier,
 ) -> Result<(), ServeError> {
-    let topics = Topics::new(config.prefix.clone());
-    let mut registry = Registry::new(topics.clone(), config.liveness.clone());
-    let mut dispatch = Dispatcher::new(config.placement.clone());
-    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::unbounded_channel();
-    // Final results to send again once subscribed (see Dispatcher::restore).
-    let mut resend = Vec::new();
-    let journal = match &config.data_dir {
-        Some(dir) => {
-            let (j, records) = Journal::open(dir, &JournalConfig::default(), accepted_tx)?;
-            let unfinished = records.iter().filter(|r| r.result.is_none()).count();
-            tracing::info!(dir = %dir.display(), unfinished, finished = records.len() - unfinished, "task journal open");
-            dispatch.enable_journal();
-            resend = dispatch.restore(records, Instant::now(), RESEND_AFTER_RESTART);
-            Some(j)
+    let (mut s, mut accepted_rx) = Server::start(&config, view, notifier)?;
+    let mut t = Timers::new(config.status_interval);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            ev = s.link.next_event() => s.on_link_event(ev, &mut t.publish)?,
+            _ = t.flush.tick(), if !s.batcher.is_idle() => s.batcher.flush(&s.link),
+            Some(d) = accepted_rx.recv() => s.on_durable(d),
+            _ = t.liveness.tick() => s.on_liveness_tick(),
+            _ = t.dispatch.tick(), if s.dispatch.in_flight() > 0 => s.on_dispatch_tick(),
+            _ = t.publish.tick() => s.on_publish_tick()?,
         }
-        None => {
-            drop(accepted_tx);
-            None
+        s.turned();
+    }
+    s.stop().await
+}
+
+/// The main loop's timers.
+struct Timers {
+    /// Batched output goes out within a millisecond.
+    flush: tokio::time::Interval,
+    liveness: tokio::time::Interval,
+    publish: tokio::time::Interval,
+    /// Retries, timeouts and re-placement off lost nodes: timers are checked this often
+    /// while tasks are in flight (a peek at a heap when nothing is due).
+    dispatch: tokio::time::Interval,
+}
+
+impl Timers {
+    fn new(status_interval: Duration) -> Timers {
+        let every = |period| {
+            let mut i = tokio::time::interval(period);
+            i.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            i
+        };
+        Timers {
+            flush: every(Duration::from_millis(1)),
+            liveness: every(LIVENESS_TICK),
+            publish: every(status_interval),
+            dispatch: every(Duration::from_millis(10)),
         }
-    };
-    let coordinator_id = fog_proto::NodeId::new("coordinator").expect("a valid node id");
-    // The registry is empty until the retained birth records arrive.
-    dispatch.warm_up(Instant::now() + WARM_UP);
-    let mut scaler = Scaler::new(config.scaling.clone());
-    let scaling_topic = topics.scaling();
-    let mut batcher = Batcher::new(topics.clone(), config.encoding);
-    let status_topic = topics.coordinator_status();
-    let enc = config.encoding;
-    let retained = |payload| Announce {
-        topic: status_topic.clone(),
+    }
+}
+
+/// What the main loop works on: the registry, the dispatcher and its journal, the
+/// link and what goes out on it. Fields drop in order: the link first, then the
+/// journal (waiting for its last commit), the view last, as the locals they were.
+struct Server {
+    link: Link,
+    registry: Registry,
+    dispatch: Dispatcher,
+    journal: Option<Journal>,
+    /// Final results to send again once subscribed (see Dispatcher::restore).
+    resend: Vec<Out>,
+    coordinator_id: NodeId,
+    scaler: Scaler,
+    scaling_topic: String,
+    batcher: Batcher,
+    status_topic: String,
+    enc: Encoding,
+    subscribed: bool,
+    last_reject_log: HashMap<&'static str, Instant>,
+    systemd: SystemdReport,
+    view: watch::Sender<Snapshot>,
+}
+
+impl Server {
+    /// Open the journal (restoring what it holds), start the link, tell systemd we are
+    /// ready; also the channel on which the journal reports what became durable.
+    fn start(
+        config: &CoordinatorConfig,
+        view: watch::Sender<Snapshot>,
+        notifier: Notifier,
+    ) -> Result<(Server, UnboundedReceiver<Durable>), ServeError> {
+        let topics = Topics::new(config.prefix.clone());
+        let registry = Registry::new(topics.clone(), config.liveness.clone());
+        let mut dispatch = Dispatcher::new(config.placement.clone());
+        let (accepted_tx, accepted_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (journal, resend) = open_journal(config, &mut dispatch, accepted_tx)?;
+        // The registry is empty until the retained birth records arrive.
+        dispatch.warm_up(Instant::now() + WARM_UP);
+        let status_topic = topics.coordinator_status();
+        let will = codec::encode(
+            &status(&registry, &dispatch, false, "connection lost"),
+            config.encoding,
+        )?;
+        let link = start_link(config, &topics, retained(&status_topic, will))?;
+        tracing::info!(broker = %config.broker.url(), prefix = %config.prefix, "fog-coordinator serving");
+        // The journal is open and the link is trying: the coordinator can take work as
+        // soon as the broker is there, and waiting for the broker here would only make
+        // `systemctl start` hang while it is down.
+        // The watchdog is pinged after turns of the main loop (an idle loop still turns:
+        // the liveness timer fires every 100 ms), so a stuck loop gets restarted.
+        let mut systemd = SystemdReport::new(notifier);
+        systemd.ready(&systemd_status(&registry, &dispatch, false));
+        let server = Server {
+            link,
+            registry,
+            dispatch,
+            journal,
+            resend,
+            coordinator_id: NodeId::new("coordinator").expect("a valid node id"),
+            scaler: Scaler::new(config.scaling.clone()),
+            scaling_topic: topics.scaling(),
+            batcher: Batcher::new(topics, config.encoding),
+            status_topic,
+            enc: config.encoding,
+            subscribed: false,
+            last_reject_log: HashMap::new(),
+            systemd,
+            view,
+        };
+        Ok((server, accepted_rx))
+    }
+
+    fn push_all(&mut self, msgs: Vec<Out>) {
+        for m in msgs {
+            self.batcher.push(m);
+        }
+    }
+
+    fn on_link_event(
+        &mut self,
+        ev: Option<LinkEvent>,
+        publish: &mut tokio::time::Interval,
+    ) -> Result<(), ServeError> {
+        match ev {
+            Some(LinkEvent::Message { topic, payload })
+                if topic.ends_with("/results") || topic.ends_with("/tasks/submit") =>
+            {
+                self.on_task_message(&topic, &payload);
+            }
+            Some(LinkEvent::Message { topic, payload }) => self.on_node_message(&topic, &payload),
+            // The coordinator makes no tracked publishes.
+            Some(LinkEvent::Connected | LinkEvent::Acked(_) | LinkEvent::Unreachable) => {}
+            Some(LinkEvent::Subscribed) => {
+                // Online only once the broker routes node messages to us; publish
+                // at once so `status` works right after a (re)connect.
+                self.subscribed = true;
+                publish.reset_immediately();
+                self.on_subscribed()?;
+            }
+            Some(LinkEvent::Disconnected) => self.subscribed = false,
+            None => return Err(ServeError::LinkEnded),
+        }
+        Ok(())
+    }
+
+    /// A submission or a node's results: to the dispatcher.
+    fn on_task_message(&mut self, topic: &str, payload: &[u8]) {
+        let topics = self.registry.topics();
+        let msgs = match topics.parse(topic) {
+            Ok(ParsedTopic::Submit) => {
+                self.dispatch
+                    .on_submit(&self.registry, payload, Instant::now())
+            }
+            Ok(ParsedTopic::Node(node, NodeTopic::Results)) => {
+                self.dispatch
+                    .on_result(&self.registry, node.as_str(), payload, Instant::now())
+            }
+            _ => Vec::new(),
+        };
+        self.push_all(msgs);
+    }
+
+    /// A node's status, heartbeat or reading: to the registry.
+    fn on_node_message(&mut self, topic: &str, payload: &[u8]) {
+        let now = Instant::now();
+        let res = self.registry.ingest(topic, payload, now, now_ms());
+        if let Ok(crate::registry::Ingested::Status { node, online }) = &res {
+            let reason = self
+                .registry
+                .get(node.as_str())
+                .map(|e| e.offline_reason.clone())
+                .unwrap_or_default();
+            tracing::info!(node.id = %node, online, %reason, "node status");
+            // A Last Will: re-place that node's tasks now, not at the next tick.
+            let msgs = self.dispatch.tick(&self.registry, now);
+            self.push_all(msgs);
+        }
+        if let Err(error) = res {
+            let reason = error.reason();
+            let due = self
+                .last_reject_log
+                .get(reason)
+                .is_none_or(|t| now - *t >= REJECT_LOG_EVERY);
+            if due {
+                self.last_reject_log.insert(reason, now);
+                tracing::warn!(%topic, reason, %error, rejected_total = self.registry.counter("rejected_total"), "rejected message (further ones of this kind logged at most every 10 s)");
+            } else {
+                tracing::debug!(%topic, reason, %error, "rejected message");
+            }
+        }
+    }
+
+    /// (Re)subscribed: warm up again, send the results kept for resending, and the
+    /// retained advice that may have been missed while disconnected.
+    fn on_subscribed(&mut self) -> Result<(), ServeError> {
+        self.dispatch.warm_up(Instant::now() + WARM_UP);
+        let resend = std::mem::take(&mut self.resend);
+        self.push_all(resend);
+        if let Some(advice) = self.scaler.current() {
+            let _ = self.link.publish(
+                &self.scaling_topic,
+                codec::encode(advice, self.enc)?,
+                Qos::AtLeastOnce,
+                true,
+            );
+        }
+        Ok(())
+    }
+
+    /// Durable now: tell the client its task is accepted, or its result.
+    fn on_durable(&mut self, d: Durable) {
+        let out = match d {
+            Durable::Accepted { id, reply_to } => Out::Reply {
+                topic: reply_to,
+                result: fog_proto::TaskResult {
+                    id,
+                    attempt: 1,
+                    node: self.coordinator_id.clone(),
+                    at_ms: now_ms(),
+                    outcome: fog_proto::Outcome::Accepted,
+                },
+            },
+            Durable::Finished { reply_to, result } => Out::Reply {
+                topic: reply_to,
+                result,
+            },
+        };
+        self.batcher.push(out);
+    }
+
+    fn on_liveness_tick(&mut self) {
+        let now = Instant::now();
+        for t in self.registry.tick(now) {
+            tracing::info!(node.id = %t.node, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "node state changed");
+        }
+        let msgs = self.dispatch.tick(&self.registry, now);
+        self.push_all(msgs);
+    }
+
+    fn on_dispatch_tick(&mut self) {
+        let msgs = self.dispatch.tick(&self.registry, Instant::now());
+        self.push_all(msgs);
+    }
+
+    /// The status (and scaling advice) out, retained; the snapshot to the view.
+    fn on_publish_tick(&mut self) -> Result<(), ServeError> {
+        let connected = self.link.is_connected();
+        let mut s = status(
+            &self.registry,
+            &self.dispatch,
+            self.subscribed && connected,
+            "",
+        );
+        if let Some(advice) = self.scaler.observe(Instant::now(), s.at_ms, &s.nodes) {
+            tracing::info!(direction = advice.direction.as_str(), current = advice.current_nodes, desired = advice.desired_nodes, reason = %advice.reason, "scaling advice");
+            if self.link.is_connected() {
+                let _ = self.link.publish(
+                    &self.scaling_topic,
+                    codec::encode(&advice, self.enc)?,
+                    Qos::AtLeastOnce,
+                    true,
+                );
+            }
+        }
+        s.scaling = self.scaler.current().cloned();
+        if self.link.is_connected() && self.subscribed {
+            let _ = self.link.publish(
+                &self.status_topic,
+                codec::encode(&s, self.enc)?,
+                Qos::AtLeastOnce,
+                true,
+            );
+        }
+        self.view.send_replace(Arc::new(s));
+        Ok(())
+    }
+
+    /// What the dispatcher changed goes to the journal.
+    fn write_journal(&mut self) {
+        if let Some(j) = &self.journal {
+            for op in self.dispatch.journal.drain(..) {
+                j.write(op);
+            }
+        }
+    }
+
+    /// After each turn of the main loop: journal, watchdog.
+    fn turned(&mut self) {
+        self.write_journal();
+        let connected = self.subscribed && self.link.is_connected();
+        let (registry, dispatch) = (&self.registry, &self.dispatch);
+        self.systemd
+            .turned(|| systemd_status(registry, dispatch, connected));
+    }
+
+    /// Shutdown: the last journal writes, the retained offline status as the link
+    /// closes; dropping the journal (at the end) waits for its last commit.
+    async fn stop(mut self) -> Result<(), ServeError> {
+        self.systemd
+            .stopping("stopping: writing the journal, publishing the offline status");
+        self.write_journal();
+        let last = status(&self.registry, &self.dispatch, false, "shutdown");
+        self.view
+            .send_replace(Arc::new(status(&self.registry, &self.dispatch, true, "")));
+        let goodbye = retained(&self.status_topic, codec::encode(&last, self.enc)?);
+        self.link.close(Some(goodbye), Duration::from_secs(3)).await;
+        Ok(())
+    }
+}
+
+/// The coordinator's status as the broker keeps it: retained, at least once.
+fn retained(topic: &str, payload: Vec<u8>) -> Announce {
+    Announce {
+        topic: topic.to_owned(),
         payload,
         qos: Qos::AtLeastOnce,
         retain: true,
+    }
+}
+
+/// The task journal, if the config has a data dir: opened, its records restored into
+/// `dispatch`; the final results to send again once subscribed.
+fn open_journal(
+    config: &CoordinatorConfig,
+    dispatch: &mut Dispatcher,
+    accepted_tx: UnboundedSender<Durable>,
+) -> Result<(Option<Journal>, Vec<Out>), ServeError> {
+    let Some(dir) = &config.data_dir else {
+        drop(accepted_tx);
+        return Ok((None, Vec::new()));
     };
+    let (j, records) = Journal::open(dir, &JournalConfig::default(), accepted_tx)?;
+    let unfinished = records.iter().filter(|r| r.result.is_none()).count();
+    tracing::info!(dir = %dir.display(), unfinished, finished = records.len() - unfinished, "task journal open");
+    dispatch.enable_journal();
+    let resend = dispatch.restore(records, Instant::now(), RESEND_AFTER_RESTART);
+    Ok((Some(j), resend))
+}
+
+/// The link: subscribed to every node's status, heartbeats, readings and results and
+/// to submissions, with `will` as its Last Will.
+fn start_link(
+    config: &CoordinatorConfig,
+    topics: &Topics,
+    will: Announce,
+) -> Result<Link, ServeError> {
     let client_id = if config.broker.client_id.is_empty() {
         format!(
             "fog-coordinator-{}-{}",
@@ -204,162 +523,15 @@ pub async fn serve_with(
     .map(|k| (topics.all_nodes(k), Qos::AtLeastOnce))
     .collect();
     subscriptions.push((topics.submit(), Qos::AtLeastOnce));
-    let mut link = Link::start(LinkOptions {
+    Ok(Link::start(LinkOptions {
         broker: config.broker.clone(),
         client_id,
-        will: Some(retained(codec::encode(
-            &status(&registry, &dispatch, false, "connection lost"),
-            enc,
-        )?)),
+        will: Some(will),
         on_connect: Vec::new(),
         subscriptions,
         max_packet_bytes: MAX_PACKET_BYTES,
         queue: 4096,
-    })?;
-    let mut flush_tick = tokio::time::interval(Duration::from_millis(1));
-    flush_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    tracing::info!(broker = %config.broker.url(), prefix = %config.prefix, "fog-coordinator serving");
-    // The journal is open and the link is trying: the coordinator can take work as
-    // soon as the broker is there, and waiting for the broker here would only make
-    // `systemctl start` hang while it is down.
-    // The watchdog is pinged after turns of the main loop (an idle loop still turns:
-    // the liveness timer fires every 100 ms), so a stuck loop gets restarted.
-    let mut systemd = SystemdReport::new(notifier);
-    systemd.ready(&systemd_status(&registry, &dispatch, false));
-
-    let mut liveness = tokio::time::interval(LIVENESS_TICK);
-    liveness.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut publish = tokio::time::interval(config.status_interval);
-    publish.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    // Retries, timeouts and re-placement off lost nodes: timers are checked this often
-    // while tasks are in flight (a peek at a heap when nothing is due).
-    let mut dispatch_tick = tokio::time::interval(Duration::from_millis(10));
-    dispatch_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut subscribed = false;
-    let mut last_reject_log: std::collections::HashMap<&'static str, Instant> = Default::default();
-
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            ev = link.next_event() => match ev {
-                Some(LinkEvent::Message { topic, payload }) if topic.ends_with("/results") || topic.ends_with("/tasks/submit") => {
-                    let msgs = match topics.parse(&topic) {
-                        Ok(ParsedTopic::Submit) => dispatch.on_submit(&registry, &payload, Instant::now()),
-                        Ok(ParsedTopic::Node(node, NodeTopic::Results)) => dispatch.on_result(&registry, node.as_str(), &payload, Instant::now()),
-                        _ => Vec::new(),
-                    };
-                    for m in msgs {
-                        batcher.push(m);
-                    }
-                }
-                Some(LinkEvent::Message { topic, payload }) => {
-                    let now = Instant::now();
-                    let res = registry.ingest(&topic, &payload, now, now_ms());
-                    if let Ok(crate::registry::Ingested::Status { node, online }) = &res {
-                        let reason = registry.get(node.as_str()).map(|e| e.offline_reason.clone()).unwrap_or_default();
-                        tracing::info!(node.id = %node, online, %reason, "node status");
-                        // A Last Will: re-place that node's tasks now, not at the next tick.
-                        for m in dispatch.tick(&registry, now) {
-                            batcher.push(m);
-                        }
-                    }
-                    if let Err(error) = res {
-                        let reason = error.reason();
-                        let due = last_reject_log.get(reason).is_none_or(|t| now - *t >= REJECT_LOG_EVERY);
-                        if due {
-                            last_reject_log.insert(reason, now);
-                            tracing::warn!(%topic, reason, %error, rejected_total = registry.counter("rejected_total"), "rejected message (further ones of this kind logged at most every 10 s)");
-                        } else {
-                            tracing::debug!(%topic, reason, %error, "rejected message");
-                        }
-                    }
-                }
-                // The coordinator makes no tracked publishes.
-                Some(LinkEvent::Connected) | Some(LinkEvent::Acked(_)) | Some(LinkEvent::Unreachable) => {}
-                Some(LinkEvent::Subscribed) => {
-                    // Online only once the broker routes node messages to us; publish
-                    // at once so `status` works right after a (re)connect.
-                    subscribed = true;
-                    publish.reset_immediately();
-                    dispatch.warm_up(Instant::now() + WARM_UP);
-                    for m in resend.drain(..) {
-                        batcher.push(m);
-                    }
-                    // The retained advice may have been missed while disconnected.
-                    if let Some(advice) = scaler.current() {
-                        let _ = link.publish(&scaling_topic, codec::encode(advice, enc)?, Qos::AtLeastOnce, true);
-                    }
-                }
-                Some(LinkEvent::Disconnected) => subscribed = false,
-                None => return Err(ServeError::LinkEnded),
-            },
-            _ = flush_tick.tick(), if !batcher.is_idle() => batcher.flush(&link),
-            Some(d) = accepted_rx.recv() => match d {
-                // Durable now: tell the client its task is accepted, or its result.
-                Durable::Accepted { id, reply_to } => batcher.push(crate::dispatch::Out::Reply {
-                    topic: reply_to,
-                    result: fog_proto::TaskResult {
-                        id,
-                        attempt: 1,
-                        node: coordinator_id.clone(),
-                        at_ms: now_ms(),
-                        outcome: fog_proto::Outcome::Accepted,
-                    },
-                }),
-                Durable::Finished { reply_to, result } => batcher.push(crate::dispatch::Out::Reply { topic: reply_to, result }),
-            },
-            _ = liveness.tick() => {
-                let now = Instant::now();
-                for t in registry.tick(now) {
-                    tracing::info!(node.id = %t.node, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "node state changed");
-                }
-                for m in dispatch.tick(&registry, now) {
-                    batcher.push(m);
-                }
-            }
-            _ = dispatch_tick.tick(), if dispatch.in_flight() > 0 => {
-                for m in dispatch.tick(&registry, Instant::now()) {
-                    batcher.push(m);
-                }
-            }
-            _ = publish.tick() => {
-                let mut s = status(&registry, &dispatch, subscribed && link.is_connected(), "");
-                if let Some(advice) = scaler.observe(Instant::now(), s.at_ms, &s.nodes) {
-                    tracing::info!(direction = advice.direction.as_str(), current = advice.current_nodes, desired = advice.desired_nodes, reason = %advice.reason, "scaling advice");
-                    if link.is_connected() {
-                        let _ = link.publish(&scaling_topic, codec::encode(&advice, enc)?, Qos::AtLeastOnce, true);
-                    }
-                }
-                s.scaling = scaler.current().cloned();
-                if link.is_connected() && subscribed {
-                    let _ = link.publish(&status_topic, codec::encode(&s, enc)?, Qos::AtLeastOnce, true);
-                }
-                view.send_replace(Arc::new(s));
-            }
-        }
-        if let Some(j) = &journal {
-            for op in dispatch.journal.drain(..) {
-                j.write(op);
-            }
-        }
-        systemd.turned(|| systemd_status(&registry, &dispatch, subscribed && link.is_connected()));
-    }
-    systemd.stopping("stopping: writing the journal, publishing the offline status");
-    if let Some(j) = &journal {
-        for op in dispatch.journal.drain(..) {
-            j.write(op);
-        }
-    }
-    // Dropping the journal (at the end of this function) waits for its last commit.
-    let last = status(&registry, &dispatch, false, "shutdown");
-    view.send_replace(Arc::new(status(&registry, &dispatch, true, "")));
-    link.close(
-        Some(retained(codec::encode(&last, enc)?)),
-        Duration::from_secs(3),
-    )
-    .await;
-    Ok(())
+    })?)
 }
 
 /// The coordinator's `STATUS=` line from its registry and dispatcher.

@@ -107,3 +107,20 @@ fn a_password_over_plain_mqtt_is_refused_unless_the_config_allows_it() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(!stderr(&o).contains("cleartext"), "{}", stderr(&o));
 }
+
+/// Built without the `demo` feature (`cargo test -p fog-coordinator
+/// --no-default-features`), the subcommands that run agents in the process say so and
+/// exit 2, a usage error.
+#[cfg(not(feature = "demo"))]
+#[test]
+fn without_the_demo_feature_demo_and_bench_fleet_say_so() {
+    for args in [&["demo"][..], &["bench", "--fleet", "2"][..]] {
+        let o = coordinator(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("without the `demo` feature"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Harness for fog's end-to-end tests: real brokers started per test on free ports,
 //! a TCP proxy that can cut or freeze a connection, and helpers to run the real
-//! coordinator and agents in-process.
+//! coordinator and agents in-process (their configs from the coordinator's
+//! `FleetBuilder`, see [`fleet`]).
 //!
 //! Which broker: the embedded rumqttd by default (in a child process, so it can be
 //! killed and restarted); a Mosquitto process with its own config when
@@ -16,9 +17,10 @@ use std::time::Duration;
 
 use fog_agent::config::Config as AgentConfig;
 use fog_coordinator::config::CoordinatorConfig;
+use fog_coordinator::fleet::FleetBuilder;
 use fog_coordinator::registry::LivenessConfig;
 use fog_coordinator::service::Snapshot;
-use fog_proto::{Birth, CoordinatorStatus, Encoding, NodeId, Prefix, Status};
+use fog_proto::{Birth, CoordinatorStatus, Encoding, NodeId, Status};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +43,18 @@ pub fn init_logging() {
     }
 }
 
+/// The harness's fleet settings: agents heartbeat every 200 ms and read every 500 ms
+/// with a 2 s keep-alive; the coordinator publishes every 100 ms with a 5 s
+/// keep-alive and keeps task state in memory; both reconnect fast (50 ms to 500 ms).
+pub fn fleet(broker_url: &str) -> anyhow::Result<FleetBuilder> {
+    let reconnect = Some((Duration::from_millis(50), Duration::from_millis(500)));
+    Ok(FleetBuilder::new(broker_url)?
+        .agent_intervals(Duration::from_millis(200), Duration::from_millis(500))
+        .agent_link(Duration::from_secs(2), reconnect)
+        .coordinator_link(Duration::from_secs(5), reconnect)
+        .status_interval(Duration::from_millis(100)))
+}
+
 /// An in-process coordinator and the stream of its registry snapshots.
 pub struct RunningCoordinator {
     pub view: watch::Receiver<Snapshot>,
@@ -50,26 +64,12 @@ pub struct RunningCoordinator {
 
 impl RunningCoordinator {
     pub fn start(broker_url: &str, liveness: LivenessConfig) -> anyhow::Result<Self> {
-        let cfg = CoordinatorConfig {
-            prefix: Prefix::default(),
-            encoding: Default::default(),
-            status_interval: Duration::from_millis(100),
-            liveness,
-            placement: Default::default(),
-            scaling: Default::default(),
-            data_dir: None,
-            broker: fog_rt::broker::BrokerConfig {
-                keep_alive: Duration::from_secs(5),
-                reconnect_initial: Duration::from_millis(50),
-                reconnect_max: Duration::from_millis(500),
-                ..fog_rt::broker::BrokerConfig::plain(broker_url)?
-            },
-        };
-        Self::start_with(cfg)
+        Self::start_with(fleet(broker_url)?.liveness(liveness).coordinator())
     }
 
     /// A coordinator from TOML: `extra` (top-level keys and tables such as
-    /// `[placement]` or `[breaker]`) goes before the test's own `[broker]` table.
+    /// `[placement]` or `[breaker]`), with the harness's status interval, an assumed
+    /// heartbeat interval of 1 s and its broker link set over it.
     pub fn start_toml(broker_url: &str, extra: &str) -> anyhow::Result<Self> {
         // Memory-only task state unless the test gives a data dir.
         let extra = if extra.contains("data_dir") {
@@ -77,10 +77,10 @@ impl RunningCoordinator {
         } else {
             format!("data_dir = \"\"\n{extra}")
         };
-        let text = format!(
-            "status_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n{extra}\n[broker]\nurl = \"{broker_url}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n"
-        );
-        Self::start_with(CoordinatorConfig::from_toml(&text, "test")?)
+        let cfg = fleet(broker_url)?
+            .coordinator_heartbeat(Duration::from_secs(1))
+            .coordinator_from_toml(&extra, "test")?;
+        Self::start_with(cfg)
     }
 
     pub fn start_with(cfg: CoordinatorConfig) -> anyhow::Result<Self> {
@@ -143,8 +143,9 @@ pub struct RunningAgent {
 }
 
 impl RunningAgent {
-    /// Start an agent; `extra` is appended to its TOML config (its own `[broker]` etc.
-    /// come first, so `extra` may only add top-level keys or new tables).
+    /// Start an agent; `extra_top` (top-level keys and tables such as `[pool]` or
+    /// `[tasks.x]`) and `extra_broker` (keys of its `[broker]` table) are its TOML, and
+    /// the harness sets its node id, data directory, intervals and broker link over it.
     pub fn start(
         node: &str,
         broker_url: &str,
@@ -152,11 +153,12 @@ impl RunningAgent {
         extra_broker: &str,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let text = format!(
-            "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\nmetrics_interval_secs = 0.5\n{extra_top}\n[broker]\nurl = \"{broker_url}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n{extra_broker}\n",
-            dir.path().join("data").display()
-        );
-        let cfg = AgentConfig::from_toml(&text)?;
+        let text = if extra_broker.is_empty() {
+            extra_top.to_owned()
+        } else {
+            format!("{extra_top}\n[broker]\n{extra_broker}\n")
+        };
+        let cfg = fleet(broker_url)?.agent_from_toml(node, &dir.path().join("data"), &text)?;
         Ok(Self::start_with(cfg, dir))
     }
 

@@ -15,17 +15,9 @@ fn status_for(node: &str) -> Status {
     fog_e2e::online_record(node, 1000, 10)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_messages_are_counted_and_nothing_stops() {
-    init_logging();
-    let broker = TestBroker::start().expect("broker");
-    let mut coord =
-        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
-    coord
-        .wait_for("coordinator connected", WAIT, |s| s.online)
-        .await;
-
-    let mut opts = MqttOptions::new("hostile-publisher", "127.0.0.1", broker.addr.port());
+/// A plain MQTT client publishing as "hostile-publisher", and its event loop's task.
+fn hostile_publisher(port: u16) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+    let mut opts = MqttOptions::new("hostile-publisher", "127.0.0.1", port);
     opts.set_max_packet_size(2 << 20, 2 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     let driver = tokio::spawn(async move {
@@ -36,7 +28,12 @@ async fn bad_messages_are_counted_and_nothing_stops() {
             }
         }
     });
+    (client, driver)
+}
 
+/// Bad messages on every topic the coordinator reads: (topic, payload, counter it
+/// must land in).
+fn bad_messages() -> Vec<(String, Vec<u8>, &'static str)> {
     let long_node = "n".repeat(65);
     let hb = codec::encode(&Heartbeat::default(), Encoding::Json).expect("encodes");
     let oversized = |n: usize| {
@@ -45,8 +42,7 @@ async fn bad_messages_are_counted_and_nothing_stops() {
         v.extend(b"\"}");
         v
     };
-    // (topic, payload, counter it must land in)
-    let bad: Vec<(String, Vec<u8>, &str)> = vec![
+    vec![
         // status
         (
             "fog/v1/nodes/x1/status".into(),
@@ -120,7 +116,22 @@ async fn bad_messages_are_counted_and_nothing_stops() {
             hb.clone(),
             "rejected_bad_node_id_total",
         ),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_are_counted_and_nothing_stops() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let mut coord =
+        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    coord
+        .wait_for("coordinator connected", WAIT, |s| s.online)
+        .await;
+
+    let (client, driver) = hostile_publisher(broker.addr.port());
+    let hb = codec::encode(&Heartbeat::default(), Encoding::Json).expect("encodes");
+    let bad = bad_messages();
     for (topic, payload, _) in &bad {
         client
             .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())

@@ -370,6 +370,94 @@ fn online(s: &fog_proto::CoordinatorStatus, node: &str) -> bool {
         .any(|n| n.node.as_str() == node && n.state == NodeState::Online)
 }
 
+/// Each task ends once, completed, on t2.
+async fn each_task_ends_once_completed_on_t2(c: &mut Client, ids: &[String]) {
+    let mut done: HashMap<String, Vec<TaskResult>> = HashMap::new();
+    let deadline = Instant::now() + WAIT;
+    while done.len() < ids.len() && Instant::now() < deadline {
+        if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
+        {
+            if !matches!(r.outcome, Outcome::Accepted) {
+                done.entry(r.id.clone()).or_default().push(r);
+            }
+        }
+    }
+    while let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
+    {
+        if !matches!(r.outcome, Outcome::Accepted) {
+            done.entry(r.id.clone()).or_default().push(r);
+        }
+    }
+    for id in ids {
+        let rs = done
+            .get(id)
+            .unwrap_or_else(|| panic!("task {id} got no result"));
+        assert_eq!(rs.len(), 1, "one result for {id}: {rs:?}");
+        assert!(matches!(rs[0].outcome, Outcome::Completed { .. }), "{rs:?}");
+        assert_eq!(rs[0].node.as_str(), "t2", "finished elsewhere");
+    }
+}
+
+/// The retained record says offline, because of the shutdown (not the Last Will).
+async fn the_retained_record_says_shutdown(status: &mut Watcher) {
+    let mut last: Option<Status> = None;
+    while let Some(a) = status.next(Duration::from_millis(500)).await {
+        last = Some(codec::decode::<Status>(&a.payload).expect("status"));
+    }
+    let last = last.expect("a status record");
+    assert!(!last.online);
+    assert_eq!(last.reason, "shutdown");
+}
+
+/// Readings: every one t1 made before the SIGTERM arrived, once. Whatever it had
+/// not sent when it stopped waits in its backlog, so start it again on the same
+/// data dir and count both runs (a new run numbers its readings from 1 again).
+async fn every_reading_of_the_first_run_arrives_once(
+    cfg: &Path,
+    readings: &mut Watcher,
+    mut first_run: Vec<Reading>,
+) {
+    first_run.extend(readings.drain().iter().map(|a| decode(a).reading));
+    let restarted_ms = now_ms();
+    let mut again = AgentProcess::start(cfg);
+    let mut second_run = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let mut replayed = Vec::new();
+    while second_run.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted t1 sent no readings"
+        );
+        if let Some(a) = readings.next(Duration::from_millis(200)).await {
+            let r = decode(&a).reading;
+            if r.at_ms < restarted_ms {
+                replayed.push(r);
+            } else {
+                second_run.push(r);
+            }
+        }
+    }
+    again.signal("-TERM");
+    assert!(again.exited(WAIT).await.success());
+    let mut seqs: Vec<u64> = first_run.iter().chain(&replayed).map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    let made = seqs.last().copied().expect("t1 made readings");
+    assert!(made >= 2, "t1 ran long enough to make readings: {seqs:?}");
+    assert_eq!(
+        seqs,
+        (1..=made).collect::<Vec<_>>(),
+        "every reading of the first run exactly once ({} replayed after the restart)",
+        replayed.len()
+    );
+    assert!(
+        first_run
+            .iter()
+            .chain(&replayed)
+            .all(|r| r.agent.backlog_dropped_total == 0),
+        "none dropped"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_running_tasks_back_and_publishes_the_offline_record() {
     init_logging();
@@ -431,85 +519,12 @@ async fn sigterm_hands_running_tasks_back_and_publishes_the_offline_record() {
         "0.5 s grace, not the 3 s the tasks wanted: exited after {took:?}"
     );
 
-    // Each task ends once, completed, on t2.
-    let mut done: HashMap<String, Vec<TaskResult>> = HashMap::new();
-    let deadline = Instant::now() + WAIT;
-    while done.len() < ids.len() && Instant::now() < deadline {
-        if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
-        {
-            if !matches!(r.outcome, Outcome::Accepted) {
-                done.entry(r.id.clone()).or_default().push(r);
-            }
-        }
-    }
-    while let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
-    {
-        if !matches!(r.outcome, Outcome::Accepted) {
-            done.entry(r.id.clone()).or_default().push(r);
-        }
-    }
-    for id in &ids {
-        let rs = done
-            .get(id)
-            .unwrap_or_else(|| panic!("task {id} got no result"));
-        assert_eq!(rs.len(), 1, "one result for {id}: {rs:?}");
-        assert!(matches!(rs[0].outcome, Outcome::Completed { .. }), "{rs:?}");
-        assert_eq!(rs[0].node.as_str(), "t2", "finished elsewhere");
-    }
-
-    // The retained record says offline, because of the shutdown (not the Last Will).
-    let mut last: Option<Status> = None;
-    while let Some(a) = status.next(Duration::from_millis(500)).await {
-        last = Some(codec::decode::<Status>(&a.payload).expect("status"));
-    }
-    let last = last.expect("a status record");
-    assert!(!last.online);
-    assert_eq!(last.reason, "shutdown");
+    each_task_ends_once_completed_on_t2(&mut c, &ids).await;
+    the_retained_record_says_shutdown(&mut status).await;
     tap.assert_exactly_once(&ids, Resend::Never).await;
     assert_eq!(c.repeats_dropped(), 0);
 
-    // Readings: every one t1 made before the SIGTERM arrived, once. Whatever it had
-    // not sent when it stopped waits in its backlog, so start it again on the same
-    // data dir and count both runs (a new run numbers its readings from 1 again).
-    first_run.extend(readings.drain().iter().map(|a| decode(a).reading));
-    let restarted_ms = now_ms();
-    let mut again = AgentProcess::start(&cfg);
-    let mut second_run = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    let mut replayed = Vec::new();
-    while second_run.len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted t1 sent no readings"
-        );
-        if let Some(a) = readings.next(Duration::from_millis(200)).await {
-            let r = decode(&a).reading;
-            if r.at_ms < restarted_ms {
-                replayed.push(r);
-            } else {
-                second_run.push(r);
-            }
-        }
-    }
-    again.signal("-TERM");
-    assert!(again.exited(WAIT).await.success());
-    let mut seqs: Vec<u64> = first_run.iter().chain(&replayed).map(|r| r.seq).collect();
-    seqs.sort_unstable();
-    let made = seqs.last().copied().expect("t1 made readings");
-    assert!(made >= 2, "t1 ran long enough to make readings: {seqs:?}");
-    assert_eq!(
-        seqs,
-        (1..=made).collect::<Vec<_>>(),
-        "every reading of the first run exactly once ({} replayed after the restart)",
-        replayed.len()
-    );
-    assert!(
-        first_run
-            .iter()
-            .chain(&replayed)
-            .all(|r| r.agent.backlog_dropped_total == 0),
-        "none dropped"
-    );
+    every_reading_of_the_first_run_arrives_once(&cfg, &mut readings, first_run).await;
     t2.stop().await;
 }
 

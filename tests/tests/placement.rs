@@ -367,21 +367,12 @@ impl Drop for CoordinatorProcess {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
-    init_logging();
-    let broker = TestBroker::start().expect("broker");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut coordinator = CoordinatorProcess::start(&broker, dir.path());
-    let _agents: Vec<RunningAgent> = ["c1", "c2", "c3"]
-        .iter()
-        .map(|n| RunningAgent::start(n, &broker.url(), "[pool]\nworkers = 2", "").expect("agent"))
-        .collect();
-    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
+/// Wait until the coordinator's status shows c1, c2 and c3 online.
+async fn c_agents_online(cfg: &fog_rt::broker::BrokerConfig) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Ok(s) =
-            fog_coordinator::status::fetch(&cfg, &Topics::default(), Duration::from_secs(2)).await
+            fog_coordinator::status::fetch(cfg, &Topics::default(), Duration::from_secs(2)).await
         {
             if ["c1", "c2", "c3"].iter().all(|n| online(&s, n)) {
                 break;
@@ -393,6 +384,40 @@ async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Final results until there is one for each of `n` tasks (or `WAIT` is over), then
+/// whatever else comes within a second of the last.
+async fn rest_of_finals(c: &mut Client, seen: &mut HashMap<String, Vec<TaskResult>>, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < n && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
+        {
+            if !matches!(r.outcome, Outcome::Accepted) {
+                seen.entry(r.id.clone()).or_default().push(r);
+            }
+        }
+    }
+    while let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
+    {
+        if !matches!(r.outcome, Outcome::Accepted) {
+            seen.entry(r.id.clone()).or_default().push(r);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut coordinator = CoordinatorProcess::start(&broker, dir.path());
+    let _agents: Vec<RunningAgent> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|n| RunningAgent::start(n, &broker.url(), "[pool]\nworkers = 2", "").expect("agent"))
+        .collect();
+    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
+    c_agents_online(&cfg).await;
     let mut tap = FinalsTap::start(broker.addr).await;
     let mut c = client(&broker).await;
     let n = 240;
@@ -431,21 +456,7 @@ async fn a_coordinator_killed_under_load_loses_no_accepted_task() {
     if !again.is_empty() {
         c.submit_many(again).await.expect("resubmitted");
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while seen.len() < n && tokio::time::Instant::now() < deadline {
-        if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
-        {
-            if !matches!(r.outcome, Outcome::Accepted) {
-                seen.entry(r.id.clone()).or_default().push(r);
-            }
-        }
-    }
-    while let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), c.next_result()).await
-    {
-        if !matches!(r.outcome, Outcome::Accepted) {
-            seen.entry(r.id.clone()).or_default().push(r);
-        }
-    }
+    rest_of_finals(&mut c, &mut seen, n).await;
     for id in &ids {
         let rs = seen.get(id).map(Vec::as_slice).unwrap_or_default();
         assert_eq!(

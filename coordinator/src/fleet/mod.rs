@@ -5,20 +5,25 @@
 //! publishes the agent's Last Will. That shows a failover under load end to end. The
 //! coordinator journals every task to disk as `serve` does (in the fleet's temporary
 //! folder, removed at the end), so the figures are those of a durable coordinator.
+//!
+//! Its configs, like the demo's and the end-to-end harness's, come from
+//! [`FleetBuilder`] (`builder.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fog_agent::config::{BrokerConfig, Config as AgentConfig};
-use fog_proto::{NodeState, Prefix};
+use fog_proto::NodeState;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerError, EmbeddedBroker};
-use crate::config::CoordinatorConfig;
 use crate::dispatch::PlacementConfig;
-use crate::registry::LivenessConfig;
 use crate::service::{serve, Snapshot};
+
+mod builder;
+
+pub use builder::FleetBuilder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -38,6 +43,53 @@ pub enum FleetError {
 struct FleetAgent {
     node: String,
     runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl FleetAgent {
+    /// Run an agent on a runtime of its own.
+    fn spawn(node: String, cfg: AgentConfig) -> Result<FleetAgent, FleetError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("{node}-rt"))
+            .enable_all()
+            .build()
+            .map_err(FleetError::Runtime)?;
+        let name = node.clone();
+        runtime.spawn(async move {
+            if let Err(error) = fog_agent::run(cfg, CancellationToken::new()).await {
+                tracing::error!(node.id = %name, %error, "bench agent stopped");
+            }
+        });
+        Ok(FleetAgent {
+            node,
+            runtime: Some(runtime),
+        })
+    }
+}
+
+/// Wait (15 s at most) until `n` nodes are online.
+async fn wait_online(view: &mut watch::Receiver<Snapshot>, n: usize) -> Result<(), FleetError> {
+    let online = |v: &Snapshot| {
+        v.nodes
+            .iter()
+            .filter(|x| x.state == NodeState::Online)
+            .count()
+    };
+    let ok = tokio::time::timeout(Duration::from_secs(15), async {
+        while online(&view.borrow()) < n {
+            if view.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    if ok.is_err() {
+        return Err(FleetError::NotOnline {
+            online: online(&view.borrow()),
+            wanted: n,
+        });
+    }
+    Ok(())
 }
 
 pub struct Fleet {
@@ -60,28 +112,25 @@ impl Fleet {
             .prefix("fog-bench-")
             .tempdir()
             .map_err(FleetError::TempDir)?;
-        let broker_cfg = BrokerConfig {
-            keep_alive: Duration::from_secs(5),
-            ..BrokerConfig::plain(&broker.url())?
-        };
-        let cfg = CoordinatorConfig {
-            prefix: Prefix::default(),
-            encoding: Default::default(),
-            status_interval: Duration::from_millis(500),
-            liveness: LivenessConfig {
-                default_heartbeat_interval: Duration::from_secs(1),
-                ..LivenessConfig::default()
-            },
-            placement,
-            scaling: Default::default(),
+        let configs = FleetBuilder::new(&broker.url())?
+            .coordinator_link(Duration::from_secs(5), None)
+            .status_interval(Duration::from_millis(500))
+            .coordinator_heartbeat(Duration::from_secs(1))
+            .placement(placement)
             // Journaled like a real coordinator (in the run's temporary folder), so the
             // figures a bench prints include the journal's group commits.
-            data_dir: Some(dir.path().join("coordinator")),
-            broker: broker_cfg.clone(),
-        };
+            .coordinator_data_dir(Some(dir.path().join("coordinator")))
+            .agent_intervals(Duration::from_millis(500), Duration::from_secs(5))
+            .agent_pool(1024, 16 << 20)
+            // Keep-alive 2 s: a killed agent is offline within 3 s (1.5 x keep-alive).
+            .agent_link(
+                Duration::from_secs(2),
+                Some((Duration::from_millis(50), Duration::from_millis(500))),
+            );
         let (tx, mut view) = watch::channel(crate::service::empty_snapshot());
         let coordinator_stop = CancellationToken::new();
         let stop = coordinator_stop.clone();
+        let cfg = configs.coordinator();
         let coordinator = tokio::spawn(async move {
             if let Err(error) = serve(cfg, stop, tx).await {
                 tracing::error!(%error, "bench coordinator stopped");
@@ -90,53 +139,13 @@ impl Fleet {
         let mut agents = Vec::with_capacity(n);
         for i in 1..=n {
             let node = format!("bench-{i}");
-            // Keep-alive 2 s: a killed agent is offline within 3 s (1.5 x keep-alive).
-            let text = format!(
-                "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 5.0\n[pool]\nqueue_capacity = 1024\narena_bytes = 16777216\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
-                dir.path().join(&node).display(),
-                broker.url()
-            );
-            let agent_cfg = AgentConfig::from_toml(&text)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name(format!("{node}-rt"))
-                .enable_all()
-                .build()
-                .map_err(FleetError::Runtime)?;
-            let name = node.clone();
-            runtime.spawn(async move {
-                if let Err(error) = fog_agent::run(agent_cfg, CancellationToken::new()).await {
-                    tracing::error!(node.id = %name, %error, "bench agent stopped");
-                }
-            });
-            agents.push(FleetAgent {
-                node,
-                runtime: Some(runtime),
-            });
+            let cfg = configs.agent(&node, &dir.path().join(&node))?;
+            agents.push(FleetAgent::spawn(node, cfg)?);
         }
-        let online = |v: &Snapshot| {
-            v.nodes
-                .iter()
-                .filter(|x| x.state == NodeState::Online)
-                .count()
-        };
-        let ok = tokio::time::timeout(Duration::from_secs(15), async {
-            while online(&view.borrow()) < n {
-                if view.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await;
-        if ok.is_err() {
-            return Err(FleetError::NotOnline {
-                online: online(&view.borrow()),
-                wanted: n,
-            });
-        }
+        wait_online(&mut view, n).await?;
         Ok(Fleet {
             _broker: broker,
-            broker_cfg,
+            broker_cfg: configs.coordinator_broker().clone(),
             view,
             coordinator_stop,
             coordinator,
