@@ -12,12 +12,15 @@ fn registry(nodes: &[&str]) -> Registry {
 }
 
 fn registry_with_arch(nodes: &[(&str, &str)]) -> Registry {
-    let with_labels: Vec<(&str, &str, &[(&str, &str)])> =
+    let with_labels: Vec<TestNode> =
         nodes.iter().map(|(n, arch)| (*n, *arch, &[][..])).collect();
     registry_with_labels(&with_labels)
 }
 
-fn registry_with_labels(nodes: &[(&str, &str, &[(&str, &str)])]) -> Registry {
+/// A node's id, arch and labels.
+type TestNode<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+fn registry_with_labels(nodes: &[TestNode]) -> Registry {
     let mut r = Registry::new(Topics::default(), LivenessConfig::default());
     for (n, arch, labels) in nodes {
         let s = Status {
