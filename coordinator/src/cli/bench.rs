@@ -29,7 +29,7 @@ pub struct Args {
     wait: f64,
     /// Placement strategy for every task (default: the coordinator's): round_robin,
     /// weighted_round_robin, least_connections, response_time, consistent_hash,
-    /// p2c, adaptive.
+    /// p2c, adaptive, cost_aware.
     #[arg(long)]
     strategy: Option<Strategy>,
     /// Run against a fleet started in this process (embedded broker, coordinator

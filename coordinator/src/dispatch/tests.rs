@@ -12,8 +12,7 @@ fn registry(nodes: &[&str]) -> Registry {
 }
 
 fn registry_with_arch(nodes: &[(&str, &str)]) -> Registry {
-    let with_labels: Vec<TestNode> =
-        nodes.iter().map(|(n, arch)| (*n, *arch, &[][..])).collect();
+    let with_labels: Vec<TestNode> = nodes.iter().map(|(n, arch)| (*n, *arch, &[][..])).collect();
     registry_with_labels(&with_labels)
 }
 
