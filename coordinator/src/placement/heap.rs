@@ -145,6 +145,18 @@ impl IndexedHeap {
     }
 }
 
+/// The cheapest of the set by `cost`: the top of `heap`, built from the set on the
+/// first decision (for the strategies whose state is one heap).
+pub(super) fn cheapest(
+    heap: &mut Option<IndexedHeap>,
+    eligible: &[usize],
+    cost: impl Fn(usize) -> f64,
+) -> Option<usize> {
+    heap.get_or_insert_with(|| IndexedHeap::build(eligible.iter().map(|&s| (cost(s), s))))
+        .top()
+        .map(|(_, s)| s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

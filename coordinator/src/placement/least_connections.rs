@@ -1,7 +1,7 @@
 //! Least connections: the node with the fewest tasks in flight (ties to the lower
 //! slot), the top of an indexed heap.
 
-use super::heap::IndexedHeap;
+use super::heap::{cheapest, IndexedHeap};
 use super::scan::min_ratio;
 use super::{Balance, NodeLoad, Request};
 
@@ -20,12 +20,7 @@ impl Balance for LeastConnections {
         if !req.full_set {
             return Some(min_ratio(req.eligible, |s| (cost(&loads[s]), 1.0)));
         }
-        self.heap
-            .get_or_insert_with(|| {
-                IndexedHeap::build(req.eligible.iter().map(|&s| (cost(&loads[s]), s)))
-            })
-            .top()
-            .map(|(_, s)| s)
+        cheapest(&mut self.heap, req.eligible, |s| cost(&loads[s]))
     }
 
     fn indexed(&self) -> bool {

@@ -3,34 +3,13 @@
 //! filtered requests.
 
 use super::consistent_hash::{bounded_ring_pick, build_ring, in_flight_sum, ConsistentHash};
+use super::tests::req;
 use super::weighted_round_robin::WeightedRoundRobin;
 use super::Strategy;
 use super::*;
 use proptest::prelude::{
     any, prop_assert, prop_assert_eq, prop_oneof, proptest, Just, Strategy as _, TestCaseError,
 };
-
-fn req<'a>(
-    strategy: Strategy,
-    eligible: &'a [usize],
-    loads: &'a [NodeLoad],
-    key_hash: u64,
-    generation: u64,
-) -> Request<'a> {
-    Request {
-        strategy,
-        eligible,
-        full_set: true,
-        generation,
-        weights_generation: 0,
-        loads,
-        key_hash,
-        node_hash: &|s| hash64(format!("node-{s}").as_bytes()),
-        kind_ms: &[],
-        kind_default_ms: 0.0,
-        node_cost: &[],
-    }
-}
 
 /// What [`pick`] must match: the set as it is now, costs by the same formulas.
 struct World {

@@ -1,7 +1,7 @@
 //! Response time: the least expected time to get through a node's queue, priced by
 //! its peak-EWMA latency (an idle slow node can beat a busy fast one).
 
-use super::heap::IndexedHeap;
+use super::heap::{cheapest, IndexedHeap};
 use super::scan::min_ratio;
 use super::{Balance, NodeLoad, Request};
 
@@ -36,12 +36,7 @@ impl Balance for ResponseTime {
                 (response_ms(l) * f64::from(l.in_flight + 1), l.weight)
             }));
         }
-        self.heap
-            .get_or_insert_with(|| {
-                IndexedHeap::build(req.eligible.iter().map(|&s| (cost(&loads[s]), s)))
-            })
-            .top()
-            .map(|(_, s)| s)
+        cheapest(&mut self.heap, req.eligible, |s| cost(&loads[s]))
     }
 
     fn indexed(&self) -> bool {

@@ -5,7 +5,8 @@ use super::Strategy;
 use super::*;
 use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest};
 
-fn req<'a>(
+/// A full-set request over `eligible` (shared with the model tests).
+pub(super) fn req<'a>(
     strategy: Strategy,
     eligible: &'a [usize],
     loads: &'a [NodeLoad],
