@@ -148,6 +148,9 @@ pub trait Balance: fmt::Debug + Send {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
+// One bit per strategy in `SetState::indexed`.
+const _: () = assert!(Strategy::COUNT <= 32);
+
 /// The state the strategies carry between decisions, for one eligible set (one task
 /// kind). Rebuilt when the caller's `generation` for that set changes; indexes are
 /// built only from requests that carry the full set (`Request::full_set`).
@@ -156,7 +159,10 @@ pub struct SetState {
     generation: u64,
     weights_generation: u64,
     /// By [`Strategy::index`].
-    states: Vec<Option<Box<dyn Balance>>>,
+    states: [Option<Box<dyn Balance>>; Strategy::COUNT],
+    /// Bit [`Strategy::index`] set: that state is built and indexed (kept here so the
+    /// hot path makes one virtual call, the decision itself).
+    indexed: u32,
     touched: touched::Touched,
 }
 
@@ -177,6 +183,7 @@ impl SetState {
                     *s = None;
                 }
             }
+            self.reindex();
             self.touched = touched::Touched::default();
         }
         if self.weights_generation != weights_generation {
@@ -188,26 +195,42 @@ impl SetState {
                     *s = None;
                 }
             }
+            self.reindex();
         }
     }
 
-    /// `strategy`'s state, made if this set has none yet.
-    fn state(&mut self, strategy: Strategy) -> &mut Box<dyn Balance> {
-        let i = strategy.index();
-        if self.states.len() <= i {
-            self.states.resize_with(Strategy::ALL.len(), || None);
+    fn reindex(&mut self) {
+        self.indexed = 0;
+        for (i, s) in self.states.iter().enumerate() {
+            if s.as_ref().is_some_and(|b| b.indexed()) {
+                self.indexed |= 1 << i;
+            }
         }
-        self.states[i].get_or_insert_with(|| strategy.new_state())
+    }
+
+    /// Make `strategy`'s state if this set has none yet.
+    fn ensure(&mut self, strategy: Strategy) {
+        let i = strategy.index();
+        if self.states[i].is_none() {
+            let state = strategy.new_state();
+            if state.indexed() {
+                self.indexed |= 1 << i;
+            }
+            self.states[i] = Some(state);
+        }
     }
 
     /// Before an indexed decision: note the members if nothing is indexed yet (what
     /// gets built next reads current loads), else re-key every slot touched since in
     /// every indexed state.
     fn catch_up(&mut self, req: &Request<'_>) {
-        let states = &mut self.states;
+        let (states, indexed) = (&mut self.states, self.indexed);
         self.touched.catch_up(req.eligible, |slot| {
-            for s in states.iter_mut().flatten() {
-                if s.indexed() {
+            let mut bits = indexed;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(s) = &mut states[i] {
                     s.rekey(slot, req);
                 }
             }
@@ -230,11 +253,12 @@ pub fn pick(state: &mut SetState, rng: &mut fastrand::Rng, req: &Request<'_>) ->
         return None;
     }
     state.refresh(req.generation, req.weights_generation);
-    let indexed = req.full_set && state.state(req.strategy).indexed();
-    if indexed {
+    let i = req.strategy.index();
+    state.ensure(req.strategy);
+    if req.full_set && state.indexed & (1 << i) != 0 {
         state.catch_up(req);
     }
-    state.state(req.strategy).pick(rng, req)
+    state.states[i].as_mut()?.pick(rng, req)
 }
 
 /// Per-kind decision state for a whole fleet, keyed by kind name.

@@ -17,7 +17,9 @@ macro_rules! strategies {
         }
 
         impl Strategy {
-            pub const ALL: [Strategy; [$($name),+].len()] = [$(Strategy::$variant),+];
+            /// How many strategies there are.
+            pub const COUNT: usize = [$($name),+].len();
+            pub const ALL: [Strategy; Self::COUNT] = [$(Strategy::$variant),+];
 
             pub fn as_str(self) -> &'static str {
                 match self {
