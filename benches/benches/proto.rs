@@ -46,6 +46,14 @@ fn bench(c: &mut Criterion) {
                 black_box(buf.len())
             })
         });
+        // What the coordinator does with every reading.
+        let bytes = codec::encode(&reading, enc).expect("encodes");
+        c.bench_function(&format!("reading decode {}", enc.as_str()), |b| {
+            b.iter(|| {
+                let back: Reading = codec::decode(black_box(&bytes)).expect("decodes");
+                black_box(back)
+            })
+        });
     }
 }
 
