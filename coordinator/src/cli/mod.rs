@@ -141,13 +141,21 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 /// The coordinator's retained status, or a clear error and a failing exit code.
-async fn fetch_status(
-    cfg: &CoordinatorConfig,
-    timeout: Duration,
+/// `status` and `tasks`: load the config and fetch the coordinator's retained
+/// snapshot, waiting at most `timeout_secs` (clamped to 0.1 to 600).
+fn fetch_snapshot(
+    common: &Common,
+    timeout_secs: f64,
 ) -> Result<fog_proto::CoordinatorStatus, ExitCode> {
-    snapshot::fetch(&cfg.broker, &Topics::new(cfg.prefix.clone()), timeout)
-        .await
-        .map_err(|e| failure(&e))
+    fog_rt::logging::init("FOG_LOG", "warn,rumqttd=warn");
+    let cfg = load(common).map_err(config_err)?;
+    let timeout = Duration::from_secs_f64(timeout_secs.clamp(0.1, 600.0));
+    let topics = Topics::new(cfg.prefix.clone());
+    runtime()?.block_on(async move {
+        snapshot::fetch(&cfg.broker, &topics, timeout)
+            .await
+            .map_err(|e| failure(&e))
+    })
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), ExitCode> {

@@ -1,11 +1,10 @@
 //! `fog-coordinator status`: fetch the retained snapshot, print the node table.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use fog_coordinator::status::render_table;
 
-use super::{config_err, fetch_status, load, print_json, runtime, Common};
+use super::{fetch_snapshot, print_json, Common};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,16 +19,11 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
-    fog_rt::logging::init("FOG_LOG", "warn,rumqttd=warn");
-    let cfg = load(&a.common).map_err(config_err)?;
-    let timeout = Duration::from_secs_f64(a.timeout.clamp(0.1, 600.0));
-    runtime()?.block_on(async move {
-        let s = fetch_status(&cfg, timeout).await?;
-        if a.json {
-            print_json(&s)?;
-        } else {
-            print!("{}", render_table(&s, fog_rt::clock::now_ms()));
-        }
-        Ok(ExitCode::SUCCESS)
-    })
+    let s = fetch_snapshot(&a.common, a.timeout)?;
+    if a.json {
+        print_json(&s)?;
+    } else {
+        print!("{}", render_table(&s, fog_rt::clock::now_ms()));
+    }
+    Ok(ExitCode::SUCCESS)
 }

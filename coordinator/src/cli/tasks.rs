@@ -2,12 +2,11 @@
 //! retained snapshot.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use fog_coordinator::status::{render_tasks, TaskLists};
 use fog_proto::{CoordinatorStatus, TaskSummary};
 
-use super::{config_err, fetch_status, load, print_json, runtime, Common};
+use super::{fetch_snapshot, print_json, Common};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,24 +29,19 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
-    fog_rt::logging::init("FOG_LOG", "warn,rumqttd=warn");
-    let cfg = load(&a.common).map_err(config_err)?;
-    let timeout = Duration::from_secs_f64(a.timeout.clamp(0.1, 600.0));
     let all = !(a.running || a.recent || a.dead);
     let which = TaskLists {
         running: all || a.running,
         recent: all || a.recent,
         dead: all || a.dead,
     };
-    runtime()?.block_on(async move {
-        let s = fetch_status(&cfg, timeout).await?;
-        if a.json {
-            print_json(&as_json(&s, which))?;
-        } else {
-            print!("{}", render_tasks(&s, fog_rt::clock::now_ms(), which));
-        }
-        Ok(ExitCode::SUCCESS)
-    })
+    let s = fetch_snapshot(&a.common, a.timeout)?;
+    if a.json {
+        print_json(&as_json(&s, which))?;
+    } else {
+        print!("{}", render_tasks(&s, fog_rt::clock::now_ms(), which));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The three lists, the ones not asked for empty.
