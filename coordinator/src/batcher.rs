@@ -111,6 +111,7 @@ impl Batcher {
             }
             let n = l.items.len();
             let list = TaskAssignments {
+                seal: None,
                 items: std::mem::take(&mut l.items),
             };
             // Sized from the estimate, so a 256-task list is not copied through a
@@ -131,6 +132,7 @@ impl Batcher {
             }
             let n = l.items.len();
             let list = TaskResults {
+                seal: None,
                 items: std::mem::take(&mut l.items),
             };
             let mut wire = Vec::with_capacity(std::mem::take(&mut l.bytes) + 64);

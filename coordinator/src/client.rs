@@ -127,8 +127,12 @@ impl Client {
             .map(|s| s.payload.0.len() * 4 / 3 + s.id.len() + s.reply_to.len() + 128)
             .sum();
         let mut bytes = Vec::with_capacity(estimate + 64);
-        codec::encode_into(&TaskSubmissions { items }, self.encoding, &mut bytes)
-            .expect("submissions always encode");
+        codec::encode_into(
+            &TaskSubmissions { items, seal: None },
+            self.encoding,
+            &mut bytes,
+        )
+        .expect("submissions always encode");
         loop {
             match self.link.publish(
                 &self.topics.submit(),

@@ -400,6 +400,8 @@ impl Registry {
             .map(|(id, e)| {
                 let hb = e.heartbeat.as_ref();
                 NodeSummary {
+                    identity: String::new(),
+                    task_trust: Default::default(),
                     node: id.clone(),
                     arch: e.birth.as_ref().map(|b| b.arch.clone()).unwrap_or_default(),
                     state: e.state,
@@ -443,10 +445,13 @@ mod tests {
 
     fn birth(node: &str, hb_ms: u32) -> Status {
         Status {
+            seal: None,
             online: true,
             at_ms: 1,
             reason: String::new(),
             birth: Some(Birth {
+                node_key: String::new(),
+                task_trust: Default::default(),
                 node: NodeId::new(node).expect("valid"),
                 version: "0.1.0".into(),
                 arch: "aarch64".into(),
@@ -580,6 +585,7 @@ mod tests {
         )
         .expect("birth");
         let will = Status {
+            seal: None,
             online: false,
             at_ms: 1,
             reason: "connection lost".into(),

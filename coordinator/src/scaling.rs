@@ -176,6 +176,8 @@ mod tests {
     fn fleet(n: usize, cpu: f32, mem: f32) -> Vec<NodeSummary> {
         (0..n)
             .map(|i| NodeSummary {
+                identity: String::new(),
+                task_trust: Default::default(),
                 node: NodeId::new(format!("n{i}")).expect("valid"),
                 arch: "x86_64".into(),
                 state: NodeState::Online,

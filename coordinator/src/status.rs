@@ -260,6 +260,8 @@ mod tests {
             reason: String::new(),
             nodes: vec![
                 NodeSummary {
+                    identity: String::new(),
+                    task_trust: Default::default(),
                     node: NodeId::new("pi-1").expect("valid"),
                     arch: "aarch64".into(),
                     state: NodeState::Online,
@@ -278,6 +280,8 @@ mod tests {
                     degraded: vec!["store".into()],
                 },
                 NodeSummary {
+                    identity: String::new(),
+                    task_trust: Default::default(),
                     node: NodeId::new("a-much-longer-node").expect("valid"),
                     arch: String::new(),
                     state: NodeState::Offline,

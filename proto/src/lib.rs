@@ -11,6 +11,7 @@
 //! * [`codec`]: JSON (the default, readable with `mosquitto_sub`) and postcard (compact),
 //!   told apart by their first byte, each frame carrying [`SCHEMA_VERSION`]. Decoding
 //!   never panics and enforces a per-message size limit.
+//! * [`seal`]: the signature a message may carry, and exactly which bytes it covers.
 //!
 //! This crate has no async runtime and no I/O, so every consumer (agent, coordinator,
 //! tests, benches, third-party tools) shares exactly one definition of the format.
@@ -27,11 +28,13 @@ pub mod codec;
 pub mod message;
 pub mod payload;
 pub mod schema;
+pub mod seal;
 pub mod topic;
 
 pub use codec::{DecodeError, EncodeError, Encoding};
 pub use message::*;
 pub use payload::Payload;
+pub use seal::{Seal, Sealed};
 pub use topic::{NodeId, NodeTopic, ParsedTopic, Prefix, TopicError, Topics};
 
 /// Version of the message schema carried in every frame. A receiver rejects frames of

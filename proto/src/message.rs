@@ -15,6 +15,7 @@ use crate::codec::Encoding;
 use crate::payload::Payload;
 // Re-exported: `fog_proto::message::Message` is where users have always found it.
 pub use crate::schema::Message;
+use crate::seal::{Seal, Sealed};
 use crate::topic::NodeId;
 
 macro_rules! message {
@@ -41,6 +42,9 @@ pub struct Status {
     pub reason: String,
     /// Present when online.
     pub birth: Option<Birth>,
+    /// The node's signature (see [`crate::seal`]); `None` from an agent without a key.
+    #[serde(default)]
+    pub seal: Option<Seal>,
 }
 
 /// What a node is: sent once per connection, retained.
@@ -63,6 +67,39 @@ pub struct Birth {
     pub keep_alive_secs: u32,
     /// When this agent process started (ms since the epoch).
     pub started_at_ms: u64,
+    /// The node's own public key (`fog-ed25519 <base64>`), which signs its status,
+    /// heartbeats and results; empty from an agent without one.
+    #[serde(default)]
+    pub node_key: String,
+    /// Whether, and on whose word, this node runs tasks.
+    #[serde(default)]
+    pub task_trust: TaskTrust,
+}
+
+/// Whether a node runs tasks, and on whose word (in its birth record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskTrust {
+    /// From an agent too old to say.
+    #[default]
+    Unknown,
+    /// Runs assignments signed by a coordinator key it trusts.
+    Signed,
+    /// Runs any assignment (`trust.allow_unsigned`, for a lab only).
+    AllowUnsigned,
+    /// Trusts no coordinator key, so runs no tasks (readings still flow).
+    NoTrustedKey,
+}
+
+impl TaskTrust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskTrust::Unknown => "unknown",
+            TaskTrust::Signed => "signed",
+            TaskTrust::AllowUnsigned => "allow_unsigned",
+            TaskTrust::NoTrustedKey => "no_trusted_key",
+        }
+    }
 }
 
 /// Tiny load record on `nodes/{node}/heartbeat`, every few seconds.
@@ -86,6 +123,8 @@ pub struct Heartbeat {
     /// Subsystems that keep failing (e.g. `store`); empty when all is well.
     #[serde(default)]
     pub degraded: Vec<String>,
+    #[serde(default)]
+    pub seal: Option<Seal>,
 }
 
 /// Full reading on `nodes/{node}/metrics`.
@@ -295,18 +334,27 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskAssignments {
     pub items: Vec<TaskAssignment>,
+    /// Who vouches for the whole list (see [`crate::seal`]).
+    #[serde(default)]
+    pub seal: Option<Seal>,
 }
 
 /// `nodes/{node}/results` and a client's reply topic.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskResults {
     pub items: Vec<TaskResult>,
+    /// Who vouches for the whole list (see [`crate::seal`]).
+    #[serde(default)]
+    pub seal: Option<Seal>,
 }
 
 /// `tasks/submit`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskSubmissions {
     pub items: Vec<TaskSubmission>,
+    /// Who vouches for the whole list (see [`crate::seal`]).
+    #[serde(default)]
+    pub seal: Option<Seal>,
 }
 
 /// Most bytes a sender puts in one list message (a single larger task goes alone).
@@ -491,6 +539,13 @@ pub struct NodeSummary {
     /// `transport`, `collector`, `pool`, `alerts`); empty when all is well.
     #[serde(default)]
     pub degraded: Vec<String>,
+    /// `approved`, `unapproved` (its key waits for `fog-coordinator nodes approve`) or
+    /// `impostor` (messages signed by another key than the approved one were dropped).
+    #[serde(default)]
+    pub identity: String,
+    /// What the node said about running tasks in its birth record.
+    #[serde(default)]
+    pub task_trust: TaskTrust,
 }
 
 /// On `cluster/scaling`.
@@ -524,7 +579,7 @@ impl ScaleDirection {
 }
 
 message!(Status, "status", 16 * 1024);
-message!(Heartbeat, "heartbeat", 1024);
+message!(Heartbeat, "heartbeat", 2048);
 message!(Reading, "reading", 256 * 1024);
 message!(Alert, "alert", 8 * 1024);
 // Task messages: payload plus headroom; base64 in JSON costs 4/3.
@@ -554,5 +609,29 @@ message!(
     "task submissions",
     MAX_TASK_BYTES * 4 / 3 + BATCH_TARGET_BYTES * 2
 );
+macro_rules! sealed {
+    ($($ty:ty),*) => {$(
+        impl Sealed for $ty {
+            fn seal(&self) -> Option<&Seal> {
+                self.seal.as_ref()
+            }
+            fn take_seal(&mut self) -> Option<Seal> {
+                self.seal.take()
+            }
+            fn put_seal(&mut self, seal: Option<Seal>) {
+                self.seal = seal;
+            }
+        }
+    )*};
+}
+
+sealed!(
+    Status,
+    Heartbeat,
+    TaskAssignments,
+    TaskResults,
+    TaskSubmissions
+);
+
 message!(CoordinatorStatus, "coordinator status", 8 * 1024 * 1024);
 message!(ScalingAdvice, "scaling advice", 8 * 1024);

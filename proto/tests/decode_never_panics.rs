@@ -41,6 +41,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
             encode(
                 &TaskResults {
                     items: samples::results(),
+                    seal: samples::seal("pi-07"),
                 },
                 enc,
             )

@@ -26,14 +26,17 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         put("alert", encode(&samples::alert(), enc).expect("encodes"));
         let assignments = TaskAssignments {
             items: vec![samples::assignment()],
+            seal: samples::seal("pi-07"),
         };
         put("assignments", encode(&assignments, enc).expect("encodes"));
         let results = TaskResults {
             items: samples::results(),
+            seal: samples::seal("pi-07"),
         };
         put("results", encode(&results, enc).expect("encodes"));
         let submissions = TaskSubmissions {
             items: vec![samples::submission()],
+            seal: samples::seal("ops-laptop"),
         };
         put("submissions", encode(&submissions, enc).expect("encodes"));
         put(

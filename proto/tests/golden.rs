@@ -46,6 +46,7 @@ fn status() {
         at_ms: 1_790_000_000_000,
         reason: "connection lost".into(),
         birth: None,
+        seal: None,
     };
     check("status-offline", &offline);
 }
@@ -98,18 +99,21 @@ fn task_lists() {
         "task-assignments",
         &fog_proto::TaskAssignments {
             items: vec![samples::assignment(), samples::assignment()],
+            seal: samples::seal("pi-07"),
         },
     );
     check(
         "task-results",
         &fog_proto::TaskResults {
             items: samples::results(),
+            seal: samples::seal("pi-07"),
         },
     );
     check(
         "task-submissions",
         &fog_proto::TaskSubmissions {
             items: vec![samples::submission()],
+            seal: samples::seal("ops-laptop"),
         },
     );
 }

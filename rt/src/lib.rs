@@ -23,13 +23,14 @@
 //! link, the only importer of rumqttc) with [`backoff`], [`clock`] (wall-clock
 //! milliseconds), [`signals`] (SIGTERM/SIGINT to a cancellation), [`logging`],
 //! [`sdnotify`] (systemd's notify protocol) and [`systemd`] (the readiness, status and
-//! watchdog policy), [`host`] (the hostname).
+//! watchdog policy), [`host`] (the hostname), [`keys`] (Ed25519 keys and message seals).
 
 pub mod backoff;
 pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod host;
+pub mod keys;
 pub mod logging;
 pub mod sdnotify;
 pub mod signals;

@@ -193,10 +193,13 @@ impl RunningAgent {
 /// that is not a real agent.
 pub fn online_record(node: &str, heartbeat_interval_ms: u32, keep_alive_secs: u32) -> Status {
     Status {
+        seal: None,
         online: true,
         at_ms: 1,
         reason: String::new(),
         birth: Some(Birth {
+            node_key: String::new(),
+            task_trust: Default::default(),
             node: NodeId::new(node).expect("a valid node id"),
             version: "0.0.0".into(),
             arch: "test".into(),

@@ -115,6 +115,7 @@ impl Tasks {
 
     async fn send(&self, ids: &[&str]) {
         let list = TaskAssignments {
+            seal: None,
             items: ids.iter().map(|id| assignment(id)).collect(),
         };
         let bytes = codec::encode(&list, Encoding::Json).expect("encodes");

@@ -87,6 +87,7 @@ async fn a_duplicate_final_result_on_the_wire_fails_the_exactly_once_check() {
 
     // An identical resend: fine only where the design allows one.
     let same = TaskResults {
+        seal: None,
         items: vec![first[0].clone()],
     };
     publish_raw(
@@ -105,6 +106,7 @@ async fn a_duplicate_final_result_on_the_wire_fails_the_exactly_once_check() {
 
     // A conflicting final (another attempt on another node) for a second id.
     let conflicting = TaskResults {
+        seal: None,
         items: vec![TaskResult {
             attempt: first[1].attempt + 1,
             node: NodeId::new("impostor").expect("valid"),

@@ -552,6 +552,7 @@ async fn a_second_signal_exits_at_once_instead_of_waiting_for_the_grace_period()
 
     // A 50 s task, sent straight to the agent.
     let list = fog_proto::TaskAssignments {
+        seal: None,
         items: vec![fog_proto::TaskAssignment {
             id: "long".into(),
             attempt: 1,

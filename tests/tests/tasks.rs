@@ -246,6 +246,7 @@ impl Direct {
                 false,
                 codec::encode(
                     &TaskAssignments {
+                        seal: None,
                         items: vec![a.clone()],
                     },
                     Encoding::Json,

@@ -54,6 +54,7 @@ pub(super) async fn goodbye(mut a: Agent) -> Result<(), AgentError> {
     a.fwd.on_disconnected();
     tracing::info!(node.id = %a.node, "shutting down: publishing offline status");
     let offline = Status {
+        seal: None,
         online: false,
         at_ms: now_ms(),
         reason: "shutdown".to_owned(),

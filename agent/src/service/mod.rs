@@ -48,6 +48,8 @@ fn encode<M: fog_proto::message::Message>(msg: &M, enc: Encoding) -> Result<Vec<
 /// The birth record this agent announces.
 pub fn birth(config: &Config, memory_bytes: u64, started_at_ms: u64) -> Birth {
     Birth {
+        node_key: String::new(),
+        task_trust: Default::default(),
         node: config.node_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         arch: std::env::consts::ARCH.to_owned(),

@@ -108,12 +108,14 @@ fn announcements(
         .unwrap_or(0);
     let started_at_ms = now_ms();
     let online = Status {
+        seal: None,
         online: true,
         at_ms: started_at_ms,
         reason: String::new(),
         birth: Some(birth(config, memory_bytes, started_at_ms)),
     };
     let will = Status {
+        seal: None,
         online: false,
         at_ms: started_at_ms,
         reason: "connection lost".to_owned(),

@@ -23,10 +23,13 @@ fn registry_with_labels(nodes: &[TestNode]) -> Registry {
     let mut r = Registry::new(Topics::default(), LivenessConfig::default());
     for (n, arch, labels) in nodes {
         let s = Status {
+            seal: None,
             online: true,
             at_ms: 1,
             reason: String::new(),
             birth: Some(Birth {
+                node_key: String::new(),
+                task_trust: Default::default(),
                 node: NodeId::new(*n).expect("valid"),
                 version: "0".into(),
                 arch: (*arch).into(),
@@ -58,6 +61,7 @@ fn registry_with_labels(nodes: &[TestNode]) -> Registry {
 fn submit(id: &str, kind: &str) -> Vec<u8> {
     codec::encode(
         &TaskSubmissions {
+            seal: None,
             items: vec![TaskSubmission {
                 id: id.into(),
                 kind: kind.into(),
@@ -79,6 +83,7 @@ fn submit(id: &str, kind: &str) -> Vec<u8> {
 fn result(id: &str, attempt: u32, node: &str, outcome: Outcome) -> Vec<u8> {
     codec::encode(
         &TaskResults {
+            seal: None,
             items: vec![TaskResult {
                 id: id.into(),
                 attempt,
@@ -188,6 +193,7 @@ fn no_capable_node_is_a_clear_answer() {
 
 fn offline(r: &mut Registry, n: &str, now: Instant) {
     let s = Status {
+        seal: None,
         online: false,
         at_ms: 2,
         reason: "connection lost".into(),

@@ -26,7 +26,22 @@ pub fn birth() -> Birth {
         metrics_interval_ms: 10000,
         keep_alive_secs: 10,
         started_at_ms: 1_790_000_000_000,
+        node_key:
+            "fog-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBKGt0Wv3yYyUQj9zMXNd2MvmA6w0KcQbm5Bq8zqX0Tn"
+                .into(),
+        task_trust: TaskTrust::Signed,
     }
+}
+
+/// A seal as a node or coordinator puts it on a message (the signature is not real:
+/// the codec does not check it).
+pub fn seal(scope: &str) -> Option<Seal> {
+    Some(Seal {
+        key: "3f2a9c1d0b8e7a65".into(),
+        scope: scope.into(),
+        at_ms: 1_790_000_000_321,
+        sig: Payload((0..64).collect()),
+    })
 }
 
 pub fn status() -> Status {
@@ -35,6 +50,7 @@ pub fn status() -> Status {
         at_ms: 1_790_000_000_123,
         reason: String::new(),
         birth: Some(birth()),
+        seal: seal("pi-07"),
     }
 }
 
@@ -51,6 +67,7 @@ pub fn heartbeat() -> Heartbeat {
         backlog_bytes: 4096,
         backlog_dropped_total: 3,
         degraded: vec!["store".to_owned()],
+        seal: seal("pi-07"),
     }
 }
 
@@ -228,6 +245,8 @@ pub fn coordinator_status() -> CoordinatorStatus {
             breaker: "closed".into(),
             latency_ms: 12.5,
             degraded: Vec::new(),
+            identity: "approved".into(),
+            task_trust: TaskTrust::Signed,
         }],
         counters: BTreeMap::from([("malformed_total".into(), 2)]),
         running: vec![TaskSummary {

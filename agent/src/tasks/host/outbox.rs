@@ -47,6 +47,7 @@ impl Outbox {
         while !self.queue.is_empty() {
             let (n, bytes) = self.next_list();
             let list = TaskResults {
+                seal: None,
                 items: self.queue.iter().take(n).cloned().collect(),
             };
             // Sized from the estimate: a full list is not copied through doublings.

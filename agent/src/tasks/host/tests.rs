@@ -95,7 +95,7 @@ fn assignment(id: &str, payload: &str) -> TaskAssignment {
 }
 
 fn wire(items: Vec<TaskAssignment>, encoding: Encoding) -> Vec<u8> {
-    codec::encode(&TaskAssignments { items }, encoding).expect("encodes")
+    codec::encode(&TaskAssignments { items, seal: None }, encoding).expect("encodes")
 }
 
 /// [finished, rejected, duplicates, malformed, cache_hits, cache_misses]
