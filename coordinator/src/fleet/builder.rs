@@ -179,6 +179,7 @@ impl FleetBuilder {
             scaling: Default::default(),
             data_dir: self.coordinator_data_dir.clone(),
             broker: self.coordinator_broker.clone(),
+            security: crate::config::SecurityConfig::lab(),
         }
     }
 

@@ -13,7 +13,10 @@ use crate::dispatch::PlacementConfig;
 use crate::registry::LivenessConfig;
 use crate::scaling::ScalingConfig;
 
-pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
+mod security;
+pub use security::SecurityConfig;
+
+pub const DEFAULT_CONFIG: &str = include_str!("../../default.toml");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +33,8 @@ struct Raw {
     breaker: Option<RawBreaker>,
     scaling: Option<RawScaling>,
     broker: Option<toml::Table>,
+    security: Option<security::RawSecurity>,
+    clients: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +85,7 @@ pub struct CoordinatorConfig {
     /// tests), so a restart forgets tasks in flight.
     pub data_dir: Option<std::path::PathBuf>,
     pub broker: BrokerConfig,
+    pub security: SecurityConfig,
 }
 
 /// Every period the coordinator's config takes, in seconds.
@@ -135,6 +141,14 @@ impl CoordinatorConfig {
             (None, d) => d,
         };
         let data_dir = pick(raw.data_dir, d.data_dir);
+        let data_dir = (!data_dir.is_empty()).then(|| std::path::PathBuf::from(data_dir));
+        let security = security::security(
+            origin,
+            raw.security.unwrap_or_default(),
+            d.security.unwrap_or_default(),
+            raw.clients,
+            data_dir.as_ref(),
+        )?;
         Ok(CoordinatorConfig {
             prefix,
             encoding: pick(raw.encoding, d.encoding),
@@ -159,8 +173,9 @@ impl CoordinatorConfig {
                 ..placement
             },
             scaling,
-            data_dir: (!data_dir.is_empty()).then(|| data_dir.into()),
+            data_dir,
             broker: BrokerConfig::from_table(broker_table, origin)?,
+            security,
         })
     }
 }
