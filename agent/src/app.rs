@@ -60,19 +60,24 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Metrics { once, config } => metrics(once, config.as_deref()),
         Command::Run { config } => run(&config),
+        Command::Trust { action, config } => crate::trust::cli::run(&action, &config),
     }
 }
 
 /// `check-config`: parse, validate and check the files the config names.
 fn check_config(config: &std::path::Path) -> ExitCode {
     match load(config) {
-        Ok(c) => match crate::config::check_files(&c) {
-            Ok(()) => {
+        Ok(c) => match crate::config::check_files(&c).and_then(|()| {
+            crate::trust::trusted_keys(&c)
+                .map_err(|e| fog_rt::config::invalid("<config>", "trust.keys_dir", e.to_string()))
+        }) {
+            Ok(keys) => {
                 println!(
-                    "{}: ok (node {}, broker {})",
+                    "{}: ok (node {}, broker {})\n{}",
                     config.display(),
                     c.node_id,
-                    c.broker.url()
+                    c.broker.url(),
+                    crate::trust::store::describe(&c, &keys)
                 );
                 ExitCode::SUCCESS
             }

@@ -20,6 +20,10 @@ Commands:
   print-default-config             Print the default config with every key documented
   metrics [--once] [-c PATH]       Collect readings and print them as JSON
                                    (--once: print one reading, with rates, and exit)
+  trust add LINE [-c PATH]         Trust a coordinator key (the line that
+                                   `fog-coordinator keys show` prints)
+  trust list [-c PATH]             List the trusted coordinator keys
+  trust remove ID [-c PATH]        Stop trusting a key (its id or a prefix of it)
   help                             Print this help
 
 Options:
@@ -34,12 +38,31 @@ FOG_AGENT_* overrides config keys (see docs/configuration.md).
 /// What the user asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run { config: PathBuf },
-    CheckConfig { config: PathBuf },
+    Run {
+        config: PathBuf,
+    },
+    CheckConfig {
+        config: PathBuf,
+    },
     PrintDefaultConfig,
-    Metrics { once: bool, config: Option<PathBuf> },
+    Metrics {
+        once: bool,
+        config: Option<PathBuf>,
+    },
+    Trust {
+        action: TrustAction,
+        config: PathBuf,
+    },
     Help,
     Version,
+}
+
+/// What `fog-agent trust` does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TrustAction {
+    Add(String),
+    List,
+    Remove(String),
 }
 
 /// A usage mistake, with the message to print (exit code 2, as clap and getopt do).
@@ -60,6 +83,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
         "-h" | "--help" | "help" => return Ok(Command::Help),
         "-V" | "--version" => return Ok(Command::Version),
         "run" | "check-config" | "print-default-config" | "metrics" => first,
+        "trust" => return parse_trust(args),
         other => return Err(UsageError(format!("unknown command '{other}'"))),
     };
     while let Some(arg) = args.next() {
@@ -103,6 +127,63 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
         },
         "metrics" => Command::Metrics { once, config },
         _ => Command::PrintDefaultConfig,
+    })
+}
+
+/// `trust add LINE | list | remove ID`, each with an optional `-c PATH`.
+fn parse_trust(args: impl Iterator<Item = OsString>) -> Result<Command, UsageError> {
+    let args: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut config = None;
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-c" | "--config" => {
+                let path = it
+                    .next()
+                    .ok_or_else(|| UsageError(format!("'{a}' needs a path")))?;
+                if config.replace(PathBuf::from(path)).is_some() {
+                    return Err(UsageError("'--config' given twice".into()));
+                }
+            }
+            s if s.starts_with("--config=") => {
+                if config
+                    .replace(PathBuf::from(&s["--config=".len()..]))
+                    .is_some()
+                {
+                    return Err(UsageError("'--config' given twice".into()));
+                }
+            }
+            _ => rest.push(a),
+        }
+    }
+    let action = match rest
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["add", line] => TrustAction::Add((*line).to_owned()),
+        // A key line pasted without quotes arrives as two or three words.
+        ["add", words @ ..] if !words.is_empty() => TrustAction::Add(words.join(" ")),
+        ["list"] => TrustAction::List,
+        ["remove", id] => TrustAction::Remove((*id).to_owned()),
+        [] => {
+            return Err(UsageError(
+                "'trust' needs 'add LINE', 'list' or 'remove ID'".into(),
+            ))
+        }
+        other => {
+            return Err(UsageError(format!(
+                "unexpected arguments for 'trust': {}",
+                other.join(" ")
+            )))
+        }
+    };
+    Ok(Command::Trust {
+        action,
+        config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH)),
     })
 }
 
@@ -158,6 +239,32 @@ mod tests {
                 config: Some("m.toml".into())
             }
         );
+        assert_eq!(
+            p(&["trust", "add", "fog-ed25519 AAAA"]).unwrap(),
+            Command::Trust {
+                action: TrustAction::Add("fog-ed25519 AAAA".into()),
+                config: DEFAULT_CONFIG_PATH.into()
+            }
+        );
+        assert_eq!(
+            p(&["trust", "-c", "a.toml", "add", "fog-ed25519", "AAAA"]).unwrap(),
+            Command::Trust {
+                action: TrustAction::Add("fog-ed25519 AAAA".into()),
+                config: "a.toml".into()
+            }
+        );
+        assert_eq!(
+            p(&["trust", "remove", "ab12", "--config=b.toml"]).unwrap(),
+            Command::Trust {
+                action: TrustAction::Remove("ab12".into()),
+                config: "b.toml".into()
+            }
+        );
+        assert!(p(&["trust"])
+            .unwrap_err()
+            .to_string()
+            .contains("'add LINE'"));
+        assert!(p(&["trust", "list", "x"]).is_err());
         assert_eq!(p(&["--help"]).unwrap(), Command::Help);
         assert_eq!(p(&["run", "-h"]).unwrap(), Command::Help);
         assert_eq!(p(&["-V"]).unwrap(), Command::Version);

@@ -39,6 +39,7 @@ pub mod service;
 pub mod store;
 pub mod supervise;
 pub mod tasks;
+pub mod trust;
 
 // The shared runtime, under the names the agent's modules use.
 pub use fog_rt::{backoff, logging, sdnotify, systemd, transport};

@@ -243,6 +243,10 @@ pub struct AgentSelf {
     /// Subsystems that keep failing; empty when all is well.
     #[serde(default)]
     pub degraded: Vec<String>,
+    /// Assignment lists refused since start: unsigned, forged, by an unknown key, for
+    /// another node, or stale.
+    #[serde(default)]
+    pub assignments_refused_total: u64,
 }
 
 /// Threshold crossing on `nodes/{node}/alerts`.

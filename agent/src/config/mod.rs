@@ -28,17 +28,20 @@ mod store;
 mod tasks;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 pub use metrics::MetricsConfig;
 pub use pool::{PoolConfig, BUILTINS};
 pub use store::StoreConfig;
 pub use tasks::CommandSpec;
+pub use trust::TrustConfig;
 
 use metrics::RawMetrics;
 use node::{RawTiming, Timing};
 use pool::RawPool;
 use store::RawStore;
 use tasks::RawCommand;
+use trust::RawTrust;
 
 pub use fog_rt::broker::{BrokerConfig, TlsFiles};
 pub use fog_rt::config::ConfigError;
@@ -72,6 +75,7 @@ struct RawConfig {
     tasks: Option<BTreeMap<String, RawCommand>>,
     /// Kept as a table and merged key by key over the defaults' (see `alerts::resolve_alerts`).
     alerts: Option<toml::Table>,
+    trust: Option<RawTrust>,
 }
 
 /// A validated configuration.
@@ -95,6 +99,8 @@ pub struct Config {
     pub commands: BTreeMap<String, CommandSpec>,
     /// Threshold alerts (`[alerts]`).
     pub alerts: AlertsConfig,
+    /// Whose assignments run here (`[trust]`).
+    pub trust: TrustConfig,
 }
 
 fn defaults() -> RawConfig {
@@ -192,7 +198,13 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     )?;
     let commands = tasks::resolve_commands(raw.tasks.unwrap_or_default(), &pool, origin)?;
     let alerts = alerts::resolve_alerts(raw.alerts, d.alerts, origin)?;
+    let trust = trust::resolve_trust(
+        raw.trust.unwrap_or_default(),
+        d.trust.unwrap_or_default(),
+        origin,
+    )?;
     Ok(Config {
+        trust,
         alerts,
         pool,
         store,

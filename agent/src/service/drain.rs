@@ -53,13 +53,15 @@ pub(super) async fn goodbye(mut a: Agent) -> Result<(), AgentError> {
     // Whatever is still unacknowledged is kept for the next run.
     a.fwd.on_disconnected();
     tracing::info!(node.id = %a.node, "shutting down: publishing offline status");
-    let offline = Status {
+    let mut offline = Status {
         seal: None,
         online: false,
         at_ms: now_ms(),
         reason: "shutdown".to_owned(),
         birth: None,
     };
+    let at_ms = offline.at_ms;
+    a.identity.seal(&mut offline, at_ms);
     let payload = encode(&offline, a.enc)?;
     let Agent { fwd, link, .. } = a;
     let link_handle = fwd.into_link(); // commits the backlog as it drops

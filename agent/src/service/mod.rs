@@ -32,6 +32,10 @@ pub enum AgentError {
     },
     #[error("starting the task host: {0}")]
     Tasks(#[from] crate::tasks::host::HostError),
+    #[error("this node's key: {0}")]
+    NodeKey(#[from] fog_rt::keys::KeyError),
+    #[error("trusted coordinator keys: {0}")]
+    Trust(#[from] crate::trust::store::TrustError),
 }
 
 /// Wall clock in ms since the Unix epoch (0 if the clock is before 1970).

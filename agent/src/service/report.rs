@@ -16,6 +16,7 @@ pub(super) fn fill_task_figures(a: &mut fog_proto::AgentSelf, host: &TaskHost) {
     let c = host.counters;
     a.tasks_finished_total = c.finished;
     a.tasks_rejected_total = c.rejected;
+    a.assignments_refused_total = host.assignments_refused_total();
     a.tasks_queued = load.queued;
     a.tasks_running = load.running;
     a.arena_capacity_bytes = arena.capacity_bytes;

@@ -171,6 +171,8 @@ impl Agent {
         hb.backlog_bytes = self.fwd.stats().bytes();
         hb.backlog_dropped_total = self.fwd.stats().dropped_total();
         hb.degraded = self.sup.degraded(&self.host);
+        let at_ms = hb.at_ms;
+        self.identity.seal(&mut hb, at_ms);
         // Liveness is about now: a heartbeat that cannot go out is not kept.
         let bytes = encode(&hb, self.enc)?;
         let link = self.fwd.link();

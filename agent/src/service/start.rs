@@ -2,9 +2,10 @@
 //! the backlog, the collector and alert engine, then the link (whose birth record
 //! needs the collector's memory figure and whose backlog needs the store).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use fog_proto::{Encoding, NodeId, NodeTopic, Status, Topics};
+use fog_proto::{Encoding, NodeId, NodeTopic, Status, TaskTrust, Topics};
 use fog_rt::clock::now_ms;
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 use tokio::time::{Interval, MissedTickBehavior};
@@ -21,6 +22,7 @@ use crate::systemd::SystemdReport;
 use crate::tasks::host::{TaskHost, Token};
 use crate::tasks::job::JobResult;
 use crate::transport::{Announce, Link, LinkOptions, Qos};
+use crate::trust::{trusted_keys, Gate, Identity};
 
 /// The running agent: everything the loops' handlers work on.
 pub(super) struct Agent {
@@ -37,6 +39,8 @@ pub(super) struct Agent {
     pub(super) systemd: SystemdReport,
     /// When an unpublishable message was last logged.
     pub(super) last_drop_log: Option<tokio::time::Instant>,
+    /// This node's key: signs its status, heartbeats and results.
+    pub(super) identity: Arc<Identity>,
 }
 
 /// What the store, the pool and the backlog report back.
@@ -101,26 +105,36 @@ fn announcements(
     config: &Config,
     sup: &mut Supervision,
     enc: Encoding,
+    identity: &Identity,
+    task_trust: TaskTrust,
 ) -> Result<(Vec<u8>, Vec<u8>), AgentError> {
     let memory_bytes = sup
         .collector
         .with(tokio::time::Instant::now(), |c| c.memory_total_bytes())
         .unwrap_or(0);
     let started_at_ms = now_ms();
-    let online = Status {
+    let mut b = birth(config, memory_bytes, started_at_ms);
+    b.node_key = identity.line();
+    b.task_trust = task_trust;
+    let mut online = Status {
         seal: None,
         online: true,
         at_ms: started_at_ms,
         reason: String::new(),
-        birth: Some(birth(config, memory_bytes, started_at_ms)),
+        birth: Some(b),
     };
-    let will = Status {
+    // The will is signed now, when it is registered; the coordinator takes a status
+    // only if it is not older than the last one it believed, so a copy of this will
+    // replayed after the next birth is refused.
+    let mut will = Status {
         seal: None,
         online: false,
         at_ms: started_at_ms,
         reason: "connection lost".to_owned(),
         birth: None,
     };
+    identity.seal(&mut online, started_at_ms);
+    identity.seal(&mut will, started_at_ms);
     Ok((encode(&will, enc)?, encode(&online, enc)?))
 }
 
@@ -140,7 +154,28 @@ pub(super) fn start(
     let (pool_tx, results) =
         tokio::sync::mpsc::channel(config.pool.queue_capacity + config.pool.workers + 16);
     let (commit_tx, commits) = tokio::sync::mpsc::unbounded_channel();
-    let host = TaskHost::start(&config, pool_tx, commit_tx)?;
+    let (identity, made) = Identity::load_or_create(&config.data_dir, node.as_str())?;
+    if made {
+        tracing::info!(node.key = %identity.line(), key.id = identity.key_id(), "made this node's key; approve it on the coordinator with `fog-coordinator nodes approve {node}`");
+    }
+    let identity = Arc::new(identity);
+    let trusted = trusted_keys(&config)?;
+    let gate = Gate::new(
+        trusted.clone(),
+        node.as_str(),
+        config.trust.max_clock_skew,
+        config.trust.allow_unsigned,
+    );
+    match gate.trust() {
+        TaskTrust::AllowUnsigned => tracing::warn!(
+            "trust.allow_unsigned = true: this node runs ANY task assignment, signed or not; anyone who can publish to the broker can run its tasks (lab only)"
+        ),
+        TaskTrust::NoTrustedKey => tracing::warn!(
+            "this node trusts no coordinator key, so it will run no tasks (readings still flow); add one with `fog-agent trust add LINE`"
+        ),
+        _ => tracing::info!(keys = ?trusted.iter().map(|k| k.id().to_owned()).collect::<Vec<_>>(), "running tasks signed by these coordinator keys"),
+    }
+    let host = TaskHost::start(&config, identity.clone(), gate, pool_tx, commit_tx)?;
     let (removed_tx, removed) = tokio::sync::mpsc::unbounded_channel();
     let backlog = host.open_backlog(&config, removed_tx)?;
     if !backlog.stats().is_empty() {
@@ -162,7 +197,7 @@ pub(super) fn start(
             crate::alerts::AlertEngine::new(alerts_cfg.clone())
         }),
     };
-    let (will, online) = announcements(&config, &mut sup, enc)?;
+    let (will, online) = announcements(&config, &mut sup, enc, &identity, host.task_trust())?;
     let client_id = if config.broker.client_id.is_empty() {
         format!("fog-agent-{node}")
     } else {
@@ -204,6 +239,7 @@ pub(super) fn start(
         sup,
         systemd,
         last_drop_log: None,
+        identity,
         config,
     };
     tracing::info!(

@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::store::backlog::{Backlog, Removed};
 use crate::store::{Committed, Op, RedbStore, StoredTask, TaskStore};
+use crate::trust::{Gate, Identity, Refusal};
 use fog_rt::clock::now_ms;
 
 /// What a store commit was for.
@@ -66,6 +67,8 @@ pub struct TaskHost {
     keep_payloads: bool,
     pub counters: TaskCounters,
     last_malformed_log: Option<std::time::Instant>,
+    /// Whose assignments run here.
+    gate: Gate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,8 @@ impl TaskHost {
     /// Open the store, start the pool, and requeue what a previous run left unfinished.
     pub fn start(
         config: &Config,
+        identity: Arc<Identity>,
+        gate: Gate,
         pool_results: tokio::sync::mpsc::Sender<JobResult>,
         committed: tokio::sync::mpsc::UnboundedSender<Committed<Token>>,
     ) -> Result<TaskHost, HostError> {
@@ -130,10 +135,11 @@ impl TaskHost {
             store,
             kinds: kinds(config),
             ledger: Ledger::default(),
-            outbox: Outbox::new(config.encoding),
+            outbox: Outbox::new(config.encoding, identity),
             keep_payloads: config.store.rerun_after_restart,
             counters: TaskCounters::default(),
             last_malformed_log: None,
+            gate,
         };
         for id in recovered.finished {
             host.ledger.remember_finished(id);
@@ -275,7 +281,7 @@ impl TaskHost {
 
     /// A list of assignments arrived on our tasks topic.
     pub fn on_assignments(&mut self, out: &mut Forwarder, bytes: &[u8]) {
-        let list: TaskAssignments = match codec::decode_with_limit(bytes, self.decode_limit) {
+        let mut list: TaskAssignments = match codec::decode_with_limit(bytes, self.decode_limit) {
             Ok(a) => a,
             Err(error) => {
                 self.counters.malformed += 1;
@@ -290,9 +296,29 @@ impl TaskHost {
                 return;
             }
         };
+        match self.gate.check(&mut list, now_ms()) {
+            Ok(()) => {}
+            Err(Refusal::Drop(_)) => return,
+            Err(Refusal::Answer(reason)) => {
+                for a in &list.items {
+                    self.reject(out, a, reason.clone(), true);
+                }
+                return;
+            }
+        }
         for a in list.items {
             self.on_assignment(out, a);
         }
+    }
+
+    /// Whose assignments run here (for the birth record).
+    pub fn task_trust(&self) -> fog_proto::TaskTrust {
+        self.gate.trust()
+    }
+
+    /// Assignment lists refused by the gate since start.
+    pub fn assignments_refused_total(&self) -> u64 {
+        self.gate.refused_total()
     }
 
     /// The dedupe rules ([`admission::dedupe`]): whether `a` was answered (or

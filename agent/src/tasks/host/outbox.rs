@@ -4,6 +4,7 @@
 //! it had to be (the host's job); the outbox only publishes.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use fog_proto::message::{BATCH_MAX_ITEMS, BATCH_TARGET_BYTES};
 use fog_proto::{codec, Encoding, Outcome, TaskResult, TaskResults};
@@ -11,6 +12,7 @@ use fog_proto::{codec, Encoding, Outcome, TaskResult, TaskResults};
 use crate::forward::Forwarder;
 use crate::store::backlog::Class;
 use crate::transport::PublishError;
+use crate::trust::Identity;
 
 /// Results waiting to be published, at most this many.
 const OUTBOX_MAX: usize = 65_536;
@@ -18,13 +20,16 @@ const OUTBOX_MAX: usize = 65_536;
 pub(super) struct Outbox {
     queue: VecDeque<TaskResult>,
     encoding: Encoding,
+    /// Signs each list as this node.
+    identity: Arc<Identity>,
 }
 
 impl Outbox {
-    pub(super) fn new(encoding: Encoding) -> Outbox {
+    pub(super) fn new(encoding: Encoding, identity: Arc<Identity>) -> Outbox {
         Outbox {
             queue: VecDeque::new(),
             encoding,
+            identity,
         }
     }
 
@@ -46,10 +51,12 @@ impl Outbox {
     pub(super) fn flush(&mut self, out: &mut Forwarder) {
         while !self.queue.is_empty() {
             let (n, bytes) = self.next_list();
-            let list = TaskResults {
+            let mut list = TaskResults {
                 seal: None,
                 items: self.queue.iter().take(n).cloned().collect(),
             };
+            // One signature per list, not per result.
+            self.identity.seal(&mut list, fog_rt::clock::now_ms());
             // Sized from the estimate: a full list is not copied through doublings.
             let mut wire = Vec::with_capacity(bytes + 64);
             codec::encode_into(&list, self.encoding, &mut wire)

@@ -43,7 +43,16 @@ fn rig() -> Rig {
     .expect("valid config");
     let (pool_tx, jobs) = tokio::sync::mpsc::channel(64);
     let (commit_tx, commits) = tokio::sync::mpsc::unbounded_channel();
-    let host = TaskHost::start(&config, pool_tx, commit_tx).expect("host starts");
+    let (identity, _) =
+        crate::trust::Identity::load_or_create(dir.path(), "test-node").expect("node key");
+    let gate = crate::trust::Gate::new(
+        vec![coordinator().public().clone()],
+        "test-node",
+        Duration::from_secs(300),
+        false,
+    );
+    let host = TaskHost::start(&config, Arc::new(identity), gate, pool_tx, commit_tx)
+        .expect("host starts");
     let (removed_tx, removed) = tokio::sync::mpsc::unbounded_channel();
     let backlog = host.open_backlog(&config, removed_tx).expect("backlog");
     let link = Link::start(LinkOptions {
@@ -94,8 +103,24 @@ fn assignment(id: &str, payload: &str) -> TaskAssignment {
     }
 }
 
+/// The coordinator key the rig's host trusts.
+fn coordinator() -> &'static fog_rt::keys::KeyPair {
+    static KEY: std::sync::OnceLock<fog_rt::keys::KeyPair> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| fog_rt::keys::KeyPair::generate().expect("key").0)
+}
+
+/// A list signed by [`coordinator`] for the rig's node, now.
 fn wire(items: Vec<TaskAssignment>, encoding: Encoding) -> Vec<u8> {
-    codec::encode(&TaskAssignments { items, seal: None }, encoding).expect("encodes")
+    let mut list = TaskAssignments { items, seal: None };
+    fog_rt::keys::seal(
+        &mut list,
+        coordinator(),
+        "test-node",
+        now_ms(),
+        &mut Vec::new(),
+    )
+    .expect("seals");
+    codec::encode(&list, encoding).expect("encodes")
 }
 
 /// [finished, rejected, duplicates, malformed, cache_hits, cache_misses]
@@ -461,4 +486,94 @@ async fn a_new_attempt_of_a_task_that_timed_out_here_runs_again() {
     );
     assert_eq!(counts(r.host.counters), [2, 0, 1, 0, 0, 0]);
     r.assert_idle();
+}
+
+/// The attack from issue 14: a list nobody trusted signed never reaches the store or
+/// the pool, and nothing is answered; a stale one signed by the trusted key is
+/// answered `rejected` (retryable) with the reason; then a good one still runs.
+#[tokio::test]
+async fn only_lists_the_gate_lets_through_are_stored_or_run() {
+    let mut r = rig();
+    let (intruder, _) = fog_rt::keys::KeyPair::generate().expect("key");
+    let unsigned = codec::encode(
+        &TaskAssignments {
+            items: vec![assignment("evil-1", "x")],
+            seal: None,
+        },
+        Encoding::Json,
+    )
+    .expect("encodes");
+    let mut by_intruder = TaskAssignments {
+        items: vec![assignment("evil-2", "x")],
+        seal: None,
+    };
+    fog_rt::keys::seal(
+        &mut by_intruder,
+        &intruder,
+        "test-node",
+        now_ms(),
+        &mut Vec::new(),
+    )
+    .expect("seals");
+    let mut other_node = TaskAssignments {
+        items: vec![assignment("evil-3", "x")],
+        seal: None,
+    };
+    fog_rt::keys::seal(
+        &mut other_node,
+        coordinator(),
+        "node-2",
+        now_ms(),
+        &mut Vec::new(),
+    )
+    .expect("seals");
+    for bytes in [
+        unsigned,
+        codec::encode(&by_intruder, Encoding::Postcard).expect("encodes"),
+        codec::encode(&other_node, Encoding::Json).expect("encodes"),
+    ] {
+        r.send(&bytes);
+        assert!(r.published.is_empty(), "a refused list is not answered");
+        r.assert_idle();
+    }
+    assert_eq!(r.host.assignments_refused_total(), 3);
+    assert_eq!(counts(r.host.counters), [0; 6]);
+
+    let mut stale = TaskAssignments {
+        items: vec![assignment("late", "x")],
+        seal: None,
+    };
+    fog_rt::keys::seal(
+        &mut stale,
+        coordinator(),
+        "test-node",
+        now_ms() - 3_600_000,
+        &mut Vec::new(),
+    )
+    .expect("seals");
+    r.send(&codec::encode(&stale, Encoding::Json).expect("encodes"));
+    assert_eq!(r.host.assignments_refused_total(), 4);
+    match &r.published[..] {
+        [TaskResult {
+            id,
+            outcome:
+                Outcome::Rejected {
+                    reason,
+                    retryable: true,
+                },
+            ..
+        }] => {
+            assert_eq!(id, "late");
+            assert!(reason.contains("3600 s ago"), "{reason}");
+        }
+        other => panic!("expected one retryable rejection, got {other:?}"),
+    }
+    r.assert_idle();
+
+    r.send(&wire(vec![assignment("good", "hello")], Encoding::Json));
+    r.accepted("good").await;
+    r.ran("good").await;
+    r.finished("good").await;
+    assert_eq!(r.outcomes("good"), ["accepted", "completed hello"]);
+    assert_eq!(r.host.pool().completed_total(), 1, "only the good one ran");
 }
