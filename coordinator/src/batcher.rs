@@ -12,6 +12,8 @@ use fog_proto::{
     codec, Encoding, NodeId, NodeTopic, Outcome, TaskAssignment, TaskAssignments, TaskResult,
     TaskResults, Topics,
 };
+use fog_rt::clock::now_ms;
+use fog_rt::keys::{seal, KeyPair};
 use fog_rt::transport::{Link, PublishError, Qos};
 
 use crate::dispatch::Out;
@@ -37,6 +39,10 @@ impl<T> Default for List<T> {
 pub struct Batcher {
     topics: Topics,
     encoding: Encoding,
+    /// Signs every assignment list, for its node: agents run nothing else.
+    key: KeyPair,
+    /// Scratch for the signed bytes.
+    sign_buf: Vec<u8>,
     assign: HashMap<NodeId, List<TaskAssignment>>,
     replies: HashMap<String, List<TaskResult>>,
     ready: VecDeque<(String, Vec<u8>)>,
@@ -51,10 +57,12 @@ fn result_size(r: &TaskResult) -> usize {
 }
 
 impl Batcher {
-    pub fn new(topics: Topics, encoding: Encoding) -> Self {
+    pub fn new(topics: Topics, encoding: Encoding, key: KeyPair) -> Self {
         Batcher {
             topics,
             encoding,
+            key,
+            sign_buf: Vec::new(),
             assign: HashMap::new(),
             replies: HashMap::new(),
             ready: VecDeque::new(),
@@ -110,10 +118,19 @@ impl Batcher {
                 return;
             }
             let n = l.items.len();
-            let list = TaskAssignments {
+            let mut list = TaskAssignments {
                 seal: None,
                 items: std::mem::take(&mut l.items),
             };
+            // One signature per list (up to BATCH_MAX_ITEMS tasks), not per task.
+            seal(
+                &mut list,
+                &self.key,
+                node.as_str(),
+                now_ms(),
+                &mut self.sign_buf,
+            )
+            .expect("assignments always encode");
             // Sized from the estimate, so a 256-task list is not copied through a
             // dozen doublings.
             let mut wire = Vec::with_capacity(std::mem::take(&mut l.bytes) + 64);

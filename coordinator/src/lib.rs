@@ -53,4 +53,5 @@ pub mod placement;
 pub mod registry;
 pub mod scaling;
 pub mod service;
+pub mod signing;
 pub mod status;

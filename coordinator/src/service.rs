@@ -24,6 +24,7 @@ use crate::dispatch::{Dispatcher, Out};
 use crate::journal::{Durable, Journal, JournalConfig};
 use crate::registry::Registry;
 use crate::scaling::Scaler;
+use crate::signing::Posture;
 
 /// How often silence rules are applied.
 const LIVENESS_TICK: Duration = Duration::from_millis(100);
@@ -40,6 +41,8 @@ pub enum ServeError {
     LinkEnded,
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error("the coordinator's signing key: {0}")]
+    Key(#[from] fog_rt::keys::KeyError),
 }
 
 /// Latest registry snapshot, for in-process viewers (the demo).
@@ -58,12 +61,15 @@ pub fn empty_snapshot() -> Snapshot {
         recent: Vec::new(),
         dead: Vec::new(),
         scaling: None,
+        signing_key: String::new(),
+        warnings: Vec::new(),
     })
 }
 
 fn status(
     registry: &Registry,
     dispatch: &Dispatcher,
+    posture: &Posture,
     online: bool,
     reason: &str,
 ) -> CoordinatorStatus {
@@ -115,6 +121,8 @@ fn status(
         recent,
         dead,
         scaling: None,
+        signing_key: posture.signing_key.clone(),
+        warnings: posture.warnings.clone(),
     }
 }
 
@@ -213,6 +221,8 @@ struct Server {
     scaler: Scaler,
     scaling_topic: String,
     batcher: Batcher,
+    /// Signing key id and lab-only switches, for the status.
+    posture: Posture,
     status_topic: String,
     enc: Encoding,
     subscribed: bool,
@@ -237,8 +247,10 @@ impl Server {
         // The registry is empty until the retained birth records arrive.
         dispatch.warm_up(Instant::now() + WARM_UP);
         let status_topic = topics.coordinator_status();
+        let (key, throwaway) = crate::signing::signing_key(&config.security)?;
+        let posture = Posture::new(&config.security, &key, throwaway);
         let will = codec::encode(
-            &status(&registry, &dispatch, false, "connection lost"),
+            &status(&registry, &dispatch, &posture, false, "connection lost"),
             config.encoding,
         )?;
         let link = start_link(config, &topics, retained(&status_topic, will))?;
@@ -259,7 +271,8 @@ impl Server {
             coordinator_id: NodeId::new("coordinator").expect("a valid node id"),
             scaler: Scaler::new(config.scaling.clone()),
             scaling_topic: topics.scaling(),
-            batcher: Batcher::new(topics, config.encoding),
+            batcher: Batcher::new(topics, config.encoding, key),
+            posture,
             status_topic,
             enc: config.encoding,
             subscribed: false,
@@ -408,6 +421,7 @@ impl Server {
         let mut s = status(
             &self.registry,
             &self.dispatch,
+            &self.posture,
             self.subscribed && connected,
             "",
         );
@@ -459,9 +473,20 @@ impl Server {
         self.systemd
             .stopping("stopping: writing the journal, publishing the offline status");
         self.write_journal();
-        let last = status(&self.registry, &self.dispatch, false, "shutdown");
-        self.view
-            .send_replace(Arc::new(status(&self.registry, &self.dispatch, true, "")));
+        let last = status(
+            &self.registry,
+            &self.dispatch,
+            &self.posture,
+            false,
+            "shutdown",
+        );
+        self.view.send_replace(Arc::new(status(
+            &self.registry,
+            &self.dispatch,
+            &self.posture,
+            true,
+            "",
+        )));
         let goodbye = retained(&self.status_topic, codec::encode(&last, self.enc)?);
         self.link.close(Some(goodbye), Duration::from_secs(3)).await;
         Ok(())

@@ -254,6 +254,8 @@ mod tests {
     #[test]
     fn table_aligns_and_summarises() {
         let s = CoordinatorStatus {
+            signing_key: Default::default(),
+            warnings: Default::default(),
             online: true,
             at_ms: 10_000,
             version: "0.1.0".into(),

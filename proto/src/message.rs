@@ -448,6 +448,12 @@ pub struct CoordinatorStatus {
     /// The current scaling recommendation, once there is one.
     #[serde(default)]
     pub scaling: Option<ScalingAdvice>,
+    /// Id of the key that signs this coordinator's assignments (what agents trust).
+    #[serde(default)]
+    pub signing_key: String,
+    /// Settings in effect that weaken security (lab-only switches), said on `status`.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Most tasks per list in a coordinator status.

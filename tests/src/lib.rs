@@ -46,13 +46,65 @@ pub fn init_logging() {
 /// The harness's fleet settings: agents heartbeat every 200 ms and read every 500 ms
 /// with a 2 s keep-alive; the coordinator publishes every 100 ms with a 5 s
 /// keep-alive and keeps task state in memory; both reconnect fast (50 ms to 500 ms).
+///
+/// Every fleet of one test process shares one set of throwaway keys ([`keys_dir`]), so
+/// a coordinator and agents built by separate calls trust each other.
 pub fn fleet(broker_url: &str) -> anyhow::Result<FleetBuilder> {
     let reconnect = Some((Duration::from_millis(50), Duration::from_millis(500)));
-    Ok(FleetBuilder::new(broker_url)?
+    Ok(FleetBuilder::with_keys(broker_url, keys_dir())?
         .agent_intervals(Duration::from_millis(200), Duration::from_millis(500))
         .agent_link(Duration::from_secs(2), reconnect)
         .coordinator_link(Duration::from_secs(5), reconnect)
         .status_interval(Duration::from_millis(100)))
+}
+
+/// The test process's throwaway keys (the coordinator's signing key, node approvals).
+pub fn keys_dir() -> &'static std::path::Path {
+    static KEYS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("fog-e2e-keys-")
+            .tempdir()
+            .expect("a temporary folder for the test keys");
+        // Made here, once: tests start fleets on several threads at once.
+        fog_rt::keys::KeyPair::create(&fog_coordinator::signing::key_path(dir.path()))
+            .expect("the test coordinator key");
+        dir
+    })
+    .path()
+}
+
+/// The coordinator key every harness agent trusts, for tests that play the
+/// coordinator themselves.
+pub fn coordinator_key() -> fog_rt::keys::KeyPair {
+    fog_rt::keys::KeyPair::load_or_create(&fog_coordinator::signing::key_path(keys_dir()))
+        .expect("the test coordinator key")
+        .0
+}
+
+/// The `[trust]` table of an agent config written as TOML: trusts [`coordinator_key`].
+pub fn trust_toml() -> String {
+    format!(
+        "[trust]\ncoordinator_keys = [\"{}\"]\nkeys_dir = \"\"\n",
+        coordinator_key().public().line()
+    )
+}
+
+/// `list` signed by [`coordinator_key`] for `node`, now, and encoded.
+pub fn signed_assignments(
+    node: &str,
+    mut list: fog_proto::TaskAssignments,
+    encoding: Encoding,
+) -> Vec<u8> {
+    fog_rt::keys::seal(
+        &mut list,
+        &coordinator_key(),
+        node,
+        fog_rt::clock::now_ms(),
+        &mut Vec::new(),
+    )
+    .expect("assignments encode");
+    fog_proto::codec::encode(&list, encoding).expect("assignments encode")
 }
 
 /// An in-process coordinator and the stream of its registry snapshots.

@@ -118,7 +118,7 @@ impl Tasks {
             seal: None,
             items: ids.iter().map(|id| assignment(id)).collect(),
         };
-        let bytes = codec::encode(&list, Encoding::Json).expect("encodes");
+        let bytes = fog_e2e::signed_assignments("d1", list, Encoding::Json);
         self.0
             .publish("fog/v1/nodes/d1/tasks", QoS::AtLeastOnce, false, bytes)
             .await
@@ -129,10 +129,11 @@ impl Tasks {
 /// Agent d1 as a process with its data on `data`; its log goes to `log_path`.
 fn start_agent(dir: &Path, data: &Path, broker: &TestBroker, log_path: &Path) -> Child {
     let cfg = dir.join("d1.toml");
+    let trust = fog_e2e::trust_toml();
     std::fs::write(
         &cfg,
         format!(
-            "node_id = \"d1\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 0.5\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.3\n",
+            "node_id = \"d1\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 0.5\n{trust}[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.3\n",
             data.display(),
             broker.url()
         ),

@@ -32,8 +32,9 @@ fn now_ms() -> u64 {
 
 /// An agent config: readings every second (as the issue asks), fast reconnects.
 fn agent_toml(node: &str, url: &str, data: &Path, extra_top: &str, store: &str) -> String {
+    let trust = fog_e2e::trust_toml();
     format!(
-        "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 1.0\n{extra_top}\n\
+        "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 1.0\n{extra_top}\n{trust}\
          [broker]\nurl = \"{url}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.3\n\
          [store]\ncommit_interval_ms = 5\n{store}\n",
         data.display()
@@ -573,7 +574,7 @@ async fn a_second_signal_exits_at_once_instead_of_waiting_for_the_grace_period()
             "fog/v1/nodes/s1/tasks",
             rumqttc::QoS::AtLeastOnce,
             false,
-            codec::encode(&list, fog_proto::Encoding::Json).expect("encodes"),
+            fog_e2e::signed_assignments("s1", list, fog_proto::Encoding::Json),
         )
         .await
         .expect("published");

@@ -35,10 +35,11 @@ struct AgentProcess(Child);
 impl AgentProcess {
     fn start(node: &str, broker: &TestBroker, dir: &Path) -> Self {
         let cfg = dir.join(format!("{node}.toml"));
+        let trust = fog_e2e::trust_toml();
         std::fs::write(
             &cfg,
             format!(
-                "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\n[pool]\nworkers = 2\nqueue_capacity = 512\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
+                "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\n[pool]\nworkers = 2\nqueue_capacity = 512\n{trust}[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
                 dir.join(node).display(),
                 broker.url()
             ),

@@ -19,10 +19,11 @@ fn the_agent_reports_ready_status_watchdog_and_stopping() {
     // Nobody listens on this port: the agent must not wait for a broker to be ready.
     let port = free_port().expect("port");
     let cfg = dir.path().join("agent.toml");
+    let trust = fog_e2e::trust_toml();
     std::fs::write(
         &cfg,
         format!(
-            "node_id = \"sd-1\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\nmetrics_interval_secs = 0.5\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.2\n",
+            "node_id = \"sd-1\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\nmetrics_interval_secs = 0.5\n{trust}[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.2\n",
             dir.path().join("data").display()
         ),
     )

@@ -244,14 +244,14 @@ impl Direct {
                 format!("fog/v1/nodes/{node}/tasks"),
                 QoS::AtLeastOnce,
                 false,
-                codec::encode(
-                    &TaskAssignments {
+                fog_e2e::signed_assignments(
+                    node,
+                    TaskAssignments {
                         seal: None,
                         items: vec![a.clone()],
                     },
                     Encoding::Json,
-                )
-                .expect("encodes"),
+                ),
             )
             .await
             .expect("publish");
@@ -406,10 +406,11 @@ async fn kill_nine_then_restart(rerun: bool) {
     let broker = TestBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("agent.toml");
+    let trust = fog_e2e::trust_toml();
     std::fs::write(
         &cfg,
         format!(
-            "node_id = \"k9\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\n[pool]\nworkers = 1\nqueue_capacity = 64\n[store]\nrerun_after_restart = {rerun}\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
+            "node_id = \"k9\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\n[pool]\nworkers = 1\nqueue_capacity = 64\n[store]\nrerun_after_restart = {rerun}\n{trust}[broker]\nurl = \"{}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
             dir.path().join("data").display(),
             broker.url()
         ),

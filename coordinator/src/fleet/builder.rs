@@ -13,9 +13,14 @@ use fog_proto::{NodeId, Prefix};
 use fog_rt::broker::BrokerConfig;
 use fog_rt::config::{invalid, ConfigError};
 
-use crate::config::CoordinatorConfig;
+use std::sync::Arc;
+
+use fog_rt::keys::{KeyPair, PublicKey};
+
+use crate::config::{CoordinatorConfig, SecurityConfig};
 use crate::dispatch::PlacementConfig;
 use crate::registry::LivenessConfig;
+use crate::signing;
 
 /// Where the builder's own settings come from in an error.
 const ORIGIN: &str = "<fleet>";
@@ -37,14 +42,41 @@ pub struct FleetBuilder {
     liveness: LivenessConfig,
     placement: PlacementConfig,
     coordinator_data_dir: Option<PathBuf>,
+    /// Throwaway keys for this fleet: the coordinator's signing key (which every agent
+    /// trusts) and the approved node keys. Removed when the last clone is dropped.
+    keys_dir: PathBuf,
+    /// The folder, when this builder made it (`new`); `with_keys` borrows one.
+    _keys_owner: Option<Arc<tempfile::TempDir>>,
+    coordinator_key: String,
 }
 
 impl FleetBuilder {
     /// Everything on `broker_url` (`mqtt://host:port`) with default link settings; the
     /// coordinator publishes its status every 2 s and keeps task state in memory.
     pub fn new(broker_url: &str) -> Result<Self, ConfigError> {
+        let keys = tempfile::Builder::new()
+            .prefix("fog-fleet-keys-")
+            .tempdir()
+            .map_err(|e| invalid(ORIGIN, "keys", format!("a folder for throwaway keys: {e}")))?;
+        let mut b = Self::with_keys(broker_url, keys.path())?;
+        b._keys_owner = Some(Arc::new(keys));
+        Ok(b)
+    }
+
+    /// Like [`FleetBuilder::new`], with the fleet's keys in `keys_dir` (made there if
+    /// missing), so fleets built separately (one test's coordinator and agents) share
+    /// them.
+    pub fn with_keys(broker_url: &str, keys_dir: &Path) -> Result<Self, ConfigError> {
         let broker = BrokerConfig::plain(broker_url)?;
+        let coordinator_key = KeyPair::load_or_create(&signing::key_path(keys_dir))
+            .map_err(|e| invalid(ORIGIN, "keys", e.to_string()))?
+            .0
+            .public()
+            .line();
         Ok(FleetBuilder {
+            keys_dir: keys_dir.to_owned(),
+            _keys_owner: None,
+            coordinator_key,
             agent_broker: broker.clone(),
             coordinator_broker: broker,
             heartbeat: None,
@@ -164,7 +196,20 @@ impl FleetBuilder {
             cfg.pool.arena_bytes = n;
         }
         aim(&mut cfg.broker, &self.agent_broker);
+        cfg.trust.coordinator_keys = vec![PublicKey::from_line(&self.coordinator_key)
+            .map_err(|e| invalid(ORIGIN, "trust", e.to_string()))?];
+        cfg.trust.keys_dir = None;
         Ok(cfg)
+    }
+
+    /// The public key line of the coordinator's signing key (what the agents trust).
+    pub fn coordinator_key(&self) -> &str {
+        &self.coordinator_key
+    }
+
+    /// Where the fleet's throwaway keys live.
+    pub fn keys_dir(&self) -> &Path {
+        &self.keys_dir
     }
 
     /// The coordinator: its defaults with the builder's status interval, liveness,
@@ -179,7 +224,7 @@ impl FleetBuilder {
             scaling: Default::default(),
             data_dir: self.coordinator_data_dir.clone(),
             broker: self.coordinator_broker.clone(),
-            security: crate::config::SecurityConfig::lab(),
+            security: self.security(crate::config::SecurityConfig::lab()),
         }
     }
 
@@ -195,7 +240,14 @@ impl FleetBuilder {
         cfg.status_interval = self.status_interval;
         cfg.liveness.default_heartbeat_interval = self.liveness.default_heartbeat_interval;
         aim(&mut cfg.broker, &self.coordinator_broker);
+        cfg.security = self.security(cfg.security);
         Ok(cfg)
+    }
+
+    /// `security` with the fleet's signing key.
+    fn security(&self, mut security: SecurityConfig) -> SecurityConfig {
+        security.key_dir = Some(self.keys_dir.clone());
+        security
     }
 }
 
@@ -241,8 +293,9 @@ mod tests {
             .agent_from_toml("a1", dir, "[pool]\nworkers = 2\n")
             .expect("valid");
         let text = format!(
-            "node_id = \"a1\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 5.0\n[labels]\nrole = \"demo\"\n[pool]\nworkers = 2\nqueue_capacity = 1024\narena_bytes = 16777216\n[broker]\nurl = \"{url}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
-            dir.display()
+            "node_id = \"a1\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 5.0\n[labels]\nrole = \"demo\"\n[pool]\nworkers = 2\nqueue_capacity = 1024\narena_bytes = 16777216\n[broker]\nurl = \"{url}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n[trust]\ncoordinator_keys = [\"{}\"]\nkeys_dir = \"\"\n",
+            dir.display(),
+            b.coordinator_key()
         );
         let toml = AgentConfig::from_toml(&text).expect("valid");
         assert_eq!(format!("{typed:?}"), format!("{toml:?}"));
@@ -257,7 +310,7 @@ mod tests {
         let typed = b
             .coordinator_from_toml("data_dir = \"\"\n[placement]\nmax_attempts = 5\n", "t")
             .expect("valid");
-        let text = format!("data_dir = \"\"\nstatus_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n[placement]\nmax_attempts = 5\n[broker]\nurl = \"{url}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n");
+        let text = format!("data_dir = \"\"\nstatus_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n[placement]\nmax_attempts = 5\n[broker]\nurl = \"{url}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n[security]\nkey_dir = {:?}\n", b.keys_dir().display().to_string());
         let toml = CoordinatorConfig::from_toml(&text, "t").expect("valid");
         assert_eq!(format!("{typed:?}"), format!("{toml:?}"));
     }

@@ -118,6 +118,7 @@ pub fn reading() -> Reading {
             celsius: 48.5,
         }],
         agent: AgentSelf {
+            assignments_refused_total: Default::default(),
             rss_bytes: 3_500_000,
             cpu_secs: 0.25,
             publish_dropped_total: 0,
@@ -224,6 +225,8 @@ pub fn submission() -> TaskSubmission {
 
 pub fn coordinator_status() -> CoordinatorStatus {
     CoordinatorStatus {
+        signing_key: Default::default(),
+        warnings: Default::default(),
         online: true,
         at_ms: 1_790_000_040_000,
         version: "0.1.0".into(),
