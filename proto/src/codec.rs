@@ -73,6 +73,11 @@ pub enum EncodeError {
         what: &'static str,
         source: postcard::Error,
     },
+    #[error("{what}: {field} is not a finite number (NaN or infinity); fog messages carry finite numbers only")]
+    NonFinite {
+        what: &'static str,
+        field: &'static str,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +104,13 @@ pub enum DecodeError {
         what: &'static str,
         source: postcard::Error,
     },
+    /// A float field held NaN or an infinity (either encoding): JSON cannot carry
+    /// them, so no fog message may, whichever encoding it arrived in.
+    #[error("{what} refused: {field} is not a finite number (NaN or infinity); fog messages carry finite numbers only")]
+    NonFinite {
+        what: &'static str,
+        field: &'static str,
+    },
 }
 
 /// Encode `msg` into a new buffer.
@@ -114,6 +126,12 @@ pub fn encode_into<M: Message>(
     encoding: Encoding,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
+    if let Some(field) = msg.non_finite() {
+        return Err(EncodeError::NonFinite {
+            what: M::NAME,
+            field,
+        });
+    }
     match encoding {
         Encoding::Json => {
             // Write `{"v":1,` and then the message object without its own `{`, so the
@@ -211,7 +229,7 @@ pub fn decode_with_limit<M: Message>(bytes: &[u8], max_bytes: usize) -> Result<M
             max: max_bytes,
         });
     }
-    match Encoding::sniff(bytes)? {
+    let msg: M = match Encoding::sniff(bytes)? {
         Encoding::Json => {
             #[derive(Deserialize)]
             struct Version {
@@ -233,7 +251,7 @@ pub fn decode_with_limit<M: Message>(bytes: &[u8], max_bytes: usize) -> Result<M
                 }
             };
             check_version(v)?;
-            serde_json::from_slice(bytes).map_err(json_err)
+            serde_json::from_slice(bytes).map_err(json_err)?
         }
         Encoding::Postcard => {
             let postcard_err = |source| DecodeError::Postcard {
@@ -248,8 +266,17 @@ pub fn decode_with_limit<M: Message>(bytes: &[u8], max_bytes: usize) -> Result<M
             if !trailing.is_empty() {
                 return Err(postcard_err(postcard::Error::DeserializeBadEncoding));
             }
-            Ok(msg)
+            msg
         }
+    };
+    // Postcard carries any f32/f64 bit pattern and JSON writes NaN as `null`: a
+    // non-finite figure let through here could not be republished.
+    match msg.non_finite() {
+        None => Ok(msg),
+        Some(field) => Err(DecodeError::NonFinite {
+            what: M::NAME,
+            field,
+        }),
     }
 }
 
@@ -392,6 +419,114 @@ mod tests {
         let mut bytes = encode(&Heartbeat::default(), Encoding::Postcard).expect("encodes");
         bytes.push(0);
         assert!(decode::<Heartbeat>(&bytes).is_err());
+    }
+
+    /// The fuzz finding kept in `fuzz/regressions/decode_frame/`: a postcard heartbeat
+    /// whose `load1` is a NaN. It used to decode; JSON would then write `null`.
+    #[test]
+    fn the_nan_heartbeat_fuzz_finding_is_refused_naming_its_field() {
+        let frame = include_bytes!("../../fuzz/regressions/decode_frame/heartbeat-nan-postcard");
+        let err = decode::<Heartbeat>(frame).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                DecodeError::NonFinite {
+                    what: "heartbeat",
+                    field: "load1"
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("heartbeat") && text.contains("load1"),
+            "{text}"
+        );
+        assert!(text.contains("not a finite number"), "{text}");
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused_in_both_encodings_and_on_encode() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let hb = Heartbeat {
+                load1: bad,
+                ..Heartbeat::default()
+            };
+            for enc in [Encoding::Json, Encoding::Postcard] {
+                let err = encode(&hb, enc).expect_err("refused on encode");
+                assert!(
+                    matches!(err, EncodeError::NonFinite { field: "load1", .. }),
+                    "{err:?}"
+                );
+            }
+            // What another producer could send: postcard carries the bits as they are.
+            let mut pc = vec![POSTCARD_MARKER];
+            pc.extend(postcard::to_allocvec(&(SCHEMA_VERSION, &hb)).expect("encodes"));
+            assert!(matches!(
+                decode::<Heartbeat>(&pc),
+                Err(DecodeError::NonFinite { field: "load1", .. })
+            ));
+        }
+        // JSON has no NaN literal, and serde_json refuses a number beyond an f32's
+        // range rather than making an infinity of it: refused either way.
+        for big in ["3.5e38", "1e300", "-1e300"] {
+            let json = format!(
+                r#"{{"v":1,"seq":1,"at_ms":0,"cpu_pct":{big},"mem_pct":0,"load1":0,"queued":0,"running":0,"free_slots":0}}"#
+            );
+            assert!(decode::<Heartbeat>(json.as_bytes()).is_err(), "{json}");
+        }
+        // Nested fields are named by their path.
+        let mut reading = Reading::default();
+        reading.disks.push(Disk {
+            write_bytes_per_sec: Some(f64::INFINITY),
+            ..Disk::default()
+        });
+        assert!(matches!(
+            encode(&reading, Encoding::Postcard),
+            Err(EncodeError::NonFinite {
+                what: "reading",
+                field: "disks[].write_bytes_per_sec"
+            })
+        ));
+        let status = CoordinatorStatus {
+            signing_key: Default::default(),
+            warnings: Default::default(),
+            online: true,
+            at_ms: 0,
+            version: String::new(),
+            reason: String::new(),
+            nodes: Vec::new(),
+            counters: Default::default(),
+            running: Vec::new(),
+            recent: Vec::new(),
+            dead: Vec::new(),
+            scaling: Some(ScalingAdvice {
+                at_ms: 0,
+                direction: ScaleDirection::Hold,
+                current_nodes: 1,
+                desired_nodes: 1,
+                cpu_pct: 10.0,
+                mem_pct: f32::NAN,
+                reason: String::new(),
+            }),
+        };
+        assert!(matches!(
+            encode(&status, Encoding::Json),
+            Err(EncodeError::NonFinite {
+                field: "scaling.mem_pct",
+                ..
+            })
+        ));
+        // Finite extremes are fine.
+        let hb = Heartbeat {
+            cpu_pct: Some(f32::MAX),
+            load1: f32::MIN_POSITIVE,
+            ..Heartbeat::default()
+        };
+        for enc in [Encoding::Json, Encoding::Postcard] {
+            let bytes = encode(&hb, enc).expect("encodes");
+            assert_eq!(decode::<Heartbeat>(&bytes).expect("decodes"), hb);
+        }
     }
 
     #[test]

@@ -25,6 +25,65 @@ macro_rules! message {
             const MAX_BYTES: usize = $max;
         }
     };
+    // A type with float fields names them: `|m| first_non_finite! { "field": m.field }`.
+    ($ty:ty, $name:literal, $max:expr, |$m:ident| $check:expr) => {
+        impl Message for $ty {
+            const NAME: &'static str = $name;
+            const MAX_BYTES: usize = $max;
+            fn non_finite(&self) -> Option<&'static str> {
+                let $m = self;
+                $check
+            }
+        }
+    };
+}
+
+/// The name of the first value that is not finite (a NaN or an infinity, also inside
+/// an `Option` or a `Vec`), or `None`.
+macro_rules! first_non_finite {
+    ($($name:literal: $v:expr),+ $(,)?) => {
+        'check: {
+            $(
+                if !Finite::finite(&$v) {
+                    break 'check Some($name);
+                }
+            )+
+            None
+        }
+    };
+}
+
+/// Floats, and the containers of them the messages use.
+trait Finite {
+    fn finite(&self) -> bool;
+}
+
+impl Finite for f32 {
+    #[inline]
+    fn finite(&self) -> bool {
+        self.is_finite()
+    }
+}
+
+impl Finite for f64 {
+    #[inline]
+    fn finite(&self) -> bool {
+        self.is_finite()
+    }
+}
+
+impl<T: Finite> Finite for Option<T> {
+    #[inline]
+    fn finite(&self) -> bool {
+        self.as_ref().is_none_or(T::finite)
+    }
+}
+
+impl<T: Finite> Finite for Vec<T> {
+    #[inline]
+    fn finite(&self) -> bool {
+        self.iter().all(T::finite)
+    }
 }
 
 /// Largest task payload or output the protocol carries (agents configure lower limits).
@@ -589,9 +648,16 @@ impl ScaleDirection {
 }
 
 message!(Status, "status", 16 * 1024);
-message!(Heartbeat, "heartbeat", 2048);
-message!(Reading, "reading", 256 * 1024);
-message!(Alert, "alert", 8 * 1024);
+message!(Heartbeat, "heartbeat", 2048, |m| first_non_finite! {
+    "cpu_pct": m.cpu_pct,
+    "mem_pct": m.mem_pct,
+    "load1": m.load1,
+});
+message!(Reading, "reading", 256 * 1024, |m| reading_non_finite(m));
+message!(Alert, "alert", 8 * 1024, |m| first_non_finite! {
+    "value": m.value,
+    "threshold": m.threshold,
+});
 // Task messages: payload plus headroom; base64 in JSON costs 4/3.
 message!(
     TaskAssignment,
@@ -643,5 +709,75 @@ sealed!(
     TaskSubmissions
 );
 
-message!(CoordinatorStatus, "coordinator status", 8 * 1024 * 1024);
-message!(ScalingAdvice, "scaling advice", 8 * 1024);
+message!(
+    CoordinatorStatus,
+    "coordinator status",
+    8 * 1024 * 1024,
+    |m| coordinator_status_non_finite(m)
+);
+message!(
+    ScalingAdvice,
+    "scaling advice",
+    8 * 1024,
+    |m| first_non_finite! {
+        "cpu_pct": m.cpu_pct,
+        "mem_pct": m.mem_pct,
+    }
+);
+
+fn reading_non_finite(m: &Reading) -> Option<&'static str> {
+    first_non_finite! {
+        "cpu.total_pct": m.cpu.total_pct,
+        "cpu.per_core_pct": m.cpu.per_core_pct,
+        "load.one": m.load.one,
+        "load.five": m.load.five,
+        "load.fifteen": m.load.fifteen,
+        "memory.used_pct": m.memory.used_pct,
+        "agent.cpu_secs": m.agent.cpu_secs,
+    }
+    .or_else(|| {
+        m.disks.iter().find_map(|d| {
+            first_non_finite! {
+                "disks[].used_pct": d.used_pct,
+                "disks[].read_bytes_per_sec": d.read_bytes_per_sec,
+                "disks[].write_bytes_per_sec": d.write_bytes_per_sec,
+            }
+        })
+    })
+    .or_else(|| {
+        m.networks.iter().find_map(|n| {
+            first_non_finite! {
+                "networks[].rx_bytes_per_sec": n.rx_bytes_per_sec,
+                "networks[].tx_bytes_per_sec": n.tx_bytes_per_sec,
+                "networks[].rx_packets_per_sec": n.rx_packets_per_sec,
+                "networks[].tx_packets_per_sec": n.tx_packets_per_sec,
+            }
+        })
+    })
+    .or_else(|| {
+        m.temperatures
+            .iter()
+            .find_map(|t| first_non_finite! { "temperatures[].celsius": t.celsius })
+    })
+}
+
+fn coordinator_status_non_finite(m: &CoordinatorStatus) -> Option<&'static str> {
+    m.nodes
+        .iter()
+        .find_map(|n| {
+            first_non_finite! {
+                "nodes[].cpu_pct": n.cpu_pct,
+                "nodes[].mem_pct": n.mem_pct,
+                "nodes[].load1": n.load1,
+                "nodes[].latency_ms": n.latency_ms,
+            }
+        })
+        .or_else(|| {
+            m.scaling.as_ref().and_then(|s| {
+                first_non_finite! {
+                    "scaling.cpu_pct": s.cpu_pct,
+                    "scaling.mem_pct": s.mem_pct,
+                }
+            })
+        })
+}

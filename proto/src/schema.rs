@@ -41,6 +41,14 @@ pub trait Message: Serialize + for<'de> Deserialize<'de> {
     const NAME: &'static str;
     /// Largest encoded frame accepted on decode, in bytes.
     const MAX_BYTES: usize;
+
+    /// The first float field holding NaN or an infinity, by name (`cpu_pct`,
+    /// `disks[].used_pct`), or `None`. No fog message may carry one: JSON writes
+    /// them as `null`, which no decoder accepts, so `codec` refuses them on encode
+    /// and on decode in both encodings. Types without floats keep the default.
+    fn non_finite(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,15 @@ use fog_proto::Load;
 
 use super::ProcReader;
 
+/// Load averages; a field that is not a finite number at least 0 reads as 0 (`f32`
+/// parses "nan" and "inf", which no fog message may carry).
 pub(crate) fn parse_load(text: &str) -> Load {
-    let mut it = text
-        .split_ascii_whitespace()
-        .map(|v| v.parse::<f32>().unwrap_or(0.0));
+    let mut it = text.split_ascii_whitespace().map(|v| {
+        v.parse::<f32>()
+            .ok()
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .unwrap_or(0.0)
+    });
     Load {
         one: it.next().unwrap_or(0.0),
         five: it.next().unwrap_or(0.0),
@@ -87,6 +92,14 @@ mod tests {
         let l = parse_load("0.50 0.25 1.00 1/123 4567\n");
         assert_eq!((l.one, l.five, l.fifteen), (0.5, 0.25, 1.0));
         assert_eq!(parse_load("").one, 0.0);
+    }
+
+    #[test]
+    fn non_finite_load_averages_read_as_zero() {
+        let l = parse_load("nan inf -inf 1/123 4567\n");
+        assert_eq!((l.one, l.five, l.fifteen), (0.0, 0.0, 0.0));
+        let l = parse_load("NaN 1e39 -1 1/1 1\n");
+        assert_eq!((l.one, l.five, l.fifteen), (0.0, 0.0, 0.0));
     }
 
     #[test]

@@ -158,14 +158,15 @@ pub(crate) fn pct(a: f64, b: f64) -> f32 {
 }
 
 /// Counter delta per second; `None` if there is no earlier sample, time did not pass,
-/// or the counter went backwards (wrapped or reset, e.g. an interface re-created).
+/// the counter went backwards (wrapped or reset, e.g. an interface re-created), or the
+/// quotient is not finite (no fog message may carry NaN or an infinity).
 pub(crate) fn rate(prev: Option<(u64, Instant)>, cur: u64, now: Instant) -> Option<f64> {
     let (p, t) = prev?;
     let dt = now.checked_duration_since(t)?.as_secs_f64();
     if dt <= 0.0 || cur < p {
         return None;
     }
-    Some((cur - p) as f64 / dt)
+    Some((cur - p) as f64 / dt).filter(|r| r.is_finite())
 }
 
 #[cfg(test)]
@@ -207,5 +208,54 @@ mod tests {
         assert_eq!(rate(Some((10, t0)), 30, t1), Some(10.0));
         assert_eq!(rate(Some((50, t0)), 30, t1), None);
         assert_eq!(rate(Some((10, t1)), 30, t1), None);
+        let tiny = t0 + std::time::Duration::from_nanos(1);
+        let fast = rate(Some((0, t0)), u64::MAX, tiny).expect("finite");
+        assert!(fast.is_finite());
+    }
+
+    #[test]
+    fn percentages_are_never_nan() {
+        assert_eq!(pct(0.0, 0.0), 0.0, "0/0");
+        assert_eq!(pct(5.0, 0.0), 0.0);
+        assert_eq!(pct(f64::NAN, 10.0), 0.0);
+        assert_eq!(pct(f64::INFINITY, 10.0), 0.0);
+        assert_eq!(pct(5.0, f64::NAN), 0.0);
+        assert_eq!(pct(20.0, 10.0), 100.0, "clamped");
+    }
+
+    /// A `/proc` that hands out "nan" and "inf", counters that did not move (0/0) and
+    /// no memory total: what the agent sends still encodes and decodes in both
+    /// encodings (the codec refuses any non-finite float).
+    #[test]
+    fn hostile_proc_files_give_finite_figures() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let proc_dir = root.path().join("proc/self");
+        std::fs::create_dir_all(&proc_dir).expect("proc");
+        let put = |rel: &str, text: &str| {
+            std::fs::write(root.path().join(rel), text).expect("fixture");
+        };
+        put("proc/loadavg", "nan inf -inf 1/1 1\n");
+        put("proc/stat", "cpu  0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0\n");
+        put("proc/meminfo", "MemTotal: 0 kB\nMemAvailable: 0 kB\n");
+        put("proc/uptime", "nan nan\n");
+        let config = MetricsConfig {
+            exclude_interfaces: vec![],
+            exclude_fs_types: vec![],
+        };
+        let mut c = Collector::with_root(root.path(), config);
+        for at in 0..3 {
+            let hb = c.heartbeat(at);
+            let reading = c.reading(at);
+            assert_eq!((hb.load1, hb.mem_pct), (0.0, 0.0));
+            assert_eq!(reading.load.five, 0.0);
+            for enc in [fog_proto::Encoding::Json, fog_proto::Encoding::Postcard] {
+                let bytes = fog_proto::codec::encode(&hb, enc).expect("heartbeat encodes");
+                let back: Heartbeat = fog_proto::codec::decode(&bytes).expect("decodes");
+                assert_eq!(back, hb);
+                let bytes = fog_proto::codec::encode(&reading, enc).expect("reading encodes");
+                let back: Reading = fog_proto::codec::decode(&bytes).expect("decodes");
+                assert_eq!(back, reading);
+            }
+        }
     }
 }
