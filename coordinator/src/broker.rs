@@ -24,9 +24,11 @@ pub enum BrokerError {
     FreePort(std::io::Error),
 }
 
-/// Largest publish the embedded broker accepts (the coordinator's status snapshot is
-/// the largest message).
-pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
+/// Largest packet the embedded broker accepts from a publisher: fog's shared ceiling
+/// (the coordinator's status snapshot, the largest message, plus MQTT framing), the
+/// same `max_packet_size` the generated Mosquitto config sets. rumqttd closes the
+/// connection of a client that sends more, and forwards nothing of it.
+pub const MAX_PAYLOAD_BYTES: usize = fog_rt::limits::MAX_PACKET_BYTES;
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> Result<u16, BrokerError> {

@@ -23,13 +23,15 @@
 //! link, the only importer of rumqttc) with [`backoff`], [`clock`] (wall-clock
 //! milliseconds), [`signals`] (SIGTERM/SIGINT to a cancellation), [`logging`],
 //! [`sdnotify`] (systemd's notify protocol) and [`systemd`] (the readiness, status and
-//! watchdog policy), [`host`] (the hostname).
+//! watchdog policy), [`host`] (the hostname), [`limits`] (the packet-size ceiling fog and its broker
+//! share).
 
 pub mod backoff;
 pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod host;
+pub mod limits;
 pub mod logging;
 pub mod sdnotify;
 pub mod signals;

@@ -71,7 +71,8 @@ pub struct LinkOptions {
     pub will: Option<Announce>,
     pub on_connect: Vec<Announce>,
     pub subscriptions: Vec<(String, QoS)>,
-    /// Largest MQTT packet sent or accepted.
+    /// Largest MQTT packet sent. Incoming packets are accepted up to this or
+    /// [`crate::limits::MAX_PACKET_BYTES`], whichever is larger.
     pub max_packet_bytes: usize,
     /// Capacity of rumqttc's request channel and of the event channel to the owner.
     pub queue: usize,
@@ -155,7 +156,13 @@ pub fn mqtt_options(
     let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     o.set_keep_alive(broker.keep_alive);
     o.set_clean_session(true);
-    o.set_max_packet_size(max_packet_bytes, max_packet_bytes);
+    // Incoming: never below the ceiling the broker enforces (`limits`), so whatever the
+    // broker forwards is read and then refused by its decoder's own limit, not a
+    // dropped connection (rumqttc kills the link on an oversized packet).
+    o.set_max_packet_size(
+        max_packet_bytes.max(crate::limits::MAX_PACKET_BYTES),
+        max_packet_bytes,
+    );
     if let Some((u, p)) = &broker.credentials {
         o.set_credentials(u.clone(), p.clone());
     }
