@@ -216,6 +216,7 @@ impl Link {
             subscriptions: opts.subscriptions,
             backoff: Backoff::new(opts.broker.reconnect_initial, opts.broker.reconnect_max),
             url: opts.broker.url(),
+            up_since: None,
         };
         let task = tokio::spawn(driver.run(close_rx));
         Ok(Link {
@@ -333,7 +334,16 @@ struct Driver {
     subscriptions: Vec<(String, QoS)>,
     backoff: Backoff,
     url: String,
+    /// When the current connection was accepted.
+    up_since: Option<Instant>,
 }
+
+/// A connection that lasted this long resets the reconnect backoff when it ends; a
+/// shorter one does not, so a connection the broker or a poison message kills right
+/// after every ConnAck (a retained oversized message on a subscribed topic comes back
+/// on every subscribe) backs off to `reconnect_max` instead of reconnecting in a
+/// tight loop.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// How often a continuing outage is logged at WARN.
 const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -365,7 +375,7 @@ impl Driver {
                     } else {
                         tracing::info!(broker = %self.url, "connected to broker");
                     }
-                    self.backoff.reset();
+                    self.up_since = Some(Instant::now());
                     last_warn = None;
                     self.announce();
                     let _ = self.events.send(LinkEvent::Connected).await;
@@ -401,6 +411,24 @@ impl Driver {
                         .connect_failures_total
                         .fetch_add(1, Ordering::Relaxed);
                     let was_connected = self.forget_unsent();
+                    if self
+                        .up_since
+                        .take()
+                        .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+                    {
+                        self.backoff.reset();
+                    }
+                    if let Some(len) = oversized(&error) {
+                        tracing::error!(
+                            broker = %self.url,
+                            packet.bytes = len,
+                            limit.bytes = crate::limits::MAX_PACKET_BYTES,
+                            "the broker sent a packet larger than fog accepts, which ends the connection; \
+                             if it is retained it comes back on every reconnect: clear it \
+                             (mosquitto_pub -r -n -t TOPIC) and cap the broker's max_packet_size \
+                             (fog-coordinator broker-config)"
+                        );
+                    }
                     if was_connected {
                         tracing::warn!(broker = %self.url, %error, "lost connection to broker");
                         let _ = self.events.send(LinkEvent::Disconnected).await;
@@ -456,6 +484,11 @@ impl Driver {
     }
 
     fn announce(&self) {
+        let clears = |a: &&Announce| a.retain && a.payload.is_empty();
+        // Clears first: sent before the SUBSCRIBE on the same connection, an empty
+        // retained message removes what is retained there before the subscription
+        // would deliver it (a poison message on our own topic is gone for good).
+        self.publish_announcements(self.on_connect.iter().filter(clears));
         if !self.subscriptions.is_empty() {
             let subs = self
                 .subscriptions
@@ -465,8 +498,12 @@ impl Driver {
                 tracing::error!(%error, "could not queue subscriptions");
             }
         }
+        self.publish_announcements(self.on_connect.iter().filter(|a| !clears(a)));
+    }
+
+    fn publish_announcements<'a>(&self, list: impl Iterator<Item = &'a Announce>) {
         let mut order = lock(&self.order);
-        for a in &self.on_connect {
+        for a in list {
             match self
                 .client
                 .try_publish(a.topic.clone(), a.qos, a.retain, a.payload.clone())
@@ -495,6 +532,16 @@ impl Driver {
             }
         }
         self.connected.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The size of the packet that ended the connection, if that is what ended it.
+fn oversized(error: &rumqttc::ConnectionError) -> Option<usize> {
+    match error {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(len),
+        )) => Some(*len),
+        _ => None,
     }
 }
 
