@@ -46,6 +46,9 @@ pub const MQTT_OVERHEAD_BYTES: usize = 1024;
 /// forward.
 pub const MAX_PACKET_BYTES: usize = MAX_MESSAGE_BYTES + MQTT_OVERHEAD_BYTES;
 
+// The framing of a publish on the longest reply topic the coordinator accepts (256).
+const _: () = assert!(5 + 2 + 256 + 2 <= MQTT_OVERHEAD_BYTES);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,7 +68,5 @@ mod tests {
         ] {
             assert!(m <= MAX_MESSAGE_BYTES);
         }
-        // The longest reply topic the coordinator accepts is 256 bytes.
-        assert!(5 + 2 + 256 + 2 <= MQTT_OVERHEAD_BYTES);
     }
 }

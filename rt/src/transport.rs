@@ -407,28 +407,7 @@ impl Driver {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    self.stats
-                        .connect_failures_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    let was_connected = self.forget_unsent();
-                    if self
-                        .up_since
-                        .take()
-                        .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
-                    {
-                        self.backoff.reset();
-                    }
-                    if let Some(len) = oversized(&error) {
-                        tracing::error!(
-                            broker = %self.url,
-                            packet.bytes = len,
-                            limit.bytes = crate::limits::MAX_PACKET_BYTES,
-                            "the broker sent a packet larger than fog accepts, which ends the connection; \
-                             if it is retained it comes back on every reconnect: clear it \
-                             (mosquitto_pub -r -n -t TOPIC) and cap the broker's max_packet_size \
-                             (fog-coordinator broker-config)"
-                        );
-                    }
+                    let was_connected = self.connection_ended(&error);
                     if was_connected {
                         tracing::warn!(broker = %self.url, %error, "lost connection to broker");
                         let _ = self.events.send(LinkEvent::Disconnected).await;
@@ -464,6 +443,31 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Book a failed poll: count it, forget what was unacknowledged, reset the backoff
+    /// only after a stable connection, say so if an oversized packet ended it.
+    /// Returns whether the link was up.
+    fn connection_ended(&mut self, error: &rumqttc::ConnectionError) -> bool {
+        self.stats
+            .connect_failures_total
+            .fetch_add(1, Ordering::Relaxed);
+        let was_connected = self.forget_unsent();
+        if self.up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+            self.backoff.reset();
+        }
+        if let Some(len) = oversized(error) {
+            tracing::error!(
+                broker = %self.url,
+                packet.bytes = len,
+                limit.bytes = crate::limits::MAX_PACKET_BYTES,
+                "the broker sent a packet larger than fog accepts, which ends the connection; \
+                 if it is retained it comes back on every reconnect: clear it \
+                 (mosquitto_pub -r -n -t TOPIC) and cap the broker's max_packet_size \
+                 (fog-coordinator broker-config)"
+            );
+        }
+        was_connected
     }
 
     /// Mark the link down and forget every publish not yet acknowledged: rumqttc drops

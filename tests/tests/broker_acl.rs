@@ -102,12 +102,10 @@ impl Probe {
             .subscribe(filter, QoS::AtLeastOnce)
             .await
             .expect("queued");
-        loop {
-            match tokio::time::timeout(WAIT, self.seen.recv()).await {
-                Ok(Some(Seen::SubAck)) => return,
-                Ok(Some(other)) => panic!("before SUBACK: {other:?}"),
-                _ => panic!("no SUBACK for {filter}"),
-            }
+        match tokio::time::timeout(WAIT, self.seen.recv()).await {
+            Ok(Some(Seen::SubAck)) => {}
+            Ok(Some(other)) => panic!("before SUBACK: {other:?}"),
+            _ => panic!("no SUBACK for {filter}"),
         }
     }
 
