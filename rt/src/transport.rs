@@ -453,7 +453,11 @@ impl Driver {
             .connect_failures_total
             .fetch_add(1, Ordering::Relaxed);
         let was_connected = self.forget_unsent();
-        if self.up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+        if self
+            .up_since
+            .take()
+            .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+        {
             self.backoff.reset();
         }
         if let Some(len) = oversized(error) {
