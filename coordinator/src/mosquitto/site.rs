@@ -283,7 +283,15 @@ pub fn listener_conf(l: &Listener) -> String {
         .map(|b| format!(" {b}"))
         .unwrap_or_default();
     let auth = match &l.mtls {
-        None => format!("password_file {dir}/passwd\n"),
+        None => format!(
+            "password_file {dir}/passwd\n\
+             # TLS, so the passwords do not cross the network in the clear (fog sends one over\n\
+             # plain mqtt:// only with allow_plaintext_password = true): uncomment and point\n\
+             # at the broker's files, and use url = \"mqtts://...\" with ca_file in [broker].\n\
+             # cafile /etc/mosquitto/ca_certificates/ca.pem\n\
+             # certfile /etc/mosquitto/certs/broker.pem\n\
+             # keyfile /etc/mosquitto/certs/broker.key\n"
+        ),
         Some(t) => format!(
             "# Mutual TLS: the client certificate's CN is the username the ACL sees.\n\
              cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
