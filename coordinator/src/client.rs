@@ -52,6 +52,21 @@ fn random_id(prefix: &str) -> String {
     )
 }
 
+/// This client's reply topic. With a broker username it lies under the username,
+/// `{prefix}/v1/clients/{username}/{client_id}/results`, where the generated broker ACL
+/// lets only that user read (`fog-coordinator broker-config`); without one it is
+/// `{prefix}/v1/clients/{client_id}/results`, as before.
+pub fn reply_topic(topics: &Topics, broker: &BrokerConfig, client_id: &NodeId) -> String {
+    match broker
+        .credentials
+        .as_ref()
+        .and_then(|(user, _)| NodeId::new(user.as_str()).ok())
+    {
+        Some(user) => format!("{}/v1/clients/{user}/{client_id}/results", topics.prefix()),
+        None => topics.client_results(client_id),
+    }
+}
+
 impl Client {
     pub async fn connect(
         broker: &BrokerConfig,
@@ -59,7 +74,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Client, ClientError> {
         let client_id = NodeId::new(random_id("fog-cli")).expect("generated ids are valid");
-        let reply_to = topics.client_results(&client_id);
+        let reply_to = reply_topic(&topics, broker, &client_id);
         let mut link = Link::start(LinkOptions {
             broker: broker.clone(),
             client_id: client_id.to_string(),
@@ -476,6 +491,39 @@ impl<'a> BenchRun<'a> {
             std::io::stderr(),
             "\r[{bar}] {pct:3}% {}/{tasks}",
             self.done.len()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reply_topic_lies_under_the_broker_username_when_there_is_one() {
+        let topics = Topics::default();
+        let id = NodeId::new("fog-cli-1").expect("valid");
+        let plain = BrokerConfig::plain("mqtt://127.0.0.1:1883").expect("url");
+        assert_eq!(
+            reply_topic(&topics, &plain, &id),
+            "fog/v1/clients/fog-cli-1/results"
+        );
+        let with_user = BrokerConfig {
+            credentials: Some(("ops".into(), "pw".into())),
+            ..plain.clone()
+        };
+        assert_eq!(
+            reply_topic(&topics, &with_user, &id),
+            "fog/v1/clients/ops/fog-cli-1/results"
+        );
+        // A username that cannot be a topic segment keeps the old form.
+        let odd = BrokerConfig {
+            credentials: Some(("a/b".into(), "pw".into())),
+            ..plain
+        };
+        assert_eq!(
+            reply_topic(&topics, &odd, &id),
+            "fog/v1/clients/fog-cli-1/results"
         );
     }
 }

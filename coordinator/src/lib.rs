@@ -48,6 +48,7 @@ pub mod dispatch;
 #[cfg(feature = "demo")]
 pub mod fleet;
 pub mod journal;
+pub mod mosquitto;
 pub mod phi;
 pub mod placement;
 pub mod registry;

@@ -23,7 +23,8 @@
 //! link, the only importer of rumqttc) with [`backoff`], [`clock`] (wall-clock
 //! milliseconds), [`signals`] (SIGTERM/SIGINT to a cancellation), [`logging`],
 //! [`sdnotify`] (systemd's notify protocol) and [`systemd`] (the readiness, status and
-//! watchdog policy), [`host`] (the hostname), [`keys`] (Ed25519 keys and message seals).
+//! watchdog policy), [`host`] (the hostname), [`keys`] (Ed25519 keys and message seals),
+//! [`limits`] (the packet-size ceiling fog and its broker share).
 
 pub mod backoff;
 pub mod broker;
@@ -31,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod host;
 pub mod keys;
+pub mod limits;
 pub mod logging;
 pub mod sdnotify;
 pub mod signals;

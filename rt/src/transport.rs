@@ -71,7 +71,8 @@ pub struct LinkOptions {
     pub will: Option<Announce>,
     pub on_connect: Vec<Announce>,
     pub subscriptions: Vec<(String, QoS)>,
-    /// Largest MQTT packet sent or accepted.
+    /// Largest MQTT packet sent. Incoming packets are accepted up to this or
+    /// [`crate::limits::MAX_PACKET_BYTES`], whichever is larger.
     pub max_packet_bytes: usize,
     /// Capacity of rumqttc's request channel and of the event channel to the owner.
     pub queue: usize,
@@ -155,7 +156,13 @@ pub fn mqtt_options(
     let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     o.set_keep_alive(broker.keep_alive);
     o.set_clean_session(true);
-    o.set_max_packet_size(max_packet_bytes, max_packet_bytes);
+    // Incoming: never below the ceiling the broker enforces (`limits`), so whatever the
+    // broker forwards is read and then refused by its decoder's own limit, not a
+    // dropped connection (rumqttc kills the link on an oversized packet).
+    o.set_max_packet_size(
+        max_packet_bytes.max(crate::limits::MAX_PACKET_BYTES),
+        max_packet_bytes,
+    );
     if let Some((u, p)) = &broker.credentials {
         o.set_credentials(u.clone(), p.clone());
     }
@@ -209,6 +216,7 @@ impl Link {
             subscriptions: opts.subscriptions,
             backoff: Backoff::new(opts.broker.reconnect_initial, opts.broker.reconnect_max),
             url: opts.broker.url(),
+            up_since: None,
         };
         let task = tokio::spawn(driver.run(close_rx));
         Ok(Link {
@@ -326,7 +334,16 @@ struct Driver {
     subscriptions: Vec<(String, QoS)>,
     backoff: Backoff,
     url: String,
+    /// When the current connection was accepted.
+    up_since: Option<Instant>,
 }
+
+/// A connection that lasted this long resets the reconnect backoff when it ends; a
+/// shorter one does not, so a connection the broker or a poison message kills right
+/// after every ConnAck (a retained oversized message on a subscribed topic comes back
+/// on every subscribe) backs off to `reconnect_max` instead of reconnecting in a
+/// tight loop.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// How often a continuing outage is logged at WARN.
 const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -358,7 +375,7 @@ impl Driver {
                     } else {
                         tracing::info!(broker = %self.url, "connected to broker");
                     }
-                    self.backoff.reset();
+                    self.up_since = Some(Instant::now());
                     last_warn = None;
                     self.announce();
                     let _ = self.events.send(LinkEvent::Connected).await;
@@ -390,10 +407,7 @@ impl Driver {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    self.stats
-                        .connect_failures_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    let was_connected = self.forget_unsent();
+                    let was_connected = self.connection_ended(&error);
                     if was_connected {
                         tracing::warn!(broker = %self.url, %error, "lost connection to broker");
                         let _ = self.events.send(LinkEvent::Disconnected).await;
@@ -431,6 +445,35 @@ impl Driver {
         }
     }
 
+    /// Book a failed poll: count it, forget what was unacknowledged, reset the backoff
+    /// only after a stable connection, say so if an oversized packet ended it.
+    /// Returns whether the link was up.
+    fn connection_ended(&mut self, error: &rumqttc::ConnectionError) -> bool {
+        self.stats
+            .connect_failures_total
+            .fetch_add(1, Ordering::Relaxed);
+        let was_connected = self.forget_unsent();
+        if self
+            .up_since
+            .take()
+            .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+        {
+            self.backoff.reset();
+        }
+        if let Some(len) = oversized(error) {
+            tracing::error!(
+                broker = %self.url,
+                packet.bytes = len,
+                limit.bytes = crate::limits::MAX_PACKET_BYTES,
+                "the broker sent a packet larger than fog accepts, which ends the connection; \
+                 if it is retained it comes back on every reconnect: clear it \
+                 (mosquitto_pub -r -n -t TOPIC) and cap the broker's max_packet_size \
+                 (fog-coordinator broker-config)"
+            );
+        }
+        was_connected
+    }
+
     /// Mark the link down and forget every publish not yet acknowledged: rumqttc drops
     /// them on a clean-session reconnect, and so must our bookkeeping, or the FIFO would
     /// pair later packet ids with stale tokens. Returns whether the link was up.
@@ -449,6 +492,11 @@ impl Driver {
     }
 
     fn announce(&self) {
+        let clears = |a: &&Announce| a.retain && a.payload.is_empty();
+        // Clears first: sent before the SUBSCRIBE on the same connection, an empty
+        // retained message removes what is retained there before the subscription
+        // would deliver it (a poison message on our own topic is gone for good).
+        self.publish_announcements(self.on_connect.iter().filter(clears));
         if !self.subscriptions.is_empty() {
             let subs = self
                 .subscriptions
@@ -458,8 +506,12 @@ impl Driver {
                 tracing::error!(%error, "could not queue subscriptions");
             }
         }
+        self.publish_announcements(self.on_connect.iter().filter(|a| !clears(a)));
+    }
+
+    fn publish_announcements<'a>(&self, list: impl Iterator<Item = &'a Announce>) {
         let mut order = lock(&self.order);
-        for a in &self.on_connect {
+        for a in list {
             match self
                 .client
                 .try_publish(a.topic.clone(), a.qos, a.retain, a.payload.clone())
@@ -488,6 +540,16 @@ impl Driver {
             }
         }
         self.connected.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The size of the packet that ended the connection, if that is what ended it.
+fn oversized(error: &rumqttc::ConnectionError) -> Option<usize> {
+    match error {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(len),
+        )) => Some(*len),
+        _ => None,
     }
 }
 

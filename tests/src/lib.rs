@@ -5,10 +5,12 @@
 //!
 //! Which broker: the embedded rumqttd by default (in a child process, so it can be
 //! killed and restarted); a Mosquitto process with its own config when
-//! `FOG_E2E_MOSQUITTO=1` is set or the `mosquitto` feature is on.
+//! `FOG_E2E_MOSQUITTO=1` is set or the `mosquitto` feature is on. [`generated`]: Mosquitto
+//! with the configuration `fog-coordinator broker-config` writes.
 
 pub mod brokers;
 pub mod finals;
+pub mod generated;
 pub mod proxy;
 pub mod watcher;
 

@@ -92,7 +92,20 @@ impl LinkPlan {
             broker: self.broker.clone(),
             client_id: self.client_id.clone(),
             will: Some(self.retained(self.will.clone())),
-            on_connect: vec![self.retained(self.online.clone())],
+            on_connect: vec![
+                // Nothing retained on our tasks topic is an assignment (the coordinator
+                // never retains them), but a retained poison there (an oversized
+                // message, on a broker without fog's config) would come back on every
+                // subscribe and cut every connection: clear it before subscribing.
+                // Under the generated ACL the broker drops this publish, harmlessly.
+                Announce {
+                    topic: self.tasks_topic.clone(),
+                    payload: Vec::new(),
+                    qos: Qos::AtMostOnce,
+                    retain: true,
+                },
+                self.retained(self.online.clone()),
+            ],
             subscriptions: vec![(self.tasks_topic.clone(), Qos::AtLeastOnce)],
             max_packet_bytes: self.max_packet_bytes,
             queue: 1024,

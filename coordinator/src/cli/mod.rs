@@ -6,6 +6,7 @@
 
 mod bench;
 mod broker;
+mod broker_config;
 mod demo;
 mod serve;
 mod status;
@@ -67,6 +68,9 @@ enum Command {
     Demo(demo::Args),
     /// Run only the embedded MQTT broker (for tests and single-machine sites).
     Broker(broker::Args),
+    /// Write a Mosquitto ACL, password file, credentials and listener for the site's
+    /// nodes, clients and coordinator.
+    BrokerConfig(broker_config::Args),
     /// Print the default config with every key documented.
     PrintDefaultConfig,
 }
@@ -79,6 +83,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Broker(a) => broker::run(&a),
+        Command::BrokerConfig(a) => broker_config::run(&a),
         Command::Serve(a) => serve::run(a),
         Command::Status(a) => status::run(&a),
         Command::Tasks(a) => tasks::run(&a),
