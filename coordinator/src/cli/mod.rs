@@ -7,6 +7,7 @@
 mod bench;
 mod broker;
 mod demo;
+mod keys;
 mod serve;
 mod status;
 mod submit;
@@ -67,6 +68,8 @@ enum Command {
     Demo(demo::Args),
     /// Run only the embedded MQTT broker (for tests and single-machine sites).
     Broker(broker::Args),
+    /// Make keys (`keys client NAME`: a client's key and its [clients.NAME] table).
+    Keys(keys::Args),
     /// Print the default config with every key documented.
     PrintDefaultConfig,
 }
@@ -85,6 +88,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Submit(a) => submit::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(&a),
+        Command::Keys(a) => keys::run(a),
     };
     match res {
         Ok(code) | Err(code) => code,

@@ -37,6 +37,7 @@ pub struct FleetBuilder {
     liveness: LivenessConfig,
     placement: PlacementConfig,
     coordinator_data_dir: Option<PathBuf>,
+    security: crate::config::SecurityConfig,
 }
 
 impl FleetBuilder {
@@ -56,6 +57,7 @@ impl FleetBuilder {
             liveness: LivenessConfig::default(),
             placement: PlacementConfig::default(),
             coordinator_data_dir: None,
+            security: crate::config::SecurityConfig::lab(),
         })
     }
 
@@ -87,6 +89,13 @@ impl FleetBuilder {
     }
 
     /// A label every agent announces.
+    /// The coordinator's `[security]` and `[clients]` (default: `SecurityConfig::lab()`,
+    /// everything open).
+    pub fn security(mut self, security: crate::config::SecurityConfig) -> Self {
+        self.security = security;
+        self
+    }
+
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.to_owned(), value.to_owned());
         self
@@ -179,7 +188,7 @@ impl FleetBuilder {
             scaling: Default::default(),
             data_dir: self.coordinator_data_dir.clone(),
             broker: self.coordinator_broker.clone(),
-            security: crate::config::SecurityConfig::lab(),
+            security: self.security.clone(),
         }
     }
 
