@@ -192,7 +192,13 @@ impl Client {
         if let Some(s) = &self.signer {
             // One signature per list, not per task.
             let mut buf = Vec::with_capacity(estimate);
-            fog_rt::keys::seal(&mut list, &s.key, &s.name, fog_rt::clock::now_ms(), &mut buf)?;
+            fog_rt::keys::seal(
+                &mut list,
+                &s.key,
+                &s.name,
+                fog_rt::clock::now_ms(),
+                &mut buf,
+            )?;
         }
         let mut bytes = Vec::with_capacity(estimate + 256);
         codec::encode_into(&list, self.encoding, &mut bytes)?;

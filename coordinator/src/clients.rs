@@ -121,7 +121,10 @@ pub fn parse_clients(origin: &str, table: toml::Table) -> Result<Clients, Config
             Kinds::Any
         } else {
             if let Some(k) = raw.kinds.iter().find(|k| k.is_empty()) {
-                return Err(bad(format!("clients.{name}.kinds"), format!("{k:?} is not a kind")));
+                return Err(bad(
+                    format!("clients.{name}.kinds"),
+                    format!("{k:?} is not a kind"),
+                ));
             }
             Kinds::Only(raw.kinds)
         };
@@ -162,7 +165,9 @@ pub enum Refusal {
     Kind { client: String, kind: String },
     #[error("submission refused: {0}")]
     Target(String),
-    #[error("submission refused: reply topic {topic:?} is not under client {client:?}'s {namespace}")]
+    #[error(
+        "submission refused: reply topic {topic:?} is not under client {client:?}'s {namespace}"
+    )]
     ReplyTopic {
         client: String,
         topic: String,
@@ -295,7 +300,12 @@ pub struct Gate {
 impl Default for Gate {
     /// Open: for tests and in-process fleets that are not about security.
     fn default() -> Gate {
-        Gate::new(true, Clients::new(), Duration::from_secs(300), Topics::default())
+        Gate::new(
+            true,
+            Clients::new(),
+            Duration::from_secs(300),
+            Topics::default(),
+        )
     }
 }
 
@@ -313,22 +323,21 @@ impl Gate {
         }
     }
 
-    /// From the coordinator's config; says at start if submissions are open.
-    pub fn from_config(s: &crate::config::SecurityConfig, topics: Topics) -> Gate {
-        if s.allow_unsigned_submissions {
+    /// Say (at start) if submissions are open, or if nobody may submit.
+    pub fn announce(&self) {
+        if self.open {
             tracing::warn!(
-                clients = s.clients.len(),
+                clients = self.clients.len(),
                 "security.allow_unsigned_submissions = true: ANY client that can reach the broker may submit tasks (lab only)"
             );
-        } else if s.clients.is_empty() {
+        } else if self.clients.is_empty() {
             tracing::warn!("no [clients] configured: every submission will be refused (see `fog-coordinator keys client`)");
+        } else {
+            tracing::info!(
+                clients = self.clients.len(),
+                "submissions taken only from configured clients"
+            );
         }
-        Gate::new(
-            s.allow_unsigned_submissions,
-            s.clients.clone(),
-            s.max_clock_skew,
-            topics,
-        )
     }
 
     /// Check `list` (received at wall-clock `now_ms`, monotonic `now` for the log
@@ -404,7 +413,11 @@ impl Gate {
             }
             Err(e) => return Err((Refusal::Seal(e), None)),
         }
-        let sig = list.seal.as_ref().map(|s| s.sig.0.as_slice()).unwrap_or(&[]);
+        let sig = list
+            .seal
+            .as_ref()
+            .map(|s| s.sig.0.as_slice())
+            .unwrap_or(&[]);
         match self.seen.take(sig, now_ms) {
             Ok(()) => Ok(policy.clone()),
             Err(r @ Refusal::Busy(_)) => Err((r, Some(policy.name.clone()))),
@@ -483,10 +496,10 @@ fn item(policy: &ClientPolicy, ns: &str, sub: &mut TaskSubmission) -> Result<(),
         match r.labels.get(k) {
             Some(asked) if asked != v => {
                 return Err(Refusal::Target(format!(
-                    "it asks for label {k}={}, but client {:?}'s tasks run only on nodes with {k}={v}",
-                    short(asked),
-                    policy.name
-                )))
+                "it asks for label {k}={}, but client {:?}'s tasks run only on nodes with {k}={v}",
+                short(asked),
+                policy.name
+            )))
             }
             Some(_) => {}
             None => {

@@ -233,7 +233,13 @@ impl Server {
         let topics = Topics::new(config.prefix.clone());
         let registry = Registry::new(topics.clone(), config.liveness.clone());
         let mut dispatch = Dispatcher::new(config.placement.clone());
-        dispatch.set_gate(Gate::from_config(&config.security, topics.clone()));
+        let s = &config.security;
+        dispatch.set_gate(Gate::new(
+            s.allow_unsigned_submissions,
+            s.clients.clone(),
+            s.max_clock_skew,
+            topics.clone(),
+        ));
         let (accepted_tx, accepted_rx) = tokio::sync::mpsc::unbounded_channel();
         let (journal, resend) = open_journal(config, &mut dispatch, accepted_tx)?;
         // The registry is empty until the retained birth records arrive.

@@ -189,7 +189,10 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
         .map(|(_, v)| v)
         .sum();
     if refused > 0 {
-        let _ = writeln!(out, "security: {refused} submissions refused (see `status --json`, submissions_refused_*)");
+        let _ = writeln!(
+            out,
+            "security: {refused} submissions refused (see `status --json`, submissions_refused_*)"
+        );
     }
     if let Some(a) = &s.scaling {
         let _ = writeln!(

@@ -57,7 +57,10 @@ fn admit(g: &mut Gate, list: TaskSubmissions) -> Admitted {
 /// Admitted nothing, answered nothing, and counted `label` once.
 fn refused_silently(g: &mut Gate, list: TaskSubmissions, label: &str) {
     let a = admit(g, list);
-    assert!(a.accepted.is_empty() && a.answered.is_empty(), "{label}: {a:?}");
+    assert!(
+        a.accepted.is_empty() && a.answered.is_empty(),
+        "{label}: {a:?}"
+    );
     assert_eq!(g.refused(label), 1, "{label}");
 }
 
@@ -137,7 +140,10 @@ fn a_signed_list_from_a_client_is_taken_and_narrowed_to_its_targets() {
     p.nodes = vec!["pi-1".into(), "pi-2".into()];
     p.labels = BTreeMap::from([("site".into(), "barn".into())]);
     let mut g = gate(vec![p]);
-    let a = admit(&mut g, signed(vec![sub("t1", "echo", OPS_REPLY)], &k, "ops", NOW));
+    let a = admit(
+        &mut g,
+        signed(vec![sub("t1", "echo", OPS_REPLY)], &k, "ops", NOW),
+    );
     assert!(a.answered.is_empty());
     let r = &a.accepted[0].requires;
     assert_eq!(r.nodes, vec!["pi-1".to_owned(), "pi-2".to_owned()]);
@@ -211,7 +217,10 @@ fn stale_and_future_lists_are_answered_on_the_clients_topics_only() {
     // Within the skew either way: taken.
     let mut g = gate(vec![policy("ops", &k, Kinds::Any)]);
     for at in [NOW - 299_000, NOW + 299_000] {
-        let a = admit(&mut g, signed(vec![sub("t", "echo", OPS_REPLY)], &k, "ops", at));
+        let a = admit(
+            &mut g,
+            signed(vec![sub("t", "echo", OPS_REPLY)], &k, "ops", at),
+        );
         assert_eq!(a.accepted.len(), 1, "{at}");
     }
 }
@@ -271,7 +280,11 @@ fn items_are_checked_one_by_one() {
         ["kind", "label", "node"]
     );
     let reasons: Vec<String> = a.answered.iter().map(|(_, r)| r.to_string()).collect();
-    assert!(reasons[0].contains("may not submit tasks of kind \"sha256\""), "{}", reasons[0]);
+    assert!(
+        reasons[0].contains("may not submit tasks of kind \"sha256\""),
+        "{}",
+        reasons[0]
+    );
     assert!(reasons[1].contains("label site=house"), "{}", reasons[1]);
     assert!(reasons[2].contains("node \"pi-9\""), "{}", reasons[2]);
     assert_eq!(g.refused("kind"), 1);
@@ -290,7 +303,10 @@ fn an_open_gate_takes_everything_and_says_so() {
     let named: BTreeMap<_, _> = g.named().collect();
     assert_eq!(named["submissions_unsigned_allowed"], 1);
     assert_eq!(named["submissions_refused_unsigned_total"], 0);
-    assert_eq!(gate(vec![]).named().last(), Some(("submissions_unsigned_allowed", 0)));
+    assert_eq!(
+        gate(vec![]).named().last(),
+        Some(("submissions_unsigned_allowed", 0))
+    );
 }
 
 #[test]
@@ -305,7 +321,10 @@ fn refusals_are_logged_at_most_once_per_period_but_all_counted() {
         g.admit(list, NOW, t0 + Duration::from_millis(i));
     }
     assert_eq!(g.refused("unsigned"), 100);
-    let i = LABELS.iter().position(|l| *l == "unsigned").expect("listed");
+    let i = LABELS
+        .iter()
+        .position(|l| *l == "unsigned")
+        .expect("listed");
     assert_eq!(g.last_log[i], Some(t0), "logged once, at the first");
 }
 

@@ -82,15 +82,24 @@ async fn a_refused_submission_leaves_nothing_behind_and_is_counted() {
     let wall = d.wall_ms();
 
     // Unsigned, signed by a stranger, stale: nothing sent for the first two.
-    assert!(d.on_submit(&r, &unsigned(vec![sub("u", "echo")]), now).is_empty());
+    assert!(d
+        .on_submit(&r, &unsigned(vec![sub("u", "echo")]), now)
+        .is_empty());
     let stranger = KeyPair::generate().expect("random").0;
     let forged = signed(vec![sub("f", "echo")], &stranger, wall);
     assert!(d.on_submit(&r, &forged, now).is_empty());
-    let stale = d.on_submit(&r, &signed(vec![sub("s", "echo")], &key, wall - 600_000), now);
+    let stale = d.on_submit(
+        &r,
+        &signed(vec![sub("s", "echo")], &key, wall - 600_000),
+        now,
+    );
     // A kind the client may not use.
     let kind = d.on_submit(&r, &signed(vec![sub("k", "sha256")], &key, wall), now);
 
-    for (out, id, why) in [(&stale, "s", "signed 600 s ago"), (&kind, "k", "kind \"sha256\"")] {
+    for (out, id, why) in [
+        (&stale, "s", "signed 600 s ago"),
+        (&kind, "k", "kind \"sha256\""),
+    ] {
         assert_eq!(out.len(), 1, "{id}: {out:?}");
         match &out[0] {
             Out::Reply { topic, result } => {

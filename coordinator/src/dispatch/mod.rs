@@ -36,6 +36,8 @@ use crate::journal::Op as JournalOp;
 use crate::placement::Strategy;
 use crate::registry::Registry;
 
+#[cfg(test)]
+mod client_tests;
 mod counters;
 mod eligibility;
 mod history;
@@ -43,8 +45,6 @@ mod lifecycle;
 mod nodes;
 mod results;
 mod table;
-#[cfg(test)]
-mod client_tests;
 #[cfg(test)]
 mod tests;
 
@@ -167,8 +167,9 @@ impl Dispatcher {
         self.warm_until = Some(until);
     }
 
-    /// Check every submission against these clients from now on.
+    /// Check every submission against these clients from now on (said in the log).
     pub fn set_gate(&mut self, gate: Gate) {
+        gate.announce();
         self.gate = gate;
     }
 
