@@ -27,7 +27,9 @@ printf 'user root\nlistener %s 127.0.0.1\nallow_anonymous true\npersistence fals
 mosquitto -c "$work/mosquitto.conf" & pids+=($!)
 sleep 0.5
 url="mqtt://127.0.0.1:$port"
-printf 'encoding = "%s"\ndata_dir = "%s/coordinator"\n[broker]\nurl = "%s"\n' "$encoding" "$work" "$url" > "$work/coordinator.toml"
+# The bench signs its lists as client `bench` (security.client_key), as a site would.
+printf 'encoding = "%s"\ndata_dir = "%s/coordinator"\n[security]\nclient_key = "%s/bench.key"\n[broker]\nurl = "%s"\n' "$encoding" "$work" "$work" "$url" > "$work/coordinator.toml"
+${CARGO_TARGET_DIR:-target}/release/fog-coordinator keys client bench --dir "$work" --kind "$kind" >> "$work/coordinator.toml" 2>/dev/null
 FOG_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-coordinator serve --config "$work/coordinator.toml" & pids+=($!)
 for i in $(seq "$agents"); do
     printf 'node_id = "bench-%s"\ndata_dir = "%s/a%s"\nencoding = "%s"\nheartbeat_interval_secs = 1.0\n[pool]\nqueue_capacity = 4096\narena_bytes = 16777216\n[broker]\nurl = "%s"\n' "$i" "$work" "$i" "$encoding" "$url" > "$work/a$i.toml"

@@ -53,11 +53,15 @@ FOG_AGENT_LOG=warn "$agent_bin" run --config "$work/agent.toml" 2>"$work/agent.l
 pids+=("$agent_pid")
 
 if [ "$with_coord" = 1 ]; then
+    # The bench signs as client `soak` (security.client_key), which [clients.soak] admits.
     cat > "$work/coordinator.toml" <<TOML
 data_dir = "$work/coordinator"
+[security]
+client_key = "$work/soak.key"
 [broker]
 url = "mqtt://127.0.0.1:$port"
 TOML
+    "$coord_bin" keys client soak --dir "$work" --kind sha256 >>"$work/coordinator.toml" 2>/dev/null
     FOG_LOG=warn "$coord_bin" serve --config "$work/coordinator.toml" 2>"$work/coordinator.log" &
     pids+=("$!")
     (

@@ -1,11 +1,15 @@
 //! The client side of tasks: `submit` one and wait for its result, or `bench` a load
-//! and count what came back.
+//! and count what came back. With a [`Signer`] every list is sealed with the client's
+//! key for its name, and results are asked for under `clients/NAME/` (all a broker ACL
+//! needs to let that client read).
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fog_rt::broker::BrokerConfig;
+use fog_rt::keys::{KeyError, KeyPair};
 use fog_rt::transport::{Link, LinkEvent, LinkOptions, Qos};
 use std::collections::VecDeque;
 
@@ -24,6 +28,47 @@ pub enum ClientError {
     Timeout { id: String, timeout: Duration },
     #[error("the mqtt link ended")]
     LinkEnded,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    BadName(String),
+    #[error("encoding or signing the submissions: {0}")]
+    Encode(#[from] fog_proto::EncodeError),
+}
+
+/// What a client signs its submissions with: its key, and its name (the seal's scope,
+/// and the `[clients.NAME]` table the coordinator checks it against).
+pub struct Signer {
+    key: KeyPair,
+    name: String,
+}
+
+impl Signer {
+    pub fn new(key: KeyPair, name: &str) -> Result<Signer, ClientError> {
+        crate::clients::valid_client_name(name).map_err(ClientError::BadName)?;
+        Ok(Signer {
+            key,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The key at `path`, named `name`, or else after the file's stem (`ops.key` is
+    /// client `ops`).
+    pub fn load(path: &Path, name: Option<&str>) -> Result<Signer, ClientError> {
+        let key = KeyPair::load(path)?;
+        let stem = path.file_stem().and_then(|s| s.to_str());
+        match name.or(stem) {
+            Some(n) => Signer::new(key, n),
+            None => Err(ClientError::BadName(format!(
+                "no client name in key file name {}; give --client-name",
+                path.display()
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// A connected client with its own reply topic.
@@ -32,6 +77,7 @@ pub struct Client {
     topics: Topics,
     reply_to: String,
     encoding: Encoding,
+    signer: Option<Signer>,
     /// Results received in a list and not yet handed out.
     pending: VecDeque<TaskResult>,
     /// Ids whose final result was handed out (bounded), so a reply the coordinator
@@ -68,13 +114,31 @@ pub fn reply_topic(topics: &Topics, broker: &BrokerConfig, client_id: &NodeId) -
 }
 
 impl Client {
+    /// An unsigned client (taken only by a coordinator with
+    /// `allow_unsigned_submissions`).
     pub async fn connect(
         broker: &BrokerConfig,
         topics: Topics,
         timeout: Duration,
     ) -> Result<Client, ClientError> {
+        Self::connect_as(broker, topics, timeout, None).await
+    }
+
+    /// A client that signs with `signer` (if any).
+    pub async fn connect_as(
+        broker: &BrokerConfig,
+        topics: Topics,
+        timeout: Duration,
+        signer: Option<Signer>,
+    ) -> Result<Client, ClientError> {
         let client_id = NodeId::new(random_id("fog-cli")).expect("generated ids are valid");
-        let reply_to = reply_topic(&topics, broker, &client_id);
+        // A signing client replies under its client name (what the coordinator's
+        // reply-namespace check and the generated ACL expect: make the broker user the
+        // same name); otherwise under its broker username, if it has one.
+        let reply_to = match &signer {
+            Some(s) => topics.named_client_results(s.name(), &client_id),
+            None => reply_topic(&topics, broker, &client_id),
+        };
         let mut link = Link::start(LinkOptions {
             broker: broker.clone(),
             client_id: client_id.to_string(),
@@ -104,6 +168,7 @@ impl Client {
             topics,
             reply_to,
             encoding: Encoding::Json,
+            signer,
             pending: VecDeque::new(),
             finished: Default::default(),
             finished_order: VecDeque::new(),
@@ -141,13 +206,20 @@ impl Client {
             .iter()
             .map(|s| s.payload.0.len() * 4 / 3 + s.id.len() + s.reply_to.len() + 128)
             .sum();
-        let mut bytes = Vec::with_capacity(estimate + 64);
-        codec::encode_into(
-            &TaskSubmissions { items, seal: None },
-            self.encoding,
-            &mut bytes,
-        )
-        .expect("submissions always encode");
+        let mut list = TaskSubmissions { items, seal: None };
+        if let Some(s) = &self.signer {
+            // One signature per list, not per task.
+            let mut buf = Vec::with_capacity(estimate);
+            fog_rt::keys::seal(
+                &mut list,
+                &s.key,
+                &s.name,
+                fog_rt::clock::now_ms(),
+                &mut buf,
+            )?;
+        }
+        let mut bytes = Vec::with_capacity(estimate + 256);
+        codec::encode_into(&list, self.encoding, &mut bytes)?;
         loop {
             match self.link.publish(
                 &self.topics.submit(),

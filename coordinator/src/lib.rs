@@ -12,6 +12,7 @@
 //!   dispatcher's output into list messages per topic.
 //! * [`journal`]: the redb task journal (group commits, read back on start).
 //! * [`scaling`]: scaling advice from the fleet's figures.
+//! * [`clients`]: who may submit what (`[clients]`), checked on every submission.
 //! * [`client`]: `submit` and `bench`, the CLI's client side; [`status`]: fetch the
 //!   retained snapshot and render it (`status`, `tasks`).
 //! * [`config`]: TOML → `CoordinatorConfig`, defaults in `default.toml`.
@@ -41,6 +42,7 @@ pub mod batcher;
 pub mod breaker;
 pub mod broker;
 pub mod client;
+pub mod clients;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batcher::Batcher;
 use crate::breaker::BreakerState;
+use crate::clients::Gate;
 use crate::config::CoordinatorConfig;
 use crate::dispatch::{Dispatcher, Out};
 use crate::journal::{Durable, Journal, JournalConfig};
@@ -242,6 +243,13 @@ impl Server {
         let topics = Topics::new(config.prefix.clone());
         let registry = Registry::new(topics.clone(), config.liveness.clone());
         let mut dispatch = Dispatcher::new(config.placement.clone());
+        let s = &config.security;
+        dispatch.set_gate(Gate::new(
+            s.allow_unsigned_submissions,
+            s.clients.clone(),
+            s.max_clock_skew,
+            topics.clone(),
+        ));
         let (accepted_tx, accepted_rx) = tokio::sync::mpsc::unbounded_channel();
         let (journal, resend) = open_journal(config, &mut dispatch, accepted_tx)?;
         // The registry is empty until the retained birth records arrive.

@@ -176,6 +176,24 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
         if s.online { "online" } else { "OFFLINE" },
         ago(now_ms, s.at_ms),
     );
+    if s.counters.get("submissions_unsigned_allowed") == Some(&1) {
+        let _ = writeln!(
+            out,
+            "security: submissions are taken from anyone, unsigned (allow_unsigned_submissions = true, lab only)"
+        );
+    }
+    let refused: u64 = s
+        .counters
+        .iter()
+        .filter(|(k, _)| k.starts_with("submissions_refused_"))
+        .map(|(_, v)| v)
+        .sum();
+    if refused > 0 {
+        let _ = writeln!(
+            out,
+            "security: {refused} submissions refused (see `status --json`, submissions_refused_*)"
+        );
+    }
     if let Some(a) = &s.scaling {
         let _ = writeln!(
             out,

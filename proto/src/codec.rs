@@ -166,7 +166,7 @@ pub fn encode_into<M: Message>(
 }
 
 /// Append the bare postcard encoding of `value` (no marker, no version) to `out`:
-/// what a [`crate::seal::Seal`] signs.
+/// what a seal signs.
 pub(crate) fn postcard_append<T: Serialize + ?Sized>(
     value: &T,
     what: &'static str,

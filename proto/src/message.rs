@@ -458,11 +458,18 @@ pub struct Requirements {
     /// Free memory the node last reported, at least (bytes; 0 = no constraint).
     #[serde(default)]
     pub min_free_memory_bytes: u64,
+    /// The node must be one of these (node ids); empty means any. The coordinator sets
+    /// it from the submitting client's `nodes` (see `[clients]`).
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 impl Requirements {
     pub fn is_empty(&self) -> bool {
-        self.arch.is_empty() && self.labels.is_empty() && self.min_free_memory_bytes == 0
+        self.arch.is_empty()
+            && self.labels.is_empty()
+            && self.min_free_memory_bytes == 0
+            && self.nodes.is_empty()
     }
 }
 
@@ -480,6 +487,9 @@ impl std::fmt::Display for Requirements {
                 "{} MiB free",
                 self.min_free_memory_bytes / (1024 * 1024)
             ));
+        }
+        if !self.nodes.is_empty() {
+            parts.push(format!("node {}", self.nodes.join("|")));
         }
         f.write_str(&parts.join(", "))
     }

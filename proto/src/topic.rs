@@ -251,6 +251,18 @@ impl Topics {
         format!("{}/clients/{}/results", self.base, client)
     }
 
+    /// `{prefix}/v1/clients/{name}/{client}/results`: the reply topic of a signing
+    /// client `name` (connection `client`), under [`Topics::client_namespace`].
+    pub fn named_client_results(&self, name: &str, client: &NodeId) -> String {
+        format!("{}/clients/{name}/{client}/results", self.base)
+    }
+
+    /// `{prefix}/v1/clients/{name}/`: every topic client `name` may be answered on
+    /// (and all a broker ACL lets it read, as `clients/{name}/#`).
+    pub fn client_namespace(&self, name: &str) -> String {
+        format!("{}/clients/{name}/", self.base)
+    }
+
     pub fn submit(&self) -> String {
         format!("{}/tasks/submit", self.base)
     }

@@ -123,14 +123,20 @@ impl RunningCoordinator {
 
     /// A coordinator from TOML: `extra` (top-level keys and tables such as
     /// `[placement]` or `[breaker]`), with the harness's status interval, an assumed
-    /// heartbeat interval of 1 s and its broker link set over it.
+    /// heartbeat interval of 1 s and its broker link set over it; unsigned submissions
+    /// allowed unless `extra` has a `[security]` table.
     pub fn start_toml(broker_url: &str, extra: &str) -> anyhow::Result<Self> {
         // Memory-only task state unless the test gives a data dir.
-        let extra = if extra.contains("data_dir") {
+        let mut extra = if extra.contains("data_dir") {
             extra.to_owned()
         } else {
             format!("data_dir = \"\"\n{extra}")
         };
+        // Unsigned submissions, as the harness's clients send, unless the test sets
+        // its own [security].
+        if !extra.contains("[security]") {
+            extra.push_str("\n[security]\nallow_unsigned_submissions = true\n");
+        }
         let cfg = fleet(broker_url)?
             .coordinator_heartbeat(Duration::from_secs(1))
             .coordinator_from_toml(&extra, "test")?;

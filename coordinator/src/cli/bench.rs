@@ -16,6 +16,8 @@ use super::{config_err, failure, load, runtime, Common};
 pub struct Args {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    sign: super::keys::SignArgs,
     #[arg(long, default_value_t = 10_000)]
     tasks: usize,
     #[arg(long, default_value_t = 256)]
@@ -53,12 +55,14 @@ pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
 }
 
 async fn bench(cfg: CoordinatorConfig, a: Args) -> Result<ExitCode, ExitCode> {
+    let signer = a.sign.signer(&cfg)?;
     let mut local = start_fleet(&cfg, a.fleet).await?;
     let broker = local.as_ref().map_or(cfg.broker.clone(), fleet::broker);
-    let mut c = Client::connect(
+    let mut c = Client::connect_as(
         &broker,
         Topics::new(cfg.prefix.clone()),
         Duration::from_secs(10),
+        signer,
     )
     .await
     .map_err(|e| failure(&e))?

@@ -8,6 +8,7 @@ mod bench;
 mod broker;
 mod broker_config;
 mod demo;
+mod keys;
 mod serve;
 mod status;
 mod submit;
@@ -71,6 +72,8 @@ enum Command {
     /// Write a Mosquitto ACL, password file, credentials and listener for the site's
     /// nodes, clients and coordinator.
     BrokerConfig(broker_config::Args),
+    /// Make keys (`keys client NAME`: a client's key and its [clients.NAME] table).
+    Keys(keys::Args),
     /// Print the default config with every key documented.
     PrintDefaultConfig,
 }
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Submit(a) => submit::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(&a),
+        Command::Keys(a) => keys::run(a),
     };
     match res {
         Ok(code) | Err(code) => code,

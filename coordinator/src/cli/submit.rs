@@ -14,6 +14,8 @@ use super::{config_err, failure, load, runtime, usage, Common, EXIT_NO_INPUT};
 pub struct Args {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    sign: super::keys::SignArgs,
     /// Task kind (echo, sha256, sleep, or a command the agents declare).
     #[arg(long)]
     kind: String,
@@ -47,11 +49,13 @@ pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
         return Err(usage("--timeout must be a positive number of seconds"));
     }
     let timeout = Duration::from_secs_f64(a.timeout.min(86_400.0));
+    let signer = a.sign.signer(&cfg)?;
     runtime()?.block_on(async move {
-        let mut c = client::Client::connect(
+        let mut c = client::Client::connect_as(
             &cfg.broker,
             Topics::new(cfg.prefix.clone()),
             Duration::from_secs(10),
+            signer,
         )
         .await
         .map_err(|e| failure(&e))?;

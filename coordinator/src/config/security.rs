@@ -10,6 +10,8 @@ use fog_rt::config::{interval, invalid, ConfigError};
 use fog_rt::keys::PublicKey;
 use serde::Deserialize;
 
+use crate::clients::{parse_clients, Clients};
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSecurity {
@@ -19,6 +21,7 @@ pub(super) struct RawSecurity {
     allow_unapproved_nodes: Option<bool>,
     nodes_dir: Option<String>,
     node_keys: Option<BTreeMap<String, String>>,
+    client_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,8 +40,11 @@ pub struct SecurityConfig {
     pub nodes_dir: Option<PathBuf>,
     /// Node keys pinned in the config.
     pub node_keys: BTreeMap<NodeId, PublicKey>,
-    /// The `[clients]` table, read by [`crate::clients`].
-    pub clients: toml::Table,
+    /// Who may submit what (`[clients]`, see [`crate::clients`]).
+    pub clients: Clients,
+    /// The key `submit` and `bench` sign with when neither `--key` nor
+    /// `FOG_CLIENT_KEY` names one. `None`: unsigned.
+    pub client_key: Option<PathBuf>,
 }
 
 impl SecurityConfig {
@@ -51,7 +57,8 @@ impl SecurityConfig {
             allow_unapproved_nodes: true,
             nodes_dir: None,
             node_keys: BTreeMap::new(),
-            clients: toml::Table::new(),
+            clients: Clients::new(),
+            client_key: None,
         }
     }
 }
@@ -100,6 +107,7 @@ pub(super) fn security(
             .unwrap_or(false),
         nodes_dir: dir(r.nodes_dir, d.nodes_dir, data_dir, "nodes"),
         node_keys,
-        clients: clients.unwrap_or_default(),
+        clients: parse_clients(origin, clients.unwrap_or_default())?,
+        client_key: fog_rt::config::nonempty(r.client_key.or(d.client_key).map(PathBuf::from)),
     })
 }

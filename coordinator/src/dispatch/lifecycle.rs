@@ -143,7 +143,7 @@ impl Dispatcher {
     }
 
     /// A reply from the coordinator itself (the task never ran, or ran out of tries).
-    fn answer(&self, sub: &TaskSubmission, attempt: u32, outcome: Outcome) -> Out {
+    pub(super) fn answer(&self, sub: &TaskSubmission, attempt: u32, outcome: Outcome) -> Out {
         Out::Reply {
             topic: sub.reply_to.clone(),
             result: TaskResult {

@@ -26,15 +26,18 @@
 
 use std::time::Duration;
 
-use fog_proto::{codec, NodeId, TaskAssignment, TaskResult, TaskResults, TaskSubmissions};
+use fog_proto::{codec, NodeId, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmissions};
 use fog_proto::{TaskSummary, STATUS_TASKS_MAX};
 use tokio::time::Instant;
 
 use crate::breaker::{BreakerConfig, BreakerState};
+use crate::clients::Gate;
 use crate::journal::Op as JournalOp;
 use crate::placement::Strategy;
 use crate::registry::Registry;
 
+#[cfg(test)]
+mod client_tests;
 mod counters;
 mod eligibility;
 mod history;
@@ -121,6 +124,8 @@ pub struct Dispatcher {
     /// instead of being refused (right after start or a reconnect, while the retained
     /// birth records arrive).
     warm_until: Option<Instant>,
+    /// Who may submit what; open (everything taken) unless [`Dispatcher::set_gate`].
+    gate: Gate,
     /// Durable-state writes the service hands to the journal after each call.
     pub journal: Vec<JournalOp>,
     pub counters: DispatchCounters,
@@ -150,6 +155,7 @@ impl Dispatcher {
             wall: fog_rt::clock::now_ms,
             journaling: false,
             warm_until: None,
+            gate: Gate::default(),
             journal: Vec::new(),
             counters: DispatchCounters::default(),
         }
@@ -159,6 +165,17 @@ impl Dispatcher {
     /// being refused at once (call on start and after every (re)subscription).
     pub fn warm_up(&mut self, until: Instant) {
         self.warm_until = Some(until);
+    }
+
+    /// Check every submission against these clients from now on (said in the log).
+    pub fn set_gate(&mut self, gate: Gate) {
+        gate.announce();
+        self.gate = gate;
+    }
+
+    /// Who may submit what.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// Record every state change in [`Dispatcher::journal`] from now on.
@@ -244,9 +261,22 @@ impl Dispatcher {
                 return Vec::new();
             }
         };
+        // Refused ones are answered (where the gate allows) before anything else
+        // happens to them: not journaled, not placed, not remembered.
+        let admitted = self.gate.admit(list, self.wall_ms(), now);
+        let mut out = Vec::with_capacity(admitted.accepted.len() + admitted.answered.len());
+        for (sub, refusal) in admitted.answered {
+            let outcome = Outcome::Rejected {
+                reason: refusal.to_string(),
+                retryable: refusal.retryable(),
+            };
+            out.push(self.answer(&sub, 0, outcome));
+        }
+        if admitted.accepted.is_empty() {
+            return out;
+        }
         self.nodes.sync(registry, now, &self.cfg);
-        let mut out = Vec::with_capacity(list.items.len());
-        for sub in list.items {
+        for sub in admitted.accepted {
             out.extend(self.submit_one(sub, now));
         }
         out
@@ -292,7 +322,9 @@ impl Dispatcher {
     }
 
     pub fn counters_map(&self) -> Vec<(&'static str, u64)> {
-        self.counters.named(self.table.len(), self.table.waiting())
+        let mut v = self.counters.named(self.table.len(), self.table.waiting());
+        v.extend(self.gate.named());
+        v
     }
 }
 

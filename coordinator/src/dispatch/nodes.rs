@@ -52,6 +52,7 @@ impl Slot {
     /// Whether the node meets a task's requirements.
     pub(super) fn meets(&self, r: &Requirements) -> bool {
         (r.arch.is_empty() || r.arch == self.arch)
+            && (r.nodes.is_empty() || r.nodes.iter().any(|n| n == self.id.as_str()))
             && r.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
             && (r.min_free_memory_bytes == 0
                 || self

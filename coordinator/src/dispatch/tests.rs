@@ -17,9 +17,9 @@ fn registry_with_arch(nodes: &[(&str, &str)]) -> Registry {
 }
 
 /// A node's id, arch and labels.
-type TestNode<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+pub(super) type TestNode<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
-fn registry_with_labels(nodes: &[TestNode]) -> Registry {
+pub(super) fn registry_with_labels(nodes: &[TestNode]) -> Registry {
     let mut r = Registry::new(Topics::default(), LivenessConfig::default());
     for (n, arch, labels) in nodes {
         let s = Status {
@@ -113,7 +113,7 @@ fn now() -> Instant {
     Instant::now()
 }
 
-fn rr() -> Dispatcher {
+pub(super) fn rr() -> Dispatcher {
     Dispatcher::with_seed(
         PlacementConfig {
             strategy: Strategy::RoundRobin,
@@ -125,7 +125,7 @@ fn rr() -> Dispatcher {
     )
 }
 
-fn node_of(o: &Out) -> String {
+pub(super) fn node_of(o: &Out) -> String {
     match o {
         Out::Assign { node, .. } => node.to_string(),
         other => panic!("not an assignment: {other:?}"),

@@ -48,6 +48,7 @@ pub struct FleetBuilder {
     /// The folder, when this builder made it (`new`); `with_keys` borrows one.
     _keys_owner: Option<Arc<tempfile::TempDir>>,
     coordinator_key: String,
+    security: crate::config::SecurityConfig,
 }
 
 impl FleetBuilder {
@@ -88,6 +89,7 @@ impl FleetBuilder {
             liveness: LivenessConfig::default(),
             placement: PlacementConfig::default(),
             coordinator_data_dir: None,
+            security: crate::config::SecurityConfig::lab(),
         })
     }
 
@@ -119,6 +121,13 @@ impl FleetBuilder {
     }
 
     /// A label every agent announces.
+    /// The coordinator's `[security]` and `[clients]` (default: `SecurityConfig::lab()`,
+    /// everything open).
+    pub fn security(mut self, security: crate::config::SecurityConfig) -> Self {
+        self.security = security;
+        self
+    }
+
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.to_owned(), value.to_owned());
         self
@@ -224,7 +233,7 @@ impl FleetBuilder {
             scaling: Default::default(),
             data_dir: self.coordinator_data_dir.clone(),
             broker: self.coordinator_broker.clone(),
-            security: self.security(crate::config::SecurityConfig::lab()),
+            security: self.with_fleet_key(self.security.clone()),
         }
     }
 
@@ -240,12 +249,12 @@ impl FleetBuilder {
         cfg.status_interval = self.status_interval;
         cfg.liveness.default_heartbeat_interval = self.liveness.default_heartbeat_interval;
         aim(&mut cfg.broker, &self.coordinator_broker);
-        cfg.security = self.security(cfg.security);
+        cfg.security = self.with_fleet_key(cfg.security);
         Ok(cfg)
     }
 
     /// `security` with the fleet's signing key.
-    fn security(&self, mut security: SecurityConfig) -> SecurityConfig {
+    fn with_fleet_key(&self, mut security: SecurityConfig) -> SecurityConfig {
         security.key_dir = Some(self.keys_dir.clone());
         security
     }

@@ -218,6 +218,7 @@ pub fn submission() -> TaskSubmission {
             arch: "aarch64".into(),
             labels: BTreeMap::from([("zone".into(), "north".into())]),
             min_free_memory_bytes: 64 * 1024 * 1024,
+            nodes: vec!["pi-1".into()],
         },
         strategy: String::new(),
     }
