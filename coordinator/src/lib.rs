@@ -27,13 +27,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
 //! let config = fog_coordinator::config::CoordinatorConfig::from_toml("", "inline")?;
-//! let (view, _rx) = tokio::sync::watch::channel(Arc::new(fog_proto::CoordinatorStatus {
-//!     online: false, at_ms: 0, version: String::new(), reason: String::new(),
-//!     nodes: vec![], counters: Default::default(),
-//!     running: vec![], recent: vec![], dead: vec![], scaling: None,
-//! }));
+//! let (view, _rx) = tokio::sync::watch::channel(fog_coordinator::service::empty_snapshot());
 //! fog_coordinator::service::serve(config, tokio_util::sync::CancellationToken::new(), view).await?;
 //! # Ok(()) }
 //! ```
