@@ -30,10 +30,18 @@ url="mqtt://127.0.0.1:$port"
 # The bench signs its lists as client `bench` (security.client_key), as a site would.
 printf 'encoding = "%s"\ndata_dir = "%s/coordinator"\n[security]\nclient_key = "%s/bench.key"\n[broker]\nurl = "%s"\n' "$encoding" "$work" "$work" "$url" > "$work/coordinator.toml"
 ${CARGO_TARGET_DIR:-target}/release/fog-coordinator keys client bench --dir "$work" --kind "$kind" >> "$work/coordinator.toml" 2>/dev/null
+# Secure as a site is: the coordinator signs (its key made here), the agents trust
+# that key, and their node keys are approved once they announce them.
+mkdir -p "$work/coordinator"
+coordinator_key=$(${CARGO_TARGET_DIR:-target}/release/fog-coordinator keys init --dir "$work/coordinator/keys" 2>/dev/null | sed -n "s/^fog-agent trust add '\(.*\)'$/\1/p")
 FOG_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-coordinator serve --config "$work/coordinator.toml" & pids+=($!)
 for i in $(seq "$agents"); do
-    printf 'node_id = "bench-%s"\ndata_dir = "%s/a%s"\nencoding = "%s"\nheartbeat_interval_secs = 1.0\n[pool]\nqueue_capacity = 4096\narena_bytes = 16777216\n[broker]\nurl = "%s"\n' "$i" "$work" "$i" "$encoding" "$url" > "$work/a$i.toml"
+    printf 'node_id = "bench-%s"\ndata_dir = "%s/a%s"\nencoding = "%s"\nheartbeat_interval_secs = 1.0\n[pool]\nqueue_capacity = 4096\narena_bytes = 16777216\n[trust]\ncoordinator_keys = ["%s"]\nkeys_dir = ""\n[broker]\nurl = "%s"\n' "$i" "$work" "$i" "$encoding" "$coordinator_key" "$url" > "$work/a$i.toml"
     FOG_AGENT_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-agent run --config "$work/a$i.toml" & pids+=($!)
+done
+sleep 2
+for i in $(seq "$agents"); do
+    ${CARGO_TARGET_DIR:-target}/release/fog-coordinator nodes --config "$work/coordinator.toml" approve "bench-$i" >/dev/null
 done
 sleep 2
 # CPU seconds (user + system) each process used during the bench, to see where the

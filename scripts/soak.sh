@@ -41,11 +41,19 @@ start_broker() {
 }
 start_broker
 
+# The coordinator's signing key, made ahead so the agent can trust it.
+coordinator_key=""
+if [ "$with_coord" = 1 ]; then
+    coordinator_key=$("$coord_bin" keys init --dir "$work/coordinator/keys" 2>/dev/null | sed -n "s/^fog-agent trust add '\(.*\)'$/\1/p")
+fi
 cat > "$work/agent.toml" <<TOML
 node_id = "soak"
 data_dir = "$work/agent"
 heartbeat_interval_secs = 1.0
 metrics_interval_secs = 1.0
+[trust]
+coordinator_keys = [$( [ -n "$coordinator_key" ] && printf '"%s"' "$coordinator_key" )]
+keys_dir = ""
 [broker]
 url = "mqtt://127.0.0.1:$port"
 TOML
@@ -64,6 +72,11 @@ TOML
     "$coord_bin" keys client soak --dir "$work" --kind sha256 >>"$work/coordinator.toml" 2>/dev/null
     FOG_LOG=warn "$coord_bin" serve --config "$work/coordinator.toml" 2>"$work/coordinator.log" &
     pids+=("$!")
+    # Approve the agent's node key once it has announced it.
+    for _ in $(seq 50); do
+        "$coord_bin" nodes --config "$work/coordinator.toml" approve soak >/dev/null 2>&1 && break
+        sleep 0.2
+    done
     (
         while true; do
             "$coord_bin" bench --config "$work/coordinator.toml" --tasks 200 --concurrency 20 \

@@ -44,6 +44,7 @@ pub mod demo;
 pub mod dispatch;
 #[cfg(feature = "demo")]
 pub mod fleet;
+pub mod identity;
 pub mod journal;
 pub mod mosquitto;
 pub mod phi;

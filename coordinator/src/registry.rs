@@ -24,6 +24,7 @@ use fog_proto::{
 };
 use tokio::time::Instant;
 
+use crate::identity::{Distrust, NodeKeys};
 use crate::phi::PhiDetector;
 
 /// Liveness rules.
@@ -65,6 +66,12 @@ pub enum IngestError {
     Decode { topic: String, source: DecodeError },
     #[error("{0}: not a topic the registry reads")]
     Unexpected(String),
+    #[error("{topic}: not believed: {why}")]
+    Distrusted {
+        topic: String,
+        why: String,
+        reason: &'static str,
+    },
 }
 
 impl IngestError {
@@ -80,6 +87,7 @@ impl IngestError {
                 ..
             } => "oversized",
             IngestError::Decode { .. } => "malformed",
+            IngestError::Distrusted { reason, .. } => reason,
         }
     }
 }
@@ -118,6 +126,10 @@ pub struct NodeEntry {
     offline_by_record: bool,
     /// Heartbeat gaps, for phi-accrual suspicion.
     pub gaps: PhiDetector,
+    /// Time of the newest status record believed, and the newest heartbeat's sequence
+    /// number in this session: what a replayed copy is measured against.
+    last_status_ms: u64,
+    last_heartbeat_seq: Option<u64>,
 }
 
 impl NodeEntry {
@@ -133,6 +145,8 @@ impl NodeEntry {
             gaps: PhiDetector::new(Duration::from_secs(5)),
             offline_reason: String::new(),
             offline_by_record: false,
+            last_status_ms: 0,
+            last_heartbeat_seq: None,
         }
     }
 }
@@ -146,6 +160,10 @@ pub struct Registry {
     /// Bumped on every change of a node's state or birth record, so placement can
     /// rebuild its eligible sets only when something it depends on changed.
     generation: u64,
+    /// Whose messages are believed (open unless [`Registry::set_node_keys`]).
+    keys: NodeKeys,
+    /// How far a believed status may be older than the last one (a replayed will).
+    max_skew_ms: u64,
 }
 
 impl Registry {
@@ -156,6 +174,50 @@ impl Registry {
             nodes: HashMap::new(),
             counters: BTreeMap::new(),
             generation: 0,
+            keys: NodeKeys::open(),
+            max_skew_ms: 300_000,
+        }
+    }
+
+    /// Believe only nodes signing with their approved keys.
+    pub fn set_node_keys(&mut self, keys: NodeKeys, max_skew: Duration) {
+        self.keys = keys;
+        self.max_skew_ms = u64::try_from(max_skew.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    pub fn node_keys(&self) -> &NodeKeys {
+        &self.keys
+    }
+
+    /// Check a node's results list before the dispatcher sees it; refusals counted.
+    pub fn believe_results(
+        &mut self,
+        node: &NodeId,
+        list: &mut fog_proto::TaskResults,
+        now: Instant,
+    ) -> bool {
+        match self.keys.check(node, list, None, now) {
+            Ok(()) => true,
+            Err(d) => {
+                self.count(d.counter());
+                false
+            }
+        }
+    }
+
+    fn distrusted(&mut self, topic: &str, d: &Distrust) -> IngestError {
+        self.count(d.counter());
+        let (reason, why) = match d {
+            Distrust::Unapproved => (
+                "unapproved",
+                "its key is not approved (see `fog-coordinator nodes list`)".to_owned(),
+            ),
+            Distrust::Impostor(e) => ("impostor", format!("not signed by its approved key: {e}")),
+        };
+        IngestError::Distrusted {
+            topic: topic.to_owned(),
+            why,
+            reason,
         }
     }
 
@@ -219,6 +281,10 @@ impl Registry {
                     "wrong_topic" => "rejected_wrong_topic_total",
                     "bad_node_id" => "rejected_bad_node_id_total",
                     "oversized" => "rejected_oversized_total",
+                    "unapproved" => "rejected_unapproved_total",
+                    "impostor" => "rejected_impostor_total",
+                    "replayed" => "rejected_replayed_total",
+                    "unsigned_reading" => "rejected_unsigned_reading_total",
                     _ => "rejected_malformed_total",
                 });
             }
@@ -240,22 +306,67 @@ impl Registry {
         };
         match kind {
             NodeTopic::Heartbeat => {
-                let hb: Heartbeat = codec::decode(payload).map_err(decode_err)?;
+                let mut hb: Heartbeat = codec::decode(payload).map_err(decode_err)?;
+                if !self.keys.is_open() {
+                    let id = NodeId::new(node)?;
+                    if let Err(d) = self.keys.check(&id, &mut hb, None, now) {
+                        return Err(self.distrusted(topic, &d));
+                    }
+                    if let Some(e) = self.nodes.get(node) {
+                        let started = e.birth.as_ref().map_or(0, |b| b.started_at_ms);
+                        let old_session = hb.at_ms.saturating_add(self.max_skew_ms) < started;
+                        let seen = e.last_heartbeat_seq.is_some_and(|s| hb.seq <= s);
+                        if old_session || seen {
+                            return Err(IngestError::Distrusted {
+                                topic: topic.to_owned(),
+                                why: "a heartbeat already seen, or from an earlier run (replayed)"
+                                    .into(),
+                                reason: "replayed",
+                            });
+                        }
+                    }
+                }
                 let e = self.touch(node, now, wall_ms);
+                e.last_heartbeat_seq = Some(hb.seq);
                 e.gaps.heartbeat(now);
                 e.heartbeat = Some(hb);
                 Ok(Ingested::Heartbeat)
             }
             NodeTopic::Metrics => {
                 let r: Reading = codec::decode(payload).map_err(decode_err)?;
+                // Readings are not signed (they are history, replayed from a node's
+                // backlog), so a coordinator that checks identities takes liveness and
+                // load only from signed heartbeats.
+                if !self.keys.is_open() {
+                    return Err(IngestError::Distrusted {
+                        topic: topic.to_owned(),
+                        why: "readings are not signed; heartbeats carry liveness".into(),
+                        reason: "unsigned_reading",
+                    });
+                }
                 let e = self.touch(node, now, wall_ms);
                 e.reading_cpu_pct = r.cpu.total_pct;
                 e.reading_mem_pct = Some(r.memory.used_pct);
                 Ok(Ingested::Reading)
             }
             NodeTopic::Status => {
-                let s: Status = codec::decode(payload).map_err(decode_err)?;
+                let mut s: Status = codec::decode(payload).map_err(decode_err)?;
                 let id = NodeId::new(node)?;
+                if !self.keys.is_open() {
+                    let announced = s.birth.as_ref().map(|b| b.node_key.clone());
+                    if let Err(d) = self.keys.check(&id, &mut s, announced.as_deref(), now) {
+                        return Err(self.distrusted(topic, &d));
+                    }
+                    let last = self.nodes.get(node).map_or(0, |e| e.last_status_ms);
+                    if s.at_ms.saturating_add(self.max_skew_ms) < last {
+                        return Err(IngestError::Distrusted {
+                            topic: topic.to_owned(),
+                            why: "older than the status already believed (a replayed record)"
+                                .into(),
+                            reason: "replayed",
+                        });
+                    }
+                }
                 if let Some(b) = &s.birth {
                     if b.node != id {
                         return Err(IngestError::Unexpected(format!(
@@ -269,6 +380,8 @@ impl Registry {
                     .entry(id.clone())
                     .or_insert_with(|| NodeEntry::new(now, wall_ms));
                 self.generation += 1;
+                entry.last_status_ms = entry.last_status_ms.max(s.at_ms);
+                entry.last_heartbeat_seq = None;
                 if s.online {
                     let interval = s
                         .birth
@@ -400,8 +513,8 @@ impl Registry {
             .map(|(id, e)| {
                 let hb = e.heartbeat.as_ref();
                 NodeSummary {
-                    identity: String::new(),
-                    task_trust: Default::default(),
+                    identity: self.keys.standing(id).to_owned(),
+                    task_trust: e.birth.as_ref().map(|b| b.task_trust).unwrap_or_default(),
                     node: id.clone(),
                     arch: e.birth.as_ref().map(|b| b.arch.clone()).unwrap_or_default(),
                     state: e.state,
@@ -433,6 +546,36 @@ impl Registry {
                 }
             })
             .collect();
+        // Nodes heard from but not believed, so an operator sees who waits.
+        for (node, claim) in self.keys.claims() {
+            if self.nodes.contains_key(node) && !claim.impostor {
+                continue;
+            }
+            if let Some(n) = v.iter_mut().find(|n| &n.node == node) {
+                n.identity = "impostor".into();
+                continue;
+            }
+            v.push(NodeSummary {
+                node: node.clone(),
+                arch: String::new(),
+                state: NodeState::Offline,
+                cores: 0,
+                cpu_pct: None,
+                mem_pct: None,
+                load1: None,
+                last_seen_ms: 0,
+                version: format!("key {}", claim.key_id),
+                queued: 0,
+                running: 0,
+                health: NodeHealth::Offline,
+                in_flight: 0,
+                breaker: String::new(),
+                latency_ms: 0.0,
+                degraded: Vec::new(),
+                identity: self.keys.standing(node).to_owned(),
+                task_trust: Default::default(),
+            });
+        }
         v.sort_by(|a, b| a.node.cmp(&b.node));
         v
     }

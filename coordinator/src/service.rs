@@ -42,6 +42,8 @@ pub enum ServeError {
     LinkEnded,
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error("node keys: {0}")]
+    NodeKeys(#[from] crate::identity::store::StoreError),
     #[error("the coordinator's signing key: {0}")]
     Key(#[from] fog_rt::keys::KeyError),
 }
@@ -241,7 +243,11 @@ impl Server {
         notifier: Notifier,
     ) -> Result<(Server, UnboundedReceiver<Durable>), ServeError> {
         let topics = Topics::new(config.prefix.clone());
-        let registry = Registry::new(topics.clone(), config.liveness.clone());
+        let mut registry = Registry::new(topics.clone(), config.liveness.clone());
+        registry.set_node_keys(
+            crate::identity::NodeKeys::new(&config.security)?,
+            config.security.max_clock_skew,
+        );
         let mut dispatch = Dispatcher::new(config.placement.clone());
         let s = &config.security;
         dispatch.set_gate(Gate::new(
@@ -332,9 +338,32 @@ impl Server {
                 self.dispatch
                     .on_submit(&self.registry, payload, Instant::now())
             }
-            Ok(ParsedTopic::Node(node, NodeTopic::Results)) => {
+            Ok(ParsedTopic::Node(node, NodeTopic::Results))
+                if self.registry.node_keys().is_open() =>
+            {
                 self.dispatch
                     .on_result(&self.registry, node.as_str(), payload, Instant::now())
+            }
+            Ok(ParsedTopic::Node(node, NodeTopic::Results)) => {
+                match codec::decode::<fog_proto::TaskResults>(payload) {
+                    Ok(mut list) => {
+                        let now = Instant::now();
+                        let id = node.to_owned();
+                        if self.registry.believe_results(&id, &mut list, now) {
+                            self.dispatch
+                                .on_result_list(&self.registry, id.as_str(), list, now)
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                    // Counted as malformed by the dispatcher, as before.
+                    Err(_) => self.dispatch.on_result(
+                        &self.registry,
+                        node.as_str(),
+                        payload,
+                        Instant::now(),
+                    ),
+                }
             }
             _ => Vec::new(),
         };

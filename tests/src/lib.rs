@@ -85,11 +85,26 @@ pub fn coordinator_key() -> fog_rt::keys::KeyPair {
 }
 
 /// The `[trust]` table of an agent config written as TOML: trusts [`coordinator_key`].
-pub fn trust_toml() -> String {
+/// Also makes the agent's node key in `data_dir` now and approves it, as the harness's
+/// fleets do for their in-process agents.
+pub fn trust_toml(node: &str, data_dir: &std::path::Path) -> String {
+    approve_node(node, data_dir);
     format!(
         "[trust]\ncoordinator_keys = [\"{}\"]\nkeys_dir = \"\"\n",
         coordinator_key().public().line()
     )
+}
+
+/// Make `node`'s key in `data_dir` (if missing) and approve it for the harness's
+/// coordinators.
+pub fn approve_node(node: &str, data_dir: &std::path::Path) -> fog_rt::keys::PublicKey {
+    let (identity, _) =
+        fog_agent::trust::Identity::load_or_create(data_dir, node).expect("the node key");
+    let key = fog_rt::keys::PublicKey::from_line(&identity.line()).expect("a key line");
+    let id = NodeId::new(node).expect("a valid node id");
+    fog_coordinator::identity::store::approve(&keys_dir().join("nodes"), &id, Some(key.clone()))
+        .expect("approving the node key");
+    key
 }
 
 /// `list` signed by [`coordinator_key`] for `node`, now, and encoded.
@@ -119,6 +134,14 @@ pub struct RunningCoordinator {
 impl RunningCoordinator {
     pub fn start(broker_url: &str, liveness: LivenessConfig) -> anyhow::Result<Self> {
         Self::start_with(fleet(broker_url)?.liveness(liveness).coordinator())
+    }
+
+    /// A coordinator that believes unapproved nodes (`allow_unapproved_nodes`), for
+    /// tests that play a node by hand with unsigned messages.
+    pub fn start_open(broker_url: &str, liveness: LivenessConfig) -> anyhow::Result<Self> {
+        let mut cfg = fleet(broker_url)?.liveness(liveness).coordinator();
+        cfg.security.allow_unapproved_nodes = true;
+        Self::start_with(cfg)
     }
 
     /// A coordinator from TOML: `extra` (top-level keys and tables such as

@@ -123,8 +123,8 @@ fn bad_messages() -> Vec<(String, Vec<u8>, &'static str)> {
 async fn bad_messages_are_counted_and_nothing_stops() {
     init_logging();
     let broker = TestBroker::start().expect("broker");
-    let mut coord =
-        RunningCoordinator::start(&broker.url(), LivenessConfig::default()).expect("coordinator");
+    let mut coord = RunningCoordinator::start_open(&broker.url(), LivenessConfig::default())
+        .expect("coordinator");
     coord
         .wait_for("coordinator connected", WAIT, |s| s.online)
         .await;

@@ -129,7 +129,7 @@ impl Tasks {
 /// Agent d1 as a process with its data on `data`; its log goes to `log_path`.
 fn start_agent(dir: &Path, data: &Path, broker: &TestBroker, log_path: &Path) -> Child {
     let cfg = dir.join("d1.toml");
-    let trust = fog_e2e::trust_toml();
+    let trust = fog_e2e::trust_toml("d1", data);
     std::fs::write(
         &cfg,
         format!(

@@ -255,7 +255,7 @@ async fn the_registry_declares_a_silent_node_offline_at_one_and_a_half_keep_aliv
     init_logging();
     let broker = TestBroker::start().expect("broker");
     let mut coord =
-        RunningCoordinator::start(&broker.url(), keep_alive_only()).expect("coordinator");
+        RunningCoordinator::start_open(&broker.url(), keep_alive_only()).expect("coordinator");
     coord
         .wait_for("coordinator subscribed", WAIT, |s| s.online)
         .await;

@@ -32,7 +32,7 @@ fn now_ms() -> u64 {
 
 /// An agent config: readings every second (as the issue asks), fast reconnects.
 fn agent_toml(node: &str, url: &str, data: &Path, extra_top: &str, store: &str) -> String {
-    let trust = fog_e2e::trust_toml();
+    let trust = fog_e2e::trust_toml(node, data);
     format!(
         "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.5\nmetrics_interval_secs = 1.0\n{extra_top}\n{trust}\
          [broker]\nurl = \"{url}\"\nkeep_alive_secs = 2\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.3\n\

@@ -35,7 +35,7 @@ struct AgentProcess(Child);
 impl AgentProcess {
     fn start(node: &str, broker: &TestBroker, dir: &Path) -> Self {
         let cfg = dir.join(format!("{node}.toml"));
-        let trust = fog_e2e::trust_toml();
+        let trust = fog_e2e::trust_toml(node, &dir.join(node));
         std::fs::write(
             &cfg,
             format!(

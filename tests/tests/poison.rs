@@ -1,6 +1,6 @@
 //! Poison messages: a 20 MB publish on a topic the coordinator or an agent subscribes
 //! to, with and without the Mosquitto configuration `broker-config` generates,
-//! measured with the real programs and printed (docs/security-broker.md has the
+//! measured with the real programs and printed (docs/security.md has the
 //! figures). Connections are counted in the broker's own log, offline time by
 //! watching that log for the reconnection.
 //!

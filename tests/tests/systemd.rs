@@ -19,7 +19,7 @@ fn the_agent_reports_ready_status_watchdog_and_stopping() {
     // Nobody listens on this port: the agent must not wait for a broker to be ready.
     let port = free_port().expect("port");
     let cfg = dir.path().join("agent.toml");
-    let trust = fog_e2e::trust_toml();
+    let trust = fog_e2e::trust_toml("sd-1", &dir.path().join("data"));
     std::fs::write(
         &cfg,
         format!(

@@ -406,7 +406,7 @@ async fn kill_nine_then_restart(rerun: bool) {
     let broker = TestBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("agent.toml");
-    let trust = fog_e2e::trust_toml();
+    let trust = fog_e2e::trust_toml("k9", &dir.path().join("data"));
     std::fs::write(
         &cfg,
         format!(

@@ -47,7 +47,7 @@ fn agent_toml(node: &str, tls: &TlsListener, dir: &Path, c: &Creds) -> String {
         ),
         None => String::new(),
     };
-    let trust = fog_e2e::trust_toml();
+    let trust = fog_e2e::trust_toml(node, &dir.join("data"));
     format!(
         "node_id = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\nmetrics_interval_secs = 0.5\n{trust}[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nkeep_alive_secs = 2\nca_file = \"{}\"\n{cert}username = \"{}\"\npassword_file = \"{}\"\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
         dir.join("data").display(),

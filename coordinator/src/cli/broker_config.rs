@@ -122,7 +122,7 @@ fn report(a: &Args, plan: &site::Plan) -> String {
     out.push_str(
         "next: copy each credentials/<user>.password to /etc/fog/broker.password on that machine (mode 0600),\n\
          merge credentials/<user>.toml into its [broker] table, include fog.conf from mosquitto.conf,\n\
-         and restart mosquitto (docs/security-broker.md)\n",
+         and restart mosquitto (docs/security.md)\n",
     );
     out
 }

@@ -24,6 +24,23 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum KeysCommand {
+    /// Make the coordinator's signing key (coordinator.key, mode 0600) in DIR, or in the
+    /// config's security.key_dir; refuses to replace one.
+    Init {
+        /// Where to write it (default: the config's security.key_dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Config file whose security.key_dir to use.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the coordinator's public key as one line, for `fog-agent trust add`.
+    Show {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Make a key for a client that submits tasks (NAME.key, mode 0600, and NAME.key.pub)
     /// and print the [clients.NAME] table to paste into the coordinator's config.
     Client {
@@ -43,7 +60,44 @@ enum KeysCommand {
 pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
     match a.command {
         KeysCommand::Client { name, dir, kinds } => client(&name, &dir, &kinds),
+        KeysCommand::Init { dir, config } => init(&key_dir(dir, config.as_deref())?),
+        KeysCommand::Show { dir, config } => show(&key_dir(dir, config.as_deref())?),
     }
+}
+
+/// `--dir`, else the config's (or the defaults') security.key_dir.
+fn key_dir(dir: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf, ExitCode> {
+    if let Some(d) = dir {
+        return Ok(d);
+    }
+    let cfg = match config {
+        Some(p) => CoordinatorConfig::load(p),
+        None => CoordinatorConfig::from_toml("", "<defaults>"),
+    }
+    .map_err(super::config_err)?;
+    cfg.security.key_dir.ok_or_else(|| {
+        usage("no key folder: give --dir, or set security.key_dir (or data_dir) in the config")
+    })
+}
+
+fn init(dir: &Path) -> Result<ExitCode, ExitCode> {
+    let path = fog_coordinator::signing::key_path(dir);
+    let key = KeyPair::create(&path).map_err(|e| failure(&e))?;
+    eprintln!("wrote {} (private, mode 0600)", path.display());
+    eprintln!("on each agent, trust it with:");
+    println!("fog-agent trust add '{}'", key.public().line());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(dir: &Path) -> Result<ExitCode, ExitCode> {
+    let path = fog_coordinator::signing::key_path(dir);
+    let key = KeyPair::load(&path).map_err(|e| failure(&e))?;
+    println!("{}", key.public().line());
+    eprintln!(
+        "key id {}; on each agent: fog-agent trust add '<the line above>'",
+        key.public().id()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn client(name: &str, dir: &Path, kinds: &[String]) -> Result<ExitCode, ExitCode> {

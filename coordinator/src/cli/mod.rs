@@ -9,6 +9,7 @@ mod broker;
 mod broker_config;
 mod demo;
 mod keys;
+mod nodes;
 mod serve;
 mod status;
 mod submit;
@@ -72,8 +73,10 @@ enum Command {
     /// Write a Mosquitto ACL, password file, credentials and listener for the site's
     /// nodes, clients and coordinator.
     BrokerConfig(broker_config::Args),
-    /// Make keys (`keys client NAME`: a client's key and its [clients.NAME] table).
+    /// Keys: the coordinator's signing key (`keys init`, `keys show`) and client keys (`keys client NAME`).
     Keys(keys::Args),
+    /// Node keys: list the approved and the waiting ones, approve or revoke one.
+    Nodes(nodes::Args),
     /// Print the default config with every key documented.
     PrintDefaultConfig,
 }
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(&a),
         Command::Keys(a) => keys::run(a),
+        Command::Nodes(a) => nodes::run(&a),
     };
     match res {
         Ok(code) | Err(code) => code,

@@ -282,7 +282,7 @@ impl Dispatcher {
         out
     }
 
-    /// A list of results from `node`.
+    /// A list of results from `node`, still encoded.
     pub fn on_result(
         &mut self,
         registry: &Registry,
@@ -298,6 +298,17 @@ impl Dispatcher {
                 return Vec::new();
             }
         };
+        self.on_result_list(registry, node, list, now)
+    }
+
+    /// A decoded list of results from `node` (after the caller checked who sent it).
+    pub fn on_result_list(
+        &mut self,
+        registry: &Registry,
+        node: &str,
+        list: TaskResults,
+        now: Instant,
+    ) -> Vec<Out> {
         self.nodes.sync(registry, now, &self.cfg);
         let mut out = Vec::new();
         for r in list.items {

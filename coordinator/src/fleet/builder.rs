@@ -208,6 +208,14 @@ impl FleetBuilder {
         cfg.trust.coordinator_keys = vec![PublicKey::from_line(&self.coordinator_key)
             .map_err(|e| invalid(ORIGIN, "trust", e.to_string()))?];
         cfg.trust.keys_dir = None;
+        // The agent's own key, made now and approved at once: a fleet approves its
+        // own agents.
+        let (identity, _) = fog_agent::trust::Identity::load_or_create(data_dir, node)
+            .map_err(|e| invalid(ORIGIN, "node key", e.to_string()))?;
+        let key = PublicKey::from_line(&identity.line())
+            .map_err(|e| invalid(ORIGIN, "node key", e.to_string()))?;
+        crate::identity::store::approve(&self.nodes_dir(), &cfg.node_id, Some(key))
+            .map_err(|e| invalid(ORIGIN, "node key", e.to_string()))?;
         Ok(cfg)
     }
 
@@ -249,14 +257,24 @@ impl FleetBuilder {
         cfg.status_interval = self.status_interval;
         cfg.liveness.default_heartbeat_interval = self.liveness.default_heartbeat_interval;
         aim(&mut cfg.broker, &self.coordinator_broker);
+        // The TOML decides allow_unapproved_nodes (default: no).
+        let open = cfg.security.allow_unapproved_nodes;
         cfg.security = self.with_fleet_key(cfg.security);
+        cfg.security.allow_unapproved_nodes = open;
         Ok(cfg)
     }
 
     /// `security` with the fleet's signing key.
     fn with_fleet_key(&self, mut security: SecurityConfig) -> SecurityConfig {
         security.key_dir = Some(self.keys_dir.clone());
+        security.nodes_dir = Some(self.nodes_dir());
+        security.allow_unapproved_nodes = false;
         security
+    }
+
+    /// Where the fleet's approved node keys live.
+    pub fn nodes_dir(&self) -> PathBuf {
+        self.keys_dir.join("nodes")
     }
 }
 
@@ -319,7 +337,7 @@ mod tests {
         let typed = b
             .coordinator_from_toml("data_dir = \"\"\n[placement]\nmax_attempts = 5\n", "t")
             .expect("valid");
-        let text = format!("data_dir = \"\"\nstatus_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n[placement]\nmax_attempts = 5\n[broker]\nurl = \"{url}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n[security]\nkey_dir = {:?}\n", b.keys_dir().display().to_string());
+        let text = format!("data_dir = \"\"\nstatus_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n[placement]\nmax_attempts = 5\n[broker]\nurl = \"{url}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n[security]\nkey_dir = {:?}\nnodes_dir = {:?}\n", b.keys_dir().display().to_string(), b.nodes_dir().display().to_string());
         let toml = CoordinatorConfig::from_toml(&text, "t").expect("valid");
         assert_eq!(format!("{typed:?}"), format!("{toml:?}"));
     }
