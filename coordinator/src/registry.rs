@@ -284,7 +284,6 @@ impl Registry {
                     "unapproved" => "rejected_unapproved_total",
                     "impostor" => "rejected_impostor_total",
                     "replayed" => "rejected_replayed_total",
-                    "unsigned_reading" => "rejected_unsigned_reading_total",
                     _ => "rejected_malformed_total",
                 });
             }
@@ -335,14 +334,20 @@ impl Registry {
             NodeTopic::Metrics => {
                 let r: Reading = codec::decode(payload).map_err(decode_err)?;
                 // Readings are not signed (they are history, replayed from a node's
-                // backlog), so a coordinator that checks identities takes liveness and
-                // load only from signed heartbeats.
+                // backlog), so a coordinator that checks identities takes them only for
+                // a node it already believes, and never as a sign of life: liveness
+                // comes from signed heartbeats.
                 if !self.keys.is_open() {
-                    return Err(IngestError::Distrusted {
-                        topic: topic.to_owned(),
-                        why: "readings are not signed; heartbeats carry liveness".into(),
-                        reason: "unsigned_reading",
-                    });
+                    let Some(e) = self.nodes.get_mut(node) else {
+                        return Err(IngestError::Distrusted {
+                            topic: topic.to_owned(),
+                            why: "a reading from a node not believed yet".into(),
+                            reason: "unapproved",
+                        });
+                    };
+                    e.reading_cpu_pct = r.cpu.total_pct;
+                    e.reading_mem_pct = Some(r.memory.used_pct);
+                    return Ok(Ingested::Reading);
                 }
                 let e = self.touch(node, now, wall_ms);
                 e.reading_cpu_pct = r.cpu.total_pct;

@@ -87,7 +87,7 @@ fn bad_messages() -> Vec<(String, Vec<u8>, &'static str)> {
         ),
         (
             "fog/v1/nodes/x1/heartbeat".into(),
-            oversized(2_000),
+            oversized(3_000),
             "rejected_oversized_total",
         ),
         (

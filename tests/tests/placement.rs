@@ -329,8 +329,10 @@ impl CoordinatorProcess {
         std::fs::write(
             &cfg,
             format!(
-                "data_dir = \"{}\"\nstatus_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n[security]\nallow_unsigned_submissions = true\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
+                "data_dir = \"{}\"\nstatus_interval_secs = 0.1\ndefault_heartbeat_interval_secs = 1.0\n[security]\nallow_unsigned_submissions = true\nkey_dir = \"{}\"\nnodes_dir = \"{}\"\n[broker]\nurl = \"{}\"\nkeep_alive_secs = 5\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.5\n",
                 dir.join("state").display(),
+                fog_e2e::keys_dir().display(),
+                fog_e2e::keys_dir().join("nodes").display(),
                 broker.url()
             ),
         )
