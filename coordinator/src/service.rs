@@ -245,7 +245,11 @@ impl Server {
         let topics = Topics::new(config.prefix.clone());
         let mut registry = Registry::new(topics.clone(), config.liveness.clone());
         registry.set_node_keys(
-            crate::identity::NodeKeys::new(&config.security)?,
+            crate::identity::NodeKeys::new(
+                &config.security.node_keys,
+                config.security.nodes_dir.as_deref(),
+                config.security.allow_unapproved_nodes,
+            )?,
             config.security.max_clock_skew,
         );
         let mut dispatch = Dispatcher::new(config.placement.clone());

@@ -151,6 +151,33 @@ fn announcements(
     Ok((encode(&will, enc)?, encode(&online, enc)?))
 }
 
+/// This node's key (made on first start) and the gate its assignments pass, with a
+/// word at start on whose tasks run here.
+fn trust(config: &Config, node: &NodeId) -> Result<(Arc<Identity>, Gate), AgentError> {
+    let (identity, made) = Identity::load_or_create(&config.data_dir, node.as_str())?;
+    if made {
+        tracing::info!(node.key = %identity.line(), key.id = identity.key_id(), "made this node's key; approve it on the coordinator with `fog-coordinator nodes approve {node}`");
+    }
+    let identity = Arc::new(identity);
+    let trusted = trusted_keys(config)?;
+    let gate = Gate::new(
+        trusted.clone(),
+        node.as_str(),
+        config.trust.max_clock_skew,
+        config.trust.allow_unsigned,
+    );
+    match gate.trust() {
+        TaskTrust::AllowUnsigned => tracing::warn!(
+            "trust.allow_unsigned = true: this node runs ANY task assignment, signed or not; anyone who can publish to the broker can run its tasks (lab only)"
+        ),
+        TaskTrust::NoTrustedKey => tracing::warn!(
+            "this node trusts no coordinator key, so it will run no tasks (readings still flow); add one with `fog-agent trust add LINE`"
+        ),
+        _ => tracing::info!(keys = ?trusted.iter().map(|k| k.id().to_owned()).collect::<Vec<_>>(), "running tasks signed by these coordinator keys"),
+    }
+    Ok((identity, gate))
+}
+
 pub(super) fn start(
     config: Config,
     notifier: crate::sdnotify::Notifier,
@@ -167,27 +194,7 @@ pub(super) fn start(
     let (pool_tx, results) =
         tokio::sync::mpsc::channel(config.pool.queue_capacity + config.pool.workers + 16);
     let (commit_tx, commits) = tokio::sync::mpsc::unbounded_channel();
-    let (identity, made) = Identity::load_or_create(&config.data_dir, node.as_str())?;
-    if made {
-        tracing::info!(node.key = %identity.line(), key.id = identity.key_id(), "made this node's key; approve it on the coordinator with `fog-coordinator nodes approve {node}`");
-    }
-    let identity = Arc::new(identity);
-    let trusted = trusted_keys(&config)?;
-    let gate = Gate::new(
-        trusted.clone(),
-        node.as_str(),
-        config.trust.max_clock_skew,
-        config.trust.allow_unsigned,
-    );
-    match gate.trust() {
-        TaskTrust::AllowUnsigned => tracing::warn!(
-            "trust.allow_unsigned = true: this node runs ANY task assignment, signed or not; anyone who can publish to the broker can run its tasks (lab only)"
-        ),
-        TaskTrust::NoTrustedKey => tracing::warn!(
-            "this node trusts no coordinator key, so it will run no tasks (readings still flow); add one with `fog-agent trust add LINE`"
-        ),
-        _ => tracing::info!(keys = ?trusted.iter().map(|k| k.id().to_owned()).collect::<Vec<_>>(), "running tasks signed by these coordinator keys"),
-    }
+    let (identity, gate) = trust(&config, &node)?;
     let host = TaskHost::start(&config, identity.clone(), gate, pool_tx, commit_tx)?;
     let (removed_tx, removed) = tokio::sync::mpsc::unbounded_channel();
     let backlog = host.open_backlog(&config, removed_tx)?;

@@ -21,8 +21,6 @@ use tokio::time::Instant;
 use fog_proto::{NodeId, Sealed};
 use fog_rt::keys::{open, PublicKey, SealError};
 
-use crate::config::SecurityConfig;
-
 /// How often the approved folder is looked at again for a node that is not believed.
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -77,22 +75,24 @@ impl NodeKeys {
         }
     }
 
-    /// The config's pinned keys plus the approved folder.
-    pub fn new(security: &SecurityConfig) -> Result<NodeKeys, store::StoreError> {
-        let mut approved: HashMap<NodeId, PublicKey> = security
-            .node_keys
-            .iter()
-            .map(|(n, k)| (n.clone(), k.clone()))
-            .collect();
-        if let Some(dir) = &security.nodes_dir {
+    /// Keys pinned in the config plus the approved folder `dir`; `open` believes
+    /// everyone (`security.allow_unapproved_nodes`).
+    pub fn new(
+        pinned: &BTreeMap<NodeId, PublicKey>,
+        dir: Option<&std::path::Path>,
+        open: bool,
+    ) -> Result<NodeKeys, store::StoreError> {
+        let mut approved: HashMap<NodeId, PublicKey> =
+            pinned.iter().map(|(n, k)| (n.clone(), k.clone())).collect();
+        if let Some(dir) = dir {
             for (node, key) in store::approved(dir)? {
                 approved.entry(node).or_insert(key);
             }
         }
         Ok(NodeKeys {
-            open: security.allow_unapproved_nodes,
+            open,
             approved,
-            dir: security.nodes_dir.clone(),
+            dir: dir.map(ToOwned::to_owned),
             claims: BTreeMap::new(),
             checked: HashMap::new(),
             buf: Vec::new(),

@@ -5,7 +5,6 @@ use fog_rt::keys::{seal, KeyPair};
 use tokio::time::Instant;
 
 use super::*;
-use crate::config::SecurityConfig;
 
 fn node(n: &str) -> NodeId {
     NodeId::new(n).expect("valid")
@@ -21,12 +20,8 @@ fn heartbeat(key: &KeyPair, scope: &str) -> Heartbeat {
     hb
 }
 
-fn closed(dir: &std::path::Path) -> SecurityConfig {
-    SecurityConfig {
-        allow_unapproved_nodes: false,
-        nodes_dir: Some(dir.to_owned()),
-        ..SecurityConfig::lab()
-    }
+fn closed(dir: &std::path::Path) -> NodeKeys {
+    NodeKeys::new(&Default::default(), Some(dir), false).expect("opens")
 }
 
 #[tokio::test(start_paused = true)]
@@ -34,7 +29,7 @@ async fn a_node_is_believed_once_its_key_is_approved_and_only_with_that_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (pi, _) = KeyPair::generate().expect("key");
     let (intruder, _) = KeyPair::generate().expect("key");
-    let mut keys = NodeKeys::new(&closed(dir.path())).expect("opens");
+    let mut keys = closed(dir.path());
     let n = node("pi-07");
     let line = pi.public().line();
 
@@ -92,12 +87,8 @@ async fn a_node_is_believed_once_its_key_is_approved_and_only_with_that_key() {
 #[test]
 fn pinned_keys_in_the_config_need_no_folder_and_open_believes_all() {
     let (pi, _) = KeyPair::generate().expect("key");
-    let mut sec = SecurityConfig {
-        allow_unapproved_nodes: false,
-        ..SecurityConfig::lab()
-    };
-    sec.node_keys.insert(node("pi-07"), pi.public().clone());
-    let mut keys = NodeKeys::new(&sec).expect("opens");
+    let pinned = std::collections::BTreeMap::from([(node("pi-07"), pi.public().clone())]);
+    let mut keys = NodeKeys::new(&pinned, None, false).expect("opens");
     let now = Instant::now();
     keys.check(&node("pi-07"), &mut heartbeat(&pi, "pi-07"), None, now)
         .expect("believed");

@@ -306,25 +306,7 @@ impl Registry {
         match kind {
             NodeTopic::Heartbeat => {
                 let mut hb: Heartbeat = codec::decode(payload).map_err(decode_err)?;
-                if !self.keys.is_open() {
-                    let id = NodeId::new(node)?;
-                    if let Err(d) = self.keys.check(&id, &mut hb, None, now) {
-                        return Err(self.distrusted(topic, &d));
-                    }
-                    if let Some(e) = self.nodes.get(node) {
-                        let started = e.birth.as_ref().map_or(0, |b| b.started_at_ms);
-                        let old_session = hb.at_ms.saturating_add(self.max_skew_ms) < started;
-                        let seen = e.last_heartbeat_seq.is_some_and(|s| hb.seq <= s);
-                        if old_session || seen {
-                            return Err(IngestError::Distrusted {
-                                topic: topic.to_owned(),
-                                why: "a heartbeat already seen, or from an earlier run (replayed)"
-                                    .into(),
-                                reason: "replayed",
-                            });
-                        }
-                    }
-                }
+                self.believe_heartbeat(topic, node, &mut hb, now)?;
                 let e = self.touch(node, now, wall_ms);
                 e.last_heartbeat_seq = Some(hb.seq);
                 e.gaps.heartbeat(now);
@@ -357,21 +339,7 @@ impl Registry {
             NodeTopic::Status => {
                 let mut s: Status = codec::decode(payload).map_err(decode_err)?;
                 let id = NodeId::new(node)?;
-                if !self.keys.is_open() {
-                    let announced = s.birth.as_ref().map(|b| b.node_key.clone());
-                    if let Err(d) = self.keys.check(&id, &mut s, announced.as_deref(), now) {
-                        return Err(self.distrusted(topic, &d));
-                    }
-                    let last = self.nodes.get(node).map_or(0, |e| e.last_status_ms);
-                    if s.at_ms.saturating_add(self.max_skew_ms) < last {
-                        return Err(IngestError::Distrusted {
-                            topic: topic.to_owned(),
-                            why: "older than the status already believed (a replayed record)"
-                                .into(),
-                            reason: "replayed",
-                        });
-                    }
-                }
+                self.believe_status(topic, &id, &mut s, now)?;
                 if let Some(b) = &s.birth {
                     if b.node != id {
                         return Err(IngestError::Unexpected(format!(
@@ -416,6 +384,63 @@ impl Registry {
                 Err(IngestError::Unexpected(topic.to_owned()))
             }
         }
+    }
+
+    /// With identities checked: signed by the node's approved key, not a replay.
+    fn believe_heartbeat(
+        &mut self,
+        topic: &str,
+        node: &str,
+        hb: &mut Heartbeat,
+        now: Instant,
+    ) -> Result<(), IngestError> {
+        if self.keys.is_open() {
+            return Ok(());
+        }
+        let id = NodeId::new(node)?;
+        if let Err(d) = self.keys.check(&id, hb, None, now) {
+            return Err(self.distrusted(topic, &d));
+        }
+        if let Some(e) = self.nodes.get(node) {
+            let started = e.birth.as_ref().map_or(0, |b| b.started_at_ms);
+            let old_session = hb.at_ms.saturating_add(self.max_skew_ms) < started;
+            let seen = e.last_heartbeat_seq.is_some_and(|s| hb.seq <= s);
+            if old_session || seen {
+                return Err(IngestError::Distrusted {
+                    topic: topic.to_owned(),
+                    why: "a heartbeat already seen, or from an earlier run (replayed)".into(),
+                    reason: "replayed",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// With identities checked: signed by the node's approved key (the birth's own
+    /// key is only a claim), and not older than the status already believed.
+    fn believe_status(
+        &mut self,
+        topic: &str,
+        id: &NodeId,
+        s: &mut Status,
+        now: Instant,
+    ) -> Result<(), IngestError> {
+        if self.keys.is_open() {
+            return Ok(());
+        }
+        let announced = s.birth.as_ref().map(|b| b.node_key.clone());
+        if let Err(d) = self.keys.check(id, s, announced.as_deref(), now) {
+            return Err(self.distrusted(topic, &d));
+        }
+        let last = self.nodes.get(id.as_str()).map_or(0, |e| e.last_status_ms);
+        if s.at_ms.saturating_add(self.max_skew_ms) < last {
+            return Err(IngestError::Distrusted {
+                topic: topic.to_owned(),
+                why: "older than the status already believed (a replayed record)".into(),
+                reason: "replayed",
+            });
+        }
+        Ok(())
     }
 
     /// Record that `node` spoke. Looks up by `&str` so the hot path does not allocate.
@@ -587,222 +612,4 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use fog_proto::{Encoding, Prefix};
-
-    fn birth(node: &str, hb_ms: u32) -> Status {
-        Status {
-            seal: None,
-            online: true,
-            at_ms: 1,
-            reason: String::new(),
-            birth: Some(Birth {
-                node_key: String::new(),
-                task_trust: Default::default(),
-                node: NodeId::new(node).expect("valid"),
-                version: "0.1.0".into(),
-                arch: "aarch64".into(),
-                cores: 4,
-                memory_bytes: 1 << 30,
-                labels: Default::default(),
-                encoding: Encoding::Json,
-                task_kinds: vec![],
-                heartbeat_interval_ms: hb_ms,
-                metrics_interval_ms: 10_000,
-                keep_alive_secs: 10,
-                started_at_ms: 1,
-            }),
-        }
-    }
-
-    fn reg() -> Registry {
-        Registry::new(Topics::new(Prefix::default()), LivenessConfig::default())
-    }
-
-    fn enc<M: fog_proto::message::Message>(m: &M, e: Encoding) -> Vec<u8> {
-        codec::encode(m, e).expect("encodes")
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn birth_heartbeat_silence_and_recovery() {
-        let mut r = reg();
-        let t0 = Instant::now();
-        r.ingest(
-            "fog/v1/nodes/pi-1/status",
-            &enc(&birth("pi-1", 1000), Encoding::Json),
-            t0,
-            1,
-        )
-        .expect("birth");
-        assert_eq!(r.get("pi-1").expect("known").state, NodeState::Online);
-        let hb = Heartbeat {
-            seq: 1,
-            cpu_pct: Some(50.0),
-            mem_pct: 20.0,
-            ..Heartbeat::default()
-        };
-        r.ingest(
-            "fog/v1/nodes/pi-1/heartbeat",
-            &enc(&hb, Encoding::Postcard),
-            t0,
-            2,
-        )
-        .expect("heartbeat");
-        assert!(r.tick(t0 + Duration::from_millis(2900)).is_empty());
-        let t = r.tick(t0 + Duration::from_millis(3000));
-        assert_eq!(t[0].to, NodeState::Suspect);
-        let t = r.tick(t0 + Duration::from_millis(6000));
-        assert_eq!(t[0].to, NodeState::Offline);
-        // It speaks again: back online.
-        r.ingest(
-            "fog/v1/nodes/pi-1/heartbeat",
-            &enc(&hb, Encoding::Json),
-            t0 + Duration::from_secs(7),
-            3,
-        )
-        .expect("heartbeat");
-        assert_eq!(r.get("pi-1").expect("known").state, NodeState::Online);
-        let s = r.summaries();
-        assert_eq!(s[0].cpu_pct, Some(50.0));
-        assert_eq!(s[0].arch, "aarch64");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn silence_past_one_and_a_half_keep_alives_is_offline() {
-        let mut r = Registry::new(
-            Topics::default(),
-            LivenessConfig {
-                suspect_after_missed: 1,
-                offline_after_missed: 1000,
-                ..LivenessConfig::default()
-            },
-        );
-        let t0 = Instant::now();
-        // keep_alive_secs = 10 in the helper's birth record.
-        r.ingest(
-            "fog/v1/nodes/k/status",
-            &enc(&birth("k", 1000), Encoding::Json),
-            t0,
-            1,
-        )
-        .expect("birth");
-        let t = r.tick(t0 + Duration::from_millis(14_900));
-        assert_eq!(t[0].to, NodeState::Suspect);
-        let t = r.tick(t0 + Duration::from_secs(15));
-        assert_eq!(t[0].to, NodeState::Offline);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn without_the_keep_alive_rule_only_missed_heartbeats_count() {
-        let mut r = Registry::new(
-            Topics::default(),
-            LivenessConfig {
-                suspect_after_missed: 1000,
-                offline_after_missed: 2000,
-                phi_threshold: f64::INFINITY,
-                offline_after_keep_alives: None,
-                ..LivenessConfig::default()
-            },
-        );
-        let t0 = Instant::now();
-        // keep_alive_secs = 10 in the helper's birth record: 15 s would be offline.
-        r.ingest(
-            "fog/v1/nodes/k/status",
-            &enc(&birth("k", 1000), Encoding::Json),
-            t0,
-            1,
-        )
-        .expect("birth");
-        assert!(r.tick(t0 + Duration::from_secs(60)).is_empty());
-        assert_eq!(r.get("k").expect("known").state, NodeState::Online);
-        // The heartbeat rule still applies: 2000 intervals of 1 s.
-        let t = r.tick(t0 + Duration::from_secs(2000));
-        assert_eq!(t[0].to, NodeState::Offline);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn last_will_marks_offline_at_once_and_only_a_birth_revives() {
-        let mut r = reg();
-        let t0 = Instant::now();
-        r.ingest(
-            "fog/v1/nodes/pi-2/status",
-            &enc(&birth("pi-2", 1000), Encoding::Json),
-            t0,
-            1,
-        )
-        .expect("birth");
-        let will = Status {
-            seal: None,
-            online: false,
-            at_ms: 1,
-            reason: "connection lost".into(),
-            birth: None,
-        };
-        r.ingest(
-            "fog/v1/nodes/pi-2/status",
-            &enc(&will, Encoding::Json),
-            t0,
-            2,
-        )
-        .expect("will");
-        assert_eq!(r.get("pi-2").expect("known").state, NodeState::Offline);
-        // A straggling heartbeat does not revive a node that said goodbye.
-        r.ingest(
-            "fog/v1/nodes/pi-2/heartbeat",
-            &enc(&Heartbeat::default(), Encoding::Json),
-            t0,
-            3,
-        )
-        .expect("heartbeat");
-        assert_eq!(r.get("pi-2").expect("known").state, NodeState::Offline);
-        r.ingest(
-            "fog/v1/nodes/pi-2/status",
-            &enc(&birth("pi-2", 1000), Encoding::Json),
-            t0,
-            4,
-        )
-        .expect("birth");
-        assert_eq!(r.get("pi-2").expect("known").state, NodeState::Online);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn bad_input_is_counted_by_reason_and_changes_nothing() {
-        let mut r = reg();
-        let now = Instant::now();
-        let hb = enc(&Heartbeat::default(), Encoding::Json);
-        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-            (
-                "fog/v1/nodes/a/heartbeat",
-                b"{not json".to_vec(),
-                "malformed",
-            ),
-            (
-                "fog/v1/nodes/a/heartbeat",
-                vec![0xF0, 0x01, 0xff],
-                "malformed",
-            ),
-            ("fog/v1/nodes/a/heartbeat", vec![b' '; 4096], "oversized"),
-            ("fog/v1/nodes/a/metrics", b"\x00\x01".to_vec(), "malformed"),
-            ("fog/v1/nodes/a/status", b"[]".to_vec(), "malformed"),
-            (
-                "fog/v1/nodes/a/status",
-                enc(&birth("b", 1000), Encoding::Json),
-                "wrong_topic",
-            ),
-            ("fog/v1/nodes/a/bogus", hb.clone(), "wrong_topic"),
-            ("elsewhere/v1/nodes/a/heartbeat", hb.clone(), "wrong_topic"),
-            ("fog/v1/nodes/a/results", hb.clone(), "wrong_topic"),
-        ];
-        for (topic, payload, reason) in &cases {
-            let err = r.ingest(topic, payload, now, 0).expect_err("refused");
-            assert_eq!(err.reason(), *reason, "{topic}: {err}");
-        }
-        assert!(r.is_empty(), "no node was created from bad input");
-        assert_eq!(r.counter("rejected_total"), cases.len() as u64);
-        assert_eq!(r.counter("rejected_oversized_total"), 1);
-        r.ingest("fog/v1/nodes/a/heartbeat", &hb, now, 0)
-            .expect("good input still flows");
-        assert_eq!(r.len(), 1);
-    }
-}
+mod tests;
