@@ -51,20 +51,26 @@ pub fn encode(list: &TaskAssignments, e: Encoding) -> Vec<u8> {
     codec::encode(list, e).expect("encodes")
 }
 
-/// Take results from `w` into `seen` until the final result of `id`; returns it.
-pub async fn final_of(w: &mut Watcher, id: &str, seen: &mut Vec<TaskResult>) -> TaskResult {
+/// The final result of `id` among `seen[from..]`, taking results from `w` into
+/// `seen` until there is one (a result list may answer several ids at once).
+pub async fn final_of(
+    w: &mut Watcher,
+    id: &str,
+    seen: &mut Vec<TaskResult>,
+    from: usize,
+) -> TaskResult {
     loop {
+        if let Some(r) = seen[from.min(seen.len())..]
+            .iter()
+            .find(|r| r.id == id && !matches!(r.outcome, Outcome::Accepted))
+        {
+            return r.clone();
+        }
         let a = w
             .next(WAIT)
             .await
             .unwrap_or_else(|| panic!("no final result for {id}; seen {seen:?}"));
-        for r in results(&[a]) {
-            let done = r.id == id && !matches!(r.outcome, Outcome::Accepted);
-            seen.push(r.clone());
-            if done {
-                return r;
-            }
-        }
+        seen.extend(results(&[a]));
     }
 }
 
@@ -117,7 +123,7 @@ async fn attacks(atk: &Raw, w: &mut Watcher, e: Encoding, seen: &mut Vec<TaskRes
     let stale = format!("stale-{n}");
     let l = sealed(list(&stale, "mark", "stale\n"), &trusted, "h-1", 600_000);
     atk.publish(TASKS, encode(&l, e)).await;
-    let r = final_of(w, &stale, seen).await;
+    let r = final_of(w, &stale, seen, 0).await;
     match &r.outcome {
         Outcome::Rejected { reason, retryable } => {
             assert!(*retryable, "{reason}");
@@ -140,13 +146,14 @@ async fn attacks(atk: &Raw, w: &mut Watcher, e: Encoding, seen: &mut Vec<TaskRes
         e,
     );
     atk.publish(TASKS, bytes.clone()).await;
-    let first = final_of(w, &replay, seen).await;
+    let first = final_of(w, &replay, seen, 0).await;
     assert!(
         matches!(&first.outcome, Outcome::Completed { output, .. } if output.0 == format!("{replay}\n").as_bytes()),
         "{first:?}"
     );
+    let mark = seen.len();
     atk.publish(TASKS, bytes).await;
-    let again = final_of(w, &replay, seen).await;
+    let again = final_of(w, &replay, seen, mark).await;
     assert_eq!(
         again.outcome, first.outcome,
         "the replay is answered from the store"
@@ -240,7 +247,7 @@ async fn broker_refusals(site: &Site, w: &mut Watcher, seen: &mut Vec<TaskResult
     let coord = Raw::login(&site.backend, COORDINATOR).await;
     coord.publish(TASKS, genuine("acl-fence")).await;
     let before = seen.len();
-    final_of(w, "acl-fence", seen).await;
+    final_of(w, "acl-fence", seen, before).await;
     let ids: Vec<&str> = seen[before..].iter().map(|r| r.id.as_str()).collect();
     assert_eq!(
         ids,

@@ -14,7 +14,9 @@
 //! identity, tested with that work).
 
 mod assignments;
+mod junk;
 mod site;
+mod submissions;
 
 use fog_e2e::init_logging;
 use site::Backend;
@@ -30,4 +32,30 @@ async fn assignments_straight_to_an_agent_are_refused() {
 async fn assignments_straight_to_an_agent_are_refused_behind_the_generated_acl() {
     init_logging();
     assignments::run(Backend::generated()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_from_anyone_but_an_allowed_client_are_refused() {
+    init_logging();
+    submissions::run(Backend::open()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto; run with --include-ignored (CI does)"]
+async fn submissions_from_anyone_but_an_allowed_client_are_refused_behind_the_generated_acl() {
+    init_logging();
+    submissions::run(Backend::generated()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_and_20_mb_publishes_disconnect_nobody() {
+    init_logging();
+    junk::run(Backend::open()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto; run with --include-ignored (CI does)"]
+async fn junk_and_20_mb_publishes_disconnect_nobody_behind_the_generated_acl() {
+    init_logging();
+    junk::run(Backend::generated()).await;
 }
