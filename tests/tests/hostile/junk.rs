@@ -72,24 +72,7 @@ pub async fn run(backend: Backend) {
     .await;
     assert_eq!(r.agent.tasks_rejected_total, 0);
 
-    // 20 MB on the submit topic and on a node's tasks topic, each from a fresh login.
-    let mut big_submit = Raw::login(&site.backend, "ops").await;
-    big_submit
-        .publish("fog/v1/tasks/submit", vec![b'{'; BIG])
-        .await;
-    let mut big_tasks = Raw::login(&site.backend, COORDINATOR).await;
-    big_tasks
-        .publish("fog/v1/nodes/h-1/tasks", vec![b'{'; BIG])
-        .await;
-    // The broker refuses a packet over its limit by closing the sender's connection.
-    eprintln!(
-        "20 MB on submit: sender cut off: {}",
-        big_submit.cut_off().await
-    );
-    eprintln!(
-        "20 MB on tasks: sender cut off: {}",
-        big_tasks.cut_off().await
-    );
+    big_publishes(&site).await;
     // A second of readings and status: a dropped link would reconnect within 0.5 s.
     tokio::time::sleep(Duration::from_secs(1)).await;
     site.coord
@@ -117,4 +100,25 @@ pub async fn run(backend: Backend) {
         t0.elapsed()
     );
     site.stop().await;
+}
+
+/// 20 MB on the submit topic and on a node's tasks topic, each from a fresh login:
+/// the broker refuses a packet over its limit by closing the sender's connection.
+async fn big_publishes(site: &Site) {
+    let mut big_submit = Raw::login(&site.backend, "ops").await;
+    big_submit
+        .publish("fog/v1/tasks/submit", vec![b'{'; BIG])
+        .await;
+    let mut big_tasks = Raw::login(&site.backend, COORDINATOR).await;
+    big_tasks
+        .publish("fog/v1/nodes/h-1/tasks", vec![b'{'; BIG])
+        .await;
+    eprintln!(
+        "20 MB on submit: sender cut off: {}",
+        big_submit.cut_off().await
+    );
+    eprintln!(
+        "20 MB on tasks: sender cut off: {}",
+        big_tasks.cut_off().await
+    );
 }

@@ -176,17 +176,6 @@ pub async fn run(backend: Backend) {
     for e in ENCODINGS {
         attacks(&site, &atk, &mut taps, e).await;
     }
-    let want: [(&str, u64); 9] = [
-        ("unsigned", 2),
-        ("unknown_client", 2),
-        ("unknown_key", 4),
-        ("bad_signature", 2),
-        ("kind", 2),
-        ("target", 2),
-        ("reply_topic", 2),
-        ("stale", 2),
-        ("replayed", 2),
-    ];
     site.coord
         .wait_for("both replays counted", WAIT, |s| {
             s.counters.get("submissions_refused_replayed_total") == Some(&2)
@@ -195,31 +184,7 @@ pub async fn run(backend: Backend) {
     // One more snapshot, then the exact counts.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let s = site.coord.view.borrow().clone();
-    let get = |k: &str| s.counters.get(k).copied().unwrap_or(0);
-    for (reason, n) in want {
-        assert_eq!(
-            get(&format!("submissions_refused_{reason}_total")),
-            n,
-            "{reason}: {:?}",
-            s.counters
-        );
-    }
-    let refused: u64 = s
-        .counters
-        .iter()
-        .filter(|(k, _)| k.starts_with("submissions_refused_"))
-        .map(|(_, v)| v)
-        .sum();
-    assert_eq!(refused, 20, "{:?}", s.counters);
-    assert_eq!(
-        get("tasks_submitted_total"),
-        2,
-        "only the two genuine lists"
-    );
-    assert_eq!(get("tasks_placed_total"), 2);
-    assert_eq!(get("tasks_completed_total"), 2);
-    let ran: BTreeSet<&str> = s.recent.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(ran, BTreeSet::from(["s-replay-json", "s-replay-postcard"]));
+    let refused = exact_counts(&s);
     // Answered: only what is provably from a client, on its own topic.
     let ids =
         |seen: &[TaskResult]| -> BTreeSet<String> { seen.iter().map(|r| r.id.clone()).collect() };
@@ -283,4 +248,45 @@ pub async fn run(backend: Backend) {
         t0.elapsed()
     );
     site.stop().await;
+}
+
+/// The refusals counted under each reason, exactly; only the two originals placed.
+fn exact_counts(s: &fog_proto::CoordinatorStatus) -> u64 {
+    let want: [(&str, u64); 9] = [
+        ("unsigned", 2),
+        ("unknown_client", 2),
+        ("unknown_key", 4),
+        ("bad_signature", 2),
+        ("kind", 2),
+        ("target", 2),
+        ("reply_topic", 2),
+        ("stale", 2),
+        ("replayed", 2),
+    ];
+    let get = |k: &str| s.counters.get(k).copied().unwrap_or(0);
+    for (reason, n) in want {
+        assert_eq!(
+            get(&format!("submissions_refused_{reason}_total")),
+            n,
+            "{reason}: {:?}",
+            s.counters
+        );
+    }
+    let refused: u64 = s
+        .counters
+        .iter()
+        .filter(|(k, _)| k.starts_with("submissions_refused_"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(refused, 20, "{:?}", s.counters);
+    assert_eq!(
+        get("tasks_submitted_total"),
+        2,
+        "only the two genuine lists"
+    );
+    assert_eq!(get("tasks_placed_total"), 2);
+    assert_eq!(get("tasks_completed_total"), 2);
+    let ran: BTreeSet<&str> = s.recent.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ran, BTreeSet::from(["s-replay-json", "s-replay-postcard"]));
+    refused
 }
