@@ -15,6 +15,7 @@
 
 mod assignments;
 mod junk;
+mod rotation;
 mod site;
 mod submissions;
 
@@ -58,4 +59,10 @@ async fn junk_and_20_mb_publishes_disconnect_nobody() {
 async fn junk_and_20_mb_publishes_disconnect_nobody_behind_the_generated_acl() {
     init_logging();
     junk::run(Backend::generated()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_out_coordinator_key_is_refused_after_restart() {
+    init_logging();
+    rotation::run().await;
 }
