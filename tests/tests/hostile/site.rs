@@ -53,6 +53,17 @@ impl Backend {
         }
     }
 
+    /// The broker refuses a packet over fog's ceiling (the embedded broker's
+    /// `max_payload_size`, the generated `max_packet_size`); the harness's anonymous
+    /// Mosquitto (`FOG_E2E_MOSQUITTO=1`) has no such limit and forwards a 20 MB
+    /// publish, which rumqttc cannot skip (docs/security-broker.md, poison.rs).
+    pub fn limits_packets(&self) -> bool {
+        match self {
+            Backend::Open(b) => b.kind == fog_e2e::BrokerKind::Embedded,
+            Backend::Generated(_) => true,
+        }
+    }
+
     pub fn has_acl(&self) -> bool {
         matches!(self, Backend::Generated(_))
     }
