@@ -5,7 +5,7 @@
 //! keep-alive can notice, which is exactly what the offline-detection test measures.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +16,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     frozen: Arc<AtomicBool>,
     refusing: Arc<AtomicBool>,
+    /// Connections forwarded to the broker so far.
+    forwarded: Arc<AtomicU64>,
     frozen_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -30,6 +32,8 @@ impl Proxy {
         let refusing = Arc::new(AtomicBool::new(false));
         let f = frozen.clone();
         let r = refusing.clone();
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let n = forwarded.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -39,6 +43,9 @@ impl Proxy {
                     // Refusing: the client sees its connection closed at once.
                     drop(client);
                     continue;
+                }
+                if !f.load(Ordering::SeqCst) {
+                    n.fetch_add(1, Ordering::SeqCst);
                 }
                 let f = f.clone();
                 let rx = frozen_rx.clone();
@@ -64,6 +71,7 @@ impl Proxy {
             addr,
             frozen,
             refusing,
+            forwarded,
             frozen_tx,
             task,
         })
@@ -71,6 +79,12 @@ impl Proxy {
 
     pub fn url(&self) -> String {
         format!("mqtt://{}", self.addr)
+    }
+
+    /// TCP connections forwarded to the broker so far: how often the client behind
+    /// this proxy (re)connected.
+    pub fn connections(&self) -> u64 {
+        self.forwarded.load(Ordering::SeqCst)
     }
 
     /// Close new connections at once (existing ones are not touched), so a test decides

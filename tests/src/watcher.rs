@@ -27,10 +27,23 @@ pub struct Watcher {
 impl Watcher {
     /// Connect to `addr` and subscribe to `filter` at QoS 1; returns once subscribed.
     pub async fn start(addr: std::net::SocketAddr, filter: &str) -> Watcher {
+        Self::start_as(addr, filter, None).await
+    }
+
+    /// [`Watcher::start`] logged in as `credentials` (user, password), for a broker
+    /// with an ACL.
+    pub async fn start_as(
+        addr: std::net::SocketAddr,
+        filter: &str,
+        credentials: Option<(String, String)>,
+    ) -> Watcher {
         let id = format!("fog-watcher-{}", fastrand::u64(..));
         let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((user, password)) = credentials {
+            opts.set_credentials(user, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
         let (tx, rx) = mpsc::unbounded_channel();
         let (sub_tx, subscribed) = watch::channel(0u64);
