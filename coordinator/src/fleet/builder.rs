@@ -48,6 +48,8 @@ pub struct FleetBuilder {
     /// The folder, when this builder made it (`new`); `with_keys` borrows one.
     _keys_owner: Option<Arc<tempfile::TempDir>>,
     coordinator_key: String,
+    /// Where approved node keys go, if not `<keys_dir>/nodes`.
+    approvals: Option<PathBuf>,
     security: crate::config::SecurityConfig,
 }
 
@@ -78,6 +80,7 @@ impl FleetBuilder {
             keys_dir: keys_dir.to_owned(),
             _keys_owner: None,
             coordinator_key,
+            approvals: None,
             agent_broker: broker.clone(),
             coordinator_broker: broker,
             heartbeat: None,
@@ -274,7 +277,16 @@ impl FleetBuilder {
 
     /// Where the fleet's approved node keys live.
     pub fn nodes_dir(&self) -> PathBuf {
-        self.keys_dir.join("nodes")
+        self.approvals
+            .clone()
+            .unwrap_or_else(|| self.keys_dir.join("nodes"))
+    }
+
+    /// Approve node keys in `dir` instead (fleets sharing a signing key but not their
+    /// node ids, e.g. tests running at once with the same node names).
+    pub fn approvals_in(mut self, dir: &Path) -> Self {
+        self.approvals = Some(dir.to_owned());
+        self
     }
 }
 

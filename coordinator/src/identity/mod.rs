@@ -115,6 +115,7 @@ impl NodeKeys {
             return Ok(());
         }
         if !self.approved.contains_key(node) || self.claims.contains_key(node) {
+            // Not believed yet, or flagged: an approval may have been written since.
             self.recheck(node, now);
         }
         let Some(key) = self.approved.get(node) else {
@@ -129,7 +130,11 @@ impl NodeKeys {
             &mut self.buf,
         ) {
             Ok(_) => {
-                if announced.is_none_or(|a| PublicKey::from_line(a).ok().as_ref() == Some(key)) {
+                // An impostor flag stays until the operator approves a key again: it is
+                // an alarm, and the real node's next heartbeat must not silence it.
+                let clears = self.claims.get(node).is_some_and(|c| !c.impostor)
+                    && announced.is_none_or(|a| PublicKey::from_line(a).ok().as_ref() == Some(key));
+                if clears {
                     self.claims.remove(node);
                 }
                 Ok(())
@@ -199,6 +204,7 @@ impl NodeKeys {
                 if self.approved.get(node) != Some(&k) {
                     tracing::info!(node.id = %node, key.id = k.id(), "node key approved");
                     self.approved.insert(node.clone(), k);
+                    self.claims.remove(node);
                 }
             }
             Ok(None) => {}

@@ -71,6 +71,10 @@ async fn a_node_is_believed_once_its_key_is_approved_and_only_with_that_key() {
     );
     assert!(matches!(e, Err(Distrust::Impostor(_))), "{e:?}");
     assert_eq!(keys.standing(&n), "impostor");
+    // The real node goes on being believed, and the flag stays: it is an alarm.
+    keys.check(&n, &mut heartbeat(&pi, "pi-07"), None, Instant::now())
+        .expect("believed");
+    assert_eq!(keys.standing(&n), "impostor");
     let mut unsigned = Heartbeat::default();
     assert!(matches!(
         keys.check(&n, &mut unsigned, None, Instant::now()),

@@ -10,10 +10,11 @@
 //! they are `#[ignore]`d in plain `cargo test` (reported as ignored, not passed) and
 //! run in CI with `--include-ignored`; without mosquitto they fail.
 //!
-//! Left out here: forged status, heartbeats and results for another node (node
-//! identity, tested with that work).
+//! Node identity (forged status, heartbeats and results for another node, a replayed
+//! heartbeat, approval of a new node) is `impostors.rs`.
 
 mod assignments;
+mod impostors;
 mod junk;
 mod rotation;
 mod site;
@@ -65,4 +66,10 @@ async fn junk_and_20_mb_publishes_disconnect_nobody_behind_the_generated_acl() {
 async fn a_rotated_out_coordinator_key_is_refused_after_restart() {
     init_logging();
     rotation::run().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_node_messages_are_dropped_and_a_new_node_waits_for_approval() {
+    init_logging();
+    impostors::run(Backend::open()).await;
 }

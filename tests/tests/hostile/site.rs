@@ -143,6 +143,8 @@ pub struct Site {
     pub ops_key: PathBuf,
     /// `narrow`: kind echo only, on h-2 only.
     pub narrow: KeyPair,
+    /// This site's approved node keys.
+    pub approvals: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -165,8 +167,12 @@ impl Site {
             ),
         ]);
         let coord_proxy = Proxy::start(backend.addr()).await.expect("proxy");
+        // Node approvals of this site only: other sites run at once with the same
+        // node names (and their own node keys).
+        let approvals = dir.path().join("approved-nodes");
         let mut cfg = fleet(&coord_proxy.url())
             .expect("fleet")
+            .approvals_in(&approvals)
             .security(security)
             .coordinator();
         let b = backend.broker_for(COORDINATOR, &coord_proxy.url());
@@ -181,6 +187,7 @@ impl Site {
             std::fs::create_dir_all(&evidence).expect("evidence dir");
             let mut cfg = fleet(&proxy.url())
                 .expect("fleet")
+                .approvals_in(&approvals)
                 .agent_from_toml(
                     id,
                     &agent_dir.path().join("data"),
@@ -214,6 +221,7 @@ impl Site {
             ops,
             ops_key,
             narrow,
+            approvals,
             _dir: dir,
         }
     }
