@@ -41,8 +41,6 @@ pub struct Batcher {
     encoding: Encoding,
     /// Signs every assignment list, for its node: agents run nothing else.
     key: KeyPair,
-    /// Scratch for the signed bytes.
-    sign_buf: Vec<u8>,
     assign: HashMap<NodeId, List<TaskAssignment>>,
     replies: HashMap<String, List<TaskResult>>,
     ready: VecDeque<(String, Vec<u8>)>,
@@ -62,7 +60,6 @@ impl Batcher {
             topics,
             encoding,
             key,
-            sign_buf: Vec::new(),
             assign: HashMap::new(),
             replies: HashMap::new(),
             ready: VecDeque::new(),
@@ -123,14 +120,7 @@ impl Batcher {
                 items: std::mem::take(&mut l.items),
             };
             // One signature per list (up to BATCH_MAX_ITEMS tasks), not per task.
-            seal(
-                &mut list,
-                &self.key,
-                node.as_str(),
-                now_ms(),
-                &mut self.sign_buf,
-            )
-            .expect("assignments always encode");
+            seal(&mut list, &self.key, node.as_str(), now_ms()).expect("assignments always encode");
             // Sized from the estimate, so a 256-task list is not copied through a
             // dozen doublings.
             let mut wire = Vec::with_capacity(std::mem::take(&mut l.bytes) + 64);

@@ -209,14 +209,7 @@ impl Client {
         let mut list = TaskSubmissions { items, seal: None };
         if let Some(s) = &self.signer {
             // One signature per list, not per task.
-            let mut buf = Vec::with_capacity(estimate);
-            fog_rt::keys::seal(
-                &mut list,
-                &s.key,
-                &s.name,
-                fog_rt::clock::now_ms(),
-                &mut buf,
-            )?;
+            fog_rt::keys::seal(&mut list, &s.key, &s.name, fog_rt::clock::now_ms())?;
         }
         let mut bytes = Vec::with_capacity(estimate + 256);
         codec::encode_into(&list, self.encoding, &mut bytes)?;

@@ -292,7 +292,6 @@ pub struct Gate {
     max_skew_ms: u64,
     topics: Topics,
     seen: ReplayCache,
-    buf: Vec<u8>,
     refused: [u64; LABELS.len()],
     last_log: [Option<Instant>; LABELS.len()],
 }
@@ -317,7 +316,6 @@ impl Gate {
             max_skew_ms: max_skew.as_millis() as u64,
             topics,
             seen: ReplayCache::new(max_skew * 2, REPLAY_CACHE_MAX),
-            buf: Vec::new(),
             refused: [0; LABELS.len()],
             last_log: [None; LABELS.len()],
         }
@@ -406,7 +404,7 @@ impl Gate {
             max_skew_ms: self.max_skew_ms,
         };
         let keys = std::slice::from_ref(&policy.key);
-        match fog_rt::keys::open(list, keys, &policy.name, Some(fresh), &mut self.buf) {
+        match fog_rt::keys::open(list, keys, &policy.name, Some(fresh)) {
             Ok(_) => {}
             Err(e @ (SealError::Stale { .. } | SealError::Future { .. })) => {
                 return Err((Refusal::Seal(e), Some(policy.name.clone())))

@@ -115,6 +115,21 @@ fn header(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// Whose node this is and whose tasks it runs: `approved` (identity) and what it said
+/// about tasks when that is not the secure default.
+fn trust(n: &fog_proto::NodeSummary) -> String {
+    let identity = if n.identity.is_empty() {
+        "-"
+    } else {
+        n.identity.as_str()
+    };
+    match n.task_trust {
+        fog_proto::TaskTrust::NoTrustedKey => format!("{identity}, no tasks (no trusted key)"),
+        fog_proto::TaskTrust::AllowUnsigned => format!("{identity}, RUNS UNSIGNED"),
+        _ => identity.to_owned(),
+    }
+}
+
 /// The node table.
 pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
     let mut rows = vec![header(&[
@@ -129,6 +144,7 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
         "IN FLIGHT",
         "BREAKER",
         "LATENCY",
+        "TRUST",
         "LAST SEEN",
     ])];
     for n in &s.nodes {
@@ -161,6 +177,7 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
             } else {
                 "-".to_owned()
             },
+            trust(n),
             ago(now_ms, n.last_seen_ms),
         ]);
     }
@@ -176,6 +193,25 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
         if s.online { "online" } else { "OFFLINE" },
         ago(now_ms, s.at_ms),
     );
+    if !s.signing_key.is_empty() {
+        let _ = writeln!(out, "assignments signed by key {}", s.signing_key);
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "security: {w} (lab only)");
+    }
+    let distrusted: u64 = [
+        "node_messages_unapproved_total",
+        "node_messages_impostor_total",
+    ]
+    .iter()
+    .filter_map(|k| s.counters.get(*k))
+    .sum();
+    if distrusted > 0 {
+        let _ = writeln!(
+            out,
+            "security: {distrusted} node messages not believed (unapproved or impostor; see `fog-coordinator nodes list`)"
+        );
+    }
     if s.counters.get("submissions_unsigned_allowed") == Some(&1) {
         let _ = writeln!(
             out,

@@ -165,17 +165,6 @@ pub fn encode_into<M: Message>(
     Ok(())
 }
 
-/// Append the bare postcard encoding of `value` (no marker, no version) to `out`:
-/// what a seal signs.
-pub(crate) fn postcard_append<T: Serialize + ?Sized>(
-    value: &T,
-    what: &'static str,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
-    postcard::serialize_with_flavor(value, AppendVec(out))
-        .map_err(|source| EncodeError::Postcard { what, source })
-}
-
 /// A postcard flavor that appends to a caller's `Vec` and copies byte slices (payloads,
 /// strings) with one `extend_from_slice`. postcard's `to_extend` flavor goes through
 /// `Extend` with a cloned iterator, which at our size-optimised opt-level is a byte loop:

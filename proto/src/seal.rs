@@ -1,7 +1,7 @@
 //! The seal: who vouches for a message, and exactly which bytes they signed.
 //!
 //! A sealed message type carries an optional [`Seal`] as its last field. The signature
-//! covers [`signing_bytes`]: a domain tag, the message type's name, the seal's key id,
+//! is over the SHA-256 of [`signing_bytes`] (fog-rt hashes them): a domain tag, the message type's name, the seal's key id,
 //! scope and time, and the postcard encoding of the message with its seal taken out.
 //! postcard is deterministic for a given value, so the signed bytes are the same
 //! whichever encoding carried the message (JSON stays readable with `mosquitto_sub`),
@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{postcard_append, EncodeError};
+use crate::codec::EncodeError;
 use crate::payload::Payload;
 use crate::schema::Message;
 
@@ -47,7 +47,7 @@ pub trait Sealed: Message {
 
 /// The bytes a seal with this `key`, `scope` and `at_ms` signs for `msg` (its own seal
 /// is ignored: taken out while encoding and put back). Written into `out`, cleared
-/// first, so a hot path reuses one buffer.
+/// first.
 pub fn signing_bytes<M: Sealed>(
     msg: &mut M,
     key: &str,
@@ -56,14 +56,56 @@ pub fn signing_bytes<M: Sealed>(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     out.clear();
-    out.extend_from_slice(SEAL_DOMAIN);
-    out.extend_from_slice(M::NAME.as_bytes());
-    out.push(0);
-    postcard_append(&(key, scope, at_ms), M::NAME, out)?;
+    signing_bytes_to(msg, key, scope, at_ms, &mut |b| out.extend_from_slice(b))
+}
+
+/// The same bytes, handed to `sink` piece by piece as they are encoded, so a hash can
+/// take them without a copy of a 256-task list (fog-rt hashes them this way).
+pub fn signing_bytes_to<M: Sealed>(
+    msg: &mut M,
+    key: &str,
+    scope: &str,
+    at_ms: u64,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<(), EncodeError> {
+    sink(SEAL_DOMAIN);
+    sink(M::NAME.as_bytes());
+    sink(&[0]);
+    postcard_to(&(key, scope, at_ms), M::NAME, sink)?;
     let held = msg.take_seal();
-    let body = postcard_append(&*msg, M::NAME, out);
+    let body = postcard_to(&*msg, M::NAME, sink);
     msg.put_seal(held);
     body
+}
+
+/// A postcard flavor that hands every byte run to a closure.
+struct Sink<'a>(&'a mut dyn FnMut(&[u8]));
+
+impl postcard::ser_flavors::Flavor for Sink<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        (self.0)(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        (self.0)(&[data]);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+fn postcard_to<T: Serialize + ?Sized>(
+    value: &T,
+    what: &'static str,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<(), EncodeError> {
+    postcard::serialize_with_flavor(value, Sink(sink))
+        .map_err(|source| EncodeError::Postcard { what, source })
 }
 
 #[cfg(test)]

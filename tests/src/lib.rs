@@ -113,14 +113,8 @@ pub fn signed_assignments(
     mut list: fog_proto::TaskAssignments,
     encoding: Encoding,
 ) -> Vec<u8> {
-    fog_rt::keys::seal(
-        &mut list,
-        &coordinator_key(),
-        node,
-        fog_rt::clock::now_ms(),
-        &mut Vec::new(),
-    )
-    .expect("assignments encode");
+    fog_rt::keys::seal(&mut list, &coordinator_key(), node, fog_rt::clock::now_ms())
+        .expect("assignments encode");
     fog_proto::codec::encode(&list, encoding).expect("assignments encode")
 }
 

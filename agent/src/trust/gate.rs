@@ -23,7 +23,6 @@ pub struct Gate {
     node: String,
     max_skew: Duration,
     allow_unsigned: bool,
-    buf: Vec<u8>,
     refused_total: u64,
     last_log: Option<Instant>,
 }
@@ -35,7 +34,6 @@ impl Gate {
             node: node.to_owned(),
             max_skew,
             allow_unsigned,
-            buf: Vec::new(),
             refused_total: 0,
             last_log: None,
         }
@@ -66,7 +64,7 @@ impl Gate {
             now_ms,
             max_skew_ms: u64::try_from(self.max_skew.as_millis()).unwrap_or(u64::MAX),
         };
-        let refusal = match open(list, &self.keys, &self.node, Some(fresh), &mut self.buf) {
+        let refusal = match open(list, &self.keys, &self.node, Some(fresh)) {
             Ok(_) => return Ok(()),
             Err(e @ (SealError::Stale { .. } | SealError::Future { .. })) => {
                 Refusal::Answer(format!("assignment refused: {e}"))

@@ -44,8 +44,7 @@ impl Identity {
     /// Sign `msg` as this node. Only fails for a message that cannot be encoded at
     /// all, which the caller's own encode would report too; then it goes unsigned.
     pub fn seal<M: Sealed>(&self, msg: &mut M, at_ms: u64) {
-        let mut buf = Vec::new();
-        if let Err(error) = seal(msg, &self.key, &self.node, at_ms, &mut buf) {
+        if let Err(error) = seal(msg, &self.key, &self.node, at_ms) {
             tracing::error!(%error, what = M::NAME, "cannot sign a message");
         }
     }

@@ -27,7 +27,7 @@ fn list() -> TaskAssignments {
 
 fn signed(key: &KeyPair, node: &str, at: u64) -> TaskAssignments {
     let mut l = list();
-    seal(&mut l, key, node, at, &mut Vec::new()).expect("seals");
+    seal(&mut l, key, node, at).expect("seals");
     l
 }
 
@@ -189,5 +189,5 @@ fn the_node_key_is_made_once_and_signs_as_this_node() {
     let mut l = list();
     id.seal(&mut l, NOW);
     let key = fog_rt::keys::PublicKey::from_line(&id.line()).expect("line");
-    fog_rt::keys::open(&mut l, &[key], "pi-07", None, &mut Vec::new()).expect("verifies");
+    fog_rt::keys::open(&mut l, &[key], "pi-07", None).expect("verifies");
 }

@@ -46,7 +46,7 @@ const OPS_REPLY: &str = "fog/v1/clients/ops/cli-1/results";
 
 fn signed(items: Vec<TaskSubmission>, key: &KeyPair, scope: &str, at: u64) -> TaskSubmissions {
     let mut list = TaskSubmissions { items, seal: None };
-    fog_rt::keys::seal(&mut list, key, scope, at, &mut Vec::new()).expect("seals");
+    fog_rt::keys::seal(&mut list, key, scope, at).expect("seals");
     list
 }
 

@@ -53,7 +53,7 @@ fn closed(key: &KeyPair, nodes: &[&str], labels: &[(&str, &str)]) -> Dispatcher 
 
 fn signed(items: Vec<TaskSubmission>, key: &KeyPair, at_ms: u64) -> Vec<u8> {
     let mut list = TaskSubmissions { items, seal: None };
-    fog_rt::keys::seal(&mut list, key, "ops", at_ms, &mut Vec::new()).expect("seals");
+    fog_rt::keys::seal(&mut list, key, "ops", at_ms).expect("seals");
     codec::encode(&list, Encoding::Json).expect("encodes")
 }
 

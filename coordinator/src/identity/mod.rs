@@ -59,7 +59,6 @@ pub struct NodeKeys {
     dir: Option<PathBuf>,
     claims: BTreeMap<NodeId, Claim>,
     checked: HashMap<NodeId, Instant>,
-    buf: Vec<u8>,
 }
 
 impl NodeKeys {
@@ -71,7 +70,6 @@ impl NodeKeys {
             dir: None,
             claims: BTreeMap::new(),
             checked: HashMap::new(),
-            buf: Vec::new(),
         }
     }
 
@@ -95,7 +93,6 @@ impl NodeKeys {
             dir: dir.map(ToOwned::to_owned),
             claims: BTreeMap::new(),
             checked: HashMap::new(),
-            buf: Vec::new(),
         })
     }
 
@@ -122,13 +119,7 @@ impl NodeKeys {
             self.claim(node, msg, announced, false);
             return Err(Distrust::Unapproved);
         };
-        match open(
-            msg,
-            std::slice::from_ref(key),
-            node.as_str(),
-            None,
-            &mut self.buf,
-        ) {
+        match open(msg, std::slice::from_ref(key), node.as_str(), None) {
             Ok(_) => {
                 // An impostor flag stays until the operator approves a key again: it is
                 // an alarm, and the real node's next heartbeat must not silence it.

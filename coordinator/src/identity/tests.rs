@@ -16,7 +16,7 @@ fn heartbeat(key: &KeyPair, scope: &str) -> Heartbeat {
         at_ms: 5,
         ..Heartbeat::default()
     };
-    seal(&mut hb, key, scope, 5, &mut Vec::new()).expect("seals");
+    seal(&mut hb, key, scope, 5).expect("seals");
     hb
 }
 

@@ -164,7 +164,12 @@ pub struct Registry {
     keys: NodeKeys,
     /// How far a believed status may be older than the last one (a replayed will).
     max_skew_ms: u64,
+    /// Births from nodes waiting for approval, applied once approved.
+    waiting_births: HashMap<NodeId, Status>,
 }
+
+/// Most births kept for nodes waiting for approval.
+const MAX_WAITING_BIRTHS: usize = 10_000;
 
 impl Registry {
     pub fn new(topics: Topics, liveness: LivenessConfig) -> Self {
@@ -176,6 +181,7 @@ impl Registry {
             generation: 0,
             keys: NodeKeys::open(),
             max_skew_ms: 300_000,
+            waiting_births: HashMap::new(),
         }
     }
 
@@ -307,6 +313,7 @@ impl Registry {
             NodeTopic::Heartbeat => {
                 let mut hb: Heartbeat = codec::decode(payload).map_err(decode_err)?;
                 self.believe_heartbeat(topic, node, &mut hb, now)?;
+                self.birth_after_approval(topic, node, now, wall_ms);
                 let e = self.touch(node, now, wall_ms);
                 e.last_heartbeat_seq = Some(hb.seq);
                 e.gaps.heartbeat(now);
@@ -339,50 +346,97 @@ impl Registry {
             NodeTopic::Status => {
                 let mut s: Status = codec::decode(payload).map_err(decode_err)?;
                 let id = NodeId::new(node)?;
-                self.believe_status(topic, &id, &mut s, now)?;
-                if let Some(b) = &s.birth {
-                    if b.node != id {
-                        return Err(IngestError::Unexpected(format!(
-                            "{topic} carries the birth record of {}",
-                            b.node
-                        )));
+                if let Err(e) = self.believe_status(topic, &id, &mut s, now) {
+                    // A birth from a node not approved yet is kept (the newest per node,
+                    // a bounded number of nodes): it is retained once per connection,
+                    // so after the approval it would not come again.
+                    let waits = matches!(
+                        &e,
+                        IngestError::Distrusted {
+                            reason: "unapproved",
+                            ..
+                        }
+                    );
+                    if waits
+                        && s.online
+                        && s.birth.is_some()
+                        && self.waiting_births.len() < MAX_WAITING_BIRTHS
+                    {
+                        self.waiting_births.insert(id, s);
                     }
+                    return Err(e);
                 }
-                let entry = self
-                    .nodes
-                    .entry(id.clone())
-                    .or_insert_with(|| NodeEntry::new(now, wall_ms));
-                self.generation += 1;
-                entry.last_status_ms = entry.last_status_ms.max(s.at_ms);
-                entry.last_heartbeat_seq = None;
-                if s.online {
-                    let interval = s
-                        .birth
-                        .as_ref()
-                        .map(|b| Duration::from_millis(u64::from(b.heartbeat_interval_ms)))
-                        .filter(|d| !d.is_zero())
-                        .unwrap_or(self.liveness.default_heartbeat_interval);
-                    entry.gaps = PhiDetector::new(interval);
-                    entry.birth = s.birth;
-                    entry.state = NodeState::Online;
-                    entry.offline_by_record = false;
-                    entry.offline_reason.clear();
-                    entry.last_seen = now;
-                    entry.last_seen_ms = wall_ms;
-                } else {
-                    entry.state = NodeState::Offline;
-                    entry.offline_by_record = true;
-                    entry.offline_reason = s.reason;
-                    entry.heartbeat = None;
-                }
-                Ok(Ingested::Status {
-                    node: id,
-                    online: s.online,
-                })
+                self.apply_status(topic, id, s, now, wall_ms)
             }
             NodeTopic::Alerts | NodeTopic::Tasks | NodeTopic::Results => {
                 Err(IngestError::Unexpected(topic.to_owned()))
             }
+        }
+    }
+
+    /// A believed status record: the node's birth (online) or its goodbye.
+    fn apply_status(
+        &mut self,
+        topic: &str,
+        id: NodeId,
+        s: Status,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Result<Ingested, IngestError> {
+        if let Some(b) = &s.birth {
+            if b.node != id {
+                return Err(IngestError::Unexpected(format!(
+                    "{topic} carries the birth record of {}",
+                    b.node
+                )));
+            }
+        }
+        let entry = self
+            .nodes
+            .entry(id.clone())
+            .or_insert_with(|| NodeEntry::new(now, wall_ms));
+        self.generation += 1;
+        entry.last_status_ms = entry.last_status_ms.max(s.at_ms);
+        entry.last_heartbeat_seq = None;
+        if s.online {
+            let interval = s
+                .birth
+                .as_ref()
+                .map(|b| Duration::from_millis(u64::from(b.heartbeat_interval_ms)))
+                .filter(|d| !d.is_zero())
+                .unwrap_or(self.liveness.default_heartbeat_interval);
+            entry.gaps = PhiDetector::new(interval);
+            entry.birth = s.birth;
+            entry.state = NodeState::Online;
+            entry.offline_by_record = false;
+            entry.offline_reason.clear();
+            entry.last_seen = now;
+            entry.last_seen_ms = wall_ms;
+        } else {
+            entry.state = NodeState::Offline;
+            entry.offline_by_record = true;
+            entry.offline_reason = s.reason;
+            entry.heartbeat = None;
+        }
+        Ok(Ingested::Status {
+            node: id,
+            online: s.online,
+        })
+    }
+
+    /// The first believed heartbeat of a node approved since its birth arrived: take
+    /// the birth it announced then (checked again, now against the approved key).
+    fn birth_after_approval(&mut self, topic: &str, node: &str, now: Instant, wall_ms: u64) {
+        if self.nodes.get(node).is_some_and(|e| e.birth.is_some()) {
+            return;
+        }
+        let Some(mut s) = self.waiting_births.remove(node) else {
+            return;
+        };
+        let Ok(id) = NodeId::new(node) else { return };
+        if self.believe_status(topic, &id, &mut s, now).is_ok() {
+            tracing::info!(node.id = %id, "node approved: taking the birth record it announced");
+            let _ = self.apply_status(topic, id, s, now, wall_ms);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Sealing a message and opening one: which key, for whom, how old.
 
-use fog_proto::seal::{signing_bytes, SIGNATURE_BYTES};
+use fog_proto::seal::{signing_bytes_to, SIGNATURE_BYTES};
 use fog_proto::{EncodeError, Payload, Seal, Sealed};
 
 use super::{KeyPair, PublicKey};
@@ -63,22 +63,20 @@ impl Freshness {
     }
 }
 
-/// Sign `msg` with `key` for `scope` at `at_ms`, replacing any seal it had. `buf` is
-/// scratch space for the signed bytes (reuse it on hot paths).
+/// Sign `msg` with `key` for `scope` at `at_ms`, replacing any seal it had.
 pub fn seal<M: Sealed>(
     msg: &mut M,
     key: &KeyPair,
     scope: &str,
     at_ms: u64,
-    buf: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     let id = key.public().id();
-    signing_bytes(msg, id, scope, at_ms, buf)?;
+    let d = digest(msg, id, scope, at_ms)?;
     msg.put_seal(Some(Seal {
         key: id.to_owned(),
         scope: scope.to_owned(),
         at_ms,
-        sig: Payload(key.sign(buf)),
+        sig: Payload(key.sign(d.as_ref())),
     }));
     Ok(())
 }
@@ -90,10 +88,9 @@ pub fn open<'k, M: Sealed>(
     keys: &'k [PublicKey],
     scope: &str,
     fresh: Option<Freshness>,
-    buf: &mut Vec<u8>,
 ) -> Result<&'k PublicKey, SealError> {
     let seal = msg.take_seal().ok_or(SealError::Unsigned)?;
-    let result = check(msg, &seal, keys, scope, fresh, buf);
+    let result = check(msg, &seal, keys, scope, fresh);
     msg.put_seal(Some(seal));
     result
 }
@@ -104,15 +101,14 @@ fn check<'k, M: Sealed>(
     keys: &'k [PublicKey],
     scope: &str,
     fresh: Option<Freshness>,
-    buf: &mut Vec<u8>,
 ) -> Result<&'k PublicKey, SealError> {
     let key = keys
         .iter()
         .find(|k| k.id() == seal.key)
         .ok_or_else(|| SealError::UnknownKey(short(&seal.key)))?;
+    let digest = digest(msg, &seal.key, &seal.scope, seal.at_ms);
     if seal.sig.0.len() != SIGNATURE_BYTES
-        || signing_bytes(msg, &seal.key, &seal.scope, seal.at_ms, buf).is_err()
-        || !key.verify(buf, &seal.sig.0)
+        || !digest.is_ok_and(|d| key.verify(d.as_ref(), &seal.sig.0))
     {
         return Err(SealError::BadSignature(key.id().to_owned()));
     }
@@ -128,6 +124,22 @@ fn check<'k, M: Sealed>(
         f.check(seal.at_ms)?;
     }
     Ok(key)
+}
+
+/// What the Ed25519 signature is over: the SHA-256 of the signed bytes. Ed25519 hashes
+/// its message twice with SHA-512; over a 256-task list of 1 KiB payloads that was
+/// 0.9 ms to sign and 0.5 ms to open, most of fog's added cost per task. One SHA-256
+/// pass (with the CPU's SHA instructions where it has them) is several times cheaper.
+/// The bytes are streamed into the hash as they are encoded: no copy of the list.
+fn digest<M: Sealed>(
+    msg: &mut M,
+    key: &str,
+    scope: &str,
+    at_ms: u64,
+) -> Result<ring::digest::Digest, EncodeError> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    signing_bytes_to(msg, key, scope, at_ms, &mut |b| ctx.update(b))?;
+    Ok(ctx.finish())
 }
 
 fn short(s: &str) -> String {

@@ -28,7 +28,7 @@ const FRESH: Freshness = Freshness {
 
 fn sealed(key: &KeyPair, scope: &str, at: u64) -> TaskAssignments {
     let mut m = list(1);
-    seal(&mut m, key, scope, at, &mut Vec::new()).expect("seals");
+    seal(&mut m, key, scope, at).expect("seals");
     m
 }
 
@@ -37,27 +37,26 @@ fn a_sealed_message_opens_with_its_key_and_only_for_its_scope_and_time() {
     let (k, _) = KeyPair::generate().expect("key");
     let (other, _) = KeyPair::generate().expect("key");
     let keys = [other.public().clone(), k.public().clone()];
-    let buf = &mut Vec::new();
 
     let mut m = sealed(&k, "node-1", NOW);
-    let by = open(&mut m, &keys, "node-1", Some(FRESH), buf).expect("opens");
+    let by = open(&mut m, &keys, "node-1", Some(FRESH)).expect("opens");
     assert_eq!(by.id(), k.public().id());
     assert!(m.seal().is_some(), "the seal stays on");
 
-    let e = open(&mut list(1), &keys, "node-1", Some(FRESH), buf).unwrap_err();
+    let e = open(&mut list(1), &keys, "node-1", Some(FRESH)).unwrap_err();
     assert_eq!(e, SealError::Unsigned);
-    let e = open(&mut m, &keys[..1], "node-1", Some(FRESH), buf).unwrap_err();
+    let e = open(&mut m, &keys[..1], "node-1", Some(FRESH)).unwrap_err();
     assert_eq!(e.label(), "unknown_key");
-    let e = open(&mut m, &keys, "node-2", Some(FRESH), buf).unwrap_err();
+    let e = open(&mut m, &keys, "node-2", Some(FRESH)).unwrap_err();
     assert_eq!(e.label(), "wrong_scope");
     assert!(e.to_string().contains("\"node-1\""), "{e}");
 
     let mut old = sealed(&k, "node-1", NOW - 301_000);
-    let e = open(&mut old, &keys, "node-1", Some(FRESH), buf).unwrap_err();
+    let e = open(&mut old, &keys, "node-1", Some(FRESH)).unwrap_err();
     assert_eq!(e.label(), "stale");
     assert!(e.to_string().contains("301 s ago"), "{e}");
     let mut ahead = sealed(&k, "node-1", NOW + 400_000);
-    let e = open(&mut ahead, &keys, "node-1", Some(FRESH), buf).unwrap_err();
+    let e = open(&mut ahead, &keys, "node-1", Some(FRESH)).unwrap_err();
     assert_eq!(e.label(), "future");
     // Within the skew either way is fine; without a freshness check any age is.
     open(
@@ -65,17 +64,15 @@ fn a_sealed_message_opens_with_its_key_and_only_for_its_scope_and_time() {
         &keys,
         "node-1",
         Some(FRESH),
-        buf,
     )
     .expect("fresh enough");
-    open(&mut old, &keys, "node-1", None, buf).expect("no age check asked");
+    open(&mut old, &keys, "node-1", None).expect("no age check asked");
 }
 
 #[test]
 fn any_change_to_a_sealed_message_breaks_it() {
     let (k, _) = KeyPair::generate().expect("key");
     let keys = [k.public().clone()];
-    let buf = &mut Vec::new();
     let tamper: [fn(&mut TaskAssignments); 5] = [
         |m| m.items[0].attempt = 2,
         |m| m.items[0].kind = "reboot".into(),
@@ -87,12 +84,12 @@ fn any_change_to_a_sealed_message_breaks_it() {
         let mut m = sealed(&k, "node-1", NOW);
         t(&mut m);
         let scope = m.seal.as_ref().map(|s| s.scope.clone()).unwrap_or_default();
-        let e = open(&mut m, &keys, &scope, Some(FRESH), buf).unwrap_err();
+        let e = open(&mut m, &keys, &scope, Some(FRESH)).unwrap_err();
         assert_eq!(e.label(), "bad_signature", "tamper {i}");
     }
     let mut m = sealed(&k, "node-1", NOW);
     m.seal.as_mut().expect("sealed").sig.0.truncate(10);
-    let e = open(&mut m, &keys, "node-1", Some(FRESH), buf).unwrap_err();
+    let e = open(&mut m, &keys, "node-1", Some(FRESH)).unwrap_err();
     assert_eq!(e.label(), "bad_signature");
 }
 

@@ -43,7 +43,7 @@ pub fn sealed(
     age_ms: u64,
 ) -> TaskAssignments {
     let at = fog_rt::clock::now_ms() - age_ms;
-    fog_rt::keys::seal(&mut list, key, node, at, &mut Vec::new()).expect("seals");
+    fog_rt::keys::seal(&mut list, key, node, at).expect("seals");
     list
 }
 

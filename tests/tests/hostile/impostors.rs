@@ -47,7 +47,7 @@ pub async fn run(backend: Backend) {
         birth: None,
         seal: None,
     };
-    seal(&mut offline, &intruder, "h-1", now, &mut Vec::new()).expect("seals");
+    seal(&mut offline, &intruder, "h-1", now).expect("seals");
     raw.publish(
         "fog/v1/nodes/h-1/status",
         codec::encode(&offline, Encoding::Json).expect("encodes"),
@@ -75,7 +75,7 @@ pub async fn run(backend: Backend) {
         }],
         seal: None,
     };
-    seal(&mut results, &intruder, "h-1", now, &mut Vec::new()).expect("seals");
+    seal(&mut results, &intruder, "h-1", now).expect("seals");
     raw.publish(
         "fog/v1/nodes/h-1/results",
         codec::encode(&results, Encoding::Json).expect("encodes"),
@@ -145,9 +145,17 @@ async fn unapproved_until_approved(site: &mut Site) {
     );
     fog_coordinator::identity::store::approve(&nodes, &id, None).expect("approves");
     site.coord
-        .wait_for("the new node believed once approved", WAIT, |s| {
-            state_of(s, NEW).is_some_and(|(st, who)| st == NodeState::Online && who == "approved")
-        })
+        .wait_for(
+            "the new node believed once approved, with its birth record",
+            WAIT,
+            |s| {
+                state_of(s, NEW)
+                    .is_some_and(|(st, who)| st == NodeState::Online && who == "approved")
+                    && s.nodes
+                        .iter()
+                        .any(|n| n.node.as_str() == NEW && !n.arch.is_empty())
+            },
+        )
         .await;
     agent.stop().await;
     drop(proxy);

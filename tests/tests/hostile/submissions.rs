@@ -38,7 +38,7 @@ fn sealed(item: TaskSubmission, key: &KeyPair, client: &str, age_ms: u64) -> Tas
         seal: None,
     };
     let at = fog_rt::clock::now_ms() - age_ms;
-    fog_rt::keys::seal(&mut list, key, client, at, &mut Vec::new()).expect("seals");
+    fog_rt::keys::seal(&mut list, key, client, at).expect("seals");
     list
 }
 

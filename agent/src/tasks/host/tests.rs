@@ -112,14 +112,7 @@ fn coordinator() -> &'static fog_rt::keys::KeyPair {
 /// A list signed by [`coordinator`] for the rig's node, now.
 fn wire(items: Vec<TaskAssignment>, encoding: Encoding) -> Vec<u8> {
     let mut list = TaskAssignments { items, seal: None };
-    fog_rt::keys::seal(
-        &mut list,
-        coordinator(),
-        "test-node",
-        now_ms(),
-        &mut Vec::new(),
-    )
-    .expect("seals");
+    fog_rt::keys::seal(&mut list, coordinator(), "test-node", now_ms()).expect("seals");
     codec::encode(&list, encoding).expect("encodes")
 }
 
@@ -507,26 +500,12 @@ async fn only_lists_the_gate_lets_through_are_stored_or_run() {
         items: vec![assignment("evil-2", "x")],
         seal: None,
     };
-    fog_rt::keys::seal(
-        &mut by_intruder,
-        &intruder,
-        "test-node",
-        now_ms(),
-        &mut Vec::new(),
-    )
-    .expect("seals");
+    fog_rt::keys::seal(&mut by_intruder, &intruder, "test-node", now_ms()).expect("seals");
     let mut other_node = TaskAssignments {
         items: vec![assignment("evil-3", "x")],
         seal: None,
     };
-    fog_rt::keys::seal(
-        &mut other_node,
-        coordinator(),
-        "node-2",
-        now_ms(),
-        &mut Vec::new(),
-    )
-    .expect("seals");
+    fog_rt::keys::seal(&mut other_node, coordinator(), "node-2", now_ms()).expect("seals");
     for bytes in [
         unsigned,
         codec::encode(&by_intruder, Encoding::Postcard).expect("encodes"),
@@ -543,14 +522,8 @@ async fn only_lists_the_gate_lets_through_are_stored_or_run() {
         items: vec![assignment("late", "x")],
         seal: None,
     };
-    fog_rt::keys::seal(
-        &mut stale,
-        coordinator(),
-        "test-node",
-        now_ms() - 3_600_000,
-        &mut Vec::new(),
-    )
-    .expect("seals");
+    fog_rt::keys::seal(&mut stale, coordinator(), "test-node", now_ms() - 3_600_000)
+        .expect("seals");
     r.send(&codec::encode(&stale, Encoding::Json).expect("encodes"));
     assert_eq!(r.host.assignments_refused_total(), 4);
     match &r.published[..] {
