@@ -130,6 +130,47 @@ fn trust(n: &fog_proto::NodeSummary) -> String {
     }
 }
 
+/// What `status` says about signing, lab-only switches and refusals.
+fn security_lines(s: &CoordinatorStatus, out: &mut String) {
+    if !s.signing_key.is_empty() {
+        let _ = writeln!(out, "assignments signed by key {}", s.signing_key);
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "security: {w} (lab only)");
+    }
+    let distrusted: u64 = [
+        "node_messages_unapproved_total",
+        "node_messages_impostor_total",
+    ]
+    .iter()
+    .filter_map(|k| s.counters.get(*k))
+    .sum();
+    if distrusted > 0 {
+        let _ = writeln!(
+            out,
+            "security: {distrusted} node messages not believed (unapproved or impostor; see `fog-coordinator nodes list`)"
+        );
+    }
+    if s.counters.get("submissions_unsigned_allowed") == Some(&1) {
+        let _ = writeln!(
+            out,
+            "security: submissions are taken from anyone, unsigned (allow_unsigned_submissions = true, lab only)"
+        );
+    }
+    let refused: u64 = s
+        .counters
+        .iter()
+        .filter(|(k, _)| k.starts_with("submissions_refused_"))
+        .map(|(_, v)| v)
+        .sum();
+    if refused > 0 {
+        let _ = writeln!(
+            out,
+            "security: {refused} submissions refused (see `status --json`, submissions_refused_*)"
+        );
+    }
+}
+
 /// The node table.
 pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
     let mut rows = vec![header(&[
@@ -193,43 +234,7 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
         if s.online { "online" } else { "OFFLINE" },
         ago(now_ms, s.at_ms),
     );
-    if !s.signing_key.is_empty() {
-        let _ = writeln!(out, "assignments signed by key {}", s.signing_key);
-    }
-    for w in &s.warnings {
-        let _ = writeln!(out, "security: {w} (lab only)");
-    }
-    let distrusted: u64 = [
-        "node_messages_unapproved_total",
-        "node_messages_impostor_total",
-    ]
-    .iter()
-    .filter_map(|k| s.counters.get(*k))
-    .sum();
-    if distrusted > 0 {
-        let _ = writeln!(
-            out,
-            "security: {distrusted} node messages not believed (unapproved or impostor; see `fog-coordinator nodes list`)"
-        );
-    }
-    if s.counters.get("submissions_unsigned_allowed") == Some(&1) {
-        let _ = writeln!(
-            out,
-            "security: submissions are taken from anyone, unsigned (allow_unsigned_submissions = true, lab only)"
-        );
-    }
-    let refused: u64 = s
-        .counters
-        .iter()
-        .filter(|(k, _)| k.starts_with("submissions_refused_"))
-        .map(|(_, v)| v)
-        .sum();
-    if refused > 0 {
-        let _ = writeln!(
-            out,
-            "security: {refused} submissions refused (see `status --json`, submissions_refused_*)"
-        );
-    }
+    security_lines(s, &mut out);
     if let Some(a) = &s.scaling {
         let _ = writeln!(
             out,
