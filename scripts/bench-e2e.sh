@@ -6,7 +6,9 @@
 #   defaults:             100000  1000          sha256 1024
 #
 # ENCODING=postcard (default json) makes the coordinator, the agents and the bench client
-# publish postcard instead of JSON.
+# publish postcard instead of JSON. LISTS=1 also counts the assignment and result lists
+# on the wire (a mosquitto_sub beside the run; it costs the broker a little), to see how
+# many tasks each signed list carries.
 #
 # Prints the bench report (throughput, p50/p95/p99, lost and duplicated).
 set -euo pipefail
@@ -49,6 +51,10 @@ sleep 2
 cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo "?"; }
 names=(mosquitto coordinator); for i in $(seq "$agents"); do names+=("agent-$i"); done
 before=(); for p in "${pids[@]}"; do before+=("$(cpu "$p")"); done
+if [ "${LISTS:-0}" = 1 ]; then
+    mosquitto_sub -p "$port" -t 'fog/v1/nodes/+/tasks' -t 'fog/v1/nodes/+/results' -F '%t' > "$work/lists" 2>/dev/null & pids+=($!); names+=(lists)
+    before+=(0); sleep 0.3
+fi
 TIMEFORMAT='%U %S'
 { time ${CARGO_TARGET_DIR:-target}/release/fog-coordinator bench --config "$work/coordinator.toml" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes" 2>&3; } 3>&2 2> "$work/client-cpu"
 echo "CPU seconds during the bench, by process:"
@@ -57,3 +63,9 @@ for k in "${!pids[@]}"; do
     awk -v n="${names[k]}" -v a="$after" -v b="${before[k]}" 'BEGIN { printf "  %-12s %6.2f\n", n, a - b }'
 done
 awk '{ printf "  %-12s %6.2f\n", "bench client", $1 + $2 }' "$work/client-cpu"
+if [ "${LISTS:-0}" = 1 ]; then
+    sleep 1
+    awk -v t="$tasks" '/\/tasks$/ {a++} /\/results$/ {r++} END {
+        printf "lists on the wire: %d assignment lists (%.1f tasks each), %d result lists (%.1f results each)\n", a, t / (a ? a : 1), r, t / (r ? r : 1) }' "$work/lists"
+fi
+

@@ -174,6 +174,13 @@ impl<L: Uplink> Forwarder<L> {
         self.backlog.stats()
     }
 
+    /// Messages sent to the backlog since start (tests: exact, where `stats().len()`
+    /// races the backlog's writer thread).
+    #[cfg(test)]
+    pub(crate) fn backlogged_total(&self) -> u64 {
+        self.backlog.pushed_since_open()
+    }
+
     pub fn replayed_total(&self) -> u64 {
         self.replayed_total
     }

@@ -169,7 +169,7 @@ pub fn encode_into<M: Message>(
 /// strings) with one `extend_from_slice`. postcard's `to_extend` flavor goes through
 /// `Extend` with a cloned iterator, which at our size-optimised opt-level is a byte loop:
 /// it was the coordinator's biggest cost after allocation, encoding 256-task lists.
-struct AppendVec<'a>(&'a mut Vec<u8>);
+pub(crate) struct AppendVec<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for AppendVec<'_> {
     type Output = ();

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::EncodeError;
+use crate::codec::{AppendVec, EncodeError};
 use crate::payload::Payload;
 use crate::schema::Message;
 
@@ -48,6 +48,11 @@ pub trait Sealed: Message {
 /// The bytes a seal with this `key`, `scope` and `at_ms` signs for `msg` (its own seal
 /// is ignored: taken out while encoding and put back). Written into `out`, cleared
 /// first.
+///
+/// The message is encoded with the same postcard flavor as the wire encoding
+/// (`codec::AppendVec`), so a binary holds one copy of each message's serializer, not
+/// a second one for hashing (docs/performance.md, "Signatures": what that saved on the
+/// agent's resident memory).
 pub fn signing_bytes<M: Sealed>(
     msg: &mut M,
     key: &str,
@@ -56,55 +61,22 @@ pub fn signing_bytes<M: Sealed>(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     out.clear();
-    signing_bytes_to(msg, key, scope, at_ms, &mut |b| out.extend_from_slice(b))
-}
-
-/// The same bytes, handed to `sink` piece by piece as they are encoded, so a hash can
-/// take them without a copy of a 256-task list (fog-rt hashes them this way).
-pub fn signing_bytes_to<M: Sealed>(
-    msg: &mut M,
-    key: &str,
-    scope: &str,
-    at_ms: u64,
-    sink: &mut dyn FnMut(&[u8]),
-) -> Result<(), EncodeError> {
-    sink(SEAL_DOMAIN);
-    sink(M::NAME.as_bytes());
-    sink(&[0]);
-    postcard_to(&(key, scope, at_ms), M::NAME, sink)?;
+    out.extend_from_slice(SEAL_DOMAIN);
+    out.extend_from_slice(M::NAME.as_bytes());
+    out.push(0);
+    postcard_into(&(key, scope, at_ms), M::NAME, out)?;
     let held = msg.take_seal();
-    let body = postcard_to(&*msg, M::NAME, sink);
+    let body = postcard_into(&*msg, M::NAME, out);
     msg.put_seal(held);
     body
 }
 
-/// A postcard flavor that hands every byte run to a closure.
-struct Sink<'a>(&'a mut dyn FnMut(&[u8]));
-
-impl postcard::ser_flavors::Flavor for Sink<'_> {
-    type Output = ();
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        (self.0)(data);
-        Ok(())
-    }
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        (self.0)(&[data]);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
-fn postcard_to<T: Serialize + ?Sized>(
+fn postcard_into<T: Serialize + ?Sized>(
     value: &T,
     what: &'static str,
-    sink: &mut dyn FnMut(&[u8]),
+    out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    postcard::serialize_with_flavor(value, Sink(sink))
+    postcard::serialize_with_flavor(value, AppendVec(out))
         .map_err(|source| EncodeError::Postcard { what, source })
 }
 

@@ -121,6 +121,8 @@ enum BacklogOp {
 pub struct Backlog {
     db: Arc<DbCell>,
     next_seq: u64,
+    #[cfg(test)]
+    first_seq: u64,
     stats: Arc<BacklogStats>,
     ops: Option<std::sync::mpsc::Sender<BacklogOp>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -186,6 +188,8 @@ impl Backlog {
         Ok(Backlog {
             db,
             next_seq: last_seq + 1,
+            #[cfg(test)]
+            first_seq: last_seq + 1,
             stats,
             ops: Some(tx),
             writer: Some(writer),
@@ -212,6 +216,14 @@ impl Backlog {
             self.stats.dropped[class as usize].fetch_add(1, Ordering::Relaxed);
         }
         seq
+    }
+
+    /// Entries pushed since this backlog was opened (each push takes the next sequence
+    /// number): exact at once, unlike [`BacklogStats::len`], which the writer thread
+    /// updates in two steps after each commit.
+    #[cfg(test)]
+    pub(crate) fn pushed_since_open(&self) -> u64 {
+        self.next_seq - self.first_seq
     }
 
     /// Forget an entry the broker acknowledged; its sequence number comes back on the

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 
 use super::arena::Arena;
 use super::builtin;
@@ -92,11 +91,13 @@ pub struct Pool {
 
 /// The sha256 of kind and payload: the content cache key.
 pub fn cache_key(kind: &str, payload: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update((kind.len() as u32).to_le_bytes());
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    h.update(&(kind.len() as u32).to_le_bytes());
     h.update(kind.as_bytes());
     h.update(payload);
-    h.finalize().into()
+    let mut key = [0u8; 32];
+    key.copy_from_slice(h.finish().as_ref());
+    key
 }
 
 impl Pool {

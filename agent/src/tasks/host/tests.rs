@@ -150,11 +150,11 @@ impl Rig {
     /// Publish the host's outbox through the forwarder and record what went out.
     fn flush(&mut self) {
         let queued: Vec<TaskResult> = self.host.outbox.iter().cloned().collect();
-        let before = self.fwd.stats().len();
+        let before = self.fwd.backlogged_total();
         self.host.flush(&mut self.fwd);
         assert_eq!(self.host.outbox_len(), 0, "flush empties the outbox");
         assert_eq!(
-            self.fwd.stats().len() - before,
+            self.fwd.backlogged_total() - before,
             u64::from(!queued.is_empty()),
             "a flush publishes one list (into the backlog: the link is down)"
         );
