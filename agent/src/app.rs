@@ -125,11 +125,29 @@ fn metrics(once: bool, config: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-/// `run`: the agent, on one thread, until SIGTERM or SIGINT.
-fn run(config: &std::path::Path) -> ExitCode {
+/// SIGHUP as reload requests for the config at `path`. Installed before the agent says
+/// READY, so a `systemctl reload` right after start cannot kill it (SIGHUP's default).
+fn reloads_on_sighup(path: &std::path::Path) -> std::io::Result<crate::Reloads> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    // One pending request is enough: a reload rereads the whole file.
+    let (tx, requests) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = tx.try_send(());
+        }
+    });
+    Ok(crate::Reloads {
+        path: path.to_owned(),
+        requests,
+    })
+}
+
+/// `run`: the agent, on one thread, until SIGTERM or SIGINT; SIGHUP rereads the config.
+fn run(path: &std::path::Path) -> ExitCode {
     limit_malloc_arenas();
     crate::logging::init("FOG_AGENT_LOG", "info");
-    let config = match load(config) {
+    let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -151,7 +169,15 @@ fn run(config: &std::path::Path) -> ExitCode {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(fog_rt::signals::shutdown_on_signals(shutdown.clone()));
-        match crate::run_with(config, shutdown, crate::sdnotify::Notifier::from_env()).await {
+        let reloads = match reloads_on_sighup(path) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("fog-agent: installing the SIGHUP handler: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let notifier = crate::sdnotify::Notifier::from_env();
+        match crate::run_with(config, shutdown, notifier, Some(reloads)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "fog-agent stopped");

@@ -44,4 +44,4 @@ pub mod trust;
 // The shared runtime, under the names the agent's modules use.
 pub use fog_rt::{backoff, logging, sdnotify, systemd, transport};
 
-pub use service::{run, run_with, AgentError};
+pub use service::{run, run_with, AgentError, Reloads};

@@ -182,6 +182,12 @@ impl<T> Supervised<T> {
     pub fn restarts(&self) -> &Restarts {
         &self.restarts
     }
+
+    /// Rebuild with `make` from now on (after a config reload); the value running now
+    /// stays.
+    pub fn set_factory(&mut self, make: impl FnMut() -> T + Send + 'static) {
+        self.make = Box::new(make);
+    }
 }
 
 /// The text of a panic payload (`&str` or `String`; anything else is named as such).

@@ -54,7 +54,7 @@ impl RawBroker {
 }
 
 /// Where and how to reach the MQTT broker, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
     pub host: String,
     pub port: u16,
@@ -70,7 +70,7 @@ pub struct BrokerConfig {
     pub reconnect_max: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub ca_file: PathBuf,
     pub client_cert: Option<(PathBuf, PathBuf)>,

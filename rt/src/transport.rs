@@ -120,9 +120,10 @@ struct Order {
 
 type SharedOrder = Arc<Mutex<Order>>;
 
-fn lock(order: &SharedOrder) -> MutexGuard<'_, Order> {
-    // A panic while holding this lock cannot leave the deque half-updated.
-    order.lock().unwrap_or_else(|p| p.into_inner())
+/// A lock that outlives a panic elsewhere: the data behind it stays consistent (each
+/// holder makes one small change).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub struct Link {
@@ -134,6 +135,8 @@ pub struct Link {
     close_tx: Option<oneshot::Sender<Option<Announce>>>,
     task: JoinHandle<()>,
     max_packet_bytes: usize,
+    /// Shared with the driver, which publishes these on every connection.
+    on_connect: Arc<Mutex<Vec<Announce>>>,
 }
 
 fn read_file(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, LinkError> {
@@ -204,6 +207,7 @@ impl Link {
         let connected = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(LinkStats::default());
         let order = SharedOrder::default();
+        let on_connect = Arc::new(Mutex::new(opts.on_connect));
         let driver = Driver {
             client: client.clone(),
             order: order.clone(),
@@ -212,7 +216,7 @@ impl Link {
             connected: connected.clone(),
             stats: stats.clone(),
             events: events_tx,
-            on_connect: opts.on_connect,
+            on_connect: on_connect.clone(),
             subscriptions: opts.subscriptions,
             backoff: Backoff::new(opts.broker.reconnect_initial, opts.broker.reconnect_max),
             url: opts.broker.url(),
@@ -228,7 +232,14 @@ impl Link {
             close_tx: Some(close_tx),
             task,
             max_packet_bytes: opts.max_packet_bytes,
+            on_connect,
         })
+    }
+
+    /// Replace what is published on every (re)connection from the next one on (a new
+    /// birth record after a config reload). Publishing it now is the caller's part.
+    pub fn set_on_connect(&self, list: Vec<Announce>) {
+        *lock(&self.on_connect) = list;
     }
 
     pub fn is_connected(&self) -> bool {
@@ -330,7 +341,7 @@ struct Driver {
     connected: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
     events: mpsc::Sender<LinkEvent>,
-    on_connect: Vec<Announce>,
+    on_connect: Arc<Mutex<Vec<Announce>>>,
     subscriptions: Vec<(String, QoS)>,
     backoff: Backoff,
     url: String,
@@ -492,11 +503,12 @@ impl Driver {
     }
 
     fn announce(&self) {
+        let on_connect = lock(&self.on_connect).clone();
         let clears = |a: &&Announce| a.retain && a.payload.is_empty();
         // Clears first: sent before the SUBSCRIBE on the same connection, an empty
         // retained message removes what is retained there before the subscription
         // would deliver it (a poison message on our own topic is gone for good).
-        self.publish_announcements(self.on_connect.iter().filter(clears));
+        self.publish_announcements(on_connect.iter().filter(clears));
         if !self.subscriptions.is_empty() {
             let subs = self
                 .subscriptions
@@ -506,7 +518,7 @@ impl Driver {
                 tracing::error!(%error, "could not queue subscriptions");
             }
         }
-        self.publish_announcements(self.on_connect.iter().filter(|a| !clears(a)));
+        self.publish_announcements(on_connect.iter().filter(|a| !clears(a)));
     }
 
     fn publish_announcements<'a>(&self, list: impl Iterator<Item = &'a Announce>) {

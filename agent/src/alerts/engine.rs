@@ -49,6 +49,12 @@ impl AlertEngine {
         }
     }
 
+    /// New thresholds (a config reload), keeping each resource's state: the next
+    /// reading is judged by them, with the usual hysteresis.
+    pub fn set_config(&mut self, config: AlertsConfig) {
+        self.config = config;
+    }
+
     pub fn config(&self) -> &AlertsConfig {
         &self.config
     }

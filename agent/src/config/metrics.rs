@@ -11,7 +11,7 @@ pub(super) struct RawMetrics {
     pub(super) exclude_fs_types: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetricsConfig {
     pub exclude_interfaces: Vec<String>,
     pub exclude_fs_types: Vec<String>,

@@ -79,7 +79,7 @@ struct RawConfig {
 }
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub node_id: NodeId,
     pub prefix: Prefix,

@@ -18,7 +18,7 @@ pub(super) struct RawPool {
 /// Built-in task kinds an agent knows.
 pub const BUILTINS: [&str; 3] = ["echo", "sha256", "sleep"];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub workers: usize,
     pub queue_capacity: usize,

@@ -20,7 +20,7 @@ pub(super) struct RawStore {
     pub(super) rerun_after_restart: Option<bool>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     pub result_retention: Duration,
     pub result_retention_count: usize,

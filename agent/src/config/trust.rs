@@ -18,7 +18,7 @@ pub(super) struct RawTrust {
     pub(super) allow_unsigned: Option<bool>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrustConfig {
     /// Keys written in the config.
     pub coordinator_keys: Vec<PublicKey>,

@@ -12,9 +12,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 mod drain;
+mod reload;
 mod report;
 mod running;
 mod start;
+
+pub use reload::{changes, Changes, Reloads};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -77,16 +80,18 @@ pub fn birth(config: &Config, memory_bytes: u64, started_at_ms: u64) -> Birth {
 /// record and disconnect cleanly. Says nothing to systemd (in-process agents in tests
 /// and the demo must not speak for their process); the binary uses [`run_with`].
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
-    run_with(config, shutdown, crate::sdnotify::Notifier::default()).await
+    run_with(config, shutdown, crate::sdnotify::Notifier::default(), None).await
 }
 
-/// [`run`], reporting readiness, status and watchdog pings through `notifier`.
+/// [`run`], reporting readiness, status and watchdog pings through `notifier`, and
+/// rereading the config file on each of `reloads`' requests.
 pub async fn run_with(
     config: Config,
     shutdown: CancellationToken,
     notifier: crate::sdnotify::Notifier,
+    reloads: Option<Reloads>,
 ) -> Result<(), AgentError> {
-    let (mut agent, mut inbox, mut timers) = start::start(config, notifier)?;
+    let (mut agent, mut inbox, mut timers) = start::start(config, notifier, reloads)?;
     running::run(&mut agent, &mut inbox, &mut timers, &shutdown).await?;
     drain::drain(&mut agent, &mut inbox, &mut timers).await;
     drain::goodbye(agent).await

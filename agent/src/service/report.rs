@@ -34,6 +34,9 @@ pub(super) struct Supervision {
     pub(super) transport: Restarts,
     pub(super) collector: Supervised<Collector>,
     pub(super) alerts: Supervised<crate::alerts::AlertEngine>,
+    /// What the last config reload left to say (refused, or keys that need a
+    /// restart), for the STATUS= line.
+    pub(super) config_note: Option<String>,
 }
 
 impl Supervision {
@@ -97,6 +100,10 @@ pub(super) fn status_line(fwd: &Forwarder, host: &TaskHost, sup: &Supervision) -
     let d = sup.degraded(host);
     if !d.is_empty() {
         line.push_str(&format!("; degraded: {}", d.join(", ")));
+    }
+    if let Some(note) = &sup.config_note {
+        line.push_str("; ");
+        line.push_str(note);
     }
     line
 }

@@ -57,6 +57,12 @@ pub(super) async fn run(
                 a.fwd.tick();
                 Turn::Handled
             }
+            Some(()) = reload_requested(&mut inbox.reloads) => {
+                if let Some(r) = &inbox.reloads {
+                    a.reload(&r.path, t)?;
+                }
+                Turn::Handled
+            }
             _ = t.heartbeat.tick() => a.heartbeat()?,
             _ = t.readings.tick() => a.reading()?,
         };
@@ -74,6 +80,14 @@ pub(super) async fn run(
                 systemd.turned(|| status_line(fwd, host, sup));
             }
         }
+    }
+}
+
+/// The next reload request; never, for an agent that takes none.
+async fn reload_requested(r: &mut Option<super::reload::Reloads>) -> Option<()> {
+    match r {
+        Some(r) => r.requests.recv().await,
+        None => std::future::pending().await,
     }
 }
 

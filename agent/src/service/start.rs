@@ -23,6 +23,7 @@ use crate::tasks::host::{TaskHost, Token};
 use crate::tasks::job::JobResult;
 use crate::transport::{Announce, Link, LinkOptions, Qos};
 use crate::trust::{trusted_keys, Gate, Identity};
+use fog_rt::keys::PublicKey;
 
 /// The running agent: everything the loops' handlers work on.
 pub(super) struct Agent {
@@ -41,6 +42,9 @@ pub(super) struct Agent {
     pub(super) last_drop_log: Option<tokio::time::Instant>,
     /// This node's key: signs its status, heartbeats and results.
     pub(super) identity: Arc<Identity>,
+    /// The coordinator keys its gate trusts (config and keys folder), for a reload to
+    /// compare.
+    pub(super) trusted: Vec<PublicKey>,
 }
 
 /// What the store, the pool and the backlog report back.
@@ -48,6 +52,8 @@ pub(super) struct Inbox {
     pub(super) commits: UnboundedReceiver<Committed<Token>>,
     pub(super) results: Receiver<JobResult>,
     pub(super) removed: UnboundedReceiver<Removed>,
+    /// `systemctl reload` (SIGHUP), in the binary.
+    pub(super) reloads: Option<super::reload::Reloads>,
 }
 
 pub(super) struct Timers {
@@ -58,7 +64,7 @@ pub(super) struct Timers {
     pub(super) replay: Interval,
 }
 
-fn skipping(period: Duration) -> Interval {
+pub(super) fn skipping(period: Duration) -> Interval {
     let mut i = tokio::time::interval(period);
     i.set_missed_tick_behavior(MissedTickBehavior::Skip);
     i
@@ -68,11 +74,13 @@ fn skipping(period: Duration) -> Interval {
 pub(super) struct LinkPlan {
     broker: crate::config::BrokerConfig,
     client_id: String,
-    status_topic: String,
+    pub(super) status_topic: String,
     tasks_topic: String,
-    /// The encoded Last Will and birth record.
+    /// The encoded Last Will and birth record (a reload may replace the latter).
     will: Vec<u8>,
-    online: Vec<u8>,
+    pub(super) online: Vec<u8>,
+    /// When this run started, as its birth records say.
+    pub(super) started_at_ms: u64,
     max_packet_bytes: usize,
 }
 
@@ -120,12 +128,12 @@ fn announcements(
     enc: Encoding,
     identity: &Identity,
     task_trust: TaskTrust,
+    started_at_ms: u64,
 ) -> Result<(Vec<u8>, Vec<u8>), AgentError> {
     let memory_bytes = sup
         .collector
         .with(tokio::time::Instant::now(), |c| c.memory_total_bytes())
         .unwrap_or(0);
-    let started_at_ms = now_ms();
     let mut b = birth(config, memory_bytes, started_at_ms);
     b.node_key = identity.line();
     b.task_trust = task_trust;
@@ -153,7 +161,10 @@ fn announcements(
 
 /// This node's key (made on first start) and the gate its assignments pass, with a
 /// word at start on whose tasks run here.
-fn trust(config: &Config, node: &NodeId) -> Result<(Arc<Identity>, Gate), AgentError> {
+fn trust(
+    config: &Config,
+    node: &NodeId,
+) -> Result<(Arc<Identity>, Gate, Vec<PublicKey>), AgentError> {
     let (identity, made) = Identity::load_or_create(&config.data_dir, node.as_str())?;
     if made {
         tracing::info!(node.key = %identity.line(), key.id = identity.key_id(), "made this node's key; approve it on the coordinator with `fog-coordinator nodes approve {node}`");
@@ -166,6 +177,12 @@ fn trust(config: &Config, node: &NodeId) -> Result<(Arc<Identity>, Gate), AgentE
         config.trust.max_clock_skew,
         config.trust.allow_unsigned,
     );
+    say_trust(&gate, &trusted);
+    Ok((identity, gate, trusted))
+}
+
+/// Whose tasks run here, in the log: at start and after a reload.
+pub(super) fn say_trust(gate: &Gate, trusted: &[PublicKey]) {
     match gate.trust() {
         TaskTrust::AllowUnsigned => tracing::warn!(
             "trust.allow_unsigned = true: this node runs ANY task assignment, signed or not; anyone who can publish to the broker can run its tasks (lab only)"
@@ -175,12 +192,27 @@ fn trust(config: &Config, node: &NodeId) -> Result<(Arc<Identity>, Gate), AgentE
         ),
         _ => tracing::info!(keys = ?trusted.iter().map(|k| k.id().to_owned()).collect::<Vec<_>>(), "running tasks signed by these coordinator keys"),
     }
-    Ok((identity, gate))
+}
+
+/// The collector, the alert engine and the health of the store and the link.
+fn supervision(config: &Config, host: &TaskHost) -> Supervision {
+    let metrics_cfg = config.metrics.clone();
+    let alerts_cfg = config.alerts.clone();
+    Supervision {
+        store: host.store_health(),
+        transport: Restarts::new("transport"),
+        collector: Supervised::new("collector", move || Collector::new(metrics_cfg.clone())),
+        alerts: Supervised::new("alerts", move || {
+            crate::alerts::AlertEngine::new(alerts_cfg.clone())
+        }),
+        config_note: None,
+    }
 }
 
 pub(super) fn start(
     config: Config,
     notifier: crate::sdnotify::Notifier,
+    reloads: Option<super::reload::Reloads>,
 ) -> Result<(Agent, Inbox, Timers), AgentError> {
     let systemd = SystemdReport::new(notifier);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
@@ -194,7 +226,7 @@ pub(super) fn start(
     let (pool_tx, results) =
         tokio::sync::mpsc::channel(config.pool.queue_capacity + config.pool.workers + 16);
     let (commit_tx, commits) = tokio::sync::mpsc::unbounded_channel();
-    let (identity, gate) = trust(&config, &node)?;
+    let (identity, gate, trusted) = trust(&config, &node)?;
     let host = TaskHost::start(&config, identity.clone(), gate, pool_tx, commit_tx)?;
     let (removed_tx, removed) = tokio::sync::mpsc::unbounded_channel();
     let backlog = host.open_backlog(&config, removed_tx)?;
@@ -206,18 +238,17 @@ pub(super) fn start(
         );
     }
 
-    let metrics_cfg = config.metrics.clone();
-    let alerts_cfg = config.alerts.clone();
     // Started after the store and before the link, as they depend on each other.
-    let mut sup = Supervision {
-        store: host.store_health(),
-        transport: Restarts::new("transport"),
-        collector: Supervised::new("collector", move || Collector::new(metrics_cfg.clone())),
-        alerts: Supervised::new("alerts", move || {
-            crate::alerts::AlertEngine::new(alerts_cfg.clone())
-        }),
-    };
-    let (will, online) = announcements(&config, &mut sup, enc, &identity, host.task_trust())?;
+    let mut sup = supervision(&config, &host);
+    let started_at_ms = now_ms();
+    let (will, online) = announcements(
+        &config,
+        &mut sup,
+        enc,
+        &identity,
+        host.task_trust(),
+        started_at_ms,
+    )?;
     let client_id = if config.broker.client_id.is_empty() {
         format!("fog-agent-{node}")
     } else {
@@ -240,6 +271,7 @@ pub(super) fn start(
         tasks_topic: tasks_topic.clone(),
         will,
         online,
+        started_at_ms,
         max_packet_bytes: crate::tasks::host::packet_limit(config.pool.max_task_bytes),
     };
     let fwd = Forwarder::new(
@@ -260,6 +292,7 @@ pub(super) fn start(
         systemd,
         last_drop_log: None,
         identity,
+        trusted,
         config,
     };
     tracing::info!(
@@ -280,6 +313,7 @@ pub(super) fn start(
         commits,
         results,
         removed,
+        reloads,
     };
     Ok((agent, inbox, timers))
 }

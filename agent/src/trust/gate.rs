@@ -39,6 +39,13 @@ impl Gate {
         }
     }
 
+    /// This gate with `old`'s refusal count (a config reload replaced the keys).
+    pub fn carrying(mut self, old: &Gate) -> Gate {
+        self.refused_total = old.refused_total;
+        self.last_log = old.last_log;
+        self
+    }
+
     /// What the birth record says about this node and tasks.
     pub fn trust(&self) -> TaskTrust {
         if self.allow_unsigned {

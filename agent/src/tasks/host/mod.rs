@@ -312,6 +312,17 @@ impl TaskHost {
     }
 
     /// Whose assignments run here (for the birth record).
+    /// The kinds this node runs from now on (a config reload). Tasks already queued
+    /// or running keep the spec they were accepted with.
+    pub fn set_kinds(&mut self, kinds: HashMap<String, Kind>) {
+        self.kinds = kinds;
+    }
+
+    /// Whose assignments run here from now on (a config reload).
+    pub fn set_gate(&mut self, gate: Gate) {
+        self.gate = gate.carrying(&self.gate);
+    }
+
     pub fn task_trust(&self) -> fog_proto::TaskTrust {
         self.gate.trust()
     }

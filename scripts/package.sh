@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Debian packages: fog-agent for amd64, arm64 and armhf, fog-coordinator for amd64 and
+# arm64, into target/debian/, then lintian on each (an error fails the script).
+#
+#   scripts/package.sh                     # everything
+#   ARCHS="amd64" scripts/package.sh       # some architectures
+#   PACKAGES="fog-agent" scripts/package.sh
+#   VERSION=0.1.0+1 scripts/package.sh     # another version (the boot test's upgrade)
+#   LINTIAN=0 RESOLVE_CHECK=0 scripts/package.sh   # skip lintian, the name-resolution check
+#
+# Which binary goes into which package, and why (docs/install.md, "Packages"):
+#   fog-agent amd64        x86_64-unknown-linux-musl      static
+#   fog-agent arm64        aarch64-unknown-linux-musl     static
+#   fog-agent armhf        armv7-unknown-linux-gnueabihf  glibc (no armv7/ARMv6 musl
+#                          standard library is available to rustup here)
+#   fog-coordinator amd64  x86_64-unknown-linux-gnu       glibc
+#   fog-coordinator arm64  aarch64-unknown-linux-musl     static
+# A glibc binary's Depends come from its ELF version needs (libc6 (>= 2.N)); a static
+# one depends on nothing but init-system-helpers (its maintainer scripts).
+#
+# Each agent binary is checked to reach a broker given by host name, through /etc/hosts
+# and DNS (scripts/name-resolution.sh; ARM ones under qemu-user).
+# Needs rustup's standard libraries for the targets (added here when missing), musl-tools
+# and the Debian cross compilers for ring's C code (installed here when missing, as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+archs=${ARCHS:-"amd64 arm64 armhf"}
+packages=${PACKAGES:-"fog-agent fog-coordinator"}
+version=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
+out=${CARGO_TARGET_DIR:-target}/debian
+target_dir=${CARGO_TARGET_DIR:-target}
+here=packaging/deb
+
+die() { echo "package: $*" >&2; exit 1; }
+
+triple_of() { # package arch
+    case "$1/$2" in
+        fog-agent/amd64) echo x86_64-unknown-linux-musl ;;
+        fog-agent/arm64 | fog-coordinator/arm64) echo aarch64-unknown-linux-musl ;;
+        fog-agent/armhf) echo armv7-unknown-linux-gnueabihf ;;
+        fog-coordinator/amd64) echo x86_64-unknown-linux-gnu ;;
+        *) return 1 ;;
+    esac
+}
+
+cross_gcc_of() { # triple -> C compiler (and linker) for ring's C code
+    case "$1" in
+        x86_64-unknown-linux-musl) echo musl-gcc ;;
+        aarch64-*) echo aarch64-linux-gnu-gcc ;;
+        armv7-*) echo arm-linux-gnueabihf-gcc ;;
+        *) echo cc ;;
+    esac
+}
+
+runner_of() { # triple -> how to run its binaries here
+    case "$1" in
+        x86_64-*) ;;
+        aarch64-*) echo qemu-aarch64 -L /usr/aarch64-linux-gnu ;;
+        armv7-*) echo qemu-arm -L /usr/arm-linux-gnueabihf ;;
+    esac
+}
+
+install_tools() {
+    local need=() t
+    for t in "$@"; do
+        case $t in
+            musl-gcc) command -v musl-gcc >/dev/null || need+=(musl-tools) ;;
+            aarch64-linux-gnu-gcc) command -v "$t" >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
+            arm-linux-gnueabihf-gcc) command -v "$t" >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
+        esac
+    done
+    command -v lintian >/dev/null || need+=(lintian)
+    command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "package: installing ${need[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+}
+
+build() { # package triple -> path of the stripped release binary
+    local pkg=$1 triple=$2 gcc up
+    gcc=$(cross_gcc_of "$triple")
+    up=$(echo "$triple" | tr 'a-z-' 'A-Z_')
+    if [ "$triple" != x86_64-unknown-linux-gnu ]; then
+        rustup target list --installed | grep -qx "$triple" || rustup target add "$triple" >&2
+        export "CARGO_TARGET_${up}_LINKER=$gcc" "CC_${triple//-/_}=$gcc"
+    fi
+    # Built alone: beside another package Cargo unifies features into a larger binary.
+    cargo build --release --locked --target "$triple" -p "$pkg" >&2
+    echo "$target_dir/$triple/release/$pkg"
+}
+
+# Depends of a binary: libc6 (>= highest GLIBC_ version needed) and libgcc-s1 when it
+# links those; nothing for a static binary. Any other shared library is a mistake here.
+depends_of() {
+    local bin=$1 needed glibc deps=(init-system-helpers)
+    needed=$(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
+    for lib in $needed; do
+        case $lib in
+            libc.so.6 | libm.so.6 | ld-linux*.so.* | libdl.so.2 | libpthread.so.0 | librt.so.1) ;;
+            libgcc_s.so.1) deps+=(libgcc-s1) ;;
+            *) die "$bin needs $lib, which no Depends covers" ;;
+        esac
+    done
+    if [ -n "$needed" ]; then
+        glibc=$(readelf -V --wide "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+        [ -n "$glibc" ] || die "$bin links libc.so.6 but needs no GLIBC_ version"
+        deps+=("libc6 (>= $glibc)")
+    fi
+    (IFS=,; echo "${deps[*]}" | sed 's/,/, /g')
+}
+
+stage() { # package arch binary
+    local pkg=$1 arch=$2 bin=$3 short=${1#fog-} root deb
+    root=$out/stage/${pkg}_$arch
+    rm -rf "$root"
+    install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/fog" \
+        "$root/usr/share/doc/$pkg"
+    install -m 0755 "$bin" "$root/usr/bin/$pkg"
+    install -m 0644 "systemd/$pkg.service" "$root/lib/systemd/system/"
+    install -m 0644 "$short/default.toml" "$root/etc/fog/$short.toml"
+    [ "$pkg" = fog-agent ] && install -d -m 0755 "$root/etc/fog/trusted-keys"
+    # Docs: the README and the operator's guides; the Debian changelog and copyright.
+    install -m 0644 README.md docs/install.md docs/operations.md docs/configuration.md \
+        docs/security.md "$root/usr/share/doc/$pkg/"
+    install -m 0644 "$here/copyright" "$root/usr/share/doc/$pkg/copyright"
+    {
+        if [ "$version" != "$(sed -n '1s/.*(\(.*\)).*/\1/p' "$here/changelog.in")" ]; then
+            printf '%s (%s) bookworm; urgency=medium\n\n  * Built from %s.\n\n -- fog developers <fog@example.invalid>  %s\n\n' \
+                "$pkg" "$version" "$(git rev-parse --short HEAD 2>/dev/null || echo source)" "$(date -R -u)"
+        fi
+        sed "s/@PKG@/$pkg/g" "$here/changelog.in"
+    } | gzip -9n > "$root/usr/share/doc/$pkg/changelog.gz"
+    chmod 0644 "$root/usr/share/doc/$pkg/changelog.gz"
+
+    local state=$pkg subst
+    subst="s|@PKG@|$pkg|g; s|@UNIT@|$pkg.service|g; s|@STATE@|$state|g"
+    for s in postinst prerm postrm; do
+        sed "$subst" "$here/$s.in" > "$root/DEBIAN/$s"
+        chmod 0755 "$root/DEBIAN/$s"
+    done
+    echo "/etc/fog/$short.toml" > "$root/DEBIAN/conffiles"
+    local size summary
+    size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+    summary=$(sed -n 's/^description = "\(.*\)"/\1/p' "$short/Cargo.toml")
+    [ -n "$summary" ] || summary="fog $short"
+    awk -v pkg="$pkg" -v ver="$version" -v arch="$arch" -v size="$size" \
+        -v deps="$(depends_of "$bin")" -v summary="$summary" -v descfile="$here/$pkg.description" '
+        /@DESCRIPTION@/ { while ((getline l < descfile) > 0) print l; next }
+        { gsub("@PKG@", pkg); gsub("@VERSION@", ver); gsub("@ARCH@", arch); gsub("@SIZE@", size)
+          gsub("@DEPENDS@", deps); gsub("@SUMMARY@", summary); print }' \
+        "$here/control.in" > "$root/DEBIAN/control"
+    (cd "$root" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) \
+        > "$root/DEBIAN/md5sums"
+    deb=$out/${pkg}_${version}_$arch.deb
+    dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+    echo "$deb"
+}
+
+mkdir -p "$out"
+gccs=()
+for arch in $archs; do for pkg in $packages; do
+    t=$(triple_of "$pkg" "$arch") && gccs+=("$(cross_gcc_of "$t")")
+done; done
+install_tools "${gccs[@]}"
+
+built=()
+for arch in $archs; do
+    for pkg in $packages; do
+        triple=$(triple_of "$pkg" "$arch") || continue
+        echo "== $pkg $arch ($triple)"
+        bin=$(build "$pkg" "$triple")
+        if [[ $triple == *musl* ]] && readelf -d "$bin" | grep -q NEEDED; then
+            die "$bin should be static but links $(readelf -d "$bin" | grep NEEDED)"
+        fi
+        if [ "$pkg" = fog-agent ] && [ "${RESOLVE_CHECK:-1}" != 0 ]; then
+            echo "== $pkg $arch: a broker by host name (scripts/name-resolution.sh)"
+            # shellcheck disable=SC2046
+            scripts/name-resolution.sh "$bin" $(runner_of "$triple")
+        fi
+        built+=("$(stage "$pkg" "$arch" "$bin")")
+    done
+done
+
+if [ "${LINTIAN:-1}" != 0 ]; then
+echo
+echo "== lintian"
+# Errors fail (lintian --fail-on error, its default); warnings are printed. The
+# warnings left, and why: docs/install.md ("Packages").
+status=0
+for deb in "${built[@]}"; do
+    lintian --no-tag-display-limit "$deb" || status=1
+done
+[ "$status" = 0 ] || die "lintian reported errors"
+fi
+echo
+for deb in "${built[@]}"; do
+    printf '%-52s %8d bytes  Depends: %s\n' "$(basename "$deb")" "$(stat -c %s "$deb")" \
+        "$(dpkg-deb -f "$deb" Depends)"
+done
