@@ -25,14 +25,18 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-if [ ! -e "$base/.complete" ]; then
+# What the root holds besides minbase: systemd as PID 1, a broker and its clients, and
+# the packages' Depends (dpkg -i fetches nothing; procps for the agent's /bin/kill). The
+# cache is remade when this list changes.
+include=systemd,systemd-sysv,dbus,mosquitto,mosquitto-clients,procps
+if [ "$(cat "$base/.complete" 2>/dev/null)" != "$include" ]; then
     echo "== debootstrap bookworm into $base"
     rm -rf "$base"
     mkdir -p "$cache"
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,mosquitto,mosquitto-clients \
+    debootstrap --variant=minbase --include="$include" \
         bookworm "$base" http://deb.debian.org/debian > "$cache/debootstrap.log" 2>&1 \
         || { tail -20 "$cache/debootstrap.log"; exit 1; }
-    touch "$base/.complete"
+    echo "$include" > "$base/.complete"
 fi
 
 echo "== packages $version and $next (amd64)"
@@ -49,8 +53,11 @@ install -m 0755 scripts/boot/inside.sh "$root/root/inside.sh"
 printf 'VERSION=%s\nNEXT=%s\n' "$version" "$next" > "$root/root/versions"
 install -m 0644 scripts/boot/fog-boot-test.service "$root/etc/systemd/system/"
 ln -sf /etc/systemd/system/fog-boot-test.service "$root/etc/systemd/system/multi-user.target.wants/"
-# The container's host name is its node id; say it, rather than inherit "root".
+# The container's host name is its node id; say it, rather than inherit "root". And
+# the /etc/hosts a Debian install writes (debootstrap copies the host's, or none): the
+# packages' default broker is mqtt://localhost:1883, and the container has no DNS.
 echo fog-boot > "$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tfog-boot\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 
 echo "== boot"
 # inside.sh powers the container off when it is done; the timeout is for a hang.

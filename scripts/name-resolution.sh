@@ -31,9 +31,9 @@ ip link set lo up
 echo 'nameserver 127.0.0.1' > "$work/resolv.conf"
 mount --bind "$work/resolv.conf" /etc/resolv.conf
 dnsmasq --keep-in-foreground --no-resolv --no-hosts --listen-address=127.0.0.1 --bind-interfaces \
-    --address=/broker.fog.test/127.0.0.1 --pid-file="$work/dnsmasq.pid" --user=root 2>"$work/dnsmasq.log" &
+    --host-record=broker.fog.test,127.0.0.1,::1 --pid-file="$work/dnsmasq.pid" --user=root 2>"$work/dnsmasq.log" &
 dns=$!
-printf 'user root\nlistener 1883 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n' > "$work/m.conf"
+printf 'user root\nlistener 1883\nallow_anonymous true\npersistence false\nlog_type error\n' > "$work/m.conf"
 mosquitto -c "$work/m.conf" & broker=$!
 trap 'kill $dns $broker 2>/dev/null; wait 2>/dev/null' EXIT
 sleep 0.5

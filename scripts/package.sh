@@ -16,7 +16,8 @@
 #   fog-coordinator amd64  x86_64-unknown-linux-gnu       glibc
 #   fog-coordinator arm64  aarch64-unknown-linux-musl     static
 # A glibc binary's Depends come from its ELF version needs (libc6 (>= 2.N)); a static
-# one depends on nothing but init-system-helpers (its maintainer scripts).
+# one depends on nothing but init-system-helpers (its maintainer scripts), and the agent
+# on procps (/bin/kill for systemctl reload).
 #
 # Each agent binary is checked to reach a broker given by host name, through /etc/hosts
 # and DNS (scripts/name-resolution.sh; ARM ones under qemu-user).
@@ -83,8 +84,12 @@ build() { # package triple -> path of the stripped release binary
     up=$(echo "$triple" | tr 'a-z-' 'A-Z_')
     if [ "$triple" != x86_64-unknown-linux-gnu ]; then
         rustup target list --installed | grep -qx "$triple" || rustup target add "$triple" >&2
-        export "CARGO_TARGET_${up}_LINKER=$gcc" "CC_${triple//-/_}=$gcc"
+        export "CC_${triple//-/_}=$gcc"
     fi
+    # The linker: the host's cc links x86_64 (for musl, rustc links its own
+    # self-contained musl statically; musl-gcc as the linker would make a binary that
+    # needs /lib/ld-musl-x86_64.so.1); ARM needs the cross gcc.
+    case $triple in x86_64-*) ;; *) export "CARGO_TARGET_${up}_LINKER=$gcc" ;; esac
     # Built alone: beside another package Cargo unifies features into a larger binary.
     cargo build --release --locked --target "$triple" -p "$pkg" >&2
     echo "$target_dir/$triple/release/$pkg"
@@ -93,7 +98,11 @@ build() { # package triple -> path of the stripped release binary
 # Depends of a binary: libc6 (>= highest GLIBC_ version needed) and libgcc-s1 when it
 # links those; nothing for a static binary. Any other shared library is a mistake here.
 depends_of() {
-    local bin=$1 needed glibc deps=(init-system-helpers)
+    # init-system-helpers: deb-systemd-helper and deb-systemd-invoke in the maintainer
+    # scripts (essential, so lintian wants a version).
+    local bin=$1 needed glibc deps=("init-system-helpers (>= 1.52)")
+    # The agent's ExecReload= is /bin/kill (procps; a minimal Debian lacks it).
+    [[ $(basename "$bin") == fog-agent ]] && deps+=(procps)
     needed=$(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
     for lib in $needed; do
         case $lib in
@@ -142,8 +151,10 @@ stage() { # package arch binary
     echo "/etc/fog/$short.toml" > "$root/DEBIAN/conffiles"
     local size summary
     size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-    summary=$(sed -n 's/^description = "\(.*\)"/\1/p' "$short/Cargo.toml")
-    [ -n "$summary" ] || summary="fog $short"
+    case $pkg in
+        fog-agent) summary="fog node agent: readings, liveness and tasks over MQTT" ;;
+        fog-coordinator) summary="fog coordinator: fleet registry and task placement over MQTT" ;;
+    esac
     awk -v pkg="$pkg" -v ver="$version" -v arch="$arch" -v size="$size" \
         -v deps="$(depends_of "$bin")" -v summary="$summary" -v descfile="$here/$pkg.description" '
         /@DESCRIPTION@/ { while ((getline l < descfile) > 0) print l; next }
@@ -170,8 +181,8 @@ for arch in $archs; do
         triple=$(triple_of "$pkg" "$arch") || continue
         echo "== $pkg $arch ($triple)"
         bin=$(build "$pkg" "$triple")
-        if [[ $triple == *musl* ]] && readelf -d "$bin" | grep -q NEEDED; then
-            die "$bin should be static but links $(readelf -d "$bin" | grep NEEDED)"
+        if [[ $triple == *musl* ]] && { readelf -d "$bin" | grep -q NEEDED || readelf -l "$bin" | grep -q 'program interpreter'; }; then
+            die "$bin should be static but has an interpreter or needs libraries: $(readelf -d "$bin" | grep NEEDED; readelf -l "$bin" | grep interpreter)"
         fi
         if [ "$pkg" = fog-agent ] && [ "${RESOLVE_CHECK:-1}" != 0 ]; then
             echo "== $pkg $arch: a broker by host name (scripts/name-resolution.sh)"
@@ -189,7 +200,7 @@ echo "== lintian"
 # warnings left, and why: docs/install.md ("Packages").
 status=0
 for deb in "${built[@]}"; do
-    lintian --no-tag-display-limit "$deb" || status=1
+    lintian --tag-display-limit 0 "$deb" || status=1
 done
 [ "$status" = 0 ] || die "lintian reported errors"
 fi

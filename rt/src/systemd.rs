@@ -1,11 +1,12 @@
 //! What the agent tells systemd: `READY=1` once the store is open and the first
 //! connection attempt is over (connected, or backlogging without a broker), a
 //! `STATUS=` line a person can read in `systemctl status`, and `WATCHDOG=1` from the
-//! main loop as it turns.
+//! main loop as it turns (the owner turns it at least every ping interval).
 //!
 //! The watchdog is pinged after a turn of the main loop, not from a timer task of its
 //! own: if the loop stops turning (blocked in a call, stuck in a handler) the pings
-//! stop and systemd restarts the agent. An idle loop still turns at every heartbeat.
+//! stop and systemd restarts the agent. An idle loop still turns: its owner adds a tick
+//! at [`SystemdReport::ping_every`].
 
 use std::time::Duration;
 
@@ -51,6 +52,12 @@ impl SystemdReport {
             self.last_status = status.to_owned();
             self.next_status = Instant::now() + STATUS_EVERY;
         }
+    }
+
+    /// How often the watchdog wants a ping (`None` without `WatchdogSec=`): the owner's
+    /// loop must turn at least this often, idle or not.
+    pub fn ping_every(&self) -> Option<Duration> {
+        self.ping_every
     }
 
     pub fn is_ready(&self) -> bool {

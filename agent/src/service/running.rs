@@ -63,6 +63,7 @@ pub(super) async fn run(
                 }
                 Turn::Handled
             }
+            _ = tick(&mut t.watchdog) => Turn::Handled,
             _ = t.heartbeat.tick() => a.heartbeat()?,
             _ = t.readings.tick() => a.reading()?,
         };
@@ -80,6 +81,16 @@ pub(super) async fn run(
                 systemd.turned(|| status_line(fwd, host, sup));
             }
         }
+    }
+}
+
+/// The next tick of an optional interval; never without one.
+async fn tick(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

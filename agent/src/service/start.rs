@@ -62,6 +62,9 @@ pub(super) struct Timers {
     /// Result flushes: results ready within 2 ms share one message.
     pub(super) flush: Interval,
     pub(super) replay: Interval,
+    /// Turns the loop at the watchdog's ping interval, so an idle agent whose heartbeat
+    /// is slower than `WatchdogSec=` still pings (from the loop: a hung loop does not).
+    pub(super) watchdog: Option<Interval>,
 }
 
 pub(super) fn skipping(period: Duration) -> Interval {
@@ -308,6 +311,7 @@ pub(super) fn start(
         readings: skipping(agent.config.metrics_interval),
         flush: skipping(Duration::from_millis(2)),
         replay: skipping(Duration::from_millis(10)),
+        watchdog: agent.systemd.ping_every().map(skipping),
     };
     let inbox = Inbox {
         commits,
