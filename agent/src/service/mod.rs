@@ -17,7 +17,14 @@ mod report;
 mod running;
 mod start;
 
-pub use reload::{changes, Changes, Reloads};
+pub use reload::{changes, Changes};
+
+/// Where reload requests come from (SIGHUP, in the binary) and the file to reread
+/// (see `reload`).
+pub struct Reloads {
+    pub path: std::path::PathBuf,
+    pub requests: tokio::sync::mpsc::Receiver<()>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

@@ -5,22 +5,13 @@
 //! an unreadable trusted-keys folder) is refused whole: the running config stays, the
 //! refusal is logged once and shown on the STATUS= line until a later reload succeeds.
 
-use std::path::PathBuf;
-
 use fog_proto::Status;
-use tokio::sync::mpsc::Receiver;
 
 use super::start::{skipping, Agent, Timers};
 use super::{encode, AgentError};
 use crate::config::Config;
 use crate::transport::Qos;
 use crate::trust::{trusted_keys, Gate};
-
-/// Where reload requests come from (SIGHUP, in the binary) and the file to reread.
-pub struct Reloads {
-    pub path: PathBuf,
-    pub requests: Receiver<()>,
-}
 
 /// What differs between the running config and the file, by config key.
 #[derive(Debug, Default, PartialEq)]

@@ -95,7 +95,7 @@ async fn tick(i: &mut Option<tokio::time::Interval>) {
 }
 
 /// The next reload request; never, for an agent that takes none.
-async fn reload_requested(r: &mut Option<super::reload::Reloads>) -> Option<()> {
+async fn reload_requested(r: &mut Option<super::Reloads>) -> Option<()> {
     match r {
         Some(r) => r.requests.recv().await,
         None => std::future::pending().await,

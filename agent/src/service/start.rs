@@ -53,7 +53,7 @@ pub(super) struct Inbox {
     pub(super) results: Receiver<JobResult>,
     pub(super) removed: UnboundedReceiver<Removed>,
     /// `systemctl reload` (SIGHUP), in the binary.
-    pub(super) reloads: Option<super::reload::Reloads>,
+    pub(super) reloads: Option<super::Reloads>,
 }
 
 pub(super) struct Timers {
@@ -215,7 +215,7 @@ fn supervision(config: &Config, host: &TaskHost) -> Supervision {
 pub(super) fn start(
     config: Config,
     notifier: crate::sdnotify::Notifier,
-    reloads: Option<super::reload::Reloads>,
+    reloads: Option<super::Reloads>,
 ) -> Result<(Agent, Inbox, Timers), AgentError> {
     let systemd = SystemdReport::new(notifier);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
