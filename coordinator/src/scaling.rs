@@ -194,6 +194,7 @@ mod tests {
                 breaker: String::new(),
                 latency_ms: 0.0,
                 degraded: Vec::new(),
+                notices: Vec::new(),
             })
             .collect()
     }

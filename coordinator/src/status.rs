@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use fog_proto::{codec, CoordinatorStatus, NodeState, Topics};
+use fog_proto::{codec, CoordinatorStatus, NodeState, NodeSummary, Topics};
 use fog_rt::broker::BrokerConfig;
 use fog_rt::transport::{Link, LinkEvent, LinkOptions, Qos};
 
@@ -171,6 +171,19 @@ fn security_lines(s: &CoordinatorStatus, out: &mut String) {
     }
 }
 
+/// A node's health, its own failing parts and what its readings flag:
+/// `healthy, store failing; under-voltage, clock not synchronised`.
+fn health(n: &NodeSummary) -> String {
+    let mut h = n.health.as_str().to_owned();
+    if !n.degraded.is_empty() {
+        let _ = write!(h, ", {} failing", n.degraded.join("+"));
+    }
+    if !n.notices.is_empty() {
+        let _ = write!(h, "; {}", n.notices.join(", "));
+    }
+    h
+}
+
 /// The node table.
 pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
     let mut rows = vec![header(&[
@@ -197,12 +210,7 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
                 n.arch.clone()
             },
             n.state.as_str().to_owned(),
-            // A node's own failing parts follow its health: `healthy, store failing`.
-            if n.degraded.is_empty() {
-                n.health.as_str().to_owned()
-            } else {
-                format!("{}, {} failing", n.health.as_str(), n.degraded.join("+"))
-            },
+            health(n),
             opt(n.cpu_pct, 1),
             opt(n.mem_pct, 1),
             opt(n.load1, 2),
@@ -339,6 +347,7 @@ mod tests {
                     breaker: "closed".into(),
                     latency_ms: 42.0,
                     degraded: vec!["store".into()],
+                    notices: vec!["under-voltage".into(), "clock not synchronised".into()],
                 },
                 NodeSummary {
                     identity: String::new(),
@@ -359,6 +368,7 @@ mod tests {
                     breaker: "open".into(),
                     latency_ms: 0.0,
                     degraded: Vec::new(),
+                    notices: Vec::new(),
                 },
             ],
             counters: Default::default(),
@@ -385,6 +395,10 @@ mod tests {
         );
         assert!(
             lines[3].contains("2 nodes: 1 online, 0 suspect, 1 offline"),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains("degraded, store failing; under-voltage, clock not synchronised"),
             "{t}"
         );
         assert!(

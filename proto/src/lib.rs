@@ -27,6 +27,7 @@
 pub mod codec;
 pub mod message;
 pub mod payload;
+pub mod reading;
 pub mod schema;
 pub mod seal;
 pub mod topic;

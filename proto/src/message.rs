@@ -186,127 +186,8 @@ pub struct Heartbeat {
     pub seal: Option<Seal>,
 }
 
-/// Full reading on `nodes/{node}/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Reading {
-    pub seq: u64,
-    pub at_ms: u64,
-    pub uptime_secs: u64,
-    pub cpu: Cpu,
-    pub load: Load,
-    pub memory: Memory,
-    pub disks: Vec<Disk>,
-    pub networks: Vec<Network>,
-    pub temperatures: Vec<Temperature>,
-    pub agent: AgentSelf,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Cpu {
-    /// Busy share of all cores since the previous sample; `None` on the first sample.
-    pub total_pct: Option<f32>,
-    /// Per core, in core order; empty on the first sample.
-    pub per_core_pct: Vec<f32>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Load {
-    pub one: f32,
-    pub five: f32,
-    pub fifteen: f32,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Memory {
-    pub total_bytes: u64,
-    pub available_bytes: u64,
-    pub used_pct: f32,
-    pub swap_total_bytes: u64,
-    pub swap_used_bytes: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Disk {
-    pub mount: String,
-    pub device: String,
-    pub fs_type: String,
-    pub total_bytes: u64,
-    pub available_bytes: u64,
-    pub used_pct: f32,
-    /// `None` on the first sample or when the device has no I/O counters.
-    pub read_bytes_per_sec: Option<f64>,
-    pub write_bytes_per_sec: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Network {
-    pub interface: String,
-    /// Rates are `None` on the first sample.
-    pub rx_bytes_per_sec: Option<f64>,
-    pub tx_bytes_per_sec: Option<f64>,
-    pub rx_packets_per_sec: Option<f64>,
-    pub tx_packets_per_sec: Option<f64>,
-    /// Counters since boot.
-    pub rx_errors_total: u64,
-    pub tx_errors_total: u64,
-    pub rx_dropped_total: u64,
-    pub tx_dropped_total: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Temperature {
-    /// `thermal_zone0/cpu-thermal`, `hwmon1/coretemp/Core 0`, ...
-    pub sensor: String,
-    pub celsius: f32,
-}
-
-/// The agent's own footprint and internal figures.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgentSelf {
-    pub rss_bytes: u64,
-    pub cpu_secs: f64,
-    /// Messages that could not be published (dropped while disconnected) since start.
-    pub publish_dropped_total: u64,
-    /// Tasks finished (any outcome) and rejected since start.
-    pub tasks_finished_total: u64,
-    pub tasks_rejected_total: u64,
-    /// Task queue and workers now.
-    pub tasks_queued: u32,
-    pub tasks_running: u32,
-    /// The task arena: capacity, in use now, the most ever in use, refused allocations.
-    pub arena_capacity_bytes: u64,
-    pub arena_used_bytes: u64,
-    pub arena_high_water_bytes: u64,
-    pub arena_refused_total: u64,
-    /// Content cache of cacheable tasks.
-    pub cache_hits_total: u64,
-    pub cache_misses_total: u64,
-    /// Store-and-forward: `live`, `backlogged`, `draining` or `offline`.
-    #[serde(default)]
-    pub forward_mode: String,
-    /// Entries and bytes in the backlog now.
-    #[serde(default)]
-    pub backlog_entries: u64,
-    #[serde(default)]
-    pub backlog_bytes: u64,
-    /// Entries the backlog budget (or a failing disk) forced out since start.
-    #[serde(default)]
-    pub backlog_dropped_total: u64,
-    /// Entries replayed and acknowledged since start.
-    #[serde(default)]
-    pub backlog_replayed_total: u64,
-    /// Published and not yet acknowledged by the broker now (bounded by the link's
-    /// in-flight window; stays high only while the broker is slow to acknowledge).
-    #[serde(default)]
-    pub publish_unacked: u64,
-    /// Subsystems that keep failing; empty when all is well.
-    #[serde(default)]
-    pub degraded: Vec<String>,
-    /// Assignment lists refused since start: unsigned, forged, by an unknown key, for
-    /// another node, or stale.
-    #[serde(default)]
-    pub assignments_refused_total: u64,
-}
+// The reading and its parts live in `reading` (this file holds the other topics).
+pub use crate::reading::*;
 
 /// Threshold crossing on `nodes/{node}/alerts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -625,6 +506,10 @@ pub struct NodeSummary {
     /// What the node said about running tasks in its birth record.
     #[serde(default)]
     pub task_trust: TaskTrust,
+    /// What its last reading says needs a look ([`Reading::notices`]): under-voltage,
+    /// throttling, an unsynchronised clock, a worn eMMC. Empty when all is well.
+    #[serde(default)]
+    pub notices: Vec<String>,
 }
 
 /// On `cluster/scaling`.

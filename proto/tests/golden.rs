@@ -61,6 +61,78 @@ fn reading() {
     check("reading", &samples::reading());
 }
 
+/// A reading as published before the Pi fields (block devices, power, clock, CPU
+/// frequency, Wi-Fi, byte counters) were appended: a new reader fills their defaults,
+/// so a coordinator upgraded first still reads older agents' JSON.
+#[test]
+fn reading_from_before_the_pi_fields_still_decodes() {
+    let old = std::fs::read(golden_dir().join("reading-before-pi-fields.json")).expect("vector");
+    let back: fog_proto::Reading = decode(&old).expect("an older reading decodes");
+    let mut expected = samples::reading();
+    expected.block_devices.clear();
+    expected.power = None;
+    expected.clock_synced = None;
+    expected.cpu.frequencies.clear();
+    for d in &mut expected.disks {
+        (d.read_bytes_total, d.write_bytes_total) = (None, None);
+    }
+    for n in &mut expected.networks {
+        n.rx_bytes_total = 0;
+        n.tx_bytes_total = 0;
+        n.rx_packets_total = 0;
+        n.tx_packets_total = 0;
+        n.wifi = None;
+    }
+    assert_eq!(back, expected);
+}
+
+#[test]
+fn a_reading_names_what_needs_a_look() {
+    let r = samples::reading(); // under-voltage and throttled now, clock synchronised
+    assert_eq!(r.notices(), ["under-voltage", "throttled"]);
+    let mut r = samples::reading();
+    let p = r.power.as_mut().expect("sample has power");
+    (p.under_voltage_now, p.throttled_now) = (Some(false), Some(false));
+    r.clock_synced = Some(false);
+    let flash = r.block_devices[0].flash.as_mut().expect("sample has flash");
+    flash.life_used_b_pct = Some(110);
+    assert_eq!(
+        r.notices(),
+        [
+            "under-voltage since boot",
+            "throttled since boot",
+            "clock not synchronised",
+            "mmcblk0 life 100% used"
+        ]
+    );
+    let flash = r.block_devices[0].flash.as_mut().expect("sample has flash");
+    flash.pre_eol = Some(fog_proto::PreEol::Warning);
+    assert!(r.notices().contains(&"mmcblk0 wear warning".to_owned()));
+    assert!(fog_proto::Reading::default().notices().is_empty());
+}
+
+#[test]
+fn readings_made_before_clock_sync_are_corrected_from_a_later_one() {
+    let mut early = samples::reading();
+    early.clock_synced = Some(false);
+    early.uptime_secs = 20;
+    early.at_ms = 1_000; // 1970: a Pi without an RTC, before NTP
+    let mut later = samples::reading();
+    later.clock_synced = Some(true);
+    later.uptime_secs = 95;
+    later.at_ms = 1_790_000_075_000;
+    assert_eq!(early.corrected_at_ms(&later), Some(1_790_000_000_000));
+    // Not from a synchronised reading, not across a reboot, not for a good stamp.
+    assert_eq!(early.corrected_at_ms(&early), None);
+    let mut rebooted = later.clone();
+    rebooted.uptime_secs = 5;
+    assert_eq!(early.corrected_at_ms(&rebooted), None);
+    assert_eq!(later.corrected_at_ms(&later), None);
+    let mut unknown = early.clone();
+    unknown.clock_synced = None;
+    assert_eq!(unknown.corrected_at_ms(&later), None);
+}
+
 #[test]
 fn alert() {
     check("alert", &samples::alert());

@@ -101,22 +101,18 @@ pub(crate) struct DiskTracker {
 }
 
 impl DiskTracker {
-    pub fn sample(&mut self, r: &mut ProcReader, exclude_fs: &[String], now: Instant) -> Vec<Disk> {
+    /// `io` is `/proc/diskstats` as (device name, read bytes, written bytes).
+    pub fn sample(
+        &mut self,
+        r: &mut ProcReader,
+        io: &[(String, u64, u64)],
+        exclude_fs: &[String],
+        now: Instant,
+    ) -> Vec<Disk> {
         let mounts = r
             .read("proc/self/mounts")
             .map(|t| parse_mounts(t, exclude_fs))
             .unwrap_or_default();
-        let mut io: HashMap<String, (u64, u64)> = HashMap::new();
-        if let Some(text) = r.read("proc/diskstats") {
-            for (name, rd, wr) in parse_diskstats(text) {
-                if mounts
-                    .iter()
-                    .any(|m| m.device.rsplit('/').next() == Some(name))
-                {
-                    io.insert(name.to_owned(), (rd, wr));
-                }
-            }
-        }
         let mut out = Vec::with_capacity(mounts.len());
         for m in mounts {
             let Some((total, avail, used_pct)) =
@@ -126,7 +122,11 @@ impl DiskTracker {
             };
             let name = m.device.rsplit('/').next().unwrap_or_default().to_owned();
             let (mut read_rate, mut write_rate) = (None, None);
-            if let Some(&(rd, wr)) = io.get(&name) {
+            let counters = io
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|&(_, rd, wr)| (rd, wr));
+            if let Some((rd, wr)) = counters {
                 let prev = self.prev.get(&name).copied();
                 read_rate = rate(prev.map(|(p, _, t)| (p, t)), rd, now);
                 write_rate = rate(prev.map(|(_, p, t)| (p, t)), wr, now);
@@ -141,6 +141,8 @@ impl DiskTracker {
                 used_pct,
                 read_bytes_per_sec: read_rate,
                 write_bytes_per_sec: write_rate,
+                read_bytes_total: counters.map(|(rd, _)| rd),
+                write_bytes_total: counters.map(|(_, wr)| wr),
             });
         }
         if self.prev.len() > out.len() {

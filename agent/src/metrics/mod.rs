@@ -11,12 +11,17 @@
 //! first sample after start has none (`None`, empty per-core list) rather than a
 //! figure averaged over the whole uptime.
 
+mod block;
+mod clock;
 mod cpu;
 mod disk;
+mod freq;
 mod host;
 mod memory;
 mod network;
+mod power;
 mod thermal;
+mod wireless;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -54,6 +59,32 @@ impl ProcReader {
     fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
+
+    /// Whether `rel` exists (following symlinks, as sysfs needs).
+    fn exists(&self, rel: &str) -> bool {
+        self.root.join(rel).exists()
+    }
+
+    /// The names in directory `rel`, sorted; empty if it is missing.
+    fn list(&self, rel: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.root.join(rel))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The first whitespace-separated word of `rel`, parsed.
+    fn read_value<T: std::str::FromStr>(&mut self, rel: &str) -> Option<T> {
+        self.read(rel)?
+            .split_ascii_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
 }
 
 /// Collects readings and heartbeats, keeping the previous counters for rates.
@@ -65,6 +96,9 @@ pub struct Collector {
     disks: disk::DiskTracker,
     networks: network::NetworkTracker,
     thermal: thermal::Sensors,
+    frequencies: freq::Policies,
+    power: power::PowerSources,
+    clock: clock::ClockProbe,
     reading_seq: u64,
     heartbeat_seq: u64,
 }
@@ -79,6 +113,14 @@ impl Collector {
     pub fn with_root(root: &Path, config: MetricsConfig) -> Self {
         let mut reader = ProcReader::new(root);
         let thermal = thermal::Sensors::discover(&mut reader);
+        let frequencies = freq::Policies::discover(&mut reader);
+        let power = power::PowerSources::discover(&mut reader);
+        // Only the live root has a kernel clock to ask; a fixture tree has files.
+        let clock = if root == Path::new("/") {
+            clock::ClockProbe::Kernel
+        } else {
+            clock::ClockProbe::FilesOnly
+        };
         Collector {
             reader,
             config,
@@ -87,6 +129,9 @@ impl Collector {
             disks: disk::DiskTracker::default(),
             networks: network::NetworkTracker::default(),
             thermal,
+            frequencies,
+            power,
+            clock,
             reading_seq: 0,
             heartbeat_seq: 0,
         }
@@ -96,8 +141,20 @@ impl Collector {
     pub fn reading(&mut self, at_ms: u64) -> Reading {
         let now = Instant::now();
         self.reading_seq += 1;
+        // Asked first, so the flag describes the clock `at_ms` was read from.
+        let clock_synced = clock::synced(self.clock, &self.reader);
         let (total_pct, per_core_pct) = self.reading_cpu.sample(&mut self.reader);
         let footprint = host::footprint(&mut self.reader);
+        // One pass over /proc/diskstats for both the mounts and the whole devices.
+        let io: Vec<(String, u64, u64)> = self
+            .reader
+            .read("proc/diskstats")
+            .map(|t| {
+                disk::parse_diskstats(t)
+                    .map(|(n, rd, wr)| (n.to_owned(), rd, wr))
+                    .collect()
+            })
+            .unwrap_or_default();
         Reading {
             seq: self.reading_seq,
             at_ms,
@@ -105,12 +162,13 @@ impl Collector {
             cpu: Cpu {
                 total_pct,
                 per_core_pct,
+                frequencies: self.frequencies.read(&mut self.reader),
             },
             load: host::load(&mut self.reader),
             memory: memory::read(&mut self.reader),
             disks: self
                 .disks
-                .sample(&mut self.reader, &self.config.exclude_fs_types, now),
+                .sample(&mut self.reader, &io, &self.config.exclude_fs_types, now),
             networks: self
                 .networks
                 .sample(&mut self.reader, &self.config.exclude_interfaces, now),
@@ -120,6 +178,9 @@ impl Collector {
                 cpu_secs: footprint.cpu_secs,
                 ..AgentSelf::default()
             },
+            block_devices: block::read(&mut self.reader, &io),
+            power: self.power.read(&mut self.reader),
+            clock_synced,
         }
     }
 
@@ -170,8 +231,36 @@ pub(crate) fn rate(prev: Option<(u64, Instant)>, cur: u64, now: Instant) -> Opti
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A temporary tree laid out like `/`, for the collectors' fixture tests.
+    pub(crate) struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        pub fn new() -> Self {
+            Fixture {
+                dir: tempfile::tempdir().expect("tempdir"),
+            }
+        }
+
+        pub fn root(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Write `text` at `rel`, making its directories.
+        pub fn put(&self, rel: &str, text: &str) {
+            let p = self.dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().expect("has parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write fixture");
+        }
+
+        pub fn reader(&self) -> ProcReader {
+            ProcReader::new(self.dir.path())
+        }
+    }
 
     #[test]
     fn live_system_readings_are_sane() {
@@ -221,6 +310,117 @@ mod tests {
         assert_eq!(pct(f64::INFINITY, 10.0), 0.0);
         assert_eq!(pct(5.0, f64::NAN), 0.0);
         assert_eq!(pct(20.0, 10.0), 100.0, "clamped");
+    }
+
+    /// A Raspberry Pi 4 as its files lay it out: an SD card, Wi-Fi and Ethernet, the
+    /// firmware's throttled word, cpufreq, timesyncd not yet synchronised. Every Pi
+    /// figure arrives, and survives both encodings.
+    #[test]
+    fn a_pi_tree_gives_the_pi_readings() {
+        let f = Fixture::new();
+        f.put(
+            "proc/stat",
+            "cpu  10 0 10 80 0 0 0 0\ncpu0 10 0 10 80 0 0 0 0\n",
+        );
+        f.put(
+            "proc/meminfo",
+            "MemTotal: 3884000 kB\nMemAvailable: 3000000 kB\n",
+        );
+        f.put("proc/uptime", "42.5 40.0\n");
+        f.put("proc/loadavg", "0.10 0.05 0.01 1/100 999\n");
+        f.put(
+            "proc/self/mounts",
+            "/dev/mmcblk0p2 / ext4 rw 0 0\n/dev/mmcblk0p1 /boot/firmware vfat rw 0 0\n",
+        );
+        f.put("boot/firmware/.keep", "");
+        f.put(
+            "proc/diskstats",
+            " 179 0 mmcblk0 900 0 8000 0 300 0 6000 0 0 0 0\n 179 1 mmcblk0p1 10 0 80 0 0 0 0 0 0 0 0\n 179 2 mmcblk0p2 890 0 7920 0 300 0 6000 0 0 0 0\n",
+        );
+        f.put(
+            "proc/net/dev",
+            "Inter-|   Receive\n face |bytes\n  eth0: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n wlan0: 5000 50 0 0 0 0 0 0 700 7 0 0 0 0 0 0\n",
+        );
+        f.put(
+            "proc/net/wireless",
+            "Inter-| sta-|   Quality\n face | tus | link level noise\n wlan0: 0000   52.  -58.  -256        0      0      0      0     12        0\n",
+        );
+        f.put("sys/block/mmcblk0/device/type", "SD\n");
+        f.put(
+            "sys/devices/platform/soc/soc:firmware/get_throttled",
+            "50005\n",
+        );
+        f.put("sys/class/hwmon/hwmon1/name", "rpi_volt\n");
+        f.put("sys/class/hwmon/hwmon1/in0_lcrit_alarm", "1\n");
+        let p0 = "sys/devices/system/cpu/cpufreq/policy0";
+        f.put(&format!("{p0}/affected_cpus"), "0 1 2 3\n");
+        f.put(&format!("{p0}/scaling_cur_freq"), "600000\n");
+        f.put(&format!("{p0}/cpuinfo_max_freq"), "1800000\n");
+        f.put("run/systemd/timesync/.keep", "");
+        let mut c = Collector::with_root(
+            f.root(),
+            MetricsConfig {
+                exclude_interfaces: vec![],
+                exclude_fs_types: vec![],
+            },
+        );
+        let r = c.reading(1_000);
+        assert_eq!(
+            r.clock_synced,
+            Some(false),
+            "timesyncd has not synchronised"
+        );
+        let power = r.power.clone().expect("a Pi reports power");
+        assert_eq!(
+            (power.under_voltage_now, power.throttled_now),
+            (Some(true), Some(true))
+        );
+        assert_eq!(r.cpu.frequencies.len(), 1);
+        assert_eq!(r.cpu.frequencies[0].cur_khz, 600_000);
+        assert_eq!(r.cpu.frequencies[0].max_khz, Some(1_800_000));
+        let wlan = r
+            .networks
+            .iter()
+            .find(|n| n.interface == "wlan0")
+            .expect("wlan0");
+        assert_eq!(wlan.wifi.as_ref().map(|w| w.signal_dbm), Some(-58));
+        assert_eq!((wlan.rx_bytes_total, wlan.tx_packets_total), (5000, 7));
+        let eth = r
+            .networks
+            .iter()
+            .find(|n| n.interface == "eth0")
+            .expect("eth0");
+        assert_eq!(eth.wifi, None);
+        assert_eq!(eth.tx_bytes_total, 2000);
+        let root = r.disks.iter().find(|d| d.mount == "/").expect("root mount");
+        assert_eq!(root.write_bytes_total, Some(6000 * 512));
+        assert_eq!(r.block_devices.len(), 1);
+        assert_eq!(r.block_devices[0].name, "mmcblk0");
+        assert_eq!(r.block_devices[0].write_bytes_total, 6000 * 512);
+        f.put("run/systemd/timesync/synchronized", "");
+        let later = c.reading(2_000);
+        assert_eq!(later.clock_synced, Some(true));
+        for enc in [fog_proto::Encoding::Json, fog_proto::Encoding::Postcard] {
+            let bytes = fog_proto::codec::encode(&r, enc).expect("encodes");
+            let back: Reading = fog_proto::codec::decode(&bytes).expect("decodes");
+            assert_eq!(back, r);
+        }
+    }
+
+    /// A board with none of the Pi's files: each source is absent, nothing fails.
+    #[test]
+    fn a_bare_tree_has_no_pi_readings() {
+        let f = Fixture::new();
+        let mut c = Collector::with_root(
+            f.root(),
+            MetricsConfig {
+                exclude_interfaces: vec![],
+                exclude_fs_types: vec![],
+            },
+        );
+        let r = c.reading(1);
+        assert_eq!((r.power, r.clock_synced), (None, None));
+        assert!(r.cpu.frequencies.is_empty() && r.block_devices.is_empty());
     }
 
     /// A `/proc` that hands out "nan" and "inf", counters that did not move (0/0) and

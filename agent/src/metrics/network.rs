@@ -1,11 +1,12 @@
-//! Per-interface rates and error counters from `/proc/net/dev`.
+//! Per-interface rates and counters from `/proc/net/dev`, and the signal of wireless
+//! ones from `/proc/net/wireless`.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use fog_proto::Network;
 
-use super::{rate, ProcReader};
+use super::{rate, wireless, ProcReader};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Counters {
@@ -50,6 +51,11 @@ pub(crate) struct NetworkTracker {
 
 impl NetworkTracker {
     pub fn sample(&mut self, r: &mut ProcReader, exclude: &[String], now: Instant) -> Vec<Network> {
+        // Parsed into owned values first: the reader has one buffer.
+        let wifi = r
+            .read("proc/net/wireless")
+            .map(wireless::parse)
+            .unwrap_or_default();
         let Some(text) = r.read("proc/net/dev") else {
             return Vec::new();
         };
@@ -71,6 +77,11 @@ impl NetworkTracker {
                 tx_errors_total: c.tx_errors,
                 rx_dropped_total: c.rx_dropped,
                 tx_dropped_total: c.tx_dropped,
+                rx_bytes_total: c.rx_bytes,
+                tx_bytes_total: c.tx_bytes,
+                rx_packets_total: c.rx_packets,
+                tx_packets_total: c.tx_packets,
+                wifi: wifi.iter().find(|(n, _)| n == name).map(|(_, w)| w.clone()),
             });
             match self.prev.get_mut(name) {
                 Some(slot) => *slot = (c, now),

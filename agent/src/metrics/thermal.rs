@@ -10,21 +10,11 @@ pub(crate) struct Sensors {
     files: Vec<(String, String)>,
 }
 
-fn list(r: &ProcReader, rel: &str) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(r.path(rel))
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 impl Sensors {
     pub fn discover(r: &mut ProcReader) -> Self {
         let mut files = Vec::new();
-        for zone in list(r, "sys/class/thermal")
+        for zone in r
+            .list("sys/class/thermal")
             .into_iter()
             .filter(|z| z.starts_with("thermal_zone"))
         {
@@ -37,13 +27,14 @@ impl Sensors {
                 format!("sys/class/thermal/{zone}/temp"),
             ));
         }
-        for hw in list(r, "sys/class/hwmon") {
+        for hw in r.list("sys/class/hwmon") {
             let base = format!("sys/class/hwmon/{hw}");
             let name = r
                 .read(&format!("{base}/name"))
                 .map(|t| t.trim().to_owned())
                 .unwrap_or_default();
-            for input in list(r, &base)
+            for input in r
+                .list(&base)
                 .into_iter()
                 .filter(|f| f.starts_with("temp") && f.ends_with("_input"))
             {

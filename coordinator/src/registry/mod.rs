@@ -121,6 +121,8 @@ pub struct NodeEntry {
     /// CPU and memory % from the latest full reading.
     pub reading_cpu_pct: Option<f32>,
     pub reading_mem_pct: Option<f32>,
+    /// What the last reading said needs a look (under-voltage, throttling, ...).
+    pub reading_notices: Vec<String>,
     pub offline_reason: String,
     /// Offline by its own record (will or clean exit): only a new birth revives it.
     offline_by_record: bool,
@@ -142,6 +144,7 @@ impl NodeEntry {
             heartbeat: None,
             reading_cpu_pct: None,
             reading_mem_pct: None,
+            reading_notices: Vec::new(),
             gaps: PhiDetector::new(Duration::from_secs(5)),
             offline_reason: String::new(),
             offline_by_record: false,
@@ -336,11 +339,13 @@ impl Registry {
                     };
                     e.reading_cpu_pct = r.cpu.total_pct;
                     e.reading_mem_pct = Some(r.memory.used_pct);
+                    e.reading_notices = r.notices();
                     return Ok(Ingested::Reading);
                 }
                 let e = self.touch(node, now, wall_ms);
                 e.reading_cpu_pct = r.cpu.total_pct;
                 e.reading_mem_pct = Some(r.memory.used_pct);
+                e.reading_notices = r.notices();
                 Ok(Ingested::Reading)
             }
             NodeTopic::Status => {
@@ -627,6 +632,10 @@ impl Registry {
                         NodeState::Offline => Vec::new(),
                         _ => hb.map(|h| h.degraded.clone()).unwrap_or_default(),
                     },
+                    notices: match e.state {
+                        NodeState::Offline => Vec::new(),
+                        _ => e.reading_notices.clone(),
+                    },
                 }
             })
             .collect();
@@ -658,6 +667,7 @@ impl Registry {
                 degraded: Vec::new(),
                 identity: self.keys.standing(node).to_owned(),
                 task_trust: Default::default(),
+                notices: Vec::new(),
             });
         }
         v.sort_by(|a, b| a.node.cmp(&b.node));
