@@ -71,6 +71,7 @@ install_tools() {
         esac
     done
     command -v lintian >/dev/null || need+=(lintian)
+    command -v help2man >/dev/null || need+=(help2man)
     command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
     if [ ${#need[@]} -gt 0 ]; then
         echo "package: installing ${need[*]}"
@@ -119,8 +120,31 @@ depends_of() {
     (IFS=,; echo "${deps[*]}" | sed 's/,/, /g')
 }
 
-stage() { # package arch binary
-    local pkg=$1 arch=$2 bin=$3 short=${1#fog-} root deb
+summary_of() {
+    case $1 in
+        fog-agent) echo "fog node agent: readings, liveness and tasks over MQTT" ;;
+        fog-coordinator) echo "fog coordinator: fleet registry and task placement over MQTT" ;;
+    esac
+}
+
+# The manual page, from the binary's own --help (help2man), so it cannot drift from
+# what the binary accepts. An ARM binary answers under qemu-user, through a wrapper
+# named like the binary (help2man names the page after the program it runs).
+manpage() { # package binary triple -> troff on stdout
+    local pkg=$1 bin=$2 runner dir
+    runner=$(runner_of "$3")
+    dir=$(mktemp -d)
+    printf '#!/bin/sh\nexec %s %q "$@"\n' "$runner" "$(realpath "$bin")" > "$dir/$pkg"
+    chmod +x "$dir/$pkg"
+    printf '[SEE ALSO]\nThe guides in /usr/share/doc/%s: install.md, operations.md,\nconfiguration.md, security.md.\n' \
+        "$pkg" > "$dir/see-also"
+    help2man --no-info --section=1 --name="$(summary_of "$pkg")" --version-string="$version" \
+        --include="$dir/see-also" "$dir/$pkg"
+    rm -rf "$dir"
+}
+
+stage() { # package arch binary triple
+    local pkg=$1 arch=$2 bin=$3 triple=$4 short=${1#fog-} root deb
     root=$out/stage/${pkg}_$arch
     rm -rf "$root"
     install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/fog" \
@@ -133,6 +157,10 @@ stage() { # package arch binary
     install -m 0644 README.md docs/install.md docs/operations.md docs/configuration.md \
         docs/security.md "$root/usr/share/doc/$pkg/"
     install -m 0644 "$here/copyright" "$root/usr/share/doc/$pkg/copyright"
+    install -d "$root/usr/share/man/man1"
+    manpage "$pkg" "$bin" "$triple" | gzip -9n > "$root/usr/share/man/man1/$pkg.1.gz"
+    chmod 0644 "$root/usr/share/man/man1/$pkg.1.gz"
+    [ -s "$root/usr/share/man/man1/$pkg.1.gz" ] || die "no manual page for $pkg"
     # A static binary is the point of the musl builds (no libc to match on the node);
     # lintian flags one that is not static-pie (aarch64) as an error unless told.
     if ! readelf -d "$bin" | grep -q NEEDED && ! readelf -h "$bin" | grep -q 'DYN'; then
@@ -158,10 +186,7 @@ stage() { # package arch binary
     echo "/etc/fog/$short.toml" > "$root/DEBIAN/conffiles"
     local size summary
     size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-    case $pkg in
-        fog-agent) summary="fog node agent: readings, liveness and tasks over MQTT" ;;
-        fog-coordinator) summary="fog coordinator: fleet registry and task placement over MQTT" ;;
-    esac
+    summary=$(summary_of "$pkg")
     awk -v pkg="$pkg" -v ver="$version" -v arch="$arch" -v size="$size" \
         -v deps="$(depends_of "$bin")" -v summary="$summary" -v descfile="$here/$pkg.description" '
         /@DESCRIPTION@/ { while ((getline l < descfile) > 0) print l; next }
@@ -196,7 +221,7 @@ for arch in $archs; do
             # shellcheck disable=SC2046
             scripts/name-resolution.sh "$bin" $(runner_of "$triple")
         fi
-        built+=("$(stage "$pkg" "$arch" "$bin")")
+        built+=("$(stage "$pkg" "$arch" "$bin" "$triple")")
     done
 done
 
