@@ -5,6 +5,7 @@
 #   scripts/bench-e2e.sh [TASKS] [CONCURRENCY] [KIND] [PAYLOAD_BYTES]
 #   defaults:             100000  1000          sha256 1024
 #
+# AGENT_BIN=PATH runs that agent binary instead of this tree's release build.
 # ENCODING=postcard (default json) makes the coordinator, the agents and the bench client
 # publish postcard instead of JSON. LISTS=1 also counts the assignment and result lists
 # on the wire (a mosquitto_sub beside the run; it costs the broker a little), to see how
@@ -18,6 +19,8 @@ agents=${AGENTS:-3}
 encoding=${ENCODING:-json}
 command -v mosquitto >/dev/null || { echo "bench-e2e: needs mosquitto (apt-get install mosquitto)" >&2; exit 1; }
 cargo build --release -p fog-agent -p fog-coordinator >/dev/null 2>&1 || cargo build --release -p fog-agent -p fog-coordinator
+# AGENT_BIN=path runs another agent build (a package's static one, another opt-level).
+agent_bin=${AGENT_BIN:-${CARGO_TARGET_DIR:-target}/release/fog-agent}
 work=$(mktemp -d)
 pids=()
 cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; sleep 0.05; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -39,7 +42,7 @@ coordinator_key=$(${CARGO_TARGET_DIR:-target}/release/fog-coordinator keys init 
 FOG_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-coordinator serve --config "$work/coordinator.toml" & pids+=($!)
 for i in $(seq "$agents"); do
     printf 'node_id = "bench-%s"\ndata_dir = "%s/a%s"\nencoding = "%s"\nheartbeat_interval_secs = 1.0\n[pool]\nqueue_capacity = 4096\narena_bytes = 16777216\n[trust]\ncoordinator_keys = ["%s"]\nkeys_dir = ""\n[broker]\nurl = "%s"\n' "$i" "$work" "$i" "$encoding" "$coordinator_key" "$url" > "$work/a$i.toml"
-    FOG_AGENT_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-agent run --config "$work/a$i.toml" & pids+=($!)
+    FOG_AGENT_LOG=warn "$agent_bin" run --config "$work/a$i.toml" & pids+=($!)
 done
 sleep 2
 for i in $(seq "$agents"); do

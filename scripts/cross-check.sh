@@ -73,9 +73,9 @@ check_target() {
     # futex forever). Serial costs ~10 % (aarch64: 51 s parallel, 57 s serial).
     cargo test --locked --target "$triple" -p fog-proto -p fog-rt -p fog-agent --lib --bins --tests -- --test-threads=1
 
-    echo "== $triple: release build of fog-agent"
-    cargo build --locked --release --target "$triple" -p fog-agent
-    local bin=$target_dir/$triple/release/fog-agent
+    echo "== $triple: fog-agent as packaged (profile agent)"
+    cargo build --locked --profile agent --target "$triple" -p fog-agent
+    local bin=$target_dir/$triple/agent/fog-agent
 
     echo "== $triple: fog-agent metrics --once under ${qemu%% *}"
     $qemu "$bin" metrics --once > "$target_dir/metrics-$short.json"

@@ -6,7 +6,8 @@
 #
 #   scripts/footprint.sh [DURATION_SECS] [AGENT_BINARY ...]
 #
-# With no binary, builds this tree's agent alone (`cargo build --release -p fog-agent`:
+# With no binary, builds this tree's agent alone, as packaged (`cargo build --profile
+# agent -p fog-agent`:
 # built beside the coordinator, Cargo unifies features and the agent comes out larger).
 # With several binaries (two trees' agents, say), runs them in turn, RUNS rounds
 # (default 3; 1 for a single binary), each run its own broker and data folder, and
@@ -28,8 +29,8 @@ if [ "${COLLECTD:-0}" = 1 ]; then
 fi
 command -v mosquitto_sub >/dev/null || { echo "footprint: needs mosquitto and mosquitto-clients (apt-get install mosquitto mosquitto-clients)" >&2; exit 1; }
 if [ ${#bins[@]} -eq 0 ]; then
-    cargo build --release -p fog-agent >/dev/null 2>&1 || cargo build --release -p fog-agent
-    bins=("${CARGO_TARGET_DIR:-target}/release/fog-agent")
+    cargo build --profile agent -p fog-agent >/dev/null 2>&1 || cargo build --profile agent -p fog-agent
+    bins=("${CARGO_TARGET_DIR:-target}/agent/fog-agent")
 fi
 for b in "${bins[@]}"; do [ -x "$b" ] || { echo "footprint: $b is not an executable" >&2; exit 1; }; done
 runs=${RUNS:-$([ ${#bins[@]} -gt 1 ] && echo 3 || echo 1)}

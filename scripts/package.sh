@@ -79,8 +79,10 @@ install_tools() {
     fi
 }
 
-build() { # package triple -> path of the stripped release binary
-    local pkg=$1 triple=$2 gcc up
+build() { # package triple -> path of the stripped binary
+    local pkg=$1 triple=$2 gcc up profile=release
+    # The agent's own profile: the smallest code (Cargo.toml, [profile.agent]).
+    [ "$pkg" = fog-agent ] && profile=agent
     gcc=$(cross_gcc_of "$triple")
     up=$(echo "$triple" | tr 'a-z-' 'A-Z_')
     if [ "$triple" != x86_64-unknown-linux-gnu ]; then
@@ -92,8 +94,8 @@ build() { # package triple -> path of the stripped release binary
     # needs /lib/ld-musl-x86_64.so.1); ARM needs the cross gcc.
     case $triple in x86_64-*) ;; *) export "CARGO_TARGET_${up}_LINKER=$gcc" ;; esac
     # Built alone: beside another package Cargo unifies features into a larger binary.
-    cargo build --release --locked --target "$triple" -p "$pkg" >&2
-    echo "$target_dir/$triple/release/$pkg"
+    cargo build --profile "$profile" --locked --target "$triple" -p "$pkg" >&2
+    echo "$target_dir/$triple/$profile/$pkg"
 }
 
 # Depends of a binary: libc6 (>= highest GLIBC_ version needed) and libgcc-s1 when it

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fog_e2e::brokers::{harness_bin, TestBroker};
+use fog_e2e::process::{exit_within, signal};
 use fog_e2e::watcher::Watcher;
 
 fn config(dir: &std::path::Path, broker: &str, room: &str, keep_alive: u32, extra: &str) -> String {
@@ -30,12 +31,7 @@ impl Drop for Agent {
 }
 
 fn hup(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -HUP");
+    signal(child, "HUP");
 }
 
 /// The STATUS= lines the agent sent, read until one satisfies `pred`.
@@ -143,19 +139,72 @@ async fn sighup_applies_labels_names_restart_keys_and_refuses_a_bad_file() {
         |s| !s.contains("refused") && !s.contains("restart to apply"),
         "a clean line",
     );
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
+    signal(child, "TERM");
+    let exit = exit_within(child, Duration::from_secs(20));
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// The task trust in the next online status record on the watcher.
+async fn next_trust(status: &mut Watcher) -> String {
+    loop {
+        let m = status
+            .next(Duration::from_secs(20))
+            .await
+            .expect("a status record");
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("status is JSON");
+        if v["online"] == true {
+            return v["birth"]["task_trust"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
         }
-        assert!(Instant::now() < deadline, "agent did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+}
+
+/// `fog-agent trust add` then `systemctl reload`: the config file itself is unchanged,
+/// only the trusted-keys folder has a new key. The reload trusts it and says so in a
+/// new birth record (before, the birth kept `no_trusted_key` until a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_trusts_a_key_added_to_the_folder_and_announces_it() {
+    let broker = TestBroker::start().expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("trusted-keys");
+    std::fs::create_dir_all(&keys).expect("keys folder");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node_id = \"reload-2\"\ndata_dir = \"{}\"\nheartbeat_interval_secs = 0.2\n[trust]\nkeys_dir = \"{}\"\n[broker]\nurl = \"{}\"\nreconnect_initial_secs = 0.05\nreconnect_max_secs = 0.2\n",
+            dir.path().join("data").display(),
+            keys.display(),
+            broker.url()
+        ),
+    )
+    .expect("config");
+    let mut status = Watcher::start(broker.addr, "fog/v1/nodes/reload-2/status").await;
+    let mut agent = Agent(
+        Command::new(harness_bin("fog-test-agent").expect("harness agent"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent starts"),
+    );
+    let child = &mut agent.0;
+    assert_eq!(next_trust(&mut status).await, "no_trusted_key");
+
+    // What `fog-agent trust add LINE` writes.
+    let pair = fog_e2e::coordinator_key();
+    let key = pair.public();
+    std::fs::write(
+        keys.join(format!("{}.pub", key.id())),
+        format!("{}\n", key.line()),
+    )
+    .expect("key file");
+    hup(child);
+    assert_eq!(next_trust(&mut status).await, "signed");
+
+    signal(child, "TERM");
+    let exit = exit_within(child, Duration::from_secs(20));
     assert!(exit.success(), "{exit:?}");
 }

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fog_e2e::brokers::{free_port, harness_bin};
+use fog_e2e::process::{exit_within, signal};
 
 #[test]
 fn the_agent_reports_ready_status_watchdog_and_stopping() {
@@ -68,20 +69,8 @@ fn the_agent_reports_ready_status_watchdog_and_stopping() {
         "three watchdog pings and a backlog",
     );
     assert!(seen.iter().all(|m| !m.contains('\n')), "{seen:?}");
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
+    signal(&child, "TERM");
     recv_until(&|g| g.iter().any(|m| m == "STOPPING=1"), "STOPPING=1");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "agent did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
 }

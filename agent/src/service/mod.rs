@@ -17,7 +17,7 @@ mod report;
 mod running;
 mod start;
 
-pub use reload::{changes, Changes};
+pub use reload::{changes, Changes, Key};
 
 /// Where reload requests come from (SIGHUP, in the binary) and the file to reread
 /// (see `reload`).

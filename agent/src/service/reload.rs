@@ -13,64 +13,144 @@ use crate::config::Config;
 use crate::transport::Qos;
 use crate::trust::{trusted_keys, Gate};
 
-/// What differs between the running config and the file, by config key.
+/// A config key as `reload` treats it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    HeartbeatInterval,
+    MetricsInterval,
+    ShutdownGrace,
+    Labels,
+    Alerts,
+    Tasks,
+    PoolBuiltins,
+    Trust,
+    NodeId,
+    Prefix,
+    Encoding,
+    DataDir,
+    Broker,
+    Metrics,
+    Pool,
+    Store,
+}
+
+impl Key {
+    /// As written in the file (what the log and STATUS= name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Key::HeartbeatInterval => "heartbeat_interval_secs",
+            Key::MetricsInterval => "metrics_interval_secs",
+            Key::ShutdownGrace => "shutdown_grace_secs",
+            Key::Labels => "labels",
+            Key::Alerts => "alerts",
+            Key::Tasks => "tasks",
+            Key::PoolBuiltins => "pool.builtins",
+            Key::Trust => "trust",
+            Key::NodeId => "node_id",
+            Key::Prefix => "prefix",
+            Key::Encoding => "encoding",
+            Key::DataDir => "data_dir",
+            Key::Broker => "broker",
+            Key::Metrics => "metrics",
+            Key::Pool => "pool (workers, queue, arena, task size)",
+            Key::Store => "store",
+        }
+    }
+
+    /// Applied at once; the others only by a restart (`systemctl restart fog-agent`).
+    pub fn live(self) -> bool {
+        matches!(
+            self,
+            Key::HeartbeatInterval
+                | Key::MetricsInterval
+                | Key::ShutdownGrace
+                | Key::Labels
+                | Key::Alerts
+                | Key::Tasks
+                | Key::PoolBuiltins
+                | Key::Trust
+        )
+    }
+
+    /// Carried in the birth record, so a change is announced again.
+    fn in_birth(self) -> bool {
+        matches!(
+            self,
+            Key::HeartbeatInterval
+                | Key::MetricsInterval
+                | Key::Labels
+                | Key::Tasks
+                | Key::PoolBuiltins
+                | Key::Trust
+        )
+    }
+}
+
+/// What differs between the running config and the file.
 #[derive(Debug, Default, PartialEq)]
 pub struct Changes {
-    /// Applied at once.
-    pub live: Vec<&'static str>,
-    /// Read, but applied only by a restart (`systemctl restart fog-agent`).
-    pub restart: Vec<&'static str>,
+    pub keys: Vec<Key>,
+}
+
+impl Changes {
+    pub fn has(&self, key: Key) -> bool {
+        self.keys.contains(&key)
+    }
+
+    /// The names of the keys applied at once.
+    pub fn live(&self) -> Vec<&'static str> {
+        self.names(true)
+    }
+
+    /// The names of the keys that wait for a restart.
+    pub fn restart(&self) -> Vec<&'static str> {
+        self.names(false)
+    }
+
+    fn names(&self, live: bool) -> Vec<&'static str> {
+        self.keys
+            .iter()
+            .filter(|k| k.live() == live)
+            .map(|k| k.name())
+            .collect()
+    }
 }
 
 /// Compare the running config with a new one.
 pub fn changes(old: &Config, new: &Config) -> Changes {
-    let mut c = Changes::default();
-    let mut check = |changed: bool, key: &'static str, live: bool| {
-        if changed {
-            let list = if live { &mut c.live } else { &mut c.restart };
-            list.push(key);
-        }
-    };
-    check(
-        old.heartbeat_interval != new.heartbeat_interval,
-        "heartbeat_interval_secs",
-        true,
-    );
-    check(
-        old.metrics_interval != new.metrics_interval,
-        "metrics_interval_secs",
-        true,
-    );
-    check(
-        old.shutdown_grace != new.shutdown_grace,
-        "shutdown_grace_secs",
-        true,
-    );
-    check(old.labels != new.labels, "labels", true);
-    check(old.alerts != new.alerts, "alerts", true);
-    check(old.commands != new.commands, "tasks", true);
-    check(
-        old.pool.builtins != new.pool.builtins,
-        "pool.builtins",
-        true,
-    );
-    check(old.trust != new.trust, "trust", true);
-    check(old.node_id != new.node_id, "node_id", false);
-    check(old.prefix != new.prefix, "prefix", false);
-    check(old.encoding != new.encoding, "encoding", false);
-    check(old.data_dir != new.data_dir, "data_dir", false);
-    check(old.broker != new.broker, "broker", false);
-    check(old.metrics != new.metrics, "metrics", false);
     let pool = |p: &crate::config::PoolConfig| {
         (p.workers, p.queue_capacity, p.arena_bytes, p.max_task_bytes)
     };
-    check(
-        pool(&old.pool) != pool(&new.pool),
-        "pool (workers, queue, arena, task size)",
-        false,
-    );
-    check(old.store != new.store, "store", false);
-    c
+    let differs = [
+        (
+            Key::HeartbeatInterval,
+            old.heartbeat_interval != new.heartbeat_interval,
+        ),
+        (
+            Key::MetricsInterval,
+            old.metrics_interval != new.metrics_interval,
+        ),
+        (Key::ShutdownGrace, old.shutdown_grace != new.shutdown_grace),
+        (Key::Labels, old.labels != new.labels),
+        (Key::Alerts, old.alerts != new.alerts),
+        (Key::Tasks, old.commands != new.commands),
+        (Key::PoolBuiltins, old.pool.builtins != new.pool.builtins),
+        (Key::Trust, old.trust != new.trust),
+        (Key::NodeId, old.node_id != new.node_id),
+        (Key::Prefix, old.prefix != new.prefix),
+        (Key::Encoding, old.encoding != new.encoding),
+        (Key::DataDir, old.data_dir != new.data_dir),
+        (Key::Broker, old.broker != new.broker),
+        (Key::Metrics, old.metrics != new.metrics),
+        (Key::Pool, pool(&old.pool) != pool(&new.pool)),
+        (Key::Store, old.store != new.store),
+    ];
+    Changes {
+        keys: differs
+            .into_iter()
+            .filter_map(|(k, d)| d.then_some(k))
+            .collect(),
+    }
 }
 
 /// The config to run with: `new`'s live keys over `old`'s restart-only ones.
@@ -134,13 +214,13 @@ impl Agent {
         };
         let c = changes(&self.config, &new);
         let new = effective(&self.config, new);
-        if new.heartbeat_interval != self.config.heartbeat_interval {
+        if c.has(Key::HeartbeatInterval) {
             t.heartbeat = skipping(new.heartbeat_interval);
         }
-        if new.metrics_interval != self.config.metrics_interval {
+        if c.has(Key::MetricsInterval) {
             t.readings = skipping(new.metrics_interval);
         }
-        if new.alerts != self.config.alerts {
+        if c.has(Key::Alerts) {
             let alerts = new.alerts.clone();
             self.sup
                 .alerts
@@ -150,10 +230,13 @@ impl Agent {
                 .alerts
                 .with(tokio::time::Instant::now(), move |a| a.set_config(alerts));
         }
-        if new.commands != self.config.commands || new.pool.builtins != self.config.pool.builtins {
+        if c.has(Key::Tasks) || c.has(Key::PoolBuiltins) {
             self.host.set_kinds(crate::tasks::host::kinds(&new));
         }
-        if new.trust != self.config.trust || keys != self.trusted {
+        // The trusted-keys folder can change without the file (`fog-agent trust add`,
+        // then `systemctl reload`): that changes the birth record's task trust too.
+        let keys_changed = keys != self.trusted;
+        if c.has(Key::Trust) || keys_changed {
             let gate = Gate::new(
                 keys.clone(),
                 self.node.as_str(),
@@ -164,31 +247,22 @@ impl Agent {
             self.host.set_gate(gate);
             self.trusted = keys;
         }
-        let birth_changed = c.live.iter().any(|k| {
-            matches!(
-                *k,
-                "heartbeat_interval_secs"
-                    | "metrics_interval_secs"
-                    | "labels"
-                    | "tasks"
-                    | "pool.builtins"
-                    | "trust"
-            )
-        });
+        let birth_changed = keys_changed || c.keys.iter().any(|k| k.in_birth());
         self.config = new;
         if birth_changed {
             self.announce_again()?;
         }
+        let restart = c.restart();
         self.sup.config_note =
-            (!c.restart.is_empty()).then(|| format!("restart to apply: {}", c.restart.join(", ")));
+            (!restart.is_empty()).then(|| format!("restart to apply: {}", restart.join(", ")));
         tracing::info!(
             config = %path.display(),
-            applied = ?c.live,
-            needs_restart = ?c.restart,
+            applied = ?c.live(),
+            needs_restart = ?restart,
             "config reloaded"
         );
-        if !c.restart.is_empty() {
-            tracing::warn!(keys = ?c.restart, "these changes take effect at the next restart (systemctl restart fog-agent)");
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "these changes take effect at the next restart (systemctl restart fog-agent)");
         }
         Ok(())
     }
@@ -247,11 +321,12 @@ mod tests {
             "heartbeat_interval_secs = 2.0\n[labels]\nroom = \"b\"\n[pool]\nworkers = 7\n[broker]\nurl = \"mqtt://elsewhere:1883\"\n",
         );
         let c = changes(&old, &new);
-        assert_eq!(c.live, vec!["heartbeat_interval_secs", "labels"]);
+        assert_eq!(c.live(), vec!["heartbeat_interval_secs", "labels"]);
         assert_eq!(
-            c.restart,
+            c.restart(),
             vec!["broker", "pool (workers, queue, arena, task size)"]
         );
+        assert!(c.has(Key::Pool) && !c.has(Key::Trust));
         assert_eq!(changes(&old, &old), Changes::default());
     }
 
