@@ -125,8 +125,11 @@ step="clock"
 # No timesyncd runs in a container, and the unit's ProtectClock= denies adjtimex(2):
 # the agent asks timesyncd's flag file, which is made and removed here by hand.
 cp "$AGENT_CFG" /root/agent.toml.before-clock
-sed -i '1i metrics_interval_secs = 1.0' "$AGENT_CFG"
+sed -i 's/^metrics_interval_secs = .*/metrics_interval_secs = 1.0/' "$AGENT_CFG"
+grep -qx 'metrics_interval_secs = 1.0' "$AGENT_CFG" || fail "no metrics_interval_secs line to change in $AGENT_CFG"
 systemctl reload fog-agent || fail "systemctl reload (readings every second)"
+until_ok 15 sh -c 'journalctl --no-pager -u fog-agent | grep -q "applied=\[\"metrics_interval_secs\"\]"' \
+    || fail "the reload did not apply metrics_interval_secs: $(journalctl --no-pager -u fog-agent | grep -i reload | tail -3)"
 reading_says() { mosquitto_sub -t "fog/v1/nodes/$NODE/metrics" -C 1 -W 3 | grep -q "$1"; }
 node_row() { fog-coordinator status -c "$CFG" | grep -w "$NODE"; }
 mkdir -p /run/systemd/timesync && touch /run/systemd/timesync/synchronized
@@ -145,10 +148,11 @@ ok "the sandboxed agent flags readings made on an unsynchronised clock, and stat
 
 step="SIGKILL"
 pid=$(prop fog-agent MainPID); restarts=$(prop fog-agent NRestarts)
-submit --kind sleep --payload 5000 --timeout 60 --wait > /root/sleep.out 2> /root/sleep.err &
+submit --kind sleep --payload 20000 --timeout 90 --wait > /root/sleep.out 2> /root/sleep.err &
 waiter=$!
 # Killed while it runs the task: accepted (recorded in its store, acknowledged) and
-# not finished.
+# not finished. 20 s, so STATUS= (rewritten on the agent's own tick) shows it running
+# well before it ends (with 5 s, CI once saw it finish first).
 until_ok 15 sh -c 'systemctl status --no-pager fog-agent | grep -q "Status: \"[a-z]*: 1 tasks running"' \
     || fail "the sleep task never ran: $(cat /root/sleep.err)"
 systemctl kill -s SIGKILL fog-agent
