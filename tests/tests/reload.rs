@@ -56,21 +56,27 @@ fn status_until(sock: &UnixDatagram, pred: impl Fn(&str) -> bool, what: &str) ->
     }
 }
 
-/// The room label of the next online status record on the watcher.
-async fn next_room(status: &mut Watcher) -> String {
+/// The birth record of the next online status record on the watcher.
+async fn next_birth(status: &mut Watcher) -> serde_json::Value {
     loop {
         let m = status
             .next(Duration::from_secs(20))
             .await
             .expect("a status record");
-        let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("status is JSON");
+        let mut v: serde_json::Value = serde_json::from_slice(&m.payload).expect("status is JSON");
         if v["online"] == true {
-            return v["birth"]["labels"]["room"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+            return v["birth"].take();
         }
     }
+}
+
+/// The room label of the next online status record on the watcher.
+async fn next_room(status: &mut Watcher) -> String {
+    let birth = next_birth(status).await;
+    birth["labels"]["room"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,19 +152,8 @@ async fn sighup_applies_labels_names_restart_keys_and_refuses_a_bad_file() {
 
 /// The task trust in the next online status record on the watcher.
 async fn next_trust(status: &mut Watcher) -> String {
-    loop {
-        let m = status
-            .next(Duration::from_secs(20))
-            .await
-            .expect("a status record");
-        let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("status is JSON");
-        if v["online"] == true {
-            return v["birth"]["task_trust"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    }
+    let birth = next_birth(status).await;
+    birth["task_trust"].as_str().unwrap_or_default().to_owned()
 }
 
 /// `fog-agent trust add` then `systemctl reload`: the config file itself is unchanged,
