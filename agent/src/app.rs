@@ -168,7 +168,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        tokio::spawn(fog_rt::signals::shutdown_on_signals(shutdown.clone()));
+        if let Err(e) = fog_rt::signals::spawn_shutdown_on_signals(shutdown.clone()) {
+            eprintln!("fog-agent: installing the SIGTERM and SIGINT handlers: {e}");
+            return ExitCode::FAILURE;
+        }
         let reloads = match reloads_on_sighup(path) {
             Ok(r) => r,
             Err(e) => {

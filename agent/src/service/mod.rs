@@ -50,7 +50,6 @@ pub enum AgentError {
 
 /// Wall clock in ms since the Unix epoch (0 if the clock is before 1970).
 pub use fog_rt::clock::now_ms;
-pub use fog_rt::signals::shutdown_on_signals;
 
 fn encode<M: fog_proto::message::Message>(msg: &M, enc: Encoding) -> Result<Vec<u8>, AgentError> {
     codec::encode(msg, enc).map_err(|source| AgentError::Encode {

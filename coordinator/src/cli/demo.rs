@@ -39,7 +39,7 @@ pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
     };
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
-        tokio::spawn(fog_rt::signals::shutdown_on_signals(shutdown.clone()));
+        fog_rt::signals::spawn_shutdown_on_signals(shutdown.clone()).map_err(|e| failure(&e))?;
         let opts = demo::DemoOptions {
             agents: a.agents.into(),
             duration,

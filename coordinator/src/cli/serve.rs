@@ -40,7 +40,7 @@ pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
             };
         }
         let shutdown = CancellationToken::new();
-        tokio::spawn(fog_rt::signals::shutdown_on_signals(shutdown.clone()));
+        fog_rt::signals::spawn_shutdown_on_signals(shutdown.clone()).map_err(|e| failure(&e))?;
         let (view, _rx) = tokio::sync::watch::channel(service::empty_snapshot());
         // READY/STATUS/WATCHDOG/STOPPING for the systemd unit (Type=notify); a
         // no-op when not started by systemd.
