@@ -4,12 +4,15 @@
 # run the release binary's `metrics --once` under qemu and check that its output
 # parses, and print each stripped binary's size.
 #
-#   scripts/cross-check.sh            # both targets
+#   scripts/cross-check.sh            # aarch64 and armv6, the packages' targets
 #   TARGETS=aarch64 scripts/cross-check.sh
 #
 #   aarch64  aarch64-unknown-linux-musl     static (the arm64 package)
-#   armv7    armv7-unknown-linux-gnueabihf  glibc  (the armhf package: rustup has no
-#                                           armv7 or ARMv6 musl standard library here)
+#   armv6    arm-unknown-linux-musleabi     static ARMv6 (the armhf package), its std
+#                                           built by nightly (scripts/armv6-musl.sh);
+#                                           under qemu's ARM1176, the Pi 1/Zero core
+#   armv7    armv7-unknown-linux-gnueabihf  glibc (the armhf package until 2026-12;
+#                                           rustup's prebuilt std, for a quick check)
 #
 # Uses rustup's toolchain and its prebuilt standard libraries (added when missing), and
 # Debian's cross C compilers for ring's C code and as linkers; installs what it needs
@@ -17,7 +20,9 @@
 # packaging after this check builds nothing again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=${TARGETS:-"aarch64 armv7"}
+targets=${TARGETS:-"aarch64 armv6"}
+# shellcheck source=scripts/armv6-musl.sh
+. scripts/armv6-musl.sh
 
 apt_retry() {
     for i in 1 2 3 4 5; do
@@ -46,19 +51,22 @@ target_dir=${CARGO_TARGET_DIR:-target}
 echo "cross-check: $(rustc --version)"
 
 check_target() {
-    local short=$1 triple gcc qemu
+    local short=$1 triple gcc qemu cargo=(cargo)
     case $short in
+        armv6) armv6_setup; triple=$ARMV6_TRIPLE; qemu=$ARMV6_RUNNER; cargo=("${ARMV6_CARGO[@]}") ;;
         aarch64) triple=aarch64-unknown-linux-musl; gcc=aarch64-linux-gnu-gcc; qemu="qemu-aarch64" ;;
         armv7) triple=armv7-unknown-linux-gnueabihf; gcc=arm-linux-gnueabihf-gcc
                qemu="qemu-arm -L /usr/arm-linux-gnueabihf" ;;
         *) echo "unknown target $short" >&2; return 1 ;;
     esac
-    rustup target list --installed | grep -qx "$triple" || apt_retry rustup target add "$triple"
     local up; up=$(echo "$triple" | tr 'a-z-' 'A-Z_')
-    export "CARGO_TARGET_${up}_LINKER=$gcc"
+    if [ "$short" != armv6 ]; then
+        rustup target list --installed | grep -qx "$triple" || apt_retry rustup target add "$triple"
+        export "CARGO_TARGET_${up}_LINKER=$gcc"
+        # ring's C code needs the cross C compiler too (armv6_setup sets its own).
+        export "CC_${triple//-/_}=$gcc"
+    fi
     export "CARGO_TARGET_${up}_RUNNER=$qemu"
-    # ring's C code needs the cross C compiler too.
-    export "CC_${triple//-/_}=$gcc"
     # qemu-user ignores the guest's RLIMIT_AS; tests that need it skip (and say so)
     # only when this is set or they find themselves running as qemu.
     export FOG_UNDER_QEMU=1
@@ -71,10 +79,10 @@ check_target() {
     # run can leave the child stuck on a lock qemu-user's own threads held at the
     # fork (seen here: a child of `missing_program_is_a_clear_error` waiting on a
     # futex forever). Serial costs ~10 % (aarch64: 51 s parallel, 57 s serial).
-    cargo test --locked --target "$triple" -p fog-proto -p fog-rt -p fog-agent --lib --bins --tests -- --test-threads=1
+    "${cargo[@]}" test --locked --target "$triple" -p fog-proto -p fog-rt -p fog-agent --lib --bins --tests -- --test-threads=1
 
     echo "== $triple: fog-agent as packaged (profile agent)"
-    cargo build --locked --profile agent --target "$triple" -p fog-agent
+    "${cargo[@]}" build --locked --profile agent --target "$triple" -p fog-agent
     local bin=$target_dir/$triple/agent/fog-agent
 
     echo "== $triple: fog-agent metrics --once under ${qemu%% *}"

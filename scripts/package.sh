@@ -11,8 +11,8 @@
 # Which binary goes into which package, and why (docs/install.md, "Packages"):
 #   fog-agent amd64        x86_64-unknown-linux-musl      static
 #   fog-agent arm64        aarch64-unknown-linux-musl     static
-#   fog-agent armhf        armv7-unknown-linux-gnueabihf  glibc (no armv7/ARMv6 musl
-#                          standard library is available to rustup here)
+#   fog-agent armhf        arm-unknown-linux-musleabi     static ARMv6 (every 32-bit Pi,
+#                          the Pi 1 and Zero too: scripts/armv6-musl.sh)
 #   fog-coordinator amd64  x86_64-unknown-linux-gnu       glibc
 #   fog-coordinator arm64  aarch64-unknown-linux-musl     static
 # A glibc binary's Depends come from its ELF version needs (libc6 (>= 2.N)); a static
@@ -33,12 +33,14 @@ target_dir=${CARGO_TARGET_DIR:-target}
 here=packaging/deb
 
 die() { echo "package: $*" >&2; exit 1; }
+# shellcheck source=scripts/armv6-musl.sh
+. scripts/armv6-musl.sh
 
 triple_of() { # package arch
     case "$1/$2" in
         fog-agent/amd64) echo x86_64-unknown-linux-musl ;;
         fog-agent/arm64 | fog-coordinator/arm64) echo aarch64-unknown-linux-musl ;;
-        fog-agent/armhf) echo armv7-unknown-linux-gnueabihf ;;
+        fog-agent/armhf) echo arm-unknown-linux-musleabi ;;
         fog-coordinator/amd64) echo x86_64-unknown-linux-gnu ;;
         *) return 1 ;;
     esac
@@ -49,6 +51,7 @@ cross_gcc_of() { # triple -> C compiler (and linker) for ring's C code
         x86_64-unknown-linux-musl) echo musl-gcc ;;
         aarch64-*) echo aarch64-linux-gnu-gcc ;;
         armv7-*) echo arm-linux-gnueabihf-gcc ;;
+        arm-unknown-linux-musleabi) echo arm-linux-gnueabi-gcc ;;
         *) echo cc ;;
     esac
 }
@@ -58,6 +61,7 @@ runner_of() { # triple -> how to run its binaries here
         x86_64-*) ;;
         aarch64-*) echo qemu-aarch64 -L /usr/aarch64-linux-gnu ;;
         armv7-*) echo qemu-arm -L /usr/arm-linux-gnueabihf ;;
+        arm-unknown-linux-musleabi) echo "$ARMV6_RUNNER" ;;
     esac
 }
 
@@ -68,6 +72,7 @@ install_tools() {
             musl-gcc) command -v musl-gcc >/dev/null || need+=(musl-tools) ;;
             aarch64-linux-gnu-gcc) command -v "$t" >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
             arm-linux-gnueabihf-gcc) command -v "$t" >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
+            arm-linux-gnueabi-gcc) command -v "$t" >/dev/null || need+=(gcc-arm-linux-gnueabi) ;;
         esac
     done
     command -v lintian >/dev/null || need+=(lintian)
@@ -83,6 +88,13 @@ build() { # package triple -> path of the stripped binary
     local pkg=$1 triple=$2 gcc up profile=release
     # The agent's own profile: the smallest code (Cargo.toml, [profile.agent]).
     [ "$pkg" = fog-agent ] && profile=agent
+    if [ "$triple" = "$ARMV6_TRIPLE" ]; then
+        # No prebuilt standard library: nightly builds it (scripts/armv6-musl.sh).
+        armv6_setup >&2
+        "${ARMV6_CARGO[@]}" build --profile "$profile" --locked --target "$triple" -p "$pkg" >&2
+        echo "$target_dir/$triple/$profile/$pkg"
+        return
+    fi
     gcc=$(cross_gcc_of "$triple")
     up=$(echo "$triple" | tr 'a-z-' 'A-Z_')
     if [ "$triple" != x86_64-unknown-linux-gnu ]; then
