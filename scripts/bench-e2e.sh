@@ -6,6 +6,10 @@
 #   defaults:             100000  1000          sha256 1024
 #
 # AGENT_BIN=PATH runs that agent binary instead of this tree's release build.
+# BIN_DIR=DIR runs DIR's fog-coordinator and fog-agent and builds nothing (another
+# tree's binaries, for a before/after on the same machine).
+# NODELAY=0 leaves Mosquitto's set_tcp_nodelay off (its default): small messages then
+# wait for the receiver's delayed ACK, up to 40 ms per hop.
 # ENCODING=postcard (default json) makes the coordinator, the agents and the bench client
 # publish postcard instead of JSON. LISTS=1 also counts the assignment and result lists
 # on the wire (a mosquitto_sub beside the run; it costs the broker a little), to see how
@@ -18,9 +22,14 @@ tasks=${1:-100000}; concurrency=${2:-1000}; kind=${3:-sha256}; bytes=${4:-1024}
 agents=${AGENTS:-3}
 encoding=${ENCODING:-json}
 command -v mosquitto >/dev/null || { echo "bench-e2e: needs mosquitto (apt-get install mosquitto)" >&2; exit 1; }
-cargo build --release -p fog-agent -p fog-coordinator >/dev/null 2>&1 || cargo build --release -p fog-agent -p fog-coordinator
+bin_dir=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
+if [ -z "${BIN_DIR:-}" ]; then
+    cargo build --release -p fog-agent -p fog-coordinator >/dev/null 2>&1 || cargo build --release -p fog-agent -p fog-coordinator
+fi
 # AGENT_BIN=path runs another agent build (a package's static one, another opt-level).
-agent_bin=${AGENT_BIN:-${CARGO_TARGET_DIR:-target}/release/fog-agent}
+agent_bin=${AGENT_BIN:-$bin_dir/fog-agent}
+coordinator=$bin_dir/fog-coordinator
+nodelay=$([ "${NODELAY:-1}" = 0 ] && echo false || echo true)
 work=$(mktemp -d)
 pids=()
 cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; sleep 0.05; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -28,25 +37,25 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Generous queues: Mosquitto's defaults (max_queued_messages 1000) drop QoS 1 messages
 # to a subscriber that falls behind; end-to-end acks would then report them lost.
-printf 'user root\nlistener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_type error\n' "$port" > "$work/mosquitto.conf"
+printf 'user root\nlistener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay %s\nlog_type error\n' "$port" "$nodelay" > "$work/mosquitto.conf"
 mosquitto -c "$work/mosquitto.conf" & pids+=($!)
 sleep 0.5
 url="mqtt://127.0.0.1:$port"
 # The bench signs its lists as client `bench` (security.client_key), as a site would.
 printf 'encoding = "%s"\ndata_dir = "%s/coordinator"\n[security]\nclient_key = "%s/bench.key"\n[broker]\nurl = "%s"\n' "$encoding" "$work" "$work" "$url" > "$work/coordinator.toml"
-${CARGO_TARGET_DIR:-target}/release/fog-coordinator keys client bench --dir "$work" --kind "$kind" >> "$work/coordinator.toml" 2>/dev/null
+$coordinator keys client bench --dir "$work" --kind "$kind" >> "$work/coordinator.toml" 2>/dev/null
 # Secure as a site is: the coordinator signs (its key made here), the agents trust
 # that key, and their node keys are approved once they announce them.
 mkdir -p "$work/coordinator"
-coordinator_key=$(${CARGO_TARGET_DIR:-target}/release/fog-coordinator keys init --dir "$work/coordinator/keys" 2>/dev/null | sed -n "s/^fog-agent trust add '\(.*\)'$/\1/p")
-FOG_LOG=warn ${CARGO_TARGET_DIR:-target}/release/fog-coordinator serve --config "$work/coordinator.toml" & pids+=($!)
+coordinator_key=$($coordinator keys init --dir "$work/coordinator/keys" 2>/dev/null | sed -n "s/^fog-agent trust add '\(.*\)'$/\1/p")
+FOG_LOG=warn $coordinator serve --config "$work/coordinator.toml" & pids+=($!)
 for i in $(seq "$agents"); do
     printf 'node_id = "bench-%s"\ndata_dir = "%s/a%s"\nencoding = "%s"\nheartbeat_interval_secs = 1.0\n[pool]\nqueue_capacity = 4096\narena_bytes = 16777216\n[trust]\ncoordinator_keys = ["%s"]\nkeys_dir = ""\n[broker]\nurl = "%s"\n' "$i" "$work" "$i" "$encoding" "$coordinator_key" "$url" > "$work/a$i.toml"
     FOG_AGENT_LOG=warn "$agent_bin" run --config "$work/a$i.toml" & pids+=($!)
 done
 sleep 2
 for i in $(seq "$agents"); do
-    ${CARGO_TARGET_DIR:-target}/release/fog-coordinator nodes --config "$work/coordinator.toml" approve "bench-$i" >/dev/null
+    $coordinator nodes --config "$work/coordinator.toml" approve "bench-$i" >/dev/null
 done
 sleep 2
 # CPU seconds (user + system) each process used during the bench, to see where the
@@ -59,7 +68,7 @@ if [ "${LISTS:-0}" = 1 ]; then
     before+=(0); sleep 0.3
 fi
 TIMEFORMAT='%U %S'
-{ time ${CARGO_TARGET_DIR:-target}/release/fog-coordinator bench --config "$work/coordinator.toml" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes" 2>&3; } 3>&2 2> "$work/client-cpu"
+{ time $coordinator bench --config "$work/coordinator.toml" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes" 2>&3; } 3>&2 2> "$work/client-cpu"
 echo "CPU seconds during the bench, by process:"
 for k in "${!pids[@]}"; do
     after=$(cpu "${pids[k]}")

@@ -39,6 +39,8 @@ pub mod service;
 pub mod store;
 pub mod supervise;
 pub mod tasks;
+#[cfg(test)]
+mod testing;
 pub mod trust;
 
 // The shared runtime, under the names the agent's modules use.

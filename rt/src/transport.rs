@@ -201,7 +201,14 @@ impl Link {
             ));
         }
         let queue = opts.queue.max(8);
-        let (client, eventloop) = AsyncClient::new(mqtt, queue);
+        let (client, mut eventloop) = AsyncClient::new(mqtt, queue);
+        // Small publishes (one ack, one result) go out at once. With Nagle's algorithm
+        // the kernel holds a small write while the previous segment is unacknowledged,
+        // and the broker's delayed ACK comes up to 40 ms later: once per hop of a task's
+        // round trip. Throughput does not need Nagle: the link batches lists itself.
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (events_tx, events) = mpsc::channel(queue);
         let (close_tx, close_rx) = oneshot::channel();
         let connected = Arc::new(AtomicBool::new(false));
