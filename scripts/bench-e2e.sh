@@ -8,6 +8,10 @@
 # AGENT_BIN=PATH runs that agent binary instead of this tree's release build.
 # BIN_DIR=DIR runs DIR's fog-coordinator and fog-agent and builds nothing (another
 # tree's binaries, for a before/after on the same machine).
+# RATE=R runs the bench open loop, R tasks/s offered whatever comes back (`bench
+# --rate`), instead of CONCURRENCY in flight.
+# SUBMITS=N then times N `fog-coordinator submit --kind KIND --wait` calls, each a new
+# CLI process with its own connection, and prints their median and slowest wall time.
 # NODELAY=0 leaves Mosquitto's set_tcp_nodelay off (its default): small messages then
 # wait for the receiver's delayed ACK, up to 40 ms per hop.
 # ENCODING=postcard (default json) makes the coordinator, the agents and the bench client
@@ -68,7 +72,8 @@ if [ "${LISTS:-0}" = 1 ]; then
     before+=(0); sleep 0.3
 fi
 TIMEFORMAT='%U %S'
-{ time $coordinator bench --config "$work/coordinator.toml" --tasks "$tasks" --concurrency "$concurrency" --kind "$kind" --payload-bytes "$bytes" 2>&3; } 3>&2 2> "$work/client-cpu"
+load=(--concurrency "$concurrency"); [ -n "${RATE:-}" ] && load=(--rate "$RATE")
+{ time $coordinator bench --config "$work/coordinator.toml" --tasks "$tasks" "${load[@]}" --kind "$kind" --payload-bytes "$bytes" 2>&3; } 3>&2 2> "$work/client-cpu"
 echo "CPU seconds during the bench, by process:"
 for k in "${!pids[@]}"; do
     after=$(cpu "${pids[k]}")
@@ -80,4 +85,11 @@ if [ "${LISTS:-0}" = 1 ]; then
     awk -v t="$tasks" '/\/tasks$/ {a++} /\/results$/ {r++} END {
         printf "lists on the wire: %d assignment lists (%.1f tasks each), %d result lists (%.1f results each)\n", a, t / (a ? a : 1), r, t / (r ? r : 1) }' "$work/lists"
 fi
-
+if [ "${SUBMITS:-0}" -gt 0 ]; then
+    for _ in $(seq "$SUBMITS"); do
+        t0=$(date +%s%N)
+        $coordinator submit --config "$work/coordinator.toml" --kind "$kind" --payload hello --wait > /dev/null
+        echo $(( ($(date +%s%N) - t0) / 1000 ))
+    done | sort -n | awk '{ v[NR] = $1 } END {
+        printf "submit --wait, %d calls (a new process and connection each): median %.1f ms, slowest %.1f ms\n", NR, v[int((NR + 1) / 2)] / 1000, v[NR] / 1000 }'
+fi

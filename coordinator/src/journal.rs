@@ -7,8 +7,9 @@
 //! late duplicates. Finished records are pruned by age and count.
 //!
 //! Writes are grouped like the agent's store: one writer thread, one durable commit
-//! (one fsync) per `commit_interval`, and a notice per accepted task once its commit
-//! is durable.
+//! (one fsync) for a lone write at once and, under load, for what arrives within
+//! `commit_interval` ([`fog_rt::group_commit`]), and a notice per accepted task once
+//! its commit is durable.
 //!
 //! Layout: an append-only log with one entry per commit, holding every record of
 //! that commit (a group commit, as a write-ahead log does); a task's latest record is
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fog_proto::{codec, Encoding, TaskResult, TaskSubmission};
+use fog_rt::group_commit::GroupCommit;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 /// commit sequence -> the records of that commit (see [`encode_entry`]).
@@ -424,15 +426,10 @@ fn write_loop(
 ) {
     let mut batch = Vec::new();
     let mut last_prune = Instant::now();
+    let mut gather = GroupCommit::new(cfg.commit_interval, 8192);
     while let Ok(first) = rx.recv() {
         batch.push(first);
-        let until = Instant::now() + cfg.commit_interval;
-        while batch.len() < 8192 {
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
+        gather.fill(&rx, &mut batch);
         let prune = last_prune.elapsed() >= Duration::from_secs(1);
         if prune {
             last_prune = Instant::now();

@@ -24,12 +24,14 @@
 //! milliseconds), [`signals`] (SIGTERM/SIGINT to a cancellation), [`logging`],
 //! [`sdnotify`] (systemd's notify protocol) and [`systemd`] (the readiness, status and
 //! watchdog policy), [`host`] (the hostname), [`keys`] (Ed25519 keys and message seals),
-//! [`limits`] (the packet-size ceiling fog and its broker share).
+//! [`limits`] (the packet-size ceiling fog and its broker share), [`group_commit`] (how
+//! the writer threads batch their durable commits).
 
 pub mod backoff;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod group_commit;
 pub mod host;
 pub mod keys;
 pub mod limits;

@@ -526,6 +526,7 @@ async fn bench_fleet_failover_loses_nothing() {
         kind: "sha256".into(),
         tasks: n,
         concurrency: 500,
+        rate: None,
         payload_bytes: 4096,
         wait: Duration::from_secs(20),
         strategy: String::new(),

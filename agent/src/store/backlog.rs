@@ -8,15 +8,17 @@
 //! the oldest alert, then the oldest result, because a result is the one thing a
 //! coordinator is waiting for. Every drop is counted per class.
 //!
-//! Writes go through one writer thread that groups what arrives within the commit
-//! interval into one transaction (one fsync), like the task store's. A removal (after
+//! Writes go through one writer thread that groups them into transactions (one fsync
+//! each) like the task store's: a lone write at once, and under load what arrives
+//! within the commit interval. A removal (after
 //! the broker's PUBACK) is reported back once it is durable, so the forwarder never
 //! sends an entry again that it already saw acknowledged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use fog_rt::group_commit::GroupCommit;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::cell::DbCell;
@@ -281,15 +283,10 @@ impl Writer {
         // Removals that failed to commit are tried again with the next batch, so an
         // acknowledged entry is not replayed once the disk recovers.
         let mut retry: Vec<(Class, u64)> = Vec::new();
+        let mut gather = GroupCommit::new(self.interval, super::MAX_BATCH);
         while let Ok(first) = rx.recv() {
             batch.push(first);
-            let until = Instant::now() + self.interval;
-            while batch.len() < super::MAX_BATCH {
-                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
+            gather.fill(&rx, &mut batch);
             let mut removes = std::mem::take(&mut retry);
             let mut pushes = Vec::new();
             for op in batch.drain(..) {
@@ -419,9 +416,9 @@ mod tests {
 
     /// Wait (bounded) until the writer has committed everything queued.
     fn settle(b: &Backlog) {
-        let until = Instant::now() + Duration::from_secs(10);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
         while b.stats.queued.load(Ordering::Relaxed) > 0 {
-            assert!(Instant::now() < until, "writer stuck");
+            assert!(std::time::Instant::now() < until, "writer stuck");
             std::thread::sleep(Duration::from_millis(1));
         }
     }

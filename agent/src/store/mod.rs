@@ -7,9 +7,11 @@
 //! only once a crash cannot forget it, and publishes a result only once a redelivery
 //! would be answered from the store.
 //!
-//! Writes are grouped: one writer thread takes every operation that arrives within
-//! `commit_interval` of the first (at most [`MAX_BATCH`]) into one transaction, because
-//! every durable commit is an fsync and fsyncs are slow on SD cards.
+//! Writes are grouped: one writer thread commits a lone operation at once and, while
+//! operations keep coming (the previous batch had more than one), takes every one
+//! that arrives within `commit_interval` of the first (at most [`MAX_BATCH`]) into one
+//! transaction, because every durable commit is an fsync and fsyncs are slow on SD
+//! cards ([`fog_rt::group_commit`]).
 //!
 //! Files: `redb_store` ([`RedbStore`]: open, recovery, reads), `writer` (the group
 //! commit thread), `ops` (the [`TaskStore`] interface: [`Op`], [`Committed`],

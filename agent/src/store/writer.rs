@@ -1,9 +1,11 @@
-//! The writer thread: groups the operations that arrive within `commit_interval` into
-//! one durable commit, reports each once durable, and probes a degraded store.
+//! The writer thread: groups operations into durable commits (a lone one at once; under
+//! load, what arrives within `commit_interval`: [`GroupCommit`]), reports each once
+//! durable, and probes a degraded store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fog_rt::group_commit::GroupCommit;
 use redb::{Database, TableDefinition};
 
 use super::cache::{self, age_key, CACHE, CACHE_AGE};
@@ -33,6 +35,7 @@ impl<T> Writer<T> {
         // Grows with the load it sees instead of reserving MAX_BATCH slots up front.
         let mut batch: Vec<Op<T>> = Vec::new();
         let mut last_prune = Instant::now();
+        let mut gather = GroupCommit::new(self.interval, MAX_BATCH);
         loop {
             // Healthy: sleep until there is work. Degraded: wake every second to
             // reopen and probe, so recovery is seen without waiting for a task.
@@ -58,14 +61,7 @@ impl<T> Writer<T> {
                 }
             };
             batch.push(first);
-            let until = Instant::now() + self.interval;
-            while batch.len() < MAX_BATCH {
-                let left = until.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
+            gather.fill(&rx, &mut batch);
             let prune = last_prune.elapsed() >= Duration::from_secs(1);
             if prune {
                 last_prune = Instant::now();

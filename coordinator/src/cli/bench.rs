@@ -20,8 +20,15 @@ pub struct Args {
     sign: super::keys::SignArgs,
     #[arg(long, default_value_t = 10_000)]
     tasks: usize,
+    /// Closed loop (the default): at most this many tasks outstanding, the next sent
+    /// as results come back.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Open loop: submit at this many tasks per second whatever comes back, each task
+    /// timed from its slot in the schedule (a backlog shows as latency); replaces
+    /// --concurrency.
+    #[arg(long, value_name = "TASKS_PER_SEC", value_parser = parse_rate, conflicts_with = "concurrency")]
+    rate: Option<f64>,
     #[arg(long, default_value = "sha256")]
     kind: String,
     #[arg(long, default_value_t = 1024)]
@@ -42,6 +49,17 @@ pub struct Args {
     /// run, to show a failover under load.
     #[arg(long, value_name = "SECS", requires = "fleet")]
     kill_agent_after: Option<f64>,
+}
+
+/// A rate for --rate: a number of tasks per second above 0 and at most a million.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e6 => Ok(r),
+        Ok(_) => Err(format!(
+            "{s} is not a rate above 0 and at most 1000000 tasks/s"
+        )),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
 }
 
 pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
@@ -73,6 +91,7 @@ async fn bench(cfg: CoordinatorConfig, a: Args) -> Result<ExitCode, ExitCode> {
         kind: a.kind,
         tasks: a.tasks,
         concurrency: a.concurrency,
+        rate: a.rate,
         payload_bytes: a.payload_bytes,
         wait: Duration::from_secs_f64(a.wait.clamp(0.1, 3600.0)),
         strategy: a.strategy.map(|s| s.to_string()).unwrap_or_default(),

@@ -3,15 +3,16 @@
 //! key for its name, and results are asked for under `clients/NAME/` (all a broker ACL
 //! needs to let that client read).
 
-use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fog_rt::broker::BrokerConfig;
 use fog_rt::keys::{KeyError, KeyPair};
 use fog_rt::transport::{Link, LinkEvent, LinkOptions, Qos};
 use std::collections::VecDeque;
+
+mod bench;
+pub use bench::{bench, BenchOptions, BenchReport};
 
 use fog_proto::{
     codec, Encoding, NodeId, Outcome, Payload, TaskResult, TaskResults, TaskSubmission,
@@ -90,7 +91,7 @@ pub struct Client {
 /// Final results remembered per client for dropping repeats.
 const CLIENT_REMEMBER: usize = 100_000;
 
-fn random_id(prefix: &str) -> String {
+pub(crate) fn random_id(prefix: &str) -> String {
     format!(
         "{prefix}-{:08x}{:08x}",
         fastrand::u32(..),
@@ -333,231 +334,6 @@ pub async fn submit_and_wait(
     })
     .await
     .map_err(|_| ClientError::Timeout { id, timeout: wait })?
-}
-
-/// What a bench run saw.
-#[derive(Debug, Clone)]
-pub struct BenchReport {
-    pub tasks: usize,
-    pub completed: usize,
-    pub failed: usize,
-    pub lost: usize,
-    pub duplicated: usize,
-    pub elapsed: Duration,
-    pub p50: Duration,
-    pub p95: Duration,
-    pub p99: Duration,
-}
-
-impl std::fmt::Display for BenchReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "{} tasks in {:.2}s: {:.0} tasks/s",
-            self.tasks,
-            self.elapsed.as_secs_f64(),
-            self.tasks as f64 / self.elapsed.as_secs_f64().max(1e-9)
-        )?;
-        writeln!(
-            f,
-            "completed {}, failed {}, lost {}, duplicated {}",
-            self.completed, self.failed, self.lost, self.duplicated
-        )?;
-        write!(
-            f,
-            "latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
-            self.p50.as_secs_f64() * 1e3,
-            self.p95.as_secs_f64() * 1e3,
-            self.p99.as_secs_f64() * 1e3
-        )
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// What `bench` submits.
-#[derive(Debug, Clone)]
-pub struct BenchOptions {
-    pub kind: String,
-    pub tasks: usize,
-    /// Most tasks outstanding at once.
-    pub concurrency: usize,
-    pub payload_bytes: usize,
-    /// Give up on stragglers this long after the last result arrived.
-    pub wait: Duration,
-    /// Placement strategy for every task; empty for the coordinator's default.
-    pub strategy: String,
-    /// Print a progress bar on stderr.
-    pub progress: bool,
-}
-
-/// Submit `tasks` tasks, at most `concurrency` outstanding, and wait for every result
-/// (giving up on stragglers `wait` after the last result arrived).
-pub async fn bench(client: &mut Client, o: &BenchOptions) -> Result<BenchReport, ClientError> {
-    let mut run = BenchRun::new(o);
-    let started = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut last_result = Instant::now();
-    while run.done.len() < o.tasks {
-        // Top the window up, in lists of up to BATCH_MAX_ITEMS.
-        let batch = run.refill();
-        if !batch.is_empty() {
-            client.submit_many(batch).await?;
-            continue;
-        }
-        let r = match tokio::time::timeout_at((last_result + o.wait).into(), client.next_result())
-            .await
-        {
-            Ok(r) => r?,
-            Err(_) => break, // nothing for `wait`: the rest are lost
-        };
-        let Some(r) = r else { continue };
-        if matches!(r.outcome, Outcome::Accepted) {
-            continue;
-        }
-        last_result = Instant::now();
-        if run.on_final(r) && o.progress && last_progress.elapsed() >= Duration::from_millis(200) {
-            last_progress = Instant::now();
-            run.print_progress();
-        }
-    }
-    let elapsed = started.elapsed();
-    // Late duplicates: listen briefly for results of ids already answered.
-    let linger = Instant::now() + Duration::from_millis(500);
-    while let Ok(r) = tokio::time::timeout_at(linger.into(), client.next_result()).await {
-        if let Some(r) = r? {
-            if !matches!(r.outcome, Outcome::Accepted) && run.done.contains_key(&r.id) {
-                run.duplicated += 1;
-            }
-        }
-    }
-    if o.progress {
-        let _ = writeln!(std::io::stderr());
-    }
-    run.latencies.sort();
-    Ok(BenchReport {
-        tasks: o.tasks,
-        completed: run.completed,
-        failed: run.failed,
-        lost: o.tasks - run.done.len(),
-        // Repeats the client library dropped count too: the bench measures the system.
-        duplicated: run.duplicated + client.repeats_dropped() as usize,
-        elapsed,
-        p50: percentile(&run.latencies, 0.50),
-        p95: percentile(&run.latencies, 0.95),
-        p99: percentile(&run.latencies, 0.99),
-    })
-}
-
-/// A bench's window of tasks and what came back.
-struct BenchRun<'a> {
-    o: &'a BenchOptions,
-    payload: Vec<u8>,
-    run: String,
-    sent_at: HashMap<String, Instant>,
-    done: HashMap<String, ()>,
-    latencies: Vec<Duration>,
-    completed: usize,
-    failed: usize,
-    duplicated: usize,
-    next: usize,
-    concurrency: usize,
-    refill_at: usize,
-}
-
-impl<'a> BenchRun<'a> {
-    fn new(o: &'a BenchOptions) -> Self {
-        // Top the window up only once this much of it is free (or the rest of the tasks
-        // fit): a refill per result would send one-task messages, and every message costs
-        // the broker, the coordinator and its journal the same whatever it carries. A
-        // sixteenth keeps the window at least ~94 % full.
-        let concurrency = o.concurrency.max(1);
-        BenchRun {
-            o,
-            payload: (0..o.payload_bytes)
-                .map(|i| b'a' + (i % 26) as u8)
-                .collect(),
-            run: random_id("bench"),
-            sent_at: HashMap::with_capacity(o.tasks),
-            done: HashMap::with_capacity(o.tasks),
-            latencies: Vec::with_capacity(o.tasks),
-            completed: 0,
-            failed: 0,
-            duplicated: 0,
-            next: 0,
-            concurrency,
-            refill_at: (concurrency / 16).clamp(1, fog_proto::message::BATCH_MAX_ITEMS),
-        }
-    }
-
-    /// The next list of submissions if enough of the window is free (noted as sent),
-    /// else an empty one.
-    fn refill(&mut self) -> Vec<TaskSubmission> {
-        let tasks = self.o.tasks;
-        let outstanding = self.sent_at.len() - self.done.len();
-        let free = self.concurrency.saturating_sub(outstanding);
-        let refill = self.next < tasks && free >= self.refill_at.min(tasks - self.next);
-        let mut batch = Vec::new();
-        while refill
-            && self.next < tasks
-            && self.sent_at.len() + batch.len() - self.done.len() < self.concurrency
-        {
-            let mut sub = submission(
-                &self.o.kind,
-                self.payload.clone(),
-                0,
-                Duration::from_secs(60),
-                false,
-            );
-            sub.id = format!("{}-{}", self.run, self.next);
-            sub.strategy.clone_from(&self.o.strategy);
-            batch.push(sub);
-            self.next += 1;
-            if batch.len() >= fog_proto::message::BATCH_MAX_ITEMS {
-                break;
-            }
-        }
-        let now = Instant::now();
-        for s in &batch {
-            self.sent_at.insert(s.id.clone(), now);
-        }
-        batch
-    }
-
-    /// Count a final result; whether it was the first for one of this run's tasks.
-    fn on_final(&mut self, r: TaskResult) -> bool {
-        let Some(at) = self.sent_at.get(&r.id) else {
-            return false;
-        };
-        let elapsed = at.elapsed();
-        if self.done.insert(r.id, ()).is_some() {
-            self.duplicated += 1;
-            return false;
-        }
-        self.latencies.push(elapsed);
-        match r.outcome {
-            Outcome::Completed { .. } => self.completed += 1,
-            _ => self.failed += 1,
-        }
-        true
-    }
-
-    fn print_progress(&self) {
-        let tasks = self.o.tasks;
-        let pct = self.done.len() * 100 / tasks.max(1);
-        let bar = "#".repeat(pct / 4) + &"-".repeat(25 - pct / 4);
-        let _ = write!(
-            std::io::stderr(),
-            "\r[{bar}] {pct:3}% {}/{tasks}",
-            self.done.len()
-        );
-    }
 }
 
 #[cfg(test)]
