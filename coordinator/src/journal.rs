@@ -7,9 +7,9 @@
 //! late duplicates. Finished records are pruned by age and count.
 //!
 //! Writes are grouped like the agent's store: one writer thread, one durable commit
-//! (one fsync) for a lone write at once and, under load, for what arrives within
-//! `commit_interval` ([`fog_rt::group_commit`]), and a notice per accepted task once
-//! its commit is durable.
+//! (one fsync) for each write and whatever is queued behind it, the writes that arrive
+//! meanwhile sharing the next ([`fog_rt::group_commit`]), and a notice per accepted
+//! task once its commit is durable.
 //!
 //! Layout: an append-only log with one entry per commit, holding every record of
 //! that commit (a group commit, as a write-ahead log does); a task's latest record is
@@ -191,7 +191,9 @@ pub struct JournalConfig {
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
-            commit_interval: Duration::from_millis(10),
+            // Group commit without a timed wait: measured best for latency and
+            // throughput alike (docs/performance.md, "Latency").
+            commit_interval: Duration::ZERO,
             keep_finished: Duration::from_secs(3600),
             keep_finished_count: 100_000,
         }

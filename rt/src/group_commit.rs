@@ -1,13 +1,16 @@
-//! How a writer thread gathers operations into one durable commit (one fsync): at
-//! once when the operation is alone, and for up to a window only under load.
+//! How a writer thread gathers operations into one durable commit (one fsync): the
+//! classic group commit. A commit takes the first operation and whatever is already
+//! queued behind it; what arrives while that commit is being written waits in the
+//! queue and forms the next batch, so batches grow with the load by themselves and a
+//! lone operation is committed at once.
 //!
-//! A fixed window (wait `window` after the first operation, then commit) costs every
-//! operation up to that window even on an idle system: one task at a time paid the
-//! agent store's 10 ms twice and the journal's once. The classic group commit makes a
-//! lone operation its own batch and lets company form only while writes keep coming:
-//! here, when the previous batch had more than one operation, the next one lingers
-//! for the window as before, so a loaded writer commits as rarely (fsyncs per second,
-//! SD card wear, CPU) as it did with the fixed window, and an idle one at once.
+//! A fixed window (wait `window` after the first operation, then commit) cost every
+//! operation that window even on an idle system: one task at a time paid the agent
+//! store's 10 ms twice and the journal's once. An optional window remains for a writer
+//! that wants fewer fsyncs under load (flash wear) at the price of latency: when the
+//! previous batch had more than one operation, the next one lingers for it. Both
+//! fog writers default to none: measured side by side, no window was as fast or
+//! faster under load too (docs/performance.md, "Latency").
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};

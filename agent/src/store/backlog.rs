@@ -9,8 +9,7 @@
 //! coordinator is waiting for. Every drop is counted per class.
 //!
 //! Writes go through one writer thread that groups them into transactions (one fsync
-//! each) like the task store's: a lone write at once, and under load what arrives
-//! within the commit interval. A removal (after
+//! each) like the task store's: each with what is queued behind it. A removal (after
 //! the broker's PUBACK) is reported back once it is durable, so the forwarder never
 //! sends an entry again that it already saw acknowledged.
 

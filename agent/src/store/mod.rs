@@ -7,11 +7,11 @@
 //! only once a crash cannot forget it, and publishes a result only once a redelivery
 //! would be answered from the store.
 //!
-//! Writes are grouped: one writer thread commits a lone operation at once and, while
-//! operations keep coming (the previous batch had more than one), takes every one
-//! that arrives within `commit_interval` of the first (at most [`MAX_BATCH`]) into one
-//! transaction, because every durable commit is an fsync and fsyncs are slow on SD
-//! cards ([`fog_rt::group_commit`]).
+//! Writes are grouped (group commit, [`fog_rt::group_commit`]): one writer thread
+//! commits each operation with whatever is already queued behind it (at most
+//! [`MAX_BATCH`]); what arrives during a commit forms the next, because every durable
+//! commit is an fsync and fsyncs are slow on SD cards. With `commit_interval` above 0,
+//! a commit under load also waits that long for company.
 //!
 //! Files: `redb_store` ([`RedbStore`]: open, recovery, reads), `writer` (the group
 //! commit thread), `ops` (the [`TaskStore`] interface: [`Op`], [`Committed`],
