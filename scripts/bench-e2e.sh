@@ -19,7 +19,7 @@
 # on the wire (a mosquitto_sub beside the run; it costs the broker a little), to see how
 # many tasks each signed list carries.
 #
-# Prints the bench report (throughput, p50/p95/p99, lost and duplicated).
+# Prints the bench report (throughput, lost and duplicated, the latency distribution).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tasks=${1:-100000}; concurrency=${2:-1000}; kind=${3:-sha256}; bytes=${4:-1024}

@@ -4,7 +4,7 @@
 # agents with their durable store, all release builds), with this machine's fsync
 # cost printed first, since a durable commit is the floor of every figure here.
 #
-#   scripts/latency.sh            # every figure (about 3 minutes)
+#   scripts/latency.sh            # every figure (a few minutes)
 #   scripts/latency.sh one        # only one task at a time and submit --wait
 #
 # BIN_DIR=DIR measures another tree's binaries (see scripts/bench-e2e.sh), for a

@@ -402,6 +402,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn open(
         dir: &std::path::Path,
@@ -415,9 +416,9 @@ mod tests {
 
     /// Wait (bounded) until the writer has committed everything queued.
     fn settle(b: &Backlog) {
-        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let until = Instant::now() + Duration::from_secs(10);
         while b.stats.queued.load(Ordering::Relaxed) > 0 {
-            assert!(std::time::Instant::now() < until, "writer stuck");
+            assert!(Instant::now() < until, "writer stuck");
             std::thread::sleep(Duration::from_millis(1));
         }
     }

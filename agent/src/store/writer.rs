@@ -1,6 +1,5 @@
-//! The writer thread: groups operations into durable commits (a lone one at once; under
-//! load, what arrives within `commit_interval`: [`GroupCommit`]), reports each once
-//! durable, and probes a degraded store.
+//! The writer thread: groups operations into durable commits (each with what is queued
+//! behind it: [`GroupCommit`]), reports each once durable, and probes a degraded store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
