@@ -88,7 +88,14 @@ fn counts(all: &[Seen]) -> BTreeMap<u64, usize> {
 }
 
 /// Stop the broker with the agent gated out; returns the wall time it went down.
-fn outage_begins(broker: &mut TestBroker, proxy: &Proxy) -> u64 {
+///
+/// Callers come here the moment a reading has arrived at the watcher. Its PUBACK is
+/// then still on its way back through the broker and the proxy: a broker stopped in
+/// that instant leaves the reading unacknowledged, and QoS 1 rightly sends it again
+/// (CI saw exactly that once). So the outage begins at a quiet moment, 300 ms into
+/// the 1 s between readings.
+async fn outage_begins(broker: &mut TestBroker, proxy: &Proxy) -> u64 {
+    tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.refuse(true);
     broker.stop();
     now_ms()
@@ -123,7 +130,7 @@ async fn outage(
     all: &mut Vec<Seen>,
     ms: u64,
 ) -> (u64, u64) {
-    let down_ms = outage_begins(broker, proxy);
+    let down_ms = outage_begins(broker, proxy).await;
     tokio::time::sleep(Duration::from_millis(ms)).await;
     let up_ms = outage_ends(broker, proxy, w).await;
     until_live_again(w, all, up_ms).await;
@@ -322,7 +329,7 @@ async fn an_agent_killed_with_a_backlog_on_disk_loses_nothing_and_sends_nothing_
     collect_until(&mut w, &mut all, |a| a.len() >= 2).await;
     let last = all.last().expect("two").reading.clone();
 
-    outage_begins(&mut broker, &proxy);
+    outage_begins(&mut broker, &proxy).await;
     // Readings are made at last.at_ms + k s. Kill half way between the third and the
     // fourth, so each of the three is durable (commits take milliseconds) and none is
     // being written.
