@@ -8,11 +8,18 @@
 #   VERSION=0.1.0+1 scripts/package.sh     # another version (the boot test's upgrade)
 #   LINTIAN=0 RESOLVE_CHECK=0 scripts/package.sh   # skip lintian, the name-resolution check
 #
+# With fog-agent, every static agent also goes into a tarball for systems without dpkg
+# (Alpine, Buildroot, Yocto, a board's vendor image), target/debian/
+# fog-agent-<version>-<triple>.tar.gz: amd64 gives x86_64, arm64 aarch64, and armhf both
+# the ARMv6 binary of the package and an ARMv7 hard-float one (armv7 boards run either;
+# docs/install.md).
+#
 # Which binary goes into which package, and why (docs/install.md, "Packages"):
 #   fog-agent amd64        x86_64-unknown-linux-musl      static
 #   fog-agent arm64        aarch64-unknown-linux-musl     static
 #   fog-agent armhf        arm-unknown-linux-musleabi     static ARMv6 (every 32-bit Pi,
-#                          the Pi 1 and Zero too: scripts/armv6-musl.sh)
+#                          the Pi 1 and Zero too: scripts/arm-musl.sh)
+#   (tarball only)         armv7-unknown-linux-musleabihf static ARMv7 hard-float
 #   fog-coordinator amd64  x86_64-unknown-linux-gnu       glibc
 #   fog-coordinator arm64  aarch64-unknown-linux-musl     static
 # A glibc binary's Depends come from its ELF version needs (libc6 (>= 2.N)); a static
@@ -33,8 +40,8 @@ target_dir=${CARGO_TARGET_DIR:-target}
 here=packaging/deb
 
 die() { echo "package: $*" >&2; exit 1; }
-# shellcheck source=scripts/armv6-musl.sh
-. scripts/armv6-musl.sh
+# shellcheck source=scripts/arm-musl.sh
+. scripts/arm-musl.sh
 
 triple_of() { # package arch
     case "$1/$2" in
@@ -50,8 +57,8 @@ cross_gcc_of() { # triple -> C compiler (and linker) for ring's C code
     case "$1" in
         x86_64-unknown-linux-musl) echo musl-gcc ;;
         aarch64-*) echo aarch64-linux-gnu-gcc ;;
-        armv7-*) echo arm-linux-gnueabihf-gcc ;;
         arm-unknown-linux-musleabi) echo arm-linux-gnueabi-gcc ;;
+        armv7-unknown-linux-musleabihf) echo arm-linux-gnueabihf-gcc ;;
         *) echo cc ;;
     esac
 }
@@ -60,8 +67,8 @@ runner_of() { # triple -> how to run its binaries here
     case "$1" in
         x86_64-*) ;;
         aarch64-*) echo qemu-aarch64 -L /usr/aarch64-linux-gnu ;;
-        armv7-*) echo qemu-arm -L /usr/arm-linux-gnueabihf ;;
-        arm-unknown-linux-musleabi) echo "$ARMV6_RUNNER" ;;
+        arm-unknown-linux-musleabi) echo "qemu-arm -cpu arm1176" ;;
+        armv7-unknown-linux-musleabihf) echo "qemu-arm -cpu cortex-a7" ;;
     esac
 }
 
@@ -71,7 +78,7 @@ install_tools() {
         case $t in
             musl-gcc) command -v musl-gcc >/dev/null || need+=(musl-tools) ;;
             aarch64-linux-gnu-gcc) command -v "$t" >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
-            arm-linux-gnueabihf-gcc) command -v "$t" >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
+            arm-linux-gnueabihf-gcc) command -v "$t" >/dev/null || need+=(gcc-arm-linux-gnueabihf) ;;
             arm-linux-gnueabi-gcc) command -v "$t" >/dev/null || need+=(gcc-arm-linux-gnueabi) ;;
         esac
     done
@@ -85,13 +92,14 @@ install_tools() {
 }
 
 build() { # package triple -> path of the stripped binary
-    local pkg=$1 triple=$2 gcc up profile=release
+    local pkg=$1 triple=$2 gcc up profile=release arm
     # The agent's own profile: the smallest code (Cargo.toml, [profile.agent]).
     [ "$pkg" = fog-agent ] && profile=agent
-    if [ "$triple" = "$ARMV6_TRIPLE" ]; then
-        # No prebuilt standard library: nightly builds it (scripts/armv6-musl.sh).
-        armv6_setup >&2
-        "${ARMV6_CARGO[@]}" build --profile "$profile" --locked --target "$triple" -p "$pkg" >&2
+    arm=$(arm_musl_short_of "$triple")
+    if [ -n "$arm" ]; then
+        # No prebuilt standard library: nightly builds it (scripts/arm-musl.sh).
+        arm_musl_setup "$arm" >&2
+        "${ARM_MUSL_CARGO[@]}" build --profile "$profile" --locked --target "$triple" -p "$pkg" >&2
         echo "$target_dir/$triple/$profile/$pkg"
         return
     fi
@@ -214,28 +222,72 @@ stage() { # package arch binary triple
     echo "$deb"
 }
 
+# A static agent for systems without dpkg: the binary, its unit, the default config and
+# the guides, in fog-agent-<version>-<triple>/, as a reproducible tarball.
+tarball() { # triple binary -> path of the tarball
+    local triple=$1 bin=$2 name dir
+    name=fog-agent-$version-$triple
+    dir=$out/stage/$name
+    rm -rf "$dir"
+    install -d "$dir"
+    install -m 0755 "$bin" "$dir/fog-agent"
+    install -m 0644 systemd/fog-agent.service "$dir/"
+    install -m 0644 agent/default.toml "$dir/agent.toml"
+    install -m 0644 README.md docs/install.md docs/configuration.md docs/security.md "$dir/"
+    install -m 0644 "$here/copyright" "$dir/copyright"
+    tar -C "$out/stage" --sort=name --owner=0 --group=0 --numeric-owner \
+        --mtime="@${SOURCE_DATE_EPOCH:-0}" -cf - "$name" | gzip -9n > "$out/$name.tar.gz"
+    echo "$out/$name.tar.gz"
+}
+
+# A musl build must be static: no interpreter, no libraries.
+check_static() { # binary
+    local bin=$1
+    if readelf -d "$bin" | grep -q NEEDED || readelf -l "$bin" | grep -q 'program interpreter'; then
+        die "$bin should be static but has an interpreter or needs libraries: $(readelf -d "$bin" | grep NEEDED; readelf -l "$bin" | grep interpreter)"
+    fi
+}
+
+# A built agent must be static and reach a broker by host name.
+check_agent() { # triple binary
+    local triple=$1 bin=$2
+    check_static "$bin"
+    if [ "${RESOLVE_CHECK:-1}" != 0 ]; then
+        echo "== fog-agent $triple: a broker by host name (scripts/name-resolution.sh)"
+        # shellcheck disable=SC2046
+        scripts/name-resolution.sh "$bin" $(runner_of "$triple")
+    fi
+}
+
 mkdir -p "$out"
 gccs=()
 for arch in $archs; do for pkg in $packages; do
     t=$(triple_of "$pkg" "$arch") && gccs+=("$(cross_gcc_of "$t")")
+    [ "$pkg/$arch" = fog-agent/armhf ] && gccs+=("$(cross_gcc_of armv7-unknown-linux-musleabihf)")
 done; done
 install_tools "${gccs[@]}"
 
 built=()
+tarballs=()
 for arch in $archs; do
     for pkg in $packages; do
         triple=$(triple_of "$pkg" "$arch") || continue
         echo "== $pkg $arch ($triple)"
         bin=$(build "$pkg" "$triple")
-        if [[ $triple == *musl* ]] && { readelf -d "$bin" | grep -q NEEDED || readelf -l "$bin" | grep -q 'program interpreter'; }; then
-            die "$bin should be static but has an interpreter or needs libraries: $(readelf -d "$bin" | grep NEEDED; readelf -l "$bin" | grep interpreter)"
-        fi
-        if [ "$pkg" = fog-agent ] && [ "${RESOLVE_CHECK:-1}" != 0 ]; then
-            echo "== $pkg $arch: a broker by host name (scripts/name-resolution.sh)"
-            # shellcheck disable=SC2046
-            scripts/name-resolution.sh "$bin" $(runner_of "$triple")
+        [[ $triple == *musl* ]] && check_static "$bin"
+        if [ "$pkg" = fog-agent ]; then
+            check_agent "$triple" "$bin"
+            tarballs+=("$(tarball "$triple" "$bin")")
         fi
         built+=("$(stage "$pkg" "$arch" "$bin" "$triple")")
+        if [ "$pkg/$arch" = fog-agent/armhf ]; then
+            # The ARMv7 hard-float agent: a tarball beside the ARMv6 package.
+            triple=armv7-unknown-linux-musleabihf
+            echo "== fog-agent $triple (tarball only)"
+            bin=$(build fog-agent "$triple")
+            check_agent "$triple" "$bin"
+            tarballs+=("$(tarball "$triple" "$bin")")
+        fi
     done
 done
 
@@ -255,3 +307,9 @@ for deb in "${built[@]}"; do
     printf '%-52s %8d bytes  Depends: %s\n' "$(basename "$deb")" "$(stat -c %s "$deb")" \
         "$(dpkg-deb -f "$deb" Depends)"
 done
+for t in "${tarballs[@]}"; do
+    printf '%-52s %8d bytes  fog-agent %d bytes\n' "$(basename "$t")" "$(stat -c %s "$t")" \
+        "$(tar -xzOf "$t" "$(basename "$t" .tar.gz)/fog-agent" | wc -c)"
+done
+# Checksums of everything built so far in target/debian/, for a release page.
+(cd "$out" && shopt -s nullglob && files=(*.deb *.tar.gz) && sha256sum -- "${files[@]}" > SHA256SUMS)

@@ -3,7 +3,9 @@
 //! carries, and the broker's message rate is what limits end-to-end throughput.
 //!
 //! Lists are sealed when they reach `BATCH_MAX_ITEMS` or about `BATCH_TARGET_BYTES`,
-//! and on every flush tick (a millisecond), so batching adds at most a tick of latency.
+//! and on every flush: the main loop flushes whenever it has nothing else ready (so a
+//! lone task waits for no timer, and what became ready together shares a list), and on
+//! a millisecond tick, which bounds the wait while the loop stays busy.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -45,6 +47,9 @@ pub struct Batcher {
     replies: HashMap<String, List<TaskResult>>,
     ready: VecDeque<(String, Vec<u8>)>,
     held: usize,
+    /// The last flush stopped on a full request queue or no connection: flushing again
+    /// before the next tick would only spin.
+    blocked: bool,
 }
 
 fn result_size(r: &TaskResult) -> usize {
@@ -64,11 +69,18 @@ impl Batcher {
             replies: HashMap::new(),
             ready: VecDeque::new(),
             held: 0,
+            blocked: false,
         }
     }
 
     pub fn is_idle(&self) -> bool {
         self.held == 0
+    }
+
+    /// Something is held and the last flush was not stopped by a full queue or no
+    /// connection: worth flushing as soon as the main loop is idle.
+    pub fn ready_to_flush(&self) -> bool {
+        self.held > 0 && !self.blocked
     }
 
     pub fn push(&mut self, out: Out) {
@@ -151,6 +163,7 @@ impl Batcher {
 
     /// Seal every open list and publish what the request queue takes.
     pub fn flush(&mut self, link: &Link) {
+        self.blocked = false;
         let nodes: Vec<NodeId> = self
             .assign
             .iter()
@@ -177,11 +190,66 @@ impl Batcher {
             match link.publish(topic, wire.clone(), Qos::AtLeastOnce, false) {
                 Ok(()) => {}
                 // No room or no connection: keep it for the next tick.
-                Err(PublishError::Busy) | Err(PublishError::NotConnected) => return,
+                Err(PublishError::Busy) | Err(PublishError::NotConnected) => {
+                    self.blocked = true;
+                    return;
+                }
                 Err(error) => tracing::warn!(%topic, %error, "task message not published"),
             }
             self.ready.pop_front();
             self.held -= 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fog_rt::broker::BrokerConfig;
+    use fog_rt::transport::LinkOptions;
+
+    use super::*;
+
+    fn reply(id: &str) -> Out {
+        Out::Reply {
+            topic: "fog/v1/clients/c1/results".into(),
+            result: TaskResult {
+                id: id.into(),
+                attempt: 1,
+                node: NodeId::new("n1").expect("valid id"),
+                at_ms: 0,
+                outcome: Outcome::Accepted,
+            },
+        }
+    }
+
+    /// The main loop's idle flush must not spin while nothing can be published: after
+    /// a flush stopped by no connection, the batcher waits for the tick's flush.
+    #[tokio::test]
+    async fn a_flush_stopped_by_no_connection_waits_for_the_tick() {
+        // A port nobody listens on: the link never connects.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let link = Link::start(LinkOptions {
+            broker: BrokerConfig::plain(&format!("mqtt://127.0.0.1:{port}")).expect("url"),
+            client_id: "batcher-test".into(),
+            will: None,
+            on_connect: Vec::new(),
+            subscriptions: Vec::new(),
+            max_packet_bytes: 1 << 20,
+            queue: 8,
+        })
+        .expect("link");
+        let key = KeyPair::generate().expect("key").0;
+        let mut b = Batcher::new(Topics::default(), Encoding::Json, key);
+        assert!(!b.ready_to_flush(), "nothing held");
+        b.push(reply("t1"));
+        assert!(b.ready_to_flush(), "held and not blocked: flush when idle");
+        b.flush(&link);
+        assert!(!b.is_idle(), "kept for later, not dropped");
+        assert!(!b.ready_to_flush(), "blocked until the tick");
+        b.push(reply("t2"));
+        assert!(!b.ready_to_flush(), "still blocked with more held");
     }
 }

@@ -177,6 +177,8 @@ pub async fn serve_with(
             _ = t.liveness.tick() => s.on_liveness_tick(),
             _ = t.dispatch.tick(), if s.dispatch.in_flight() > 0 => s.on_dispatch_tick(),
             _ = t.publish.tick() => s.on_publish_tick()?,
+            // Last, so it wins only when nothing above is ready (see crate::batcher).
+            () = std::future::ready(()), if s.batcher.ready_to_flush() => s.batcher.flush(&s.link),
         }
         s.turned();
     }
@@ -185,7 +187,8 @@ pub async fn serve_with(
 
 /// The main loop's timers.
 struct Timers {
-    /// Batched output goes out within a millisecond.
+    /// Batched output goes out within a millisecond while the loop stays busy (when it
+    /// is idle, at once: the loop's last branch).
     flush: tokio::time::Interval,
     liveness: tokio::time::Interval,
     publish: tokio::time::Interval,

@@ -66,6 +66,13 @@ pub(super) async fn run(
             _ = tick(&mut t.watchdog) => Turn::Handled,
             _ = t.heartbeat.tick() => a.heartbeat()?,
             _ = t.readings.tick() => a.reading()?,
+            // Last, so it wins only when nothing above is ready: results go out the
+            // moment the agent is idle (one task at a time pays no timer), and under
+            // load everything that became ready together shares one list.
+            () = std::future::ready(()), if a.host.outbox_ready() => {
+                a.flush();
+                Turn::Handled
+            }
         };
         match turn {
             Turn::Stop => return Ok(()),

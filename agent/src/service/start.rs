@@ -59,7 +59,8 @@ pub(super) struct Inbox {
 pub(super) struct Timers {
     pub(super) heartbeat: Interval,
     pub(super) readings: Interval,
-    /// Result flushes: results ready within 2 ms share one message.
+    /// Result flushes the idle flush could not do (a full request queue, no link): retried
+    /// this often. Results otherwise leave as soon as the loop is idle.
     pub(super) flush: Interval,
     pub(super) replay: Interval,
     /// Turns the loop at the watchdog's ping interval, so an idle agent whose heartbeat

@@ -249,7 +249,7 @@ impl TaskHost {
     }
 
     /// Publish queued results as lists of up to BATCH_MAX_ITEMS / BATCH_TARGET_BYTES
-    /// (called on a short timer and when a list is full).
+    /// (called when the agent is idle, on a short timer, and when a list is full).
     pub fn flush(&mut self, out: &mut Forwarder) {
         self.outbox.flush(out);
     }
@@ -566,6 +566,12 @@ impl TaskHost {
 
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Results wait to be published and nothing stopped the last flush (see
+    /// [`Outbox::ready_to_flush`]).
+    pub fn outbox_ready(&self) -> bool {
+        self.outbox.ready_to_flush()
     }
 }
 
