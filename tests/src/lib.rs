@@ -62,19 +62,44 @@ pub fn fleet(broker_url: &str) -> anyhow::Result<FleetBuilder> {
 }
 
 /// The test process's throwaway keys (the coordinator's signing key, node approvals).
+///
+/// In `fog-e2e-keys-<pid>` under the temporary folder: a static is never dropped, so a
+/// `TempDir` here would be left behind by every test binary of every run. Instead each
+/// process removes the folders of test processes that are gone.
 pub fn keys_dir() -> &'static std::path::Path {
-    static KEYS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    static KEYS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("fog-e2e-keys-")
-            .tempdir()
-            .expect("a temporary folder for the test keys");
+        let base = std::env::temp_dir();
+        remove_stale_key_dirs(&base);
+        let dir = base.join(format!("fog-e2e-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary folder for the test keys");
         // Made here, once: tests start fleets on several threads at once.
-        fog_rt::keys::KeyPair::create(&fog_coordinator::signing::key_path(dir.path()))
+        fog_rt::keys::KeyPair::create(&fog_coordinator::signing::key_path(&dir))
             .expect("the test coordinator key");
         dir
     })
-    .path()
+    .as_path()
+}
+
+/// Remove `fog-e2e-keys-<pid>` folders whose process no longer runs.
+fn remove_stale_key_dirs(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("fog-e2e-keys-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The coordinator key every harness agent trusts, for tests that play the
