@@ -17,7 +17,8 @@
 # ENCODING=postcard (default json) makes the coordinator, the agents and the bench client
 # publish postcard instead of JSON. LISTS=1 also counts the assignment and result lists
 # on the wire (a mosquitto_sub beside the run; it costs the broker a little), to see how
-# many tasks each signed list carries.
+# many tasks each signed list carries. HTTP_LISTEN=ADDR serves the coordinator's HTTP
+# API and /metrics there (off by default), to measure what a scraper or a console costs.
 #
 # Prints the bench report (throughput, lost and duplicated, the latency distribution).
 set -euo pipefail
@@ -46,7 +47,7 @@ mosquitto -c "$work/mosquitto.conf" & pids+=($!)
 sleep 0.5
 url="mqtt://127.0.0.1:$port"
 # The bench signs its lists as client `bench` (security.client_key), as a site would.
-printf 'encoding = "%s"\ndata_dir = "%s/coordinator"\n[security]\nclient_key = "%s/bench.key"\n[broker]\nurl = "%s"\n' "$encoding" "$work" "$work" "$url" > "$work/coordinator.toml"
+printf 'encoding = "%s"\ndata_dir = "%s/coordinator"\nhttp_listen = "%s"\n[security]\nclient_key = "%s/bench.key"\n[broker]\nurl = "%s"\n' "$encoding" "$work" "${HTTP_LISTEN:-}" "$work" "$url" > "$work/coordinator.toml"
 $coordinator keys client bench --dir "$work" --kind "$kind" >> "$work/coordinator.toml" 2>/dev/null
 # Secure as a site is: the coordinator signs (its key made here), the agents trust
 # that key, and their node keys are approved once they announce them.

@@ -44,6 +44,7 @@ pub mod demo;
 pub mod dispatch;
 #[cfg(feature = "demo")]
 pub mod fleet;
+pub mod http;
 pub mod identity;
 pub mod journal;
 pub mod mosquitto;
@@ -54,3 +55,4 @@ pub mod scaling;
 pub mod service;
 pub mod signing;
 pub mod status;
+pub mod view;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fog_proto::{
     codec, CoordinatorStatus, Encoding, NodeHealth, NodeId, NodeTopic, ParsedTopic, Topics,
+    STATUS_TASKS_MAX,
 };
 use fog_rt::clock::now_ms;
 use fog_rt::sdnotify::Notifier;
@@ -26,7 +27,13 @@ use crate::journal::{Durable, Journal, JournalConfig};
 use crate::registry::Registry;
 use crate::scaling::Scaler;
 use crate::signing::Posture;
+use crate::view::{Health, JournalHealth, View};
 
+/// How stale the in-process view may be, when statuses are published less often.
+const VIEW_EVERY: Duration = Duration::from_secs(1);
+/// Tasks per list in the in-process view (the HTTP API pages through them); the
+/// MQTT status has [`STATUS_TASKS_MAX`].
+pub const VIEW_TASKS_MAX: usize = crate::dispatch::RECENT_KEPT;
 /// How often silence rules are applied.
 const LIVENESS_TICK: Duration = Duration::from_millis(100);
 /// Largest MQTT packet the coordinator handles.
@@ -48,12 +55,20 @@ pub enum ServeError {
     Key(#[from] fog_rt::keys::KeyError),
 }
 
-/// Latest registry snapshot, for in-process viewers (the demo).
-pub type Snapshot = Arc<CoordinatorStatus>;
+/// Latest snapshot, for in-process viewers (the demo, the HTTP API).
+pub type Snapshot = Arc<View>;
 
 /// The snapshot before the first one is published.
 pub fn empty_snapshot() -> Snapshot {
-    Arc::new(CoordinatorStatus {
+    Arc::new(View {
+        status: empty_status(),
+        details: Default::default(),
+        health: Health::default(),
+    })
+}
+
+fn empty_status() -> CoordinatorStatus {
+    CoordinatorStatus {
         online: false,
         at_ms: 0,
         version: String::new(),
@@ -66,15 +81,17 @@ pub fn empty_snapshot() -> Snapshot {
         scaling: None,
         signing_key: String::new(),
         warnings: Vec::new(),
-    })
+    }
 }
 
+/// The coordinator's status, with at most `tasks_max` tasks per list.
 fn status(
     registry: &Registry,
     dispatch: &Dispatcher,
     posture: &Posture,
     online: bool,
     reason: &str,
+    tasks_max: usize,
 ) -> CoordinatorStatus {
     let mut counters = registry.counters();
     counters.extend(
@@ -109,7 +126,7 @@ fn status(
         }
     }
     let (running, recent, dead) = if online {
-        dispatch.task_lists()
+        dispatch.task_lists(tasks_max)
     } else {
         Default::default()
     };
@@ -177,6 +194,7 @@ pub async fn serve_with(
             _ = t.liveness.tick() => s.on_liveness_tick(),
             _ = t.dispatch.tick(), if s.dispatch.in_flight() > 0 => s.on_dispatch_tick(),
             _ = t.publish.tick() => s.on_publish_tick()?,
+            _ = t.view.tick() => s.send_view(None),
             // Last, so it wins only when nothing above is ready (see crate::batcher).
             () = std::future::ready(()), if s.batcher.ready_to_flush() => s.batcher.flush(&s.link),
         }
@@ -195,6 +213,8 @@ struct Timers {
     /// Retries, timeouts and re-placement off lost nodes: timers are checked this often
     /// while tasks are in flight (a peek at a heap when nothing is due).
     dispatch: tokio::time::Interval,
+    /// The in-process view (HTTP API, metrics) is fresh to this (and to every status).
+    view: tokio::time::Interval,
 }
 
 impl Timers {
@@ -209,6 +229,7 @@ impl Timers {
             liveness: every(LIVENESS_TICK),
             publish: every(status_interval),
             dispatch: every(Duration::from_millis(10)),
+            view: every(VIEW_EVERY.min(status_interval)),
         }
     }
 }
@@ -271,7 +292,14 @@ impl Server {
         let (key, throwaway) = crate::signing::signing_key(&config.security)?;
         let posture = Posture::new(&config.security, &key, throwaway);
         let will = codec::encode(
-            &status(&registry, &dispatch, &posture, false, "connection lost"),
+            &status(
+                &registry,
+                &dispatch,
+                &posture,
+                false,
+                "connection lost",
+                STATUS_TASKS_MAX,
+            ),
             config.encoding,
         )?;
         let link = start_link(config, &topics, retained(&status_topic, will))?;
@@ -468,6 +496,7 @@ impl Server {
             &self.posture,
             self.subscribed && connected,
             "",
+            STATUS_TASKS_MAX,
         );
         if let Some(advice) = self.scaler.observe(Instant::now(), s.at_ms, &s.nodes) {
             tracing::info!(direction = advice.direction.as_str(), current = advice.current_nodes, desired = advice.desired_nodes, reason = %advice.reason, "scaling advice");
@@ -489,8 +518,42 @@ impl Server {
                 true,
             );
         }
-        self.view.send_replace(Arc::new(s));
+        // The view lists more tasks than the MQTT status.
+        self.send_view(None);
         Ok(())
+    }
+
+    /// A new snapshot to the in-process viewers: `status` if just made, else a fresh
+    /// one (with the scaling advice last published).
+    fn send_view(&mut self, status: Option<CoordinatorStatus>) {
+        let connected = self.subscribed && self.link.is_connected();
+        let status = status.unwrap_or_else(|| {
+            let mut s = self::status(
+                &self.registry,
+                &self.dispatch,
+                &self.posture,
+                connected,
+                "",
+                VIEW_TASKS_MAX,
+            );
+            s.scaling = self.scaler.current().cloned();
+            s
+        });
+        let journal = match &self.journal {
+            None => JournalHealth::Memory,
+            Some(j) if j.is_healthy() => JournalHealth::Ok,
+            Some(_) => JournalHealth::Failing,
+        };
+        let view = View {
+            status,
+            details: crate::view::details(&self.registry),
+            health: Health {
+                broker: connected,
+                journal,
+                in_flight: self.dispatch.in_flight(),
+            },
+        };
+        self.view.send_replace(Arc::new(view));
     }
 
     /// What the dispatcher changed goes to the journal.
@@ -523,14 +586,17 @@ impl Server {
             &self.posture,
             false,
             "shutdown",
+            STATUS_TASKS_MAX,
         );
-        self.view.send_replace(Arc::new(status(
+        let at_stop = status(
             &self.registry,
             &self.dispatch,
             &self.posture,
             true,
             "",
-        )));
+            VIEW_TASKS_MAX,
+        );
+        self.send_view(Some(at_stop));
         let goodbye = retained(&self.status_topic, codec::encode(&last, self.enc)?);
         self.link.close(Some(goodbye), Duration::from_secs(3)).await;
         Ok(())

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use fog_coordinator::http::HttpServer;
 use fog_coordinator::{broker::EmbeddedBroker, service};
 use fog_rt::broker::BrokerConfig;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,9 @@ pub struct Args {
     /// Task journal directory (overrides `data_dir`; "" keeps task state in memory).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Serve the HTTP API and /metrics here (overrides `http_listen`; "" serves none).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
@@ -28,6 +32,10 @@ pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
     let mut cfg = load(&a.common).map_err(config_err)?;
     if let Some(dir) = a.data_dir {
         cfg.data_dir = (!dir.as_os_str().is_empty()).then_some(dir);
+    }
+    if let Some(addr) = &a.http {
+        cfg.http_listen =
+            fog_coordinator::config::http_listen("--http", addr).map_err(config_err)?;
     }
     runtime()?.block_on(async move {
         if let Some(addr) = a.embedded_broker {
@@ -41,7 +49,13 @@ pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
         }
         let shutdown = CancellationToken::new();
         fog_rt::signals::spawn_shutdown_on_signals(shutdown.clone()).map_err(|e| failure(&e))?;
-        let (view, _rx) = tokio::sync::watch::channel(service::empty_snapshot());
+        let (view, view_rx) = tokio::sync::watch::channel(service::empty_snapshot());
+        // Bound before serving, so a port in use fails the start (exit 1) instead of
+        // leaving a coordinator without the API its operator expects.
+        if let Some(addr) = cfg.http_listen {
+            let http = HttpServer::bind(addr).await.map_err(|e| failure(&e))?;
+            tokio::spawn(http.serve(view_rx, shutdown.clone()));
+        }
         // READY/STATUS/WATCHDOG/STOPPING for the systemd unit (Type=notify); a
         // no-op when not started by systemd.
         let notifier = fog_rt::sdnotify::Notifier::from_env();

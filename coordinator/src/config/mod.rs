@@ -29,6 +29,7 @@ struct Raw {
     default_heartbeat_interval_secs: Option<f64>,
     phi_threshold: Option<f64>,
     data_dir: Option<String>,
+    http_listen: Option<String>,
     placement: Option<RawPlacement>,
     breaker: Option<RawBreaker>,
     scaling: Option<RawScaling>,
@@ -84,6 +85,9 @@ pub struct CoordinatorConfig {
     /// Where the task journal lives; `None` keeps task state in memory only (the demo,
     /// tests), so a restart forgets tasks in flight.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Where the HTTP API and `/metrics` listen; `None` (an empty `http_listen`)
+    /// serves neither.
+    pub http_listen: Option<std::net::SocketAddr>,
     pub broker: BrokerConfig,
     pub security: SecurityConfig,
 }
@@ -174,10 +178,25 @@ impl CoordinatorConfig {
             },
             scaling,
             data_dir,
+            http_listen: http_listen(origin, &pick(raw.http_listen, d.http_listen))?,
             broker: BrokerConfig::from_table(broker_table, origin)?,
             security,
         })
     }
+}
+
+/// `http_listen`: an address with a port, or empty for no HTTP server.
+pub fn http_listen(origin: &str, v: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        invalid(
+            origin,
+            "http_listen",
+            format!("{v:?} is not an address with a port (like 127.0.0.1:9464), nor empty to serve no HTTP"),
+        )
+    })
 }
 
 /// The silence rules, but for the assumed heartbeat interval (checked after

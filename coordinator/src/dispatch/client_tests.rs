@@ -118,7 +118,11 @@ async fn a_refused_submission_leaves_nothing_behind_and_is_counted() {
     }
     assert_eq!(d.in_flight(), 0);
     assert!(d.journal.is_empty(), "nothing journaled: {:?}", d.journal);
-    assert_eq!(d.task_lists().1.len(), 0, "nothing remembered as finished");
+    assert_eq!(
+        d.task_lists(fog_proto::STATUS_TASKS_MAX).1.len(),
+        0,
+        "nothing remembered as finished"
+    );
     let c = counters(&d);
     assert_eq!(c["tasks_submitted_total"], 0);
     assert_eq!(c["tasks_placed_total"], 0);

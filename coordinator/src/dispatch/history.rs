@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use fog_proto::{Outcome, TaskSummary, STATUS_TASKS_MAX};
+use fog_proto::{Outcome, TaskSummary};
 
 use super::Out;
 
@@ -11,6 +11,8 @@ use super::Out;
 pub const REMEMBER_FINISHED: usize = 100_000;
 /// Dead-lettered tasks kept for `fog-coordinator tasks --dead`.
 pub const DEAD_LETTERS: usize = 1_000;
+/// The last tasks that ended, kept for the HTTP API (the MQTT status lists fewer).
+pub const RECENT_KEPT: usize = 1_000;
 
 /// A task that ran out of attempts.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +63,7 @@ impl History {
                 detail,
                 at_ms,
             });
-            while self.recent.len() > STATUS_TASKS_MAX {
+            while self.recent.len() > RECENT_KEPT {
                 self.recent.pop_front();
             }
         }
@@ -85,14 +87,14 @@ impl History {
         self.dead.iter()
     }
 
-    /// Recent and dead-lettered tasks, newest first, at most [`STATUS_TASKS_MAX`] each.
-    pub(super) fn summaries(&self) -> (Vec<TaskSummary>, Vec<TaskSummary>) {
-        let recent = self.recent.iter().rev().cloned().collect();
+    /// Recent and dead-lettered tasks, newest first, at most `max` each.
+    pub(super) fn summaries(&self, max: usize) -> (Vec<TaskSummary>, Vec<TaskSummary>) {
+        let recent = self.recent.iter().rev().take(max).cloned().collect();
         let dead = self
             .dead
             .iter()
             .rev()
-            .take(STATUS_TASKS_MAX)
+            .take(max)
             .map(|d| TaskSummary {
                 id: d.id.clone(),
                 kind: d.kind.clone(),

@@ -26,8 +26,8 @@
 
 use std::time::Duration;
 
+use fog_proto::TaskSummary;
 use fog_proto::{codec, NodeId, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmissions};
-use fog_proto::{TaskSummary, STATUS_TASKS_MAX};
 use tokio::time::Instant;
 
 use crate::breaker::{BreakerConfig, BreakerState};
@@ -49,7 +49,7 @@ mod table;
 mod tests;
 
 pub use counters::DispatchCounters;
-pub use history::{DeadLetter, DEAD_LETTERS, REMEMBER_FINISHED};
+pub use history::{DeadLetter, DEAD_LETTERS, RECENT_KEPT, REMEMBER_FINISHED};
 
 use eligibility::Eligibility;
 use history::{describe, History};
@@ -198,8 +198,9 @@ impl Dispatcher {
     }
 
     /// Running (oldest first), recent and dead-lettered (newest first) tasks, at most
-    /// [`STATUS_TASKS_MAX`] each, for the coordinator status.
-    pub fn task_lists(&self) -> (Vec<TaskSummary>, Vec<TaskSummary>, Vec<TaskSummary>) {
+    /// `max` each: [`fog_proto::STATUS_TASKS_MAX`] for the coordinator status, more for the HTTP
+    /// API.
+    pub fn task_lists(&self, max: usize) -> (Vec<TaskSummary>, Vec<TaskSummary>, Vec<TaskSummary>) {
         let mut running: Vec<TaskSummary> = self
             .table
             .iter()
@@ -226,8 +227,8 @@ impl Dispatcher {
             })
             .collect();
         running.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
-        running.truncate(STATUS_TASKS_MAX);
-        let (recent, dead) = self.history.summaries();
+        running.truncate(max);
+        let (recent, dead) = self.history.summaries(max);
         (running, recent, dead)
     }
 

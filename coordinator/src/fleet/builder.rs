@@ -243,6 +243,7 @@ impl FleetBuilder {
             placement: self.placement.clone(),
             scaling: Default::default(),
             data_dir: self.coordinator_data_dir.clone(),
+            http_listen: None,
             broker: self.coordinator_broker.clone(),
             security: self.with_fleet_key(self.security.clone()),
         }

@@ -9,7 +9,6 @@
 //! Its configs, like the demo's and the end-to-end harness's, come from
 //! [`FleetBuilder`] (`builder.rs`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use fog_agent::config::{BrokerConfig, Config as AgentConfig};
@@ -164,7 +163,7 @@ impl Fleet {
     }
 
     /// The coordinator's latest snapshot.
-    pub fn snapshot(&self) -> Arc<fog_proto::CoordinatorStatus> {
+    pub fn snapshot(&self) -> Snapshot {
         self.view.borrow().clone()
     }
 

@@ -16,6 +16,7 @@
 //! is counted by reason and logged at a bounded rate; none of them stops ingestion.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fog_proto::{
@@ -111,7 +112,8 @@ pub struct Transition {
 
 #[derive(Debug, Clone)]
 pub struct NodeEntry {
-    pub birth: Option<Birth>,
+    /// Shared with the HTTP view, which takes a copy every second.
+    pub birth: Option<Arc<Birth>>,
     pub state: NodeState,
     /// Monotonic time of the last message, for liveness.
     pub last_seen: Instant,
@@ -123,6 +125,9 @@ pub struct NodeEntry {
     pub reading_mem_pct: Option<f32>,
     /// What the last reading said needs a look (under-voltage, throttling, ...).
     pub reading_notices: Vec<String>,
+    /// The newest reading by the node's clock (a replayed backlog reading is older and
+    /// does not replace it), for the HTTP API and `/metrics`.
+    pub reading: Option<Arc<Reading>>,
     pub offline_reason: String,
     /// Offline by its own record (will or clean exit): only a new birth revives it.
     offline_by_record: bool,
@@ -135,6 +140,17 @@ pub struct NodeEntry {
 }
 
 impl NodeEntry {
+    /// A reading: its figures for the summary, and the reading itself if it is the
+    /// newest seen (backlog replays arrive after fresher ones).
+    fn take_reading(&mut self, r: Reading) {
+        self.reading_cpu_pct = r.cpu.total_pct;
+        self.reading_mem_pct = Some(r.memory.used_pct);
+        self.reading_notices = r.notices();
+        if self.reading.as_ref().is_none_or(|old| r.at_ms >= old.at_ms) {
+            self.reading = Some(Arc::new(r));
+        }
+    }
+
     fn new(now: Instant, wall_ms: u64) -> Self {
         NodeEntry {
             birth: None,
@@ -145,6 +161,7 @@ impl NodeEntry {
             reading_cpu_pct: None,
             reading_mem_pct: None,
             reading_notices: Vec::new(),
+            reading: None,
             gaps: PhiDetector::new(Duration::from_secs(5)),
             offline_reason: String::new(),
             offline_by_record: false,
@@ -337,15 +354,10 @@ impl Registry {
                             reason: "unapproved",
                         });
                     };
-                    e.reading_cpu_pct = r.cpu.total_pct;
-                    e.reading_mem_pct = Some(r.memory.used_pct);
-                    e.reading_notices = r.notices();
+                    e.take_reading(r);
                     return Ok(Ingested::Reading);
                 }
-                let e = self.touch(node, now, wall_ms);
-                e.reading_cpu_pct = r.cpu.total_pct;
-                e.reading_mem_pct = Some(r.memory.used_pct);
-                e.reading_notices = r.notices();
+                self.touch(node, now, wall_ms).take_reading(r);
                 Ok(Ingested::Reading)
             }
             NodeTopic::Status => {
@@ -411,7 +423,7 @@ impl Registry {
                 .filter(|d| !d.is_zero())
                 .unwrap_or(self.liveness.default_heartbeat_interval);
             entry.gaps = PhiDetector::new(interval);
-            entry.birth = s.birth;
+            entry.birth = s.birth.map(Arc::new);
             entry.state = NodeState::Online;
             entry.offline_by_record = false;
             entry.offline_reason.clear();

@@ -1,0 +1,575 @@
+//! `GET /metrics`: the fleet in the Prometheus text format (docs/metrics.md), with
+//! the `prometheus-client` crate's encoder.
+//!
+//! Rendered from the snapshot at scrape time through a collector, not from gauges
+//! kept up to date: a node that leaves the snapshot (forgotten, or silent for longer
+//! than [`FORGET_SERIES_AFTER`]) leaves the output with it, and an offline node's
+//! readings (old figures, not "now") are not exported at all. Names and base units
+//! follow node_exporter's (`fog_node_load1` for `node_load1`, bytes, seconds, ratios
+//! from 0 to 1, celsius), so its dashboards translate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use fog_proto::{NodeState, NodeSummary, Reading};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::Shared;
+use crate::view::{JournalHealth, View};
+
+/// A node silent for this long has no series at all (until it is heard from again).
+pub const FORGET_SERIES_AFTER: Duration = Duration::from_secs(3600);
+
+pub async fn handler(State(s): State<Arc<Shared>>) -> Response {
+    let body = render(&s.view(), fog_rt::clock::now_ms());
+    (
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The exposition for `view` as of `now_ms`.
+pub fn render(view: &Arc<View>, now_ms: u64) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Fleet {
+        view: view.clone(),
+        now_ms,
+    }));
+    let mut out = String::with_capacity(64 * 1024);
+    // Writing into a String does not fail, and our collector returns only the
+    // writer's errors.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+#[derive(Debug)]
+struct Fleet {
+    view: Arc<View>,
+    now_ms: u64,
+}
+
+impl Collector for Fleet {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut f = Families::default();
+        coordinator_series(&mut f, &self.view);
+        let forget_ms = FORGET_SERIES_AFTER.as_millis() as u64;
+        for n in &self.view.nodes {
+            if n.last_seen_ms.saturating_add(forget_ms) < self.now_ms {
+                continue;
+            }
+            node_series(&mut f, n);
+            let reading = self
+                .view
+                .details
+                .get(&n.node)
+                .and_then(|d| d.reading.as_deref());
+            if let (Some(r), false) = (reading, n.state == NodeState::Offline) {
+                reading_series(&mut f, n.node.as_str(), r);
+            }
+        }
+        f.write(&mut encoder)
+    }
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+enum Value {
+    Gauge(f64),
+    Counter(f64),
+}
+
+struct Family<'a> {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Labels<'a>, Value)>,
+}
+
+/// Samples grouped by metric name (the format wants each family in one block), in
+/// the order the names first appear.
+#[derive(Default)]
+struct Families<'a> {
+    list: Vec<Family<'a>>,
+    index: HashMap<&'static str, usize>,
+}
+
+impl<'a> Families<'a> {
+    fn push(&mut self, name: &'static str, help: &'static str, labels: Labels<'a>, v: Value) {
+        let i = *self.index.entry(name).or_insert_with(|| {
+            self.list.push(Family {
+                name,
+                help,
+                samples: Vec::new(),
+            });
+            self.list.len() - 1
+        });
+        self.list[i].samples.push((labels, v));
+    }
+
+    fn gauge(&mut self, name: &'static str, help: &'static str, labels: Labels<'a>, v: f64) {
+        self.push(name, help, labels, Value::Gauge(v));
+    }
+
+    /// `name` without `_total`: the encoder appends it.
+    fn counter(&mut self, name: &'static str, help: &'static str, labels: Labels<'a>, v: f64) {
+        self.push(name, help, labels, Value::Counter(v));
+    }
+
+    fn write(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for fam in &self.list {
+            let ty = match fam.samples.first() {
+                Some((_, Value::Counter(_))) => MetricType::Counter,
+                _ => MetricType::Gauge,
+            };
+            let mut m = encoder.encode_descriptor(fam.name, fam.help, None, ty)?;
+            for (labels, v) in &fam.samples {
+                let mut e = m.encode_family(labels)?;
+                // Whole numbers without the ".0" (most of them: bytes, counts).
+                match (v, whole(v.get())) {
+                    (Value::Gauge(_), Some(i)) => e.encode_gauge(&i)?,
+                    (Value::Gauge(g), None) => e.encode_gauge(g)?,
+                    (Value::Counter(_), Some(i)) => {
+                        e.encode_counter::<NoLabelSet, _, u64>(&(i as u64), None)?
+                    }
+                    (Value::Counter(c), None) => e.encode_counter::<NoLabelSet, _, u64>(c, None)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Value {
+    fn get(&self) -> f64 {
+        match self {
+            Value::Gauge(v) | Value::Counter(v) => *v,
+        }
+    }
+}
+
+/// `v` as an integer if it is one that an f64 holds exactly (counters are never
+/// negative, so a whole counter fits a u64 too).
+fn whole(v: f64) -> Option<i64> {
+    (v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0).then_some(v as i64)
+}
+
+fn flag(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn coordinator_series<'a>(f: &mut Families<'a>, v: &'a View) {
+    let h = v.health;
+    f.gauge(
+        "fog_coordinator_info",
+        "The coordinator's version and the id of the key that signs its assignments.",
+        vec![
+            ("version", v.version.as_str()),
+            ("signing_key", v.signing_key.as_str()),
+        ],
+        1.0,
+    );
+    f.gauge(
+        "fog_coordinator_broker_connected",
+        "1 while connected to the broker and subscribed to the fleet's topics.",
+        vec![],
+        flag(h.broker),
+    );
+    if h.journal != JournalHealth::Memory {
+        f.gauge(
+            "fog_coordinator_journal_up",
+            "1 while the task journal takes writes, 0 if its last commit failed; absent without a journal.",
+            vec![],
+            flag(h.journal == JournalHealth::Ok),
+        );
+    }
+    f.gauge(
+        "fog_coordinator_tasks_in_flight",
+        "Tasks accepted and not finished: placed on a node or waiting for one.",
+        vec![],
+        h.in_flight as f64,
+    );
+    for state in [NodeState::Online, NodeState::Suspect, NodeState::Offline] {
+        let n = v.nodes.iter().filter(|n| n.state == state).count();
+        f.gauge(
+            "fog_coordinator_nodes",
+            "Nodes the registry knows, by liveness state.",
+            vec![("state", state.as_str())],
+            n as f64,
+        );
+    }
+    for (event, n) in &v.counters {
+        f.counter(
+            "fog_coordinator_events",
+            "The coordinator's event counters since start, by name (docs/metrics.md lists them).",
+            vec![("event", event.as_str())],
+            *n as f64,
+        );
+    }
+    if let Some(s) = &v.scaling {
+        f.gauge(
+            "fog_coordinator_scaling_desired_nodes",
+            "Nodes the scaling advice asks for.",
+            vec![("direction", s.direction.as_str())],
+            f64::from(s.desired_nodes),
+        );
+    }
+}
+
+#[allow(clippy::too_many_lines)] // one call per series, nothing to split
+fn node_series<'a>(f: &mut Families<'a>, n: &'a NodeSummary) {
+    let node = n.node.as_str();
+    let l = || vec![("node", node)];
+    f.gauge(
+        "fog_node_info",
+        "A node's architecture, agent version and identity standing (value 1).",
+        vec![
+            ("node", node),
+            ("arch", n.arch.as_str()),
+            ("version", n.version.as_str()),
+            ("identity", n.identity.as_str()),
+        ],
+        1.0,
+    );
+    f.gauge(
+        "fog_node_up",
+        "1 while the node is online (not suspect, not offline).",
+        l(),
+        flag(n.state == NodeState::Online),
+    );
+    f.gauge(
+        "fog_node_health",
+        "The node's health as placement judges it (value 1, the health in a label).",
+        vec![("node", node), ("health", n.health.as_str())],
+        1.0,
+    );
+    f.gauge(
+        "fog_node_last_seen_timestamp_seconds",
+        "When the coordinator last heard from the node (seconds since the epoch).",
+        l(),
+        n.last_seen_ms as f64 / 1000.0,
+    );
+    f.gauge("fog_node_cores", "CPU cores.", l(), f64::from(n.cores));
+    f.gauge(
+        "fog_node_tasks_queued",
+        "Tasks queued on the node, from its last heartbeat.",
+        l(),
+        f64::from(n.queued),
+    );
+    f.gauge(
+        "fog_node_tasks_running",
+        "Tasks running on the node, from its last heartbeat.",
+        l(),
+        f64::from(n.running),
+    );
+    f.gauge(
+        "fog_node_tasks_in_flight",
+        "Tasks the coordinator placed on the node and has not seen finish.",
+        l(),
+        f64::from(n.in_flight),
+    );
+    f.gauge(
+        "fog_node_task_latency_seconds",
+        "Peak EWMA of task round-trip latency seen by the coordinator.",
+        l(),
+        f64::from(n.latency_ms) / 1000.0,
+    );
+    f.gauge(
+        "fog_node_breaker_open",
+        "1 while the node's circuit breaker is open or half-open.",
+        l(),
+        flag(!n.breaker.is_empty() && n.breaker != "closed"),
+    );
+    for notice in &n.notices {
+        f.gauge(
+            "fog_node_notice",
+            "What the node's last reading says needs a look (value 1, the notice in a label).",
+            vec![("node", node), ("notice", notice.as_str())],
+            1.0,
+        );
+    }
+}
+
+#[allow(clippy::too_many_lines)] // one call per series, nothing to split
+fn reading_series<'a>(f: &mut Families<'a>, node: &'a str, r: &'a Reading) {
+    let l = || vec![("node", node)];
+    f.gauge(
+        "fog_node_load1",
+        "1-minute load average.",
+        l(),
+        f64::from(r.load.one),
+    );
+    f.gauge(
+        "fog_node_load5",
+        "5-minute load average.",
+        l(),
+        f64::from(r.load.five),
+    );
+    f.gauge(
+        "fog_node_load15",
+        "15-minute load average.",
+        l(),
+        f64::from(r.load.fifteen),
+    );
+    if let Some(pct) = r.cpu.total_pct {
+        f.gauge(
+            "fog_node_cpu_usage_ratio",
+            "Share of all CPU time that was busy over the last reading interval (0-1).",
+            l(),
+            f64::from(pct) / 100.0,
+        );
+    }
+    f.gauge(
+        "fog_node_memory_total_bytes",
+        "Memory in all.",
+        l(),
+        r.memory.total_bytes as f64,
+    );
+    f.gauge(
+        "fog_node_memory_available_bytes",
+        "Memory available for new work (MemAvailable).",
+        l(),
+        r.memory.available_bytes as f64,
+    );
+    f.gauge(
+        "fog_node_memory_swap_total_bytes",
+        "Swap in all.",
+        l(),
+        r.memory.swap_total_bytes as f64,
+    );
+    f.gauge(
+        "fog_node_memory_swap_used_bytes",
+        "Swap in use.",
+        l(),
+        r.memory.swap_used_bytes as f64,
+    );
+    f.gauge(
+        "fog_node_uptime_seconds",
+        "Seconds since the node booted.",
+        l(),
+        r.uptime_secs as f64,
+    );
+    for d in &r.disks {
+        let labels = || {
+            vec![
+                ("node", node),
+                ("mountpoint", d.mount.as_str()),
+                ("device", d.device.as_str()),
+                ("fstype", d.fs_type.as_str()),
+            ]
+        };
+        f.gauge(
+            "fog_node_filesystem_size_bytes",
+            "Filesystem size.",
+            labels(),
+            d.total_bytes as f64,
+        );
+        f.gauge(
+            "fog_node_filesystem_avail_bytes",
+            "Filesystem space available to unprivileged users.",
+            labels(),
+            d.available_bytes as f64,
+        );
+    }
+    for n in &r.networks {
+        let labels = || vec![("node", node), ("device", n.interface.as_str())];
+        f.counter(
+            "fog_node_network_receive_bytes",
+            "Bytes received.",
+            labels(),
+            n.rx_bytes_total as f64,
+        );
+        f.counter(
+            "fog_node_network_transmit_bytes",
+            "Bytes sent.",
+            labels(),
+            n.tx_bytes_total as f64,
+        );
+        f.counter(
+            "fog_node_network_receive_errs",
+            "Receive errors.",
+            labels(),
+            n.rx_errors_total as f64,
+        );
+        f.counter(
+            "fog_node_network_transmit_errs",
+            "Transmit errors.",
+            labels(),
+            n.tx_errors_total as f64,
+        );
+        f.counter(
+            "fog_node_network_receive_drop",
+            "Received packets dropped.",
+            labels(),
+            n.rx_dropped_total as f64,
+        );
+        f.counter(
+            "fog_node_network_transmit_drop",
+            "Packets to send dropped.",
+            labels(),
+            n.tx_dropped_total as f64,
+        );
+    }
+    for t in &r.temperatures {
+        f.gauge(
+            "fog_node_temperature_celsius",
+            "A temperature sensor's reading.",
+            vec![("node", node), ("sensor", t.sensor.as_str())],
+            f64::from(t.celsius),
+        );
+    }
+    if let Some(p) = &r.power {
+        if let Some(now) = p.under_voltage_now {
+            f.gauge(
+                "fog_node_under_voltage",
+                "1 while the board reports under-voltage (Raspberry Pi).",
+                l(),
+                flag(now),
+            );
+        }
+        if let Some(now) = p.throttled_now {
+            f.gauge(
+                "fog_node_throttled",
+                "1 while the board's firmware throttles the CPU (Raspberry Pi).",
+                l(),
+                flag(now),
+            );
+        }
+    }
+    let a = &r.agent;
+    f.gauge(
+        "fog_node_agent_resident_memory_bytes",
+        "fog-agent's resident memory.",
+        l(),
+        a.rss_bytes as f64,
+    );
+    f.counter(
+        "fog_node_agent_cpu_seconds",
+        "CPU time fog-agent used since it started.",
+        l(),
+        a.cpu_secs,
+    );
+    f.counter(
+        "fog_node_agent_publish_dropped",
+        "Messages fog-agent could not publish (dropped while disconnected) since it started.",
+        l(),
+        a.publish_dropped_total as f64,
+    );
+    f.gauge(
+        "fog_node_backlog_entries",
+        "Readings kept on the node's disk for the broker.",
+        l(),
+        a.backlog_entries as f64,
+    );
+    f.gauge(
+        "fog_node_backlog_bytes",
+        "Bytes of the node's backlog.",
+        l(),
+        a.backlog_bytes as f64,
+    );
+    f.counter(
+        "fog_node_backlog_dropped",
+        "Backlog entries the node's budget (or a failing disk) forced out since the agent started.",
+        l(),
+        a.backlog_dropped_total as f64,
+    );
+    f.counter(
+        "fog_node_assignments_refused",
+        "Assignment lists the node refused (unsigned, forged, stale, for another node) since the agent started.",
+        l(),
+        a.assignments_refused_total as f64,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fog_proto::NodeState;
+
+    use super::{render, FORGET_SERIES_AFTER};
+    use crate::http::tests::fleet_view;
+
+    #[test]
+    fn nodes_readings_and_the_coordinator_are_exported() {
+        let v = Arc::new(fleet_view());
+        let text = render(&v, fog_rt::clock::now_ms());
+        for line in [
+            "# TYPE fog_node_up gauge",
+            "fog_node_up{node=\"pi-1\"} 1",
+            "fog_node_up{node=\"pi-3\"} 0",
+            "fog_node_info{node=\"pi-1\",arch=\"aarch64\",version=\"0.1.0\",identity=\"approved\"} 1",
+            "fog_node_load1{node=\"pi-1\"} 0.5",
+            "fog_node_memory_available_bytes{node=\"pi-1\"} 536870912",
+            "fog_node_filesystem_avail_bytes{node=\"pi-1\",mountpoint=\"/\",device=\"mmcblk0p2\",fstype=\"ext4\"} 21474836480",
+            "fog_node_temperature_celsius{node=\"pi-1\",sensor=\"thermal_zone0/cpu-thermal\"} 48.5",
+            "# TYPE fog_node_agent_cpu_seconds_total counter",
+            "fog_coordinator_events_total{event=\"submitted\"} 5",
+            "fog_coordinator_journal_up 1",
+            "fog_coordinator_nodes{state=\"offline\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+        }
+        // An offline node's old figures are not "now".
+        assert!(!text.contains("fog_node_load1{node=\"pi-2\"}"), "{text}");
+        assert!(text.contains("fog_node_up{node=\"pi-2\"} 0"), "{text}");
+        // Each family in one block: its TYPE line once.
+        let types = text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE fog_node_up "))
+            .count();
+        assert_eq!(types, 1);
+    }
+
+    #[test]
+    fn a_node_silent_past_the_bound_leaves_the_output() {
+        let mut view = fleet_view();
+        let long_ago = fog_rt::clock::now_ms() - FORGET_SERIES_AFTER.as_millis() as u64 - 1000;
+        view.status.nodes[1].last_seen_ms = long_ago;
+        assert_eq!(view.status.nodes[1].state, NodeState::Offline);
+        let text = render(&Arc::new(view), fog_rt::clock::now_ms());
+        assert!(!text.contains("node=\"pi-2\""), "{text}");
+        assert!(text.contains("node=\"pi-1\""), "{text}");
+    }
+
+    /// Prometheus' own checker on the output (Debian's `prometheus` package).
+    #[test]
+    #[ignore = "needs promtool (apt-get install prometheus); .ci/run runs it"]
+    fn promtool_check_metrics_accepts_the_output() {
+        use std::io::Write;
+        let text = render(&Arc::new(fleet_view()), fog_rt::clock::now_ms());
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool on PATH (apt-get install prometheus)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("promtool ran");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool: {said}\n{text}"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! `fog-coordinator serve --http ADDR`: the read-only JSON API (`/api/v1/...`, see
+//! docs/api.md) and Prometheus metrics (`/metrics`, docs/metrics.md).
+//!
+//! Every handler reads the latest [`View`](crate::view::View), which the main loop
+//! replaces at most a second apart: a request never waits for the main loop, and a
+//! scraper or a busy page costs the dispatcher nothing but the snapshot it already
+//! makes.
+
+mod api;
+mod error;
+pub mod metrics;
+mod query;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use api::node_list;
+pub use error::ApiError;
+
+use crate::service::Snapshot;
+
+/// Where the API listens unless told otherwise: loopback only, Prometheus' registry
+/// port range (9464 is the default OpenTelemetry Prometheus exporter port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// Largest request body taken (the API is read-only today; this bounds what an
+/// unauthenticated client can make the coordinator read).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A view older than this means the main loop is stuck: health says so.
+pub const STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// The OpenAPI document served at `/api/v1/openapi.json` (tests check the routes
+/// against it).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What every handler reads.
+#[derive(Clone)]
+pub struct Shared {
+    view: watch::Receiver<Snapshot>,
+}
+
+impl Shared {
+    pub fn new(view: watch::Receiver<Snapshot>) -> Self {
+        Shared { view }
+    }
+
+    /// The latest snapshot (an `Arc` clone: the lock is held for no longer).
+    fn view(&self) -> Snapshot {
+        self.view.borrow().clone()
+    }
+}
+
+/// Every path served (the OpenAPI document is tested against this list).
+pub const ROUTES: [&str; 8] = [
+    "/api/v1/health",
+    "/api/v1/nodes",
+    "/api/v1/nodes/:node",
+    "/api/v1/tasks",
+    "/api/v1/tasks/:id",
+    "/api/v1/scaling",
+    "/api/v1/openapi.json",
+    "/metrics",
+];
+
+/// The routes, on `shared`.
+pub fn router(shared: Shared) -> Router {
+    let [health, nodes, node, tasks, task, scaling, openapi, prometheus] = ROUTES;
+    Router::new()
+        .route(health, get(api::health))
+        .route(nodes, get(api::nodes))
+        .route(node, get(api::node))
+        .route(tasks, get(api::tasks))
+        .route(task, get(api::task))
+        .route(scaling, get(api::scaling))
+        .route(openapi, get(api::openapi))
+        .route(prometheus, get(metrics::handler))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Arc::new(shared))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("the HTTP API cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound listener, so the caller learns the port (port 0 in tests) before serving.
+pub struct HttpServer {
+    listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl HttpServer {
+    pub async fn bind(addr: SocketAddr) -> Result<HttpServer, HttpError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| HttpError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| HttpError::Bind { addr, source })?;
+        Ok(HttpServer { listener, addr })
+    }
+
+    /// Serve until `shutdown`. Accept errors (out of file descriptors, say) are
+    /// retried by axum; this returns only at shutdown.
+    pub async fn serve(self, view: watch::Receiver<Snapshot>, shutdown: CancellationToken) {
+        tracing::info!(addr = %self.addr, "HTTP API and /metrics serving");
+        let app = router(Shared::new(view));
+        let done = shutdown.clone();
+        if let Err(error) = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { done.cancelled().await })
+            .await
+        {
+            tracing::error!(%error, "HTTP API stopped");
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The API through a real listener on port 0 and plain HTTP/1.1 requests: every
+//! endpoint, its filters, its errors, and the OpenAPI document against the routes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fog_proto::{
+    Birth, Disk, NodeHealth, NodeId, NodeState, NodeSummary, Reading, TaskSummary, Temperature,
+};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::HttpServer;
+use crate::service::Snapshot;
+use crate::view::{Health, JournalHealth, NodeDetail, View};
+
+fn summary(id: &str, state: NodeState) -> NodeSummary {
+    NodeSummary {
+        node: NodeId::new(id).expect("valid id"),
+        arch: "aarch64".into(),
+        state,
+        cores: 4,
+        cpu_pct: Some(12.5),
+        mem_pct: Some(40.0),
+        load1: Some(0.5),
+        last_seen_ms: fog_rt::clock::now_ms(),
+        version: "0.1.0".into(),
+        queued: 0,
+        running: 1,
+        health: match state {
+            NodeState::Online => NodeHealth::Healthy,
+            NodeState::Suspect => NodeHealth::Suspect,
+            NodeState::Offline => NodeHealth::Offline,
+        },
+        in_flight: 1,
+        breaker: "closed".into(),
+        latency_ms: 3.0,
+        degraded: Vec::new(),
+        identity: "approved".into(),
+        task_trust: Default::default(),
+        notices: Vec::new(),
+    }
+}
+
+fn birth(id: &str, room: &str) -> Birth {
+    Birth {
+        node: NodeId::new(id).expect("valid id"),
+        version: "0.1.0".into(),
+        arch: "aarch64".into(),
+        cores: 4,
+        memory_bytes: 1 << 30,
+        labels: BTreeMap::from([("room".to_owned(), room.to_owned())]),
+        encoding: Default::default(),
+        task_kinds: vec!["echo".into()],
+        heartbeat_interval_ms: 5000,
+        metrics_interval_ms: 10000,
+        keep_alive_secs: 30,
+        started_at_ms: 1,
+        node_key: String::new(),
+        task_trust: Default::default(),
+    }
+}
+
+fn reading() -> Reading {
+    let mut r = Reading {
+        at_ms: fog_rt::clock::now_ms(),
+        uptime_secs: 3600,
+        ..Default::default()
+    };
+    r.load.one = 0.5;
+    r.memory.total_bytes = 1 << 30;
+    r.memory.available_bytes = 1 << 29;
+    r.disks.push(Disk {
+        mount: "/".into(),
+        device: "mmcblk0p2".into(),
+        fs_type: "ext4".into(),
+        total_bytes: 32 << 30,
+        available_bytes: 20 << 30,
+        ..Default::default()
+    });
+    r.temperatures.push(Temperature {
+        sensor: "thermal_zone0/cpu-thermal".into(),
+        celsius: 48.5,
+    });
+    r
+}
+
+fn task(id: &str, node: &str, state: &str) -> TaskSummary {
+    TaskSummary {
+        id: id.into(),
+        kind: "echo".into(),
+        node: node.into(),
+        attempt: 1,
+        state: state.into(),
+        detail: String::new(),
+        at_ms: 1,
+    }
+}
+
+/// Three nodes (pi-1 online in the lab, pi-2 offline in the barn, pi-3 suspect with
+/// no birth), three running tasks and two that ended.
+pub(super) fn fleet_view() -> View {
+    let mut status = crate::service::empty_snapshot().status.clone();
+    status.online = true;
+    status.at_ms = fog_rt::clock::now_ms();
+    status.nodes = vec![
+        summary("pi-1", NodeState::Online),
+        summary("pi-2", NodeState::Offline),
+        summary("pi-3", NodeState::Suspect),
+    ];
+    status.running = vec![
+        task("t1", "pi-1", "running"),
+        task("t2", "pi-1", "running"),
+        task("t3", "", "waiting"),
+    ];
+    status.recent = vec![
+        task("t4", "pi-2", "completed"),
+        task("t5", "pi-2", "failed"),
+    ];
+    status.counters = BTreeMap::from([("submitted".to_owned(), 5)]);
+    let mut details = BTreeMap::new();
+    for (id, room) in [("pi-1", "lab"), ("pi-2", "barn")] {
+        details.insert(
+            NodeId::new(id).expect("valid id"),
+            NodeDetail {
+                birth: Some(Arc::new(birth(id, room))),
+                reading: Some(Arc::new(reading())),
+                offline_reason: String::new(),
+            },
+        );
+    }
+    View {
+        status,
+        details,
+        health: Health {
+            broker: true,
+            journal: JournalHealth::Ok,
+            in_flight: 3,
+        },
+    }
+}
+
+struct Api {
+    addr: SocketAddr,
+    view: watch::Sender<Snapshot>,
+    stop: CancellationToken,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn api(view: View) -> Api {
+    let (tx, rx) = watch::channel::<Snapshot>(Arc::new(view));
+    let server = HttpServer::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind port 0");
+    let addr = server.addr;
+    let stop = CancellationToken::new();
+    tokio::spawn(server.serve(rx, stop.clone()));
+    Api {
+        addr,
+        view: tx,
+        stop,
+    }
+}
+
+/// One request on its own connection: status code, content type, body.
+async fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    // The server may answer before reading all of a large body, and close.
+    let _ = s.write_all(body).await;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (code, ctype, body.to_owned())
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let (code, ctype, body) = request(addr, "GET", path, b"").await;
+    assert_eq!(ctype, "application/json", "{path}: {body}");
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (code, v)
+}
+
+/// A 4xx with the JSON error body that names what was wrong.
+async fn refused(addr: SocketAddr, path: &str, code: u16, says: &str) {
+    let (c, v) = get(addr, path).await;
+    assert_eq!(c, code, "{path}: {v}");
+    let reason = v["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(says),
+        "{path}: {reason:?} should say {says:?}"
+    );
+    assert!(v["error"].is_string(), "{path}: {v}");
+}
+
+#[tokio::test]
+async fn health_says_which_part_is_not_well() {
+    let a = api(fleet_view()).await;
+    let (code, v) = get(a.addr, "/api/v1/health").await;
+    assert_eq!((code, v["status"].as_str()), (200, Some("ok")), "{v}");
+    assert_eq!(v["journal"], "ok");
+
+    let mut broken = fleet_view();
+    broken.health.journal = JournalHealth::Failing;
+    a.view.send_replace(Arc::new(broken));
+    let (code, v) = get(a.addr, "/api/v1/health").await;
+    assert_eq!((code, v["journal"].as_str()), (503, Some("failing")), "{v}");
+
+    let mut stalled = fleet_view();
+    stalled.status.at_ms -= 60_000;
+    a.view.send_replace(Arc::new(stalled));
+    let (code, v) = get(a.addr, "/api/v1/health").await;
+    assert_eq!(
+        (code, v["main_loop"].as_str()),
+        (503, Some("stalled")),
+        "{v}"
+    );
+
+    a.view.send_replace(crate::service::empty_snapshot());
+    let (code, v) = get(a.addr, "/api/v1/health").await;
+    assert_eq!((code, v["status"].as_str()), (503, Some("starting")), "{v}");
+}
+
+#[tokio::test]
+async fn nodes_filter_by_state_health_and_labels() {
+    let a = api(fleet_view()).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["nodes"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|n| n["node"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let (code, v) = get(a.addr, "/api/v1/nodes").await;
+    assert_eq!(
+        (code, ids(&v)),
+        (200, vec!["pi-1".into(), "pi-2".into(), "pi-3".into()])
+    );
+    assert_eq!(v["nodes"][0]["labels"]["room"], "lab");
+    let (_, v) = get(a.addr, "/api/v1/nodes?state=offline").await;
+    assert_eq!(ids(&v), ["pi-2"]);
+    let (_, v) = get(a.addr, "/api/v1/nodes?health=suspect").await;
+    assert_eq!(ids(&v), ["pi-3"]);
+    let (_, v) = get(a.addr, "/api/v1/nodes?label=room%3Dlab").await;
+    assert_eq!(ids(&v), ["pi-1"]);
+    let (_, v) = get(a.addr, "/api/v1/nodes?label=room=lab&label=rack=1").await;
+    assert!(ids(&v).is_empty());
+
+    refused(
+        a.addr,
+        "/api/v1/nodes?state=sleeping",
+        400,
+        "online, suspect, offline",
+    )
+    .await;
+    refused(
+        a.addr,
+        "/api/v1/nodes?stat=online",
+        400,
+        "unknown query parameter \"stat\"",
+    )
+    .await;
+    refused(a.addr, "/api/v1/nodes?label=room", 400, "KEY=VALUE").await;
+    refused(
+        a.addr,
+        "/api/v1/nodes?state=online&state=offline",
+        400,
+        "more than once",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_shows_its_birth_reading_and_tasks() {
+    let a = api(fleet_view()).await;
+    let (code, v) = get(a.addr, "/api/v1/nodes/pi-1").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["node"]["state"], "online");
+    assert_eq!(v["birth"]["labels"]["room"], "lab");
+    assert_eq!(v["reading"]["disks"][0]["mount"], "/");
+    assert_eq!(v["tasks"].as_array().map(Vec::len), Some(2));
+    let (_, v) = get(a.addr, "/api/v1/nodes/pi-3").await;
+    assert!(v["birth"].is_null() && v["reading"].is_null(), "{v}");
+    refused(a.addr, "/api/v1/nodes/nope", 404, "no node \"nope\"").await;
+    refused(a.addr, "/api/v1/nodes/%FF", 400, "bad path").await;
+}
+
+#[tokio::test]
+async fn tasks_page_and_filter() {
+    let a = api(fleet_view()).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["tasks"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|t| t["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let (code, v) = get(a.addr, "/api/v1/tasks").await;
+    assert_eq!(
+        (code, ids(&v).len(), v["total"].as_u64()),
+        (200, 5, Some(5))
+    );
+    assert!(v["next_offset"].is_null());
+    let (_, v) = get(a.addr, "/api/v1/tasks?limit=2&offset=1").await;
+    assert_eq!(ids(&v), ["t2", "t3"]);
+    assert_eq!(v["next_offset"], 3);
+    let (_, v) = get(a.addr, "/api/v1/tasks?offset=10").await;
+    assert!(ids(&v).is_empty());
+    let (_, v) = get(a.addr, "/api/v1/tasks?state=failed").await;
+    assert_eq!(ids(&v), ["t5"]);
+    let (_, v) = get(a.addr, "/api/v1/tasks?node=pi-1&kind=echo").await;
+    assert_eq!(ids(&v), ["t1", "t2"]);
+    let (code, v) = get(a.addr, "/api/v1/tasks/t4").await;
+    assert_eq!(
+        (code, v["task"]["state"].as_str()),
+        (200, Some("completed"))
+    );
+
+    refused(a.addr, "/api/v1/tasks?limit=0", 400, "1 to 1000").await;
+    refused(a.addr, "/api/v1/tasks?limit=1001", 400, "1 to 1000").await;
+    refused(a.addr, "/api/v1/tasks?offset=-1", 400, "offset").await;
+    refused(a.addr, "/api/v1/tasks?limit=ten", 400, "limit").await;
+    refused(a.addr, "/api/v1/tasks?state=lost", 400, "running").await;
+    refused(a.addr, "/api/v1/tasks/t9", 404, "no task \"t9\"").await;
+}
+
+#[tokio::test]
+async fn unknown_paths_methods_and_bodies_get_json_errors() {
+    let a = api(fleet_view()).await;
+    refused(a.addr, "/api/v1/nope", 404, "openapi.json").await;
+    refused(a.addr, "/", 404, "no such endpoint").await;
+    for (method, body) in [
+        ("POST", b"{not json".to_vec()),
+        ("DELETE", Vec::new()),
+        ("POST", vec![b'x'; 20 << 20]),
+    ] {
+        let (code, ctype, text) = request(a.addr, method, "/api/v1/nodes", &body).await;
+        assert_eq!(
+            (code, ctype.as_str()),
+            (405, "application/json"),
+            "{method}: {text}"
+        );
+        assert!(text.contains("GET only"), "{text}");
+    }
+    // Still serving after all of it.
+    let (code, _) = get(a.addr, "/api/v1/health").await;
+    assert_eq!(code, 200);
+}
+
+/// `"#/components/x/y"` in the document.
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v["$ref"].as_str() {
+        Some(r) => r
+            .trim_start_matches("#/")
+            .split('/')
+            .fold(doc, |d, k| &d[k]),
+        None => v,
+    }
+}
+
+/// Every route is documented, every documented path answers GET with a documented
+/// code, and a JSON answer has the properties its schema requires.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let doc: Value = serde_json::from_str(super::OPENAPI).expect("openapi.json is JSON");
+    let a = api(fleet_view()).await;
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+    documented.sort_unstable();
+    let mut served = super::ROUTES
+        .iter()
+        .map(|r| r.replace(":node", "{node}").replace(":id", "{id}"))
+        .collect::<Vec<_>>();
+    served.sort_unstable();
+    assert_eq!(documented, served);
+    for (path, item) in paths {
+        let concrete = path.replace("{node}", "pi-1").replace("{id}", "t1");
+        let (code, ctype, body) = request(a.addr, "GET", &concrete, b"").await;
+        let responses = &item["get"]["responses"];
+        let doc_response = resolve(&doc, &responses[code.to_string()]);
+        assert!(doc_response.is_object(), "{path}: {code} is not documented");
+        if !ctype.starts_with("application/json") {
+            assert!(
+                doc_response["content"]["text/plain"].is_object(),
+                "{path}: {ctype}"
+            );
+            continue;
+        }
+        let schema = resolve(&doc, &doc_response["content"]["application/json"]["schema"]);
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        for key in schema["required"].as_array().into_iter().flatten() {
+            let key = key.as_str().expect("a name");
+            assert!(v.get(key).is_some(), "{path}: no {key:?} in {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_the_prometheus_text_format() {
+    let a = api(fleet_view()).await;
+    let (code, ctype, body) = request(a.addr, "GET", "/metrics", b"").await;
+    assert_eq!(code, 200);
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    assert!(body.contains("fog_node_up{node=\"pi-1\"} 1"), "{body}");
+}

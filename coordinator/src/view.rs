@@ -1,0 +1,82 @@
+//! What the coordinator shows of itself to in-process viewers (the HTTP API,
+//! `/metrics`, the demo's screen): rebuilt by the main loop at most every second and
+//! shared behind an `Arc`, so a scrape or an API call never waits for the main loop
+//! and never slows it down.
+
+use std::collections::BTreeMap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use fog_proto::{Birth, CoordinatorStatus, NodeId, Reading};
+
+/// One snapshot of the coordinator. Derefs to the status it publishes on MQTT, so
+/// code that only needs that (the demo, the tests) reads it as before.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub status: CoordinatorStatus,
+    /// What a node's summary leaves out, for the nodes in `status.nodes` that the
+    /// registry has heard from.
+    pub details: BTreeMap<NodeId, NodeDetail>,
+    pub health: Health,
+}
+
+impl Deref for View {
+    type Target = CoordinatorStatus;
+    fn deref(&self) -> &CoordinatorStatus {
+        &self.status
+    }
+}
+
+/// A node's birth record and its newest reading, shared with the registry.
+#[derive(Debug, Clone, Default)]
+pub struct NodeDetail {
+    pub birth: Option<Arc<Birth>>,
+    pub reading: Option<Arc<Reading>>,
+    /// Why it is offline, when it is.
+    pub offline_reason: String,
+}
+
+/// The coordinator's own parts, for `/api/v1/health`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Connected to the broker and subscribed to the fleet's topics.
+    pub broker: bool,
+    pub journal: JournalHealth,
+    /// Tasks the dispatcher holds (placed and not finished, or waiting).
+    pub in_flight: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JournalHealth {
+    /// No data dir: task state lives in memory only (the demo, tests).
+    #[default]
+    Memory,
+    Ok,
+    /// The writer stopped or its last commit failed: accepted tasks are not durable.
+    Failing,
+}
+
+impl JournalHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalHealth::Memory => "memory",
+            JournalHealth::Ok => "ok",
+            JournalHealth::Failing => "failing",
+        }
+    }
+}
+
+/// Every node's detail, from the registry (cheap: two `Arc`s and a string per node).
+pub fn details(registry: &crate::registry::Registry) -> BTreeMap<NodeId, NodeDetail> {
+    registry
+        .nodes()
+        .map(|(id, e)| {
+            let detail = NodeDetail {
+                birth: e.birth.clone(),
+                reading: e.reading.clone(),
+                offline_reason: e.offline_reason.clone(),
+            };
+            (id.clone(), detail)
+        })
+        .collect()
+}
