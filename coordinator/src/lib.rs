@@ -44,6 +44,7 @@ pub mod demo;
 pub mod dispatch;
 #[cfg(feature = "demo")]
 pub mod fleet;
+pub mod home_assistant;
 pub mod http;
 pub mod identity;
 pub mod journal;

@@ -23,6 +23,7 @@ use crate::breaker::BreakerState;
 use crate::clients::Gate;
 use crate::config::CoordinatorConfig;
 use crate::dispatch::{Dispatcher, Out};
+use crate::home_assistant::HomeAssistant;
 use crate::journal::{Durable, Journal, JournalConfig};
 use crate::registry::Registry;
 use crate::scaling::Scaler;
@@ -256,6 +257,8 @@ struct Server {
     last_reject_log: HashMap<&'static str, Instant>,
     systemd: SystemdReport,
     view: watch::Sender<Snapshot>,
+    /// Home Assistant discovery, when enabled, and the topic it announces itself on.
+    home_assistant: Option<(HomeAssistant, String)>,
 }
 
 impl Server {
@@ -302,7 +305,17 @@ impl Server {
             ),
             config.encoding,
         )?;
-        let link = start_link(config, &topics, retained(&status_topic, will))?;
+        let home_assistant = config.home_assistant.enabled.then(|| {
+            let ha = HomeAssistant::new(
+                config.home_assistant.clone(),
+                topics.clone(),
+                config.encoding,
+            );
+            let topic = ha.status_topic();
+            (ha, topic)
+        });
+        let ha_status = home_assistant.as_ref().map(|(_, t)| t.clone());
+        let link = start_link(config, &topics, retained(&status_topic, will), ha_status)?;
         tracing::info!(broker = %config.broker.url(), prefix = %config.prefix, "fog-coordinator serving");
         // The journal is open and the link is trying: the coordinator can take work as
         // soon as the broker is there, and waiting for the broker here would only make
@@ -328,6 +341,7 @@ impl Server {
             last_reject_log: HashMap::new(),
             systemd,
             view,
+            home_assistant,
         };
         Ok((server, accepted_rx))
     }
@@ -344,6 +358,16 @@ impl Server {
         publish: &mut tokio::time::Interval,
     ) -> Result<(), ServeError> {
         match ev {
+            Some(LinkEvent::Message { topic, payload })
+                if self
+                    .home_assistant
+                    .as_ref()
+                    .is_some_and(|(_, t)| *t == topic) =>
+            {
+                if let Some((ha, _)) = &mut self.home_assistant {
+                    ha.on_status(&payload);
+                }
+            }
             Some(LinkEvent::Message { topic, payload })
                 if topic.ends_with("/results") || topic.ends_with("/tasks/submit") =>
             {
@@ -553,6 +577,12 @@ impl Server {
                 in_flight: self.dispatch.in_flight(),
             },
         };
+        if let Some((ha, _)) = &mut self.home_assistant {
+            ha.on_view(&view, now_ms());
+            if connected {
+                publish_home_assistant(ha, &self.link);
+            }
+        }
         self.view.send_replace(Arc::new(view));
     }
 
@@ -603,6 +633,25 @@ impl Server {
     }
 }
 
+/// What Home Assistant discovery has to say, paced, until the link's queue is full
+/// (the rest waits, in order, for the next second).
+fn publish_home_assistant(ha: &mut HomeAssistant, link: &Link) {
+    let batch: Vec<_> = ha.drain().collect();
+    let mut it = batch.into_iter();
+    while let Some(m) = it.next() {
+        if link
+            .publish(&m.topic, m.payload.clone(), Qos::AtLeastOnce, m.retain)
+            .is_err()
+        {
+            let rest: Vec<_> = std::iter::once(m).chain(it).collect();
+            for m in rest.into_iter().rev() {
+                ha.retry(m);
+            }
+            break;
+        }
+    }
+}
+
 /// The coordinator's status as the broker keeps it: retained, at least once.
 fn retained(topic: &str, payload: Vec<u8>) -> Announce {
     Announce {
@@ -638,6 +687,7 @@ fn start_link(
     config: &CoordinatorConfig,
     topics: &Topics,
     will: Announce,
+    home_assistant_status: Option<String>,
 ) -> Result<Link, ServeError> {
     let client_id = if config.broker.client_id.is_empty() {
         format!(
@@ -658,6 +708,7 @@ fn start_link(
     .map(|k| (topics.all_nodes(k), Qos::AtLeastOnce))
     .collect();
     subscriptions.push((topics.submit(), Qos::AtLeastOnce));
+    subscriptions.extend(home_assistant_status.map(|t| (t, Qos::AtLeastOnce)));
     Ok(Link::start(LinkOptions {
         broker: config.broker.clone(),
         client_id,

@@ -275,6 +275,17 @@ impl Topics {
         format!("{}/cluster/scaling", self.base)
     }
 
+    /// `{prefix}/v1/ha/{node}/{leaf}`: what the coordinator republishes for Home
+    /// Assistant (a node's live state, its connectivity).
+    pub fn home_assistant(&self, node: &NodeId, leaf: &str) -> String {
+        format!("{}/ha/{node}/{leaf}", self.base)
+    }
+
+    /// `{prefix}/v1/ha/#`
+    pub fn all_home_assistant(&self) -> String {
+        format!("{}/ha/#", self.base)
+    }
+
     /// Parse a per-node topic without allocating: the node segment (validated) and kind.
     pub fn parse_node<'t>(&self, topic: &'t str) -> Result<(&'t str, NodeTopic), TopicError> {
         let foreign = || TopicError::Foreign {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::breaker::BreakerConfig;
 use crate::dispatch::PlacementConfig;
+use crate::home_assistant::HomeAssistantConfig;
 use crate::registry::LivenessConfig;
 use crate::scaling::ScalingConfig;
 
@@ -30,12 +31,20 @@ struct Raw {
     phi_threshold: Option<f64>,
     data_dir: Option<String>,
     http_listen: Option<String>,
+    home_assistant: Option<RawHomeAssistant>,
     placement: Option<RawPlacement>,
     breaker: Option<RawBreaker>,
     scaling: Option<RawScaling>,
     broker: Option<toml::Table>,
     security: Option<security::RawSecurity>,
     clients: Option<toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHomeAssistant {
+    enabled: Option<bool>,
+    discovery_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +97,7 @@ pub struct CoordinatorConfig {
     /// Where the HTTP API and `/metrics` listen; `None` (an empty `http_listen`)
     /// serves neither.
     pub http_listen: Option<std::net::SocketAddr>,
+    pub home_assistant: HomeAssistantConfig,
     pub broker: BrokerConfig,
     pub security: SecurityConfig,
 }
@@ -179,10 +189,40 @@ impl CoordinatorConfig {
             scaling,
             data_dir,
             http_listen: http_listen(origin, &pick(raw.http_listen, d.http_listen))?,
+            home_assistant: home_assistant(
+                origin,
+                raw.home_assistant.unwrap_or_default(),
+                d.home_assistant.unwrap_or_default(),
+            )?,
             broker: BrokerConfig::from_table(broker_table, origin)?,
             security,
         })
     }
+}
+
+/// `[home_assistant]`: a discovery prefix that is a plain topic (no wildcards, no
+/// empty level), since it starts every config topic.
+fn home_assistant(
+    origin: &str,
+    r: RawHomeAssistant,
+    d: RawHomeAssistant,
+) -> Result<HomeAssistantConfig, ConfigError> {
+    let prefix = pick(r.discovery_prefix, d.discovery_prefix);
+    if prefix.is_empty()
+        || prefix
+            .split('/')
+            .any(|l| l.is_empty() || l.contains(['+', '#']))
+    {
+        return Err(invalid(
+            origin,
+            "home_assistant.discovery_prefix",
+            format!("{prefix:?} must be a topic without wildcards or empty levels, like \"homeassistant\""),
+        ));
+    }
+    Ok(HomeAssistantConfig {
+        enabled: pick(r.enabled, d.enabled),
+        discovery_prefix: prefix,
+    })
 }
 
 /// `http_listen`: an address with a port, or empty for no HTTP server.

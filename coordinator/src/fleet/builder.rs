@@ -244,6 +244,7 @@ impl FleetBuilder {
             scaling: Default::default(),
             data_dir: self.coordinator_data_dir.clone(),
             http_listen: None,
+            home_assistant: Default::default(),
             broker: self.coordinator_broker.clone(),
             security: self.with_fleet_key(self.security.clone()),
         }

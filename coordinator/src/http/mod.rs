@@ -11,7 +11,7 @@ mod error;
 pub mod metrics;
 mod query;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

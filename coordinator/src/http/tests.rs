@@ -102,7 +102,7 @@ fn task(id: &str, node: &str, state: &str) -> TaskSummary {
 
 /// Three nodes (pi-1 online in the lab, pi-2 offline in the barn, pi-3 suspect with
 /// no birth), three running tasks and two that ended.
-pub(super) fn fleet_view() -> View {
+pub(crate) fn fleet_view() -> View {
     let mut status = crate::service::empty_snapshot().status.clone();
     status.online = true;
     status.at_ms = fog_rt::clock::now_ms();

@@ -54,6 +54,12 @@ pub fn render(roles: &Roles) -> String {
         ("readwrite", t.coordinator_status()),
         ("readwrite", t.scaling()),
         ("write", all_replies(t)),
+        // Home Assistant discovery (off unless [home_assistant] enabled; the default
+        // discovery prefix): the live state and connectivity it republishes, the
+        // retained configs, and Home Assistant's "online".
+        ("write", t.all_home_assistant()),
+        ("write", "homeassistant/#".to_owned()),
+        ("read", "homeassistant/status".to_owned()),
     ]);
     block(&roles.coordinator, &coordinator);
     for node in &roles.nodes {
@@ -123,6 +129,8 @@ mod tests {
         assert!(c.contains(&"topic write fog/v1/nodes/+/tasks".to_owned()));
         assert!(c.contains(&"topic readwrite fog/v1/coordinator/status".to_owned()));
         assert!(c.contains(&"topic read fog/v1/tasks/submit".to_owned()));
+        assert!(c.contains(&"topic write fog/v1/ha/#".to_owned()));
+        assert!(c.contains(&"topic read homeassistant/status".to_owned()));
         for user in ["pi-1", "pi-2", "ops"] {
             for l in block(&acl, user) {
                 assert!(
@@ -155,7 +163,11 @@ mod tests {
     fn the_prefix_is_used_everywhere() {
         let r = Roles::new("farm/north", "c", &["n"], &["cl"]).expect("valid");
         let acl = render(&r);
-        for l in acl.lines().filter(|l| l.starts_with("topic")) {
+        // Every topic but Home Assistant's own discovery prefix.
+        for l in acl
+            .lines()
+            .filter(|l| l.starts_with("topic") && !l.contains(" homeassistant/"))
+        {
             assert!(l.contains(" farm/north/v1/"), "{l}");
         }
     }
