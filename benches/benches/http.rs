@@ -1,5 +1,6 @@
-//! The HTTP API's two per-scrape costs for a 1,000-node fleet (targets: `/metrics`
-//! rendered in at most 20 ms, `GET /api/v1/nodes` in at most 10 ms): a real registry
+//! The HTTP API's per-request costs for a 1,000-node fleet (targets: `/metrics`
+//! rendered in at most 20 ms, `GET /api/v1/nodes` in at most 10 ms, a console update
+//! at most 100 KB): a real registry
 //! fed a birth record and a full reading per node, its snapshot made the way the
 //! coordinator makes it, then rendered and serialised.
 
@@ -109,6 +110,7 @@ fn fleet(nodes: usize) -> Arc<View> {
             journal: JournalHealth::Ok,
             in_flight: 0,
         },
+        trends: Default::default(),
     })
 }
 
@@ -118,11 +120,13 @@ fn bench(c: &mut Criterion) {
     let metrics = fog_coordinator::http::metrics::render(&view, now);
     let nodes = serde_json::to_string(&fog_coordinator::http::node_list(&view, None).expect("ok"))
         .expect("serialises");
+    let event = fog_coordinator::http::console::fleet_event(&view);
     eprintln!(
-        "1,000 nodes: /metrics {} bytes in {} lines, /api/v1/nodes {} bytes",
+        "1,000 nodes: /metrics {} bytes in {} lines, /api/v1/nodes {} bytes, one console update {} bytes",
         metrics.len(),
         metrics.lines().count(),
-        nodes.len()
+        nodes.len(),
+        event.len()
     );
     let mut group = c.benchmark_group("http 1000 nodes");
     group.bench_function("/metrics render", |b| {
@@ -133,6 +137,9 @@ fn bench(c: &mut Criterion) {
             let v = fog_coordinator::http::node_list(&view, None).expect("ok");
             black_box(serde_json::to_string(&v).expect("serialises"))
         })
+    });
+    group.bench_function("console update (/api/v1/events)", |b| {
+        b.iter(|| black_box(fog_coordinator::http::console::fleet_event(&view)))
     });
     group.finish();
 }

@@ -30,6 +30,9 @@ pub struct DemoOptions {
     pub show: bool,
     /// Tasks submitted per second by the demo's own client (0: none).
     pub tasks_per_sec: u32,
+    /// Serve the console, the HTTP API and /metrics here (port 0: a free one);
+    /// `None` serves nothing.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,8 @@ pub enum DemoError {
     TempDir(std::io::Error),
     #[error("demo config: {0}")]
     Config(#[from] fog_rt::config::ConfigError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// What the demo saw, printed at the end.
@@ -53,6 +58,8 @@ pub struct DemoSummary {
     pub rejected: u64,
     pub tasks_completed: u64,
     pub tasks_failed: u64,
+    /// Where the console was served.
+    pub console: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Display for DemoSummary {
@@ -95,6 +102,19 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         coordinator_stop.clone(),
         view_tx,
     ));
+    let console = match opts.http {
+        Some(addr) => {
+            let http = crate::http::HttpServer::bind(addr).await?;
+            let at = http.addr;
+            if opts.show {
+                // First, so the URL is on screen before the live view takes it over.
+                println!("fog demo: console at http://{at}/");
+            }
+            tokio::spawn(http.serve(view.clone(), coordinator_stop.clone()));
+            Some(at)
+        }
+        None => None,
+    };
     let agents_stop = CancellationToken::new();
     let mut agents = spawn_agents(&configs, opts.agents, tmp.path(), &agents_stop)?;
 
@@ -119,7 +139,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         stats_tx,
     ));
     let header = format!(
-        "fog demo: embedded broker {} with {} agents; data in {}  (Ctrl-C to stop)\n\n",
+        "{}fog demo: embedded broker {} with {} agents; data in {}  (Ctrl-C to stop)\n\n",
+        console.map_or(String::new(), |a| format!("console: http://{a}/\n")),
         broker.url(),
         opts.agents,
         tmp.path().display()
@@ -146,6 +167,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         rejected: c("rejected_total"),
         tasks_completed: tasks.completed,
         tasks_failed: tasks.failed,
+        console,
     })
 }
 

@@ -56,4 +56,5 @@ pub mod scaling;
 pub mod service;
 pub mod signing;
 pub mod status;
+pub mod trends;
 pub mod view;

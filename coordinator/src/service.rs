@@ -28,6 +28,7 @@ use crate::journal::{Durable, Journal, JournalConfig};
 use crate::registry::Registry;
 use crate::scaling::Scaler;
 use crate::signing::Posture;
+use crate::trends::Trends;
 use crate::view::{Health, JournalHealth, View};
 
 /// How stale the in-process view may be, when statuses are published less often.
@@ -65,6 +66,7 @@ pub fn empty_snapshot() -> Snapshot {
         status: empty_status(),
         details: Default::default(),
         health: Health::default(),
+        trends: Default::default(),
     })
 }
 
@@ -259,6 +261,8 @@ struct Server {
     view: watch::Sender<Snapshot>,
     /// Home Assistant discovery, when enabled, and the topic it announces itself on.
     home_assistant: Option<(HomeAssistant, String)>,
+    /// The console's charts, fed from every view.
+    trends: Arc<std::sync::RwLock<Trends>>,
 }
 
 impl Server {
@@ -342,6 +346,7 @@ impl Server {
             systemd,
             view,
             home_assistant,
+            trends: Default::default(),
         };
         Ok((server, accepted_rx))
     }
@@ -576,7 +581,13 @@ impl Server {
                 journal,
                 in_flight: self.dispatch.in_flight(),
             },
+            trends: self.trends.clone(),
         };
+        crate::view::observe(
+            &mut self.trends.write().unwrap_or_else(|e| e.into_inner()),
+            &view,
+            now_ms(),
+        );
         if let Some((ha, _)) = &mut self.home_assistant {
             ha.on_view(&view, now_ms());
             if connected {

@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use fog_proto::{Birth, CoordinatorStatus, NodeId, Reading};
+
+use crate::trends::Trends;
 
 /// One snapshot of the coordinator. Derefs to the status it publishes on MQTT, so
 /// code that only needs that (the demo, the tests) reads it as before.
@@ -18,6 +20,16 @@ pub struct View {
     /// registry has heard from.
     pub details: BTreeMap<NodeId, NodeDetail>,
     pub health: Health,
+    /// The last hour's charts: a live handle shared with the main loop, not a copy
+    /// (read it briefly; the main loop writes once a second).
+    pub trends: Arc<RwLock<Trends>>,
+}
+
+impl View {
+    /// The charts, for reading (a poisoned lock still holds valid samples).
+    pub fn trends(&self) -> std::sync::RwLockReadGuard<'_, Trends> {
+        self.trends.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Deref for View {
@@ -79,4 +91,39 @@ pub fn details(registry: &crate::registry::Registry) -> BTreeMap<NodeId, NodeDet
             (id.clone(), detail)
         })
         .collect()
+}
+
+/// What is new in `view` (at `now_ms`) into the charts.
+pub fn observe(trends: &mut Trends, view: &View, now_ms: u64) {
+    for n in &view.nodes {
+        if let Some(r) = view.details.get(&n.node).and_then(|d| d.reading.as_deref()) {
+            trends.sample(&n.node, r);
+        }
+    }
+    trends.retain(&view.nodes.iter().map(|n| &n.node).collect());
+    let ended = [
+        "tasks_completed_total",
+        "tasks_failed_total",
+        "tasks_dead_lettered_total",
+    ]
+    .iter()
+    .filter_map(|k| view.counters.get(*k))
+    .sum();
+    let online: Vec<_> = view
+        .nodes
+        .iter()
+        .filter(|n| n.state == fog_proto::NodeState::Online)
+        .collect();
+    let latency = if online.is_empty() {
+        0.0
+    } else {
+        online.iter().map(|n| n.latency_ms).sum::<f32>() / online.len() as f32
+    };
+    trends.fleet_point(
+        now_ms,
+        ended,
+        latency,
+        online.len() as u32,
+        view.health.in_flight as u32,
+    );
 }

@@ -15,6 +15,7 @@ async fn demo_runs_and_summarises() {
         redraw: false,
         show: false,
         tasks_per_sec: 40,
+        http: Some("127.0.0.1:0".parse().expect("addr")),
     };
     let summary =
         tokio::time::timeout(Duration::from_secs(30), run(opts, CancellationToken::new()))
@@ -32,4 +33,8 @@ async fn demo_runs_and_summarises() {
     assert_eq!(summary.tasks_failed, 0, "{summary}");
     // Agents stop first and say goodbye, so none is left online.
     assert_eq!(summary.nodes_online_at_end, 0, "{summary}");
+    assert!(
+        summary.console.is_some_and(|a| a.port() != 0),
+        "the console was served"
+    );
 }

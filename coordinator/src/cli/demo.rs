@@ -18,6 +18,10 @@ pub struct Args {
     /// Tasks per second the demo submits (sha256, echo, sleep); 0 for none.
     #[arg(long, default_value_t = 50)]
     tasks_per_sec: u16,
+    /// Serve the web console, the HTTP API and /metrics here ("" for none; the
+    /// default picks a free local port and prints the URL first).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http: String,
 }
 
 #[cfg(not(feature = "demo"))]
@@ -46,6 +50,8 @@ pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
             redraw: demo::stdout_is_terminal(),
             show: true,
             tasks_per_sec: a.tasks_per_sec.into(),
+            http: fog_coordinator::config::http_listen("--http", &a.http)
+                .map_err(|e| usage(&e.to_string()))?,
         };
         let summary = demo::run(opts, shutdown).await.map_err(|e| failure(&e))?;
         println!("{summary}");

@@ -8,6 +8,7 @@
 //! follow node_exporter's (`fog_node_load1` for `node_load1`, bytes, seconds, ratios
 //! from 0 to 1, celsius), so its dashboards translate.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,8 +91,8 @@ enum Value {
 }
 
 struct Family<'a> {
-    name: &'static str,
-    help: &'static str,
+    name: Cow<'a, str>,
+    help: Cow<'a, str>,
     samples: Vec<(Labels<'a>, Value)>,
 }
 
@@ -100,28 +101,51 @@ struct Family<'a> {
 #[derive(Default)]
 struct Families<'a> {
     list: Vec<Family<'a>>,
-    index: HashMap<&'static str, usize>,
+    index: HashMap<Cow<'a, str>, usize>,
 }
 
 impl<'a> Families<'a> {
-    fn push(&mut self, name: &'static str, help: &'static str, labels: Labels<'a>, v: Value) {
-        let i = *self.index.entry(name).or_insert_with(|| {
-            self.list.push(Family {
-                name,
-                help,
-                samples: Vec::new(),
-            });
-            self.list.len() - 1
-        });
+    fn push(
+        &mut self,
+        name: impl Into<Cow<'a, str>>,
+        help: impl Into<Cow<'a, str>>,
+        labels: Labels<'a>,
+        v: Value,
+    ) {
+        let name = name.into();
+        let i = match self.index.get(&name) {
+            Some(i) => *i,
+            None => {
+                self.list.push(Family {
+                    name: name.clone(),
+                    help: help.into(),
+                    samples: Vec::new(),
+                });
+                self.index.insert(name, self.list.len() - 1);
+                self.list.len() - 1
+            }
+        };
         self.list[i].samples.push((labels, v));
     }
 
-    fn gauge(&mut self, name: &'static str, help: &'static str, labels: Labels<'a>, v: f64) {
+    fn gauge(
+        &mut self,
+        name: impl Into<Cow<'a, str>>,
+        help: impl Into<Cow<'a, str>>,
+        labels: Labels<'a>,
+        v: f64,
+    ) {
         self.push(name, help, labels, Value::Gauge(v));
     }
 
     /// `name` without `_total`: the encoder appends it.
-    fn counter(&mut self, name: &'static str, help: &'static str, labels: Labels<'a>, v: f64) {
+    fn counter(
+        &mut self,
+        name: impl Into<Cow<'a, str>>,
+        help: impl Into<Cow<'a, str>>,
+        labels: Labels<'a>,
+        v: f64,
+    ) {
         self.push(name, help, labels, Value::Counter(v));
     }
 
@@ -131,7 +155,7 @@ impl<'a> Families<'a> {
                 Some((_, Value::Counter(_))) => MetricType::Counter,
                 _ => MetricType::Gauge,
             };
-            let mut m = encoder.encode_descriptor(fam.name, fam.help, None, ty)?;
+            let mut m = encoder.encode_descriptor(&fam.name, &fam.help, None, ty)?;
             for (labels, v) in &fam.samples {
                 let mut e = m.encode_family(labels)?;
                 // Whole numbers without the ".0" (most of them: bytes, counts).
@@ -211,13 +235,22 @@ fn coordinator_series<'a>(f: &mut Families<'a>, v: &'a View) {
             n as f64,
         );
     }
-    for (event, n) in &v.counters {
-        f.counter(
-            "fog_coordinator_events",
-            "The coordinator's event counters since start, by name (docs/metrics.md lists them).",
-            vec![("event", event.as_str())],
-            *n as f64,
-        );
+    // The dispatcher's and the registry's own counters, each as a metric of its
+    // own name (`tasks_completed_total` is `fog_coordinator_tasks_completed_total`);
+    // the few that are levels, not counts, as gauges.
+    for (name, n) in &v.counters {
+        if name == "tasks_in_flight"
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            continue;
+        }
+        let help = format!("The coordinator's {name} (docs/metrics.md).");
+        match name.strip_suffix("_total") {
+            Some(base) => f.counter(format!("fog_coordinator_{base}"), help, vec![], *n as f64),
+            None => f.gauge(format!("fog_coordinator_{name}"), help, vec![], *n as f64),
+        }
     }
     if let Some(s) = &v.scaling {
         f.gauge(
@@ -517,7 +550,8 @@ mod tests {
             "fog_node_filesystem_avail_bytes{node=\"pi-1\",mountpoint=\"/\",device=\"mmcblk0p2\",fstype=\"ext4\"} 21474836480",
             "fog_node_temperature_celsius{node=\"pi-1\",sensor=\"thermal_zone0/cpu-thermal\"} 48.5",
             "# TYPE fog_node_agent_cpu_seconds_total counter",
-            "fog_coordinator_events_total{event=\"submitted\"} 5",
+            "fog_coordinator_tasks_submitted_total 5",
+            "fog_coordinator_tasks_waiting 1",
             "fog_coordinator_journal_up 1",
             "fog_coordinator_nodes{state=\"offline\"} 1",
         ] {

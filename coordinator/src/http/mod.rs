@@ -1,5 +1,6 @@
 //! `fog-coordinator serve --http ADDR`: the read-only JSON API (`/api/v1/...`, see
-//! docs/api.md) and Prometheus metrics (`/metrics`, docs/metrics.md).
+//! docs/api.md), Prometheus metrics (`/metrics`, docs/metrics.md) and the live web
+//! console (`/`, docs/console.md).
 //!
 //! Every handler reads the latest [`View`](crate::view::View), which the main loop
 //! replaces at most a second apart: a request never waits for the main loop, and a
@@ -7,6 +8,7 @@
 //! makes.
 
 mod api;
+pub mod console;
 mod error;
 pub mod metrics;
 mod query;
@@ -48,11 +50,16 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 #[derive(Clone)]
 pub struct Shared {
     view: watch::Receiver<Snapshot>,
+    /// Live event streams left to open (see [`console::MAX_STREAMS`]).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
     pub fn new(view: watch::Receiver<Snapshot>) -> Self {
-        Shared { view }
+        Shared {
+            view,
+            streams: Arc::new(tokio::sync::Semaphore::new(console::MAX_STREAMS)),
+        }
     }
 
     /// The latest snapshot (an `Arc` clone: the lock is held for no longer).
@@ -62,29 +69,38 @@ impl Shared {
 }
 
 /// Every path served (the OpenAPI document is tested against this list).
-pub const ROUTES: [&str; 8] = [
+pub const ROUTES: [&str; 12] = [
     "/api/v1/health",
     "/api/v1/nodes",
     "/api/v1/nodes/:node",
+    "/api/v1/nodes/:node/history",
+    "/api/v1/fleet/history",
     "/api/v1/tasks",
     "/api/v1/tasks/:id",
     "/api/v1/scaling",
+    "/api/v1/events",
     "/api/v1/openapi.json",
     "/metrics",
+    "/",
 ];
 
 /// The routes, on `shared`.
 pub fn router(shared: Shared) -> Router {
-    let [health, nodes, node, tasks, task, scaling, openapi, prometheus] = ROUTES;
+    let [health, nodes, node, node_history, fleet_history, tasks, task, scaling, events, openapi, prometheus, page] =
+        ROUTES;
     Router::new()
         .route(health, get(api::health))
         .route(nodes, get(api::nodes))
         .route(node, get(api::node))
+        .route(node_history, get(console::node_history))
+        .route(fleet_history, get(console::fleet_history))
         .route(tasks, get(api::tasks))
         .route(task, get(api::task))
         .route(scaling, get(api::scaling))
+        .route(events, get(console::events))
         .route(openapi, get(api::openapi))
         .route(prometheus, get(metrics::handler))
+        .route(page, get(console::page))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -120,7 +120,11 @@ pub(crate) fn fleet_view() -> View {
         task("t4", "pi-2", "completed"),
         task("t5", "pi-2", "failed"),
     ];
-    status.counters = BTreeMap::from([("submitted".to_owned(), 5)]);
+    status.counters = BTreeMap::from([
+        ("tasks_submitted_total".to_owned(), 5),
+        ("tasks_waiting".to_owned(), 1),
+        ("tasks_in_flight".to_owned(), 3),
+    ]);
     let mut details = BTreeMap::new();
     for (id, room) in [("pi-1", "lab"), ("pi-2", "barn")] {
         details.insert(
@@ -140,6 +144,7 @@ pub(crate) fn fleet_view() -> View {
             journal: JournalHealth::Ok,
             in_flight: 3,
         },
+        trends: Default::default(),
     }
 }
 
@@ -198,6 +203,55 @@ async fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u1
         })
         .unwrap_or_default();
     (code, ctype, body.to_owned())
+}
+
+/// The head of an event stream and its first event (the stream never ends).
+async fn first_event(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let code: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .expect("status");
+            if code != 200 {
+                return (code, String::new(), body.to_owned());
+            }
+            // Chunked: the first chunk's size line, then the event up to its blank line.
+            if let Some((event, _)) = body
+                .split_once("\r\n")
+                .and_then(|(_, e)| e.split_once("\n\n"))
+            {
+                let code = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .expect("status");
+                let ctype = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-type: ")
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_default();
+                return (code, ctype, event.to_owned());
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("an event within 5 s")
+            .expect("read");
+        assert!(n > 0, "stream closed: {text}");
+        raw.extend_from_slice(&buf[..n]);
+    }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
@@ -356,7 +410,7 @@ async fn tasks_page_and_filter() {
 async fn unknown_paths_methods_and_bodies_get_json_errors() {
     let a = api(fleet_view()).await;
     refused(a.addr, "/api/v1/nope", 404, "openapi.json").await;
-    refused(a.addr, "/", 404, "no such endpoint").await;
+    refused(a.addr, "/index.php", 404, "no such endpoint").await;
     for (method, body) in [
         ("POST", b"{not json".to_vec()),
         ("DELETE", Vec::new()),
@@ -403,13 +457,23 @@ async fn the_openapi_document_matches_the_routes() {
     assert_eq!(documented, served);
     for (path, item) in paths {
         let concrete = path.replace("{node}", "pi-1").replace("{id}", "t1");
-        let (code, ctype, body) = request(a.addr, "GET", &concrete, b"").await;
         let responses = &item["get"]["responses"];
+        if responses["200"]["content"]["text/event-stream"].is_object() {
+            let (code, ctype, first) = first_event(a.addr, &concrete).await;
+            assert_eq!((code, ctype.as_str()), (200, "text/event-stream"), "{path}");
+            assert!(
+                first.starts_with("event: fleet\ndata: {"),
+                "{path}: {first}"
+            );
+            continue;
+        }
+        let (code, ctype, body) = request(a.addr, "GET", &concrete, b"").await;
         let doc_response = resolve(&doc, &responses[code.to_string()]);
         assert!(doc_response.is_object(), "{path}: {code} is not documented");
         if !ctype.starts_with("application/json") {
+            let media = ctype.split(';').next().unwrap_or_default();
             assert!(
-                doc_response["content"]["text/plain"].is_object(),
+                doc_response["content"][media].is_object(),
                 "{path}: {ctype}"
             );
             continue;
@@ -430,4 +494,57 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     assert_eq!(code, 200);
     assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
     assert!(body.contains("fog_node_up{node=\"pi-1\"} 1"), "{body}");
+}
+
+#[tokio::test]
+async fn history_and_a_bounded_number_of_live_streams() {
+    let a = api(fleet_view()).await;
+    let (code, v) = get(a.addr, "/api/v1/nodes/pi-1/history").await;
+    assert_eq!(
+        (code, v["samples"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    refused(a.addr, "/api/v1/nodes/nope/history", 404, "no node").await;
+    let (code, v) = get(a.addr, "/api/v1/fleet/history").await;
+    assert_eq!((code, v["samples"].is_array()), (200, true));
+
+    // Every stream the server allows, held open; one more is refused, and served
+    // again once one closes.
+    let mut open = Vec::new();
+    for _ in 0..super::console::MAX_STREAMS {
+        let mut s = tokio::net::TcpStream::connect(a.addr)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        open.push(s);
+    }
+    let (code, _, body) = request(a.addr, "GET", "/api/v1/events", b"").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("live streams are open already"), "{body}");
+    drop(open.pop());
+    // The server sees the close when it next reads that connection.
+    let mut served = false;
+    for _ in 0..40 {
+        let (code, _, _) = first_event(a.addr, "/api/v1/events").await;
+        if code == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(served, "a stream is served again once one closes");
+    // The page is the one in the binary.
+    let (code, ctype, page) = request(a.addr, "GET", "/", b"").await;
+    assert_eq!((code, ctype.as_str()), (200, "text/html; charset=utf-8"));
+    assert!(
+        page.contains("EventSource(\"/api/v1/events\")")
+            && !page.contains("http://")
+            && !page.contains("https://"),
+        "everything from the coordinator, nothing from a CDN"
+    );
 }

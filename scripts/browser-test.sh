@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The web console in a real browser: a coordinator with its embedded broker and HTTP
+# console, NODES real fog-agent processes (default 3, each approved as a site would),
+# then tests/browser/console.mjs drives Debian's chromium through playwright-core
+# (installed from npm into target/browser-test, kept there between runs): nodes
+# appear, a node's detail and charts open, an agent killed with SIGKILL turns
+# offline within the detection bound (1.5 keep-alives of 4 s, plus a second for the
+# page), a 1,000-node update is rendered and timed, the page fits a phone. Screenshots
+# go to target/browser/.
+#
+#   scripts/browser-test.sh
+#
+# Needs chromium, node and npm (apt-get install chromium nodejs npm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nodes=${NODES:-3}
+for c in node npm; do command -v "$c" >/dev/null || { echo "browser-test: needs $c" >&2; exit 1; }; done
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || { echo "browser-test: needs chromium (apt-get install chromium)" >&2; exit 1; }
+root=$PWD
+mods="$root/target/browser-test"
+if [ ! -d "$mods/node_modules/playwright-core" ]; then
+    mkdir -p "$mods"
+    (cd "$mods" && npm install --no-audit --no-fund --silent playwright-core@1 >/dev/null)
+fi
+cargo build -p fog-coordinator -p fog-agent >/dev/null 2>&1 || cargo build -p fog-coordinator -p fog-agent
+bin=${CARGO_TARGET_DIR:-target}/debug
+out="$root/target/browser"; mkdir -p "$out"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+mqtt=$(free_port); http=$(free_port)
+mkdir -p "$work/coordinator"
+printf 'data_dir = "%s/coordinator"\nhttp_listen = "127.0.0.1:%s"\nstatus_interval_secs = 1.0\ndefault_heartbeat_interval_secs = 1.0\n[broker]\nurl = "mqtt://127.0.0.1:%s"\n' \
+    "$work" "$http" "$mqtt" > "$work/coordinator.toml"
+key=$("$bin/fog-coordinator" keys init --dir "$work/coordinator/keys" 2>/dev/null | sed -n "s/^fog-agent trust add '\(.*\)'$/\1/p")
+FOG_LOG=warn "$bin/fog-coordinator" serve --config "$work/coordinator.toml" --embedded-broker "127.0.0.1:$mqtt" & pids+=($!)
+sleep 1
+agent_pids=()
+for i in $(seq "$nodes"); do
+    printf 'node_id = "pi-%s"\ndata_dir = "%s/a%s"\nheartbeat_interval_secs = 1.0\nmetrics_interval_secs = 1.0\n[labels]\nroom = "lab"\n[trust]\ncoordinator_keys = ["%s"]\n[broker]\nurl = "mqtt://127.0.0.1:%s"\nkeep_alive_secs = 4\n' \
+        "$i" "$work" "$i" "$key" "$mqtt" > "$work/a$i.toml"
+    FOG_AGENT_LOG=warn "$bin/fog-agent" run --config "$work/a$i.toml" & pids+=($!); agent_pids+=($!)
+done
+sleep 2
+for i in $(seq "$nodes"); do "$bin/fog-coordinator" nodes --config "$work/coordinator.toml" approve "pi-$i" >/dev/null; done
+# Run from beside its node_modules (ES modules resolve from the script's folder).
+cp tests/browser/console.mjs "$mods/"
+if ! CONSOLE_URL="http://127.0.0.1:$http/" VICTIM=pi-1 VICTIM_PID=${agent_pids[0]} NODES=$nodes BOUND_MS=7000 OUT="$out" \
+    node "$mods/console.mjs" > "$work/results.json"; then
+    cat "$work/results.json"
+    echo "browser-test: FAILED; screenshots so far in $out" >&2
+    exit 1
+fi
+cat "$work/results.json"
+echo "browser-test: ok; screenshots in $out"
