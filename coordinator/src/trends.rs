@@ -78,9 +78,7 @@ impl Trends {
 
     /// Forget the charts of nodes the registry no longer has.
     pub fn retain(&mut self, known: &HashSet<&NodeId>) {
-        if self.nodes.len() > known.len() {
-            self.nodes.retain(|id, _| known.contains(id));
-        }
+        self.nodes.retain(|id, _| known.contains(id));
     }
 
     /// The fleet at `now_ms`: `ended` tasks so far (a point when [`EVERY_MS`] has
