@@ -6,7 +6,8 @@
 # appear, a node's detail and charts open, an agent killed with SIGKILL turns
 # offline within the detection bound (1.5 keep-alives of 4 s, plus a second for the
 # page), a 1,000-node update is rendered and timed, the page fits a phone. Screenshots
-# go to target/browser/.
+# go to target/browser/, with the HTML report (`fog-coordinator report`) of the same
+# coordinator after 300 echo tasks.
 #
 #   scripts/browser-test.sh
 #
@@ -32,8 +33,10 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mqtt=$(free_port); http=$(free_port)
 mkdir -p "$work/coordinator"
-printf 'data_dir = "%s/coordinator"\nhttp_listen = "127.0.0.1:%s"\nstatus_interval_secs = 1.0\ndefault_heartbeat_interval_secs = 1.0\n[broker]\nurl = "mqtt://127.0.0.1:%s"\n' \
-    "$work" "$http" "$mqtt" > "$work/coordinator.toml"
+# Tasks are submitted as client `bench` (signed, as a site's clients are).
+printf 'data_dir = "%s/coordinator"\nhttp_listen = "127.0.0.1:%s"\nstatus_interval_secs = 1.0\ndefault_heartbeat_interval_secs = 1.0\n[security]\nclient_key = "%s/bench.key"\n[broker]\nurl = "mqtt://127.0.0.1:%s"\n' \
+    "$work" "$http" "$work" "$mqtt" > "$work/coordinator.toml"
+"$bin/fog-coordinator" keys client bench --dir "$work" --kind echo >> "$work/coordinator.toml" 2>/dev/null
 key=$("$bin/fog-coordinator" keys init --dir "$work/coordinator/keys" 2>/dev/null | sed -n "s/^fog-agent trust add '\(.*\)'$/\1/p")
 FOG_LOG=warn "$bin/fog-coordinator" serve --config "$work/coordinator.toml" --embedded-broker "127.0.0.1:$mqtt" & pids+=($!)
 sleep 1
@@ -45,6 +48,9 @@ for i in $(seq "$nodes"); do
 done
 sleep 2
 for i in $(seq "$nodes"); do "$bin/fog-coordinator" nodes --config "$work/coordinator.toml" approve "pi-$i" >/dev/null; done
+sleep 1
+# Some work, so the task views and the profiles have something to show.
+"$bin/fog-coordinator" bench --config "$work/coordinator.toml" --tasks 300 --concurrency 8 --kind echo --payload-bytes 16 >/dev/null 2>&1
 # Run from beside its node_modules (ES modules resolve from the script's folder).
 cp tests/browser/console.mjs "$mods/"
 if ! CONSOLE_URL="http://127.0.0.1:$http/" VICTIM=pi-1 VICTIM_PID=${agent_pids[0]} NODES=$nodes BOUND_MS=7000 OUT="$out" \
@@ -54,4 +60,8 @@ if ! CONSOLE_URL="http://127.0.0.1:$http/" VICTIM=pi-1 VICTIM_PID=${agent_pids[0
     exit 1
 fi
 cat "$work/results.json"
-echo "browser-test: ok; screenshots in $out"
+# The HTML report from the same coordinator: self-contained, with the profiles.
+"$bin/fog-coordinator" report --html "$out/report.html" --url "http://127.0.0.1:$http" --since 30m
+grep -q '<td>echo</td>' "$out/report.html" || { echo "browser-test: the report has no profile of echo" >&2; exit 1; }
+if grep -q '<script\| src=' "$out/report.html"; then echo "browser-test: the report loads something" >&2; exit 1; fi
+echo "browser-test: ok; screenshots and report.html in $out"

@@ -111,6 +111,7 @@ fn fleet(nodes: usize) -> Arc<View> {
             in_flight: 0,
         },
         trends: Default::default(),
+        profiles: Default::default(),
     })
 }
 

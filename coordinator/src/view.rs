@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use fog_proto::{Birth, CoordinatorStatus, NodeId, Reading};
 
+use crate::profiles::Profiles;
 use crate::trends::Trends;
 
 /// One snapshot of the coordinator. Derefs to the status it publishes on MQTT, so
@@ -23,12 +24,19 @@ pub struct View {
     /// The last hour's charts: a live handle shared with the main loop, not a copy
     /// (read it briefly; the main loop writes once a second).
     pub trends: Arc<RwLock<Trends>>,
+    /// The task profiles: a live handle too.
+    pub profiles: Arc<RwLock<Profiles>>,
 }
 
 impl View {
     /// The charts, for reading (a poisoned lock still holds valid samples).
     pub fn trends(&self) -> std::sync::RwLockReadGuard<'_, Trends> {
         self.trends.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The task profiles, for reading.
+    pub fn profiles(&self) -> std::sync::RwLockReadGuard<'_, Profiles> {
+        self.profiles.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 

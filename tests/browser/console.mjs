@@ -41,7 +41,11 @@ try {
 
   // Tasks and alerts tabs render.
   await page.click('nav button[data-tab="tasks"]');
-  await page.waitForFunction(() => document.querySelector("#task-total").textContent.includes("of"), null, { timeout: 10000 });
+  await page.waitForFunction(() => document.querySelectorAll("#task-rows tr").length >= 100, null, { timeout: 10000 });
+  await page.click('nav button[data-tab="profiles"]');
+  // The 300 echo tasks the script ran, profiled.
+  await page.waitForFunction(() => document.querySelector("#profile-rows").textContent.includes("echo"), null, { timeout: 10000 });
+  await page.screenshot({ path: `${out}/console-profiles.png` });
   await page.click('nav button[data-tab="fleet"]');
 
   // Killed without a goodbye: offline on the page within the bound.

@@ -10,6 +10,7 @@ mod broker_config;
 mod demo;
 mod keys;
 mod nodes;
+mod report;
 mod serve;
 mod status;
 mod submit;
@@ -77,6 +78,9 @@ enum Command {
     Keys(keys::Args),
     /// Node keys: list the approved and the waiting ones, approve or revoke one.
     Nodes(nodes::Args),
+    /// Write a self-contained HTML report (fleet, throughput, task profiles,
+    /// bottlenecks) from a running coordinator's HTTP API.
+    Report(report::Args),
     /// Print the default config with every key documented.
     PrintDefaultConfig,
 }
@@ -98,6 +102,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(a) => demo::run(&a),
         Command::Keys(a) => keys::run(a),
         Command::Nodes(a) => nodes::run(&a),
+        Command::Report(a) => report::run(&a),
     };
     match res {
         Ok(code) | Err(code) => code,

@@ -19,9 +19,17 @@ pub struct DispatchCounters {
     pub breaker_opened: u64,
     pub panic_mode: u64,
     pub restored: u64,
+    /// Ended tasks left out of the task profiles (more than a second's worth waiting).
+    pub profile_samples_dropped: u64,
 }
 
 impl DispatchCounters {
+    /// Every counter by its status name (for tests outside the dispatcher).
+    #[cfg(test)]
+    pub fn named_for_tests(&self) -> Vec<(&'static str, u64)> {
+        self.named(0, 0)
+    }
+
     /// By their status names, with the two gauges the task table gives.
     pub(super) fn named(&self, in_flight: usize, waiting: usize) -> Vec<(&'static str, u64)> {
         let c = self;
@@ -47,6 +55,7 @@ impl DispatchCounters {
             ("breakers_opened_total", c.breaker_opened),
             ("placement_panic_mode_total", c.panic_mode),
             ("tasks_restored_total", c.restored),
+            ("profile_samples_dropped_total", c.profile_samples_dropped),
         ]
     }
 }

@@ -15,6 +15,7 @@ use super::{short, DeadLetter, Dispatcher, Out};
 use crate::breaker::BreakerState;
 use crate::journal::{Op as JournalOp, Record};
 use crate::placement::Strategy;
+use crate::profiles::TaskSample;
 
 fn valid_reply_topic(t: &str) -> bool {
     !t.is_empty() && t.len() <= 256 && !t.contains(['+', '#', '\0']) && !t.starts_with('$')
@@ -177,6 +178,17 @@ impl Dispatcher {
             }
         }
         let at_ms = self.wall_ms();
+        if let Out::Reply { result, .. } = &out {
+            // The coordinator's own verdicts (refused, dead-lettered) belong to no node.
+            let node = if result.node == self.coordinator {
+                ""
+            } else {
+                result.node.as_str()
+            };
+            if let Some(s) = TaskSample::new(&kind, node, &result.outcome, t.submitted_ms, at_ms) {
+                self.sample_finished(s);
+            }
+        }
         self.history.remember(id, &kind, out.clone(), at_ms);
         (!journaled).then_some(out)
     }

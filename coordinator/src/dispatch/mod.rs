@@ -27,6 +27,8 @@
 use std::time::Duration;
 
 use fog_proto::TaskSummary;
+
+use crate::profiles::TaskSample;
 use fog_proto::{codec, NodeId, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmissions};
 use tokio::time::Instant;
 
@@ -129,6 +131,8 @@ pub struct Dispatcher {
     /// Durable-state writes the service hands to the journal after each call.
     pub journal: Vec<JournalOp>,
     pub counters: DispatchCounters,
+    /// Tasks that ended since the service last took them, for the task profiles.
+    finished: std::collections::VecDeque<TaskSample>,
 }
 
 impl Default for Dispatcher {
@@ -158,6 +162,7 @@ impl Dispatcher {
             gate: Gate::default(),
             journal: Vec::new(),
             counters: DispatchCounters::default(),
+            finished: Default::default(),
         }
     }
 
@@ -195,6 +200,23 @@ impl Dispatcher {
     /// Tasks that ran out of attempts, oldest first.
     pub fn dead_letters(&self) -> impl Iterator<Item = &DeadLetter> {
         self.history.dead_letters()
+    }
+
+    /// Most samples held between two takes (a second's worth at 100,000 tasks/s);
+    /// beyond it the oldest go, counted.
+    pub const MAX_FINISHED: usize = 100_000;
+
+    fn sample_finished(&mut self, s: TaskSample) {
+        if self.finished.len() >= Self::MAX_FINISHED {
+            self.finished.pop_front();
+            self.counters.profile_samples_dropped += 1;
+        }
+        self.finished.push_back(s);
+    }
+
+    /// The tasks that ended since the last call, for the task profiles.
+    pub fn take_finished(&mut self) -> Vec<TaskSample> {
+        self.finished.drain(..).collect()
     }
 
     /// Running (oldest first), recent and dead-lettered (newest first) tasks, at most

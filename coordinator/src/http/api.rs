@@ -217,6 +217,18 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError
         .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))
 }
 
+/// `GET /api/v1/profiles[?since_secs=N]`: per kind and per kind and node over the
+/// last hour (or N seconds of it), and the bottlenecks.
+pub async fn profiles(State(s): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::parse(q.as_deref(), &["since_secs"])?;
+    let since = p.number("since_secs", 3600, 1, 3600)?;
+    let v = s.view();
+    let report = v
+        .profiles()
+        .report_over(now_ms(), &v.nodes, since as u64 * 1000);
+    Ok(json(&report))
+}
+
 /// `GET /api/v1/scaling`: the current advice (`null` before there is one).
 pub async fn scaling(State(s): St) -> Response {
     let v = s.view();

@@ -23,6 +23,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::Shared;
+use crate::profiles::{Histogram, KindTotals, Report, BUCKETS};
 use crate::view::{JournalHealth, View};
 
 /// A node silent for this long has no series at all (until it is heard from again).
@@ -62,8 +63,12 @@ struct Fleet {
 
 impl Collector for Fleet {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Declared before the families, which borrow their labels from them.
+        let profiles = self.view.profiles();
+        let report = profiles.report(self.now_ms, &self.view.nodes);
         let mut f = Families::default();
         coordinator_series(&mut f, &self.view);
+        task_series(&mut f, profiles.totals(), &report);
         let forget_ms = FORGET_SERIES_AFTER.as_millis() as u64;
         for n in &self.view.nodes {
             if n.last_seen_ms.saturating_add(forget_ms) < self.now_ms {
@@ -88,6 +93,8 @@ type Labels<'a> = Vec<(&'static str, &'a str)>;
 enum Value {
     Gauge(f64),
     Counter(f64),
+    /// Non-cumulative bucket counts (the encoder sums them), sum, count.
+    Histogram(Vec<(f64, u64)>, f64, u64),
 }
 
 struct Family<'a> {
@@ -153,12 +160,17 @@ impl<'a> Families<'a> {
         for fam in &self.list {
             let ty = match fam.samples.first() {
                 Some((_, Value::Counter(_))) => MetricType::Counter,
+                Some((_, Value::Histogram(..))) => MetricType::Histogram,
                 _ => MetricType::Gauge,
             };
             let mut m = encoder.encode_descriptor(&fam.name, &fam.help, None, ty)?;
             for (labels, v) in &fam.samples {
                 let mut e = m.encode_family(labels)?;
                 // Whole numbers without the ".0" (most of them: bytes, counts).
+                if let Value::Histogram(buckets, sum, count) = v {
+                    e.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+                    continue;
+                }
                 match (v, whole(v.get())) {
                     (Value::Gauge(_), Some(i)) => e.encode_gauge(&i)?,
                     (Value::Gauge(g), None) => e.encode_gauge(g)?,
@@ -166,6 +178,7 @@ impl<'a> Families<'a> {
                         e.encode_counter::<NoLabelSet, _, u64>(&(i as u64), None)?
                     }
                     (Value::Counter(c), None) => e.encode_counter::<NoLabelSet, _, u64>(c, None)?,
+                    (Value::Histogram(..), _) => {}
                 }
             }
         }
@@ -177,6 +190,7 @@ impl Value {
     fn get(&self) -> f64 {
         match self {
             Value::Gauge(v) | Value::Counter(v) => *v,
+            Value::Histogram(..) => f64::NAN,
         }
     }
 }
@@ -192,6 +206,66 @@ fn flag(b: bool) -> f64 {
         1.0
     } else {
         0.0
+    }
+}
+
+/// Tasks by kind since start (outcome counts, run time and latency histograms), and
+/// what the profiles flag.
+fn task_series<'a>(
+    f: &mut Families<'a>,
+    totals: &'a std::collections::BTreeMap<String, KindTotals>,
+    report: &'a Report,
+) {
+    let buckets = |h: &Histogram| -> Vec<(f64, u64)> {
+        BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(h.counts.iter().copied())
+            .collect()
+    };
+    for (kind, t) in totals {
+        for (ended, n) in &t.ended {
+            f.counter(
+                "fog_tasks_finished",
+                "Tasks that ended, by kind and outcome (completed, failed, timed_out, rejected).",
+                vec![("kind", kind.as_str()), ("outcome", ended.as_str())],
+                *n as f64,
+            );
+        }
+        f.push(
+            "fog_task_duration_seconds",
+            "How long tasks ran on their node, as the agent measured, by kind.",
+            vec![("kind", kind.as_str())],
+            Value::Histogram(buckets(&t.duration), t.duration.sum_secs, t.duration.count),
+        );
+        f.push(
+            "fog_task_latency_seconds",
+            "From a task's submission to its result at the coordinator, by kind.",
+            vec![("kind", kind.as_str())],
+            Value::Histogram(buckets(&t.latency), t.latency.sum_secs, t.latency.count),
+        );
+    }
+    for b in &report.bottlenecks {
+        let labels = vec![
+            ("what", b.what),
+            ("kind", b.kind.as_deref().unwrap_or("")),
+            ("node", b.node.as_deref().unwrap_or("")),
+        ];
+        f.gauge(
+            "fog_task_bottleneck",
+            "What the task profiles flag over the last hour (value 1): node_saturated, p95_rising, slow_node.",
+            labels,
+            1.0,
+        );
+    }
+    for p in &report.kinds {
+        f.gauge(
+            "fog_task_profile_p95_seconds",
+            "The 95th percentile of a kind's run time over the last hour.",
+            vec![("kind", p.kind.as_str())],
+            f64::from(p.p95_ms) / 1000.0,
+        );
     }
 }
 
@@ -554,6 +628,12 @@ mod tests {
             "fog_coordinator_tasks_waiting 1",
             "fog_coordinator_journal_up 1",
             "fog_coordinator_nodes{state=\"offline\"} 1",
+            "# TYPE fog_task_duration_seconds histogram",
+            "fog_task_duration_seconds_bucket{kind=\"echo\",le=\"0.005\"} 2",
+            "fog_task_duration_seconds_bucket{kind=\"echo\",le=\"+Inf\"} 3",
+            "fog_task_duration_seconds_count{kind=\"echo\"} 3",
+            "fog_tasks_finished_total{kind=\"echo\",outcome=\"completed\"} 2",
+            "fog_tasks_finished_total{kind=\"echo\",outcome=\"failed\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
         }
@@ -605,5 +685,69 @@ mod tests {
             out.status.success() && said.trim().is_empty(),
             "promtool: {said}\n{text}"
         );
+    }
+}
+
+/// The Grafana dashboard in docs/grafana/ uses only metrics this module exports.
+#[cfg(test)]
+mod dashboard {
+    use std::sync::Arc;
+
+    #[test]
+    fn every_metric_the_dashboard_queries_is_exported() {
+        // Every kind of series present: a saturated node (a bottleneck), a network
+        // interface and power flags in a reading, the dispatcher's counters.
+        let mut v = crate::http::tests::fleet_view();
+        v.status.nodes[0].cpu_pct = Some(95.0);
+        let d = v
+            .details
+            .values_mut()
+            .next()
+            .expect("a node with a reading");
+        let mut r = (**d.reading.as_ref().expect("a reading")).clone();
+        r.cpu.total_pct = Some(50.0);
+        r.networks.push(fog_proto::Network {
+            interface: "eth0".into(),
+            ..Default::default()
+        });
+        r.power = Some(fog_proto::Power {
+            under_voltage_now: Some(false),
+            throttled_now: Some(false),
+            ..Default::default()
+        });
+        d.reading = Some(Arc::new(r));
+        for (name, n) in crate::dispatch::DispatchCounters::default().named_for_tests() {
+            v.status.counters.insert(name.to_owned(), n);
+        }
+        let text = super::render(&Arc::new(v), fog_rt::clock::now_ms());
+        let families: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/grafana/fog.json"))
+                .expect("the dashboard is JSON");
+        let mut queried = 0;
+        for panel in dash["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("an expression");
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("fog_"))
+                {
+                    let family = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(f)))
+                        .unwrap_or(name);
+                    assert!(
+                        families.contains(family),
+                        "the dashboard queries {name}, which /metrics does not export"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= 20, "{queried}");
     }
 }

@@ -69,7 +69,7 @@ impl Shared {
 }
 
 /// Every path served (the OpenAPI document is tested against this list).
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 13] = [
     "/api/v1/health",
     "/api/v1/nodes",
     "/api/v1/nodes/:node",
@@ -78,6 +78,7 @@ pub const ROUTES: [&str; 12] = [
     "/api/v1/tasks",
     "/api/v1/tasks/:id",
     "/api/v1/scaling",
+    "/api/v1/profiles",
     "/api/v1/events",
     "/api/v1/openapi.json",
     "/metrics",
@@ -86,7 +87,7 @@ pub const ROUTES: [&str; 12] = [
 
 /// The routes, on `shared`.
 pub fn router(shared: Shared) -> Router {
-    let [health, nodes, node, node_history, fleet_history, tasks, task, scaling, events, openapi, prometheus, page] =
+    let [health, nodes, node, node_history, fleet_history, tasks, task, scaling, profiles, events, openapi, prometheus, page] =
         ROUTES;
     Router::new()
         .route(health, get(api::health))
@@ -97,6 +98,7 @@ pub fn router(shared: Shared) -> Router {
         .route(tasks, get(api::tasks))
         .route(task, get(api::task))
         .route(scaling, get(api::scaling))
+        .route(profiles, get(api::profiles))
         .route(events, get(console::events))
         .route(openapi, get(api::openapi))
         .route(prometheus, get(metrics::handler))

@@ -136,7 +136,8 @@ pub(crate) fn fleet_view() -> View {
             },
         );
     }
-    View {
+    let profiles = crate::profiles::Profiles::default();
+    let view = View {
         status,
         details,
         health: Health {
@@ -145,7 +146,34 @@ pub(crate) fn fleet_view() -> View {
             in_flight: 3,
         },
         trends: Default::default(),
+        profiles: Arc::new(std::sync::RwLock::new(profiles)),
+    };
+    // Two echoes ran on pi-1, one failed on pi-2.
+    let now = fog_rt::clock::now_ms();
+    let ran = fog_proto::Outcome::Completed {
+        output: Default::default(),
+        truncated: false,
+        exit_code: Some(0),
+        duration_ms: 3,
+        cpu_ms: 1,
+        peak_rss_bytes: 1 << 20,
+        from_cache: false,
+    };
+    let failed = fog_proto::Outcome::Failed {
+        error: "exit 1".into(),
+        retryable: false,
+        exit_code: Some(1),
+        duration_ms: 40,
+    };
+    {
+        let mut p = view.profiles.write().expect("not poisoned");
+        for (node, o) in [("pi-1", &ran), ("pi-1", &ran), ("pi-2", &failed)] {
+            let s =
+                crate::profiles::TaskSample::new("echo", node, o, now - 10, now).expect("an end");
+            p.record(&s);
+        }
     }
+    view
 }
 
 struct Api {

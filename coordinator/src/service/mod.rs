@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fog_proto::{
-    codec, CoordinatorStatus, Encoding, NodeHealth, NodeId, NodeTopic, ParsedTopic, Topics,
-    STATUS_TASKS_MAX,
+    codec, CoordinatorStatus, Encoding, NodeId, NodeTopic, ParsedTopic, Topics, STATUS_TASKS_MAX,
 };
 use fog_rt::clock::now_ms;
 use fog_rt::sdnotify::Notifier;
@@ -19,17 +18,21 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::Batcher;
-use crate::breaker::BreakerState;
 use crate::clients::Gate;
 use crate::config::CoordinatorConfig;
 use crate::dispatch::{Dispatcher, Out};
 use crate::home_assistant::HomeAssistant;
 use crate::journal::{Durable, Journal, JournalConfig};
+use crate::profiles::Profiles;
 use crate::registry::Registry;
 use crate::scaling::Scaler;
 use crate::signing::Posture;
 use crate::trends::Trends;
 use crate::view::{Health, JournalHealth, View};
+
+mod snapshot;
+pub use snapshot::{empty_snapshot, Snapshot};
+use snapshot::{publish_home_assistant, status};
 
 /// How stale the in-process view may be, when statuses are published less often.
 const VIEW_EVERY: Duration = Duration::from_secs(1);
@@ -55,98 +58,6 @@ pub enum ServeError {
     NodeKeys(#[from] crate::identity::store::StoreError),
     #[error("the coordinator's signing key: {0}")]
     Key(#[from] fog_rt::keys::KeyError),
-}
-
-/// Latest snapshot, for in-process viewers (the demo, the HTTP API).
-pub type Snapshot = Arc<View>;
-
-/// The snapshot before the first one is published.
-pub fn empty_snapshot() -> Snapshot {
-    Arc::new(View {
-        status: empty_status(),
-        details: Default::default(),
-        health: Health::default(),
-        trends: Default::default(),
-    })
-}
-
-fn empty_status() -> CoordinatorStatus {
-    CoordinatorStatus {
-        online: false,
-        at_ms: 0,
-        version: String::new(),
-        reason: String::new(),
-        nodes: Vec::new(),
-        counters: Default::default(),
-        running: Vec::new(),
-        recent: Vec::new(),
-        dead: Vec::new(),
-        scaling: None,
-        signing_key: String::new(),
-        warnings: Vec::new(),
-    }
-}
-
-/// The coordinator's status, with at most `tasks_max` tasks per list.
-fn status(
-    registry: &Registry,
-    dispatch: &Dispatcher,
-    posture: &Posture,
-    online: bool,
-    reason: &str,
-    tasks_max: usize,
-) -> CoordinatorStatus {
-    let mut counters = registry.counters();
-    counters.extend(
-        dispatch
-            .counters_map()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v)),
-    );
-    let mut nodes = if online {
-        registry.summaries()
-    } else {
-        Vec::new()
-    };
-    // Both lists are sorted by node id; walk them together.
-    let placements = dispatch.node_placements(Instant::now());
-    let mut p = placements.iter().peekable();
-    for n in &mut nodes {
-        while p.peek().is_some_and(|x| x.node < n.node) {
-            p.next();
-        }
-        if let Some(x) = p.peek().filter(|x| x.node == n.node) {
-            n.in_flight = x.in_flight;
-            n.breaker = x.breaker.as_str().to_owned();
-            n.latency_ms = x.latency_ms as f32;
-            if n.health == NodeHealth::Healthy {
-                if x.breaker != BreakerState::Closed {
-                    n.health = NodeHealth::Unhealthy;
-                } else if x.degraded {
-                    n.health = NodeHealth::Degraded;
-                }
-            }
-        }
-    }
-    let (running, recent, dead) = if online {
-        dispatch.task_lists(tasks_max)
-    } else {
-        Default::default()
-    };
-    CoordinatorStatus {
-        online,
-        at_ms: now_ms(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        reason: reason.to_owned(),
-        nodes,
-        counters,
-        running,
-        recent,
-        dead,
-        scaling: None,
-        signing_key: posture.signing_key.clone(),
-        warnings: posture.warnings.clone(),
-    }
 }
 
 /// After start and after every (re)subscription, how long a task whose kind no known
@@ -263,6 +174,8 @@ struct Server {
     home_assistant: Option<(HomeAssistant, String)>,
     /// The console's charts, fed from every view.
     trends: Arc<std::sync::RwLock<Trends>>,
+    /// The task profiles, fed from the dispatcher's finished tasks with every view.
+    profiles: Arc<std::sync::RwLock<Profiles>>,
 }
 
 impl Server {
@@ -347,6 +260,7 @@ impl Server {
             view,
             home_assistant,
             trends: Default::default(),
+            profiles: Default::default(),
         };
         Ok((server, accepted_rx))
     }
@@ -582,7 +496,16 @@ impl Server {
                 in_flight: self.dispatch.in_flight(),
             },
             trends: self.trends.clone(),
+            profiles: self.profiles.clone(),
         };
+        let finished = self.dispatch.take_finished();
+        {
+            let mut p = self.profiles.write().unwrap_or_else(|e| e.into_inner());
+            for s in &finished {
+                p.record(s);
+            }
+            p.expire(now_ms());
+        }
         crate::view::observe(
             &mut self.trends.write().unwrap_or_else(|e| e.into_inner()),
             &view,
@@ -641,25 +564,6 @@ impl Server {
         let goodbye = retained(&self.status_topic, codec::encode(&last, self.enc)?);
         self.link.close(Some(goodbye), Duration::from_secs(3)).await;
         Ok(())
-    }
-}
-
-/// What Home Assistant discovery has to say, paced, until the link's queue is full
-/// (the rest waits, in order, for the next second).
-fn publish_home_assistant(ha: &mut HomeAssistant, link: &Link) {
-    let batch: Vec<_> = ha.drain().collect();
-    let mut it = batch.into_iter();
-    while let Some(m) = it.next() {
-        if link
-            .publish(&m.topic, m.payload.clone(), Qos::AtLeastOnce, m.retain)
-            .is_err()
-        {
-            let rest: Vec<_> = std::iter::once(m).chain(it).collect();
-            for m in rest.into_iter().rev() {
-                ha.retry(m);
-            }
-            break;
-        }
     }
 }
 
