@@ -11,7 +11,10 @@
 #
 #   scripts/browser-test.sh
 #
-# Needs chromium, node and npm (apt-get install chromium nodejs npm).
+# Then, over the same API: an unsigned drain is refused (401), a signed one keeps
+# new tasks off its node, and `fog-coordinator report` writes the HTML report.
+#
+# Needs chromium, node, npm and curl (apt-get install chromium nodejs npm curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes=${NODES:-3}
@@ -60,6 +63,21 @@ if ! CONSOLE_URL="http://127.0.0.1:$http/" VICTIM=pi-1 VICTIM_PID=${agent_pids[0
     exit 1
 fi
 cat "$work/results.json"
+# Drain over the real API: refused unsigned; signed (the bench client's key), pi-2
+# takes nothing new while 100 more tasks run; undrained, it takes tasks again.
+api="http://127.0.0.1:$http"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$api/api/v1/nodes/pi-2/drain")
+[ "$code" = 401 ] || { echo "browser-test: an unsigned drain got HTTP $code, not 401" >&2; exit 1; }
+on_pi2() { curl -s "$api/api/v1/tasks?node=pi-2&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])'; }
+"$bin/fog-coordinator" drain pi-2 --config "$work/coordinator.toml" --url "$api"
+before=$(on_pi2)
+"$bin/fog-coordinator" bench --config "$work/coordinator.toml" --tasks 100 --concurrency 8 --kind echo --payload-bytes 16 >/dev/null 2>&1
+sleep 1.5
+after=$(on_pi2)
+[ "$before" = "$after" ] || { echo "browser-test: a drained node took tasks ($before then $after)" >&2; exit 1; }
+"$bin/fog-coordinator" drain pi-2 --undo --config "$work/coordinator.toml" --url "$api"
+echo "drain: pi-2 took none of 100 tasks while drained"
+
 # The HTML report from the same coordinator: self-contained, with the profiles.
 "$bin/fog-coordinator" report --html "$out/report.html" --url "http://127.0.0.1:$http" --since 30m
 grep -q '<td>echo</td>' "$out/report.html" || { echo "browser-test: the report has no profile of echo" >&2; exit 1; }

@@ -112,6 +112,7 @@ fn fleet(nodes: usize) -> Arc<View> {
         },
         trends: Default::default(),
         profiles: Default::default(),
+        drained: Default::default(),
     })
 }
 

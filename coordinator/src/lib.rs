@@ -39,6 +39,7 @@ pub mod broker;
 pub mod client;
 pub mod clients;
 pub mod config;
+pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod dispatch;

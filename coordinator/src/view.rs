@@ -26,6 +26,8 @@ pub struct View {
     pub trends: Arc<RwLock<Trends>>,
     /// The task profiles: a live handle too.
     pub profiles: Arc<RwLock<Profiles>>,
+    /// Nodes an operator drained (nothing new is placed there).
+    pub drained: std::collections::BTreeSet<NodeId>,
 }
 
 impl View {

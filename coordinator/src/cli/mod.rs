@@ -8,6 +8,8 @@ mod bench;
 mod broker;
 mod broker_config;
 mod demo;
+mod drain;
+mod http;
 mod keys;
 mod nodes;
 mod report;
@@ -78,6 +80,9 @@ enum Command {
     Keys(keys::Args),
     /// Node keys: list the approved and the waiting ones, approve or revoke one.
     Nodes(nodes::Args),
+    /// Drain a node (place nothing new there; what runs finishes), or `--undo`, through
+    /// the coordinator's HTTP API, signed with a client key.
+    Drain(drain::Args),
     /// Write a self-contained HTML report (fleet, throughput, task profiles,
     /// bottlenecks) from a running coordinator's HTTP API.
     Report(report::Args),
@@ -103,6 +108,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys(a) => keys::run(a),
         Command::Nodes(a) => nodes::run(&a),
         Command::Report(a) => report::run(&a),
+        Command::Drain(a) => drain::run(&a),
     };
     match res {
         Ok(code) | Err(code) => code,

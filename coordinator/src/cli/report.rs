@@ -2,15 +2,12 @@
 //! and the bottlenecks in one self-contained HTML file, from a running coordinator's
 //! HTTP API (plain HTTP: its listener, on loopback by default).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use fog_coordinator::report::{html, Inputs};
-use serde_json::Value;
 
+use super::http::{authority, get};
 use super::{failure, usage};
 
 #[derive(clap::Args)]
@@ -44,56 +41,6 @@ fn since_secs(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(secs)
-}
-
-/// `host:port` of an `http://` URL.
-fn authority(url: &str) -> Result<&str, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--url {url:?}: only http:// (the coordinator's own listener)"))?;
-    Ok(rest.trim_end_matches('/'))
-}
-
-/// `GET path` over a fresh connection; the JSON body of a 200 (or of a 503, if
-/// `unwell_too`: the health endpoint's answer when a part is not well).
-fn get(host: &str, path: &str, unwell_too: bool) -> Result<Value, String> {
-    let mut s = TcpStream::connect(host).map_err(|e| format!("connecting to {host}: {e}"))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n\r\n")
-        .map_err(|e| format!("asking {host}{path}: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("reading {host}{path}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{host}{path}: not an HTTP answer"))?;
-    let code = head.split(' ').nth(1).unwrap_or("?");
-    if code != "200" && !(unwell_too && code == "503") {
-        return Err(format!("{host}{path}: HTTP {code}: {}", body.trim()));
-    }
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)?
-    } else {
-        body.to_owned()
-    };
-    serde_json::from_str(&body).map_err(|e| format!("{host}{path}: not JSON: {e}"))
-}
-
-fn dechunk(mut body: &str) -> Result<String, String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n").ok_or("a truncated chunked body")?;
-        let n = usize::from_str_radix(size.trim(), 16).map_err(|_| "a bad chunk size")?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.push_str(rest.get(..n).ok_or("a truncated chunk")?);
-        body = rest.get(n + 2..).ok_or("a truncated chunk")?;
-    }
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
@@ -138,7 +85,7 @@ fn humantime_now() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{authority, dechunk, since_secs};
+    use super::since_secs;
 
     #[test]
     fn arguments_are_checked() {
@@ -148,12 +95,5 @@ mod tests {
         for bad in ["2h", "0m", "h", "5d", "-1m", ""] {
             assert!(since_secs(bad).is_err(), "{bad}");
         }
-        assert_eq!(authority("http://127.0.0.1:9464/"), Ok("127.0.0.1:9464"));
-        assert!(authority("https://x").is_err());
-        assert_eq!(
-            dechunk("5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n").as_deref(),
-            Ok("hello!")
-        );
-        assert!(dechunk("9\r\nhi\r\n").is_err());
     }
 }

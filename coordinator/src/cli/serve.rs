@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fog_coordinator::http::HttpServer;
+use fog_coordinator::http::{Control, HttpServer};
 use fog_coordinator::{broker::EmbeddedBroker, service};
 use fog_rt::broker::BrokerConfig;
 use tokio_util::sync::CancellationToken;
@@ -52,14 +52,23 @@ pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
         let (view, view_rx) = tokio::sync::watch::channel(service::empty_snapshot());
         // Bound before serving, so a port in use fails the start (exit 1) instead of
         // leaving a coordinator without the API its operator expects.
+        // Commands from the API's signed requests (drain) to the main loop.
+        let mut commands = None;
         if let Some(addr) = cfg.http_listen {
             let http = HttpServer::bind(addr).await.map_err(|e| failure(&e))?;
-            tokio::spawn(http.serve(view_rx, shutdown.clone()));
+            let (tx, rx) = fog_coordinator::control::channel();
+            let control = Control::new(
+                cfg.security.clients.clone(),
+                cfg.security.max_clock_skew,
+                tx,
+            );
+            tokio::spawn(http.serve_with_control(view_rx, control, shutdown.clone()));
+            commands = Some(rx);
         }
         // READY/STATUS/WATCHDOG/STOPPING for the systemd unit (Type=notify); a
         // no-op when not started by systemd.
         let notifier = fog_rt::sdnotify::Notifier::from_env();
-        service::serve_with(cfg, shutdown, view, notifier)
+        service::serve_with(cfg, shutdown, view, notifier, commands)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "fog-coordinator stopped");

@@ -70,6 +70,11 @@ impl Signer {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The `Authorization` header of an HTTP API request (see `crate::http::auth`).
+    pub fn http_authorization(&self, method: &str, path: &str, at_ms: u64, body: &[u8]) -> String {
+        crate::http::auth::authorization(&self.name, &self.key, method, path, at_ms, body)
+    }
 }
 
 /// A connected client with its own reply topic.

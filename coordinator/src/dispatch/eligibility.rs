@@ -3,7 +3,7 @@
 //! offline) and its breaker is closed; a half-open one may take one probe. If more
 //! than half of the capable nodes have open breakers, breakers are ignored for that
 //! kind (Envoy's panic threshold), so a fleet-wide problem does not turn into a
-//! fleet-wide outage. Cached per kind until the node view's generation moves.
+//! fleet-wide outage. A drained node takes nothing new (its tasks finish there). Cached per kind until the node view's generation moves.
 
 use std::collections::HashMap;
 
@@ -26,6 +26,8 @@ pub(super) struct KindSet {
     pub(super) suspect: usize,
     /// Capable nodes with an open or half-open breaker.
     pub(super) open: usize,
+    /// Capable nodes an operator drained: they take nothing new, tasks wait.
+    pub(super) drained: usize,
 }
 
 #[derive(Default)]
@@ -74,6 +76,11 @@ fn build(
         if !s.kinds.iter().any(|k| k == kind) {
             continue;
         }
+        if s.drained && s.state != NodeState::Offline {
+            set.capable += 1;
+            set.drained += 1;
+            continue;
+        }
         match s.state {
             NodeState::Offline => continue,
             NodeState::Suspect => {
@@ -96,7 +103,7 @@ fn build(
             }
         }
     }
-    let online = set.capable - set.suspect;
+    let online = set.capable - set.suspect - set.drained;
     if set.open > 0 && set.open * 2 > online {
         // Panic threshold: too much of the fleet is ejected; balance across all.
         *panic_mode += 1;

@@ -31,6 +31,7 @@ enum Choice {
         capable: usize,
         suspect: usize,
         open: usize,
+        drained: usize,
         unmet: Option<String>,
     },
 }
@@ -201,8 +202,9 @@ impl Dispatcher {
                 capable,
                 suspect,
                 open,
+                drained,
                 unmet,
-            } => self.no_node(id, now, capable, suspect, open, unmet),
+            } => self.no_node(id, now, [capable, suspect, open, drained], unmet),
         }
     }
 
@@ -256,7 +258,7 @@ impl Dispatcher {
             .as_ref()
             .filter(|_| eligible.is_empty() && !set.eligible.is_empty())
             .map(|r| r.to_string());
-        let (capable, suspect, open) = (set.capable, set.suspect, set.open);
+        let (capable, suspect, open, drained) = (set.capable, set.suspect, set.open, set.drained);
         let ask = Ask {
             kind: &kind,
             strategy,
@@ -270,6 +272,7 @@ impl Dispatcher {
                 capable,
                 suspect,
                 open,
+                drained,
                 unmet,
             },
         })
@@ -277,15 +280,15 @@ impl Dispatcher {
 
     /// No node for waiting task `id` now: refuse it if no node runs the kind (after
     /// the warm-up) or it has waited `max_wait`, else look again shortly.
+    /// `counts`: nodes that run the kind, suspect, with an open breaker, drained.
     fn no_node(
         &mut self,
         id: &str,
         now: Instant,
-        capable: usize,
-        suspect: usize,
-        open: usize,
+        counts: [usize; 4],
         unmet: Option<String>,
     ) -> Option<Out> {
+        let [capable, suspect, open, drained] = counts;
         let t = self.table.get(id)?;
         let (kind, attempt) = (short(&t.sub.kind), t.attempt);
         let Where::Waiting { since } = t.at() else {
@@ -302,7 +305,7 @@ impl Dispatcher {
             )
         } else if waited_out {
             format!(
-                "no eligible node for kind {kind:?} within {max_wait:.0}s: {capable} run it, {suspect} suspect, {open} with an open breaker"
+                "no eligible node for kind {kind:?} within {max_wait:.0}s: {capable} run it, {suspect} suspect, {open} with an open breaker, {drained} drained"
             )
         } else {
             // Wait and look again.

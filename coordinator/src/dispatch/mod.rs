@@ -202,6 +202,17 @@ impl Dispatcher {
         self.history.dead_letters()
     }
 
+    /// Drain `node` (place nothing new there; what runs there finishes) or undrain
+    /// it. Whether that changed anything.
+    pub fn set_drained(&mut self, node: &NodeId, drained: bool) -> bool {
+        self.nodes.set_drained(node, drained)
+    }
+
+    /// The drained nodes.
+    pub fn drained(&self) -> &std::collections::BTreeSet<NodeId> {
+        self.nodes.drained()
+    }
+
     /// Most samples held between two takes (a second's worth at 100,000 tasks/s);
     /// beyond it the oldest go, counted.
     pub const MAX_FINISHED: usize = 100_000;

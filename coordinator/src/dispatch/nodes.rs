@@ -31,6 +31,8 @@ pub(super) struct Slot {
     free_memory: Option<u64>,
     /// The `cost` label (cost-aware placement): 0 without one.
     cost: f64,
+    /// An operator drained it: no new task goes there.
+    pub(super) drained: bool,
 }
 
 impl Slot {
@@ -42,6 +44,7 @@ impl Slot {
             state,
             kinds: Vec::new(),
             degraded: false,
+            drained: false,
             arch: String::new(),
             labels: BTreeMap::new(),
             free_memory: None,
@@ -153,6 +156,8 @@ pub(super) struct NodeView {
     last_weights: Option<Instant>,
     kind_times: HashMap<String, KindTimes>,
     placer: Placer,
+    /// Drained nodes, also those without a slot yet (they get the flag with one).
+    drained: std::collections::BTreeSet<NodeId>,
 }
 
 impl NodeView {
@@ -168,7 +173,28 @@ impl NodeView {
             last_weights: None,
             kind_times: HashMap::new(),
             placer: Placer::with_seed(seed),
+            drained: Default::default(),
         }
+    }
+
+    /// Drain `id` (no new task goes there) or undrain it; whether that changed it.
+    pub(super) fn set_drained(&mut self, id: &NodeId, drained: bool) -> bool {
+        let changed = if drained {
+            self.drained.insert(id.clone())
+        } else {
+            self.drained.remove(id)
+        };
+        if let Some(&slot) = self.slot_of.get(id) {
+            self.slots[slot].drained = drained;
+        }
+        if changed {
+            self.generation += 1;
+        }
+        changed
+    }
+
+    pub(super) fn drained(&self) -> &std::collections::BTreeSet<NodeId> {
+        &self.drained
     }
 
     /// Whether the registry changed since the last sync.
@@ -221,7 +247,9 @@ impl NodeView {
         if let Some(&s) = self.slot_of.get(id) {
             return s;
         }
-        self.slots.push(Slot::new(id, state));
+        let mut new = Slot::new(id, state);
+        new.drained = self.drained.contains(id);
+        self.slots.push(new);
         self.loads.push(NodeLoad::default());
         self.costs.push(0.0);
         let slot = self.slots.len() - 1;

@@ -565,3 +565,40 @@ fn cost_aware_places_on_the_cheapest_node_by_its_cost_label_until_it_is_busy() {
         "the readable ones at their bound: the unreadable one"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_node_takes_nothing_new_and_tasks_wait_for_an_undrained_one() {
+    let r = registry(&["a", "b"]);
+    let mut d = rr();
+    let a = NodeId::new("a").expect("valid");
+    let b = NodeId::new("b").expect("valid");
+    assert!(d.set_drained(&a, true), "drained");
+    assert!(!d.set_drained(&a, true), "already");
+    let placed: Vec<String> = (0..4)
+        .flat_map(|i| assigned(&d.on_submit(&r, &submit(&format!("t{i}"), "echo"), now())))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(placed, ["b", "b", "b", "b"], "only on the node not drained");
+    // Both drained: a task waits (nothing is refused while a drain may be lifted)...
+    d.set_drained(&b, true);
+    assert!(
+        d.on_submit(&r, &submit("w", "echo"), now()).is_empty(),
+        "waits"
+    );
+    // ...and goes as soon as one is undrained.
+    d.set_drained(&a, false);
+    let out = d.tick(&r, now() + Duration::from_millis(50));
+    assert_eq!(assigned(&out), [("a".to_owned(), 1)], "{out:?}");
+    // Waiting out max_wait with every node drained says why.
+    d.set_drained(&a, true);
+    assert!(d.on_submit(&r, &submit("late", "echo"), now()).is_empty());
+    let out = d.tick(&r, now() + Duration::from_secs(31));
+    let refused = out.iter().find_map(|o| match o {
+        Out::Reply { result, .. } => Some(result.outcome.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(&refused, Some(Outcome::Rejected { reason, .. }) if reason.contains("2 drained")),
+        "{refused:?}"
+    );
+}

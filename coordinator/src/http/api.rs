@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use fog_proto::{NodeSummary, TaskSummary};
 use fog_rt::clock::now_ms;
@@ -75,6 +75,8 @@ struct NodeRow<'a> {
     #[serde(flatten)]
     summary: &'a NodeSummary,
     labels: std::collections::BTreeMap<&'a str, &'a str>,
+    /// An operator drained it (`POST /api/v1/nodes/{node}/drain`).
+    drained: bool,
 }
 
 fn row<'a>(v: &'a View, n: &'a NodeSummary) -> NodeRow<'a> {
@@ -89,7 +91,11 @@ fn row<'a>(v: &'a View, n: &'a NodeSummary) -> NodeRow<'a> {
                 .collect()
         })
         .unwrap_or_default();
-    NodeRow { summary: n, labels }
+    NodeRow {
+        summary: n,
+        labels,
+        drained: v.drained.contains(&n.node),
+    }
 }
 
 /// `GET /api/v1/nodes[?state=S][&health=H][&label=K=V ...]`
@@ -229,6 +235,82 @@ pub async fn profiles(State(s): St, RawQuery(q): RawQuery) -> Result<Response, A
     Ok(json(&report))
 }
 
+/// `POST /api/v1/nodes/{node}/drain`, signed: place nothing new on the node; what
+/// runs there finishes.
+pub async fn drain(
+    State(s): St,
+    headers: HeaderMap,
+    uri: Uri,
+    path: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    set_drained(&s, &headers, &uri, path, &body, true).await
+}
+
+/// `POST /api/v1/nodes/{node}/undrain`, signed: place on it again.
+pub async fn undrain(
+    State(s): St,
+    headers: HeaderMap,
+    uri: Uri,
+    path: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    set_drained(&s, &headers, &uri, path, &body, false).await
+}
+
+async fn set_drained(
+    s: &Shared,
+    headers: &HeaderMap,
+    uri: &Uri,
+    path: Result<Path<String>, PathRejection>,
+    body: &[u8],
+    drain: bool,
+) -> Result<Response, ApiError> {
+    let Some(control) = &s.control else {
+        return Err(ApiError::method_not_allowed(
+            "this coordinator's API is read-only (started without [clients] control)",
+        ));
+    };
+    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let client = control
+        .verifier
+        .check(headers, "POST", pq, body, now_ms())?;
+    let id = path_id(path)?;
+    let v = s.view();
+    let node = v
+        .nodes
+        .iter()
+        .find(|n| n.node.as_str() == id)
+        .ok_or_else(|| ApiError::not_found(format!("no node {id:?} is known")))?;
+    let labels = v
+        .details
+        .get(&node.node)
+        .and_then(|d| d.birth.as_ref())
+        .map(|b| b.labels.clone())
+        .unwrap_or_default();
+    super::auth::may_target(client, &id, &labels)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let busy = || ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "busy",
+        reason: "the coordinator's main loop did not take the command; try again".into(),
+    };
+    control
+        .commands
+        .try_send(crate::control::Command::Drain {
+            node: node.node.clone(),
+            drain,
+            reply,
+        })
+        .map_err(|_| busy())?;
+    let done = tokio::time::timeout(std::time::Duration::from_secs(5), answer)
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    tracing::info!(client = %client.name, node.id = %id, drain, changed = done.changed, "drain via the API");
+    Ok(json(&done))
+}
+
 /// `GET /api/v1/scaling`: the current advice (`null` before there is one).
 pub async fn scaling(State(s): St) -> Response {
     let v = s.view();
@@ -248,8 +330,10 @@ pub async fn not_found(uri: Uri) -> ApiError {
 }
 
 pub async fn method_not_allowed(uri: Uri) -> ApiError {
-    ApiError::method_not_allowed(format!(
-        "{} takes GET only (the API is read-only in this version)",
-        uri.path()
-    ))
+    let only = if uri.path().ends_with("/drain") || uri.path().ends_with("/undrain") {
+        "POST only, signed"
+    } else {
+        "GET only"
+    };
+    ApiError::method_not_allowed(format!("{} takes {only}", uri.path()))
 }

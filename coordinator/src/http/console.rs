@@ -78,6 +78,12 @@ pub fn fleet_event(v: &View) -> String {
             for a in n.notices.iter().chain(&n.degraded) {
                 alerts.push(json!([n.node.as_str(), a]));
             }
+            if v.drained.contains(&n.node) {
+                alerts.push(json!([
+                    n.node.as_str(),
+                    "drained: nothing new is placed here"
+                ]));
+            }
             if n.breaker != "closed" && !n.breaker.is_empty() {
                 alerts.push(json!([n.node.as_str(), format!("breaker {}", n.breaker)]));
             }

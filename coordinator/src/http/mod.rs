@@ -8,6 +8,7 @@
 //! makes.
 
 mod api;
+pub mod auth;
 pub mod console;
 mod error;
 pub mod metrics;
@@ -52,6 +53,27 @@ pub struct Shared {
     view: watch::Receiver<Snapshot>,
     /// Live event streams left to open (see [`console::MAX_STREAMS`]).
     streams: Arc<tokio::sync::Semaphore>,
+    /// Signed requests and the main loop they command; `None`: read-only.
+    control: Option<Arc<Control>>,
+}
+
+/// What the API needs to change something: who may sign, and the main loop's ear.
+pub struct Control {
+    verifier: auth::Verifier,
+    commands: tokio::sync::mpsc::Sender<crate::control::Command>,
+}
+
+impl Control {
+    pub fn new(
+        clients: crate::clients::Clients,
+        max_skew: Duration,
+        commands: tokio::sync::mpsc::Sender<crate::control::Command>,
+    ) -> Self {
+        Control {
+            verifier: auth::Verifier::new(clients, max_skew),
+            commands,
+        }
+    }
 }
 
 impl Shared {
@@ -59,7 +81,13 @@ impl Shared {
         Shared {
             view,
             streams: Arc::new(tokio::sync::Semaphore::new(console::MAX_STREAMS)),
+            control: None,
         }
+    }
+
+    pub fn with_control(mut self, control: Control) -> Self {
+        self.control = Some(Arc::new(control));
+        self
     }
 
     /// The latest snapshot (an `Arc` clone: the lock is held for no longer).
@@ -85,6 +113,9 @@ pub const ROUTES: [&str; 13] = [
     "/",
 ];
 
+/// Every path served to signed POSTs (docs/api.md, "Changes").
+pub const POST_ROUTES: [&str; 2] = ["/api/v1/nodes/:node/drain", "/api/v1/nodes/:node/undrain"];
+
 /// The routes, on `shared`.
 pub fn router(shared: Shared) -> Router {
     let [health, nodes, node, node_history, fleet_history, tasks, task, scaling, profiles, events, openapi, prometheus, page] =
@@ -103,6 +134,8 @@ pub fn router(shared: Shared) -> Router {
         .route(openapi, get(api::openapi))
         .route(prometheus, get(metrics::handler))
         .route(page, get(console::page))
+        .route(POST_ROUTES[0], axum::routing::post(api::drain))
+        .route(POST_ROUTES[1], axum::routing::post(api::undrain))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -135,11 +168,26 @@ impl HttpServer {
         Ok(HttpServer { listener, addr })
     }
 
-    /// Serve until `shutdown`. Accept errors (out of file descriptors, say) are
-    /// retried by axum; this returns only at shutdown.
+    /// Serve, read-only, until `shutdown`. Accept errors (out of file descriptors,
+    /// say) are retried by axum; this returns only at shutdown.
     pub async fn serve(self, view: watch::Receiver<Snapshot>, shutdown: CancellationToken) {
+        self.serve_shared(Shared::new(view), shutdown).await;
+    }
+
+    /// [`HttpServer::serve`], taking signed changes (drain) through `control`.
+    pub async fn serve_with_control(
+        self,
+        view: watch::Receiver<Snapshot>,
+        control: Control,
+        shutdown: CancellationToken,
+    ) {
+        self.serve_shared(Shared::new(view).with_control(control), shutdown)
+            .await;
+    }
+
+    async fn serve_shared(self, shared: Shared, shutdown: CancellationToken) {
         tracing::info!(addr = %self.addr, "HTTP API and /metrics serving");
-        let app = router(Shared::new(view));
+        let app = router(shared);
         let done = shutdown.clone();
         if let Err(error) = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { done.cancelled().await })

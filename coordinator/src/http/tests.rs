@@ -147,6 +147,7 @@ pub(crate) fn fleet_view() -> View {
         },
         trends: Default::default(),
         profiles: Arc::new(std::sync::RwLock::new(profiles)),
+        drained: Default::default(),
     };
     // Two echoes ran on pi-1, one failed on pi-2.
     let now = fog_rt::clock::now_ms();
@@ -479,12 +480,25 @@ async fn the_openapi_document_matches_the_routes() {
     documented.sort_unstable();
     let mut served = super::ROUTES
         .iter()
+        .chain(&super::POST_ROUTES)
         .map(|r| r.replace(":node", "{node}").replace(":id", "{id}"))
         .collect::<Vec<_>>();
     served.sort_unstable();
     assert_eq!(documented, served);
     for (path, item) in paths {
         let concrete = path.replace("{node}", "pi-1").replace("{id}", "t1");
+        if item.get("get").is_none() {
+            // A signed POST, here unsigned to a read-only server: a documented 405
+            // (the signed cases: only_a_signed_authorised_drain_is_taken).
+            let (code, _, body) = request(a.addr, "POST", &concrete, b"").await;
+            assert_eq!(code, 405, "{path}: {body}");
+            let doc_response = &item["post"]["responses"][code.to_string()];
+            assert!(
+                resolve(&doc, doc_response).is_object(),
+                "{path}: {code} undocumented"
+            );
+            continue;
+        }
         let responses = &item["get"]["responses"];
         if responses["200"]["content"]["text/event-stream"].is_object() {
             let (code, ctype, first) = first_event(a.addr, &concrete).await;
@@ -575,4 +589,159 @@ async fn history_and_a_bounded_number_of_live_streams() {
             && !page.contains("https://"),
         "everything from the coordinator, nothing from a CDN"
     );
+}
+
+/// A server that takes signed drains, for client `ops` (who may act on pi-1 only),
+/// and a stand-in main loop that answers them.
+async fn controlled() -> (Api, fog_rt::keys::KeyPair) {
+    let (key, _) = fog_rt::keys::KeyPair::generate().expect("a key");
+    let clients = crate::clients::Clients::from([(
+        "ops".to_owned(),
+        crate::clients::ClientPolicy {
+            name: "ops".into(),
+            key: key.public().clone(),
+            kinds: crate::clients::Kinds::Any,
+            nodes: vec!["pi-1".into()],
+            labels: BTreeMap::new(),
+        },
+    )]);
+    let (tx, mut rx) = crate::control::channel();
+    tokio::spawn(async move {
+        while let Some(crate::control::Command::Drain { node, drain, reply }) = rx.recv().await {
+            let _ = reply.send(crate::control::Drained {
+                node: node.to_string(),
+                drained: drain,
+                changed: true,
+                in_flight: 1,
+            });
+        }
+    });
+    let (vtx, vrx) = watch::channel::<Snapshot>(Arc::new(fleet_view()));
+    let server = HttpServer::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = server.addr;
+    let stop = CancellationToken::new();
+    let control = super::Control::new(clients, std::time::Duration::from_secs(300), tx);
+    tokio::spawn(server.serve_with_control(vrx, control, stop.clone()));
+    (
+        Api {
+            addr,
+            view: vtx,
+            stop,
+        },
+        key,
+    )
+}
+
+/// A POST with `auth` as its Authorization header (none if empty).
+async fn post(addr: SocketAddr, path: &str, auth: &str, body: &[u8]) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: {auth}\r\n")
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let _ = s.write_all(body).await;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn only_a_signed_authorised_drain_is_taken() {
+    let (a, key) = controlled().await;
+    let now = fog_rt::clock::now_ms();
+    let sign = |path: &str, at: u64, body: &[u8]| {
+        super::auth::authorization("ops", &key, "POST", path, at, body)
+    };
+    let drain = "/api/v1/nodes/pi-1/drain";
+    let reason = |v: &Value| v["reason"].as_str().unwrap_or_default().to_owned();
+
+    // The attacks, each refused with what failed.
+    let (code, v) = post(a.addr, drain, "", b"").await;
+    assert_eq!(code, 401, "unsigned: {v}");
+    assert!(reason(&v).contains("signed request"));
+    let (other, _) = fog_rt::keys::KeyPair::generate().expect("a key");
+    let forged = super::auth::authorization("ops", &other, "POST", drain, now, b"");
+    let (code, v) = post(a.addr, drain, &forged, b"").await;
+    assert_eq!(code, 401, "signed by another key: {v}");
+    assert!(reason(&v).contains("not client \"ops\"'s"), "{v}");
+    let stranger = super::auth::authorization("mallory", &other, "POST", drain, now, b"");
+    let (code, v) = post(a.addr, drain, &stranger, b"").await;
+    assert_eq!(
+        (code, reason(&v).contains("not configured")),
+        (401, true),
+        "{v}"
+    );
+    let (code, v) = post(
+        a.addr,
+        drain,
+        &sign("/api/v1/nodes/pi-1/undrain", now, b""),
+        b"",
+    )
+    .await;
+    assert_eq!(code, 401, "signed for another path: {v}");
+    let (code, v) = post(a.addr, drain, &sign(drain, now - 600_000, b""), b"").await;
+    assert_eq!(
+        (code, reason(&v).contains("from this coordinator's clock")),
+        (401, true),
+        "stale: {v}"
+    );
+    let (code, v) = post(
+        a.addr,
+        "/api/v1/nodes/pi-2/drain",
+        &sign("/api/v1/nodes/pi-2/drain", now, b""),
+        b"",
+    )
+    .await;
+    assert_eq!(code, 403, "a node the client may not act on: {v}");
+    let (code, v) = post(a.addr, drain, "Basic b3BzOm9wcw==", b"").await;
+    assert_eq!(code, 401, "another scheme: {v}");
+    let big = vec![b'x'; 100 * 1024];
+    let (code, _) = post(a.addr, drain, &sign(drain, now, &big), &big).await;
+    assert_eq!(code, 413, "a body over the limit");
+
+    // The real thing, once; its replay is refused.
+    let good = sign(drain, now, b"");
+    let (code, v) = post(a.addr, drain, &good, b"").await;
+    assert_eq!(
+        (code, v["drained"].as_bool(), v["node"].as_str()),
+        (200, Some(true), Some("pi-1")),
+        "{v}"
+    );
+    let (code, v) = post(a.addr, drain, &good, b"").await;
+    assert_eq!(
+        (code, reason(&v).contains("already received")),
+        (401, true),
+        "replayed: {v}"
+    );
+    let undrain = "/api/v1/nodes/pi-1/undrain";
+    let (code, v) = post(a.addr, undrain, &sign(undrain, now + 1, b""), b"").await;
+    assert_eq!((code, v["drained"].as_bool()), (200, Some(false)), "{v}");
+    let (code, _) = post(
+        a.addr,
+        "/api/v1/nodes/nope/drain",
+        &sign("/api/v1/nodes/nope/drain", now, b""),
+        b"",
+    )
+    .await;
+    assert_eq!(code, 404);
+
+    // A read-only server takes no change at all.
+    let ro = api(fleet_view()).await;
+    let (code, v) = post(ro.addr, drain, &sign(drain, now + 2, b""), b"").await;
+    assert_eq!((code, reason(&v).contains("read-only")), (405, true), "{v}");
 }

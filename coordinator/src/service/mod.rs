@@ -12,7 +12,7 @@ use fog_rt::clock::now_ms;
 use fog_rt::sdnotify::Notifier;
 use fog_rt::systemd::SystemdReport;
 use fog_rt::transport::{Announce, Link, LinkEvent, LinkOptions, Qos};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batcher::Batcher;
 use crate::clients::Gate;
 use crate::config::CoordinatorConfig;
+use crate::control::{Command, Drained};
 use crate::dispatch::{Dispatcher, Out};
 use crate::home_assistant::HomeAssistant;
 use crate::journal::{Durable, Journal, JournalConfig};
@@ -81,7 +82,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     view: watch::Sender<Snapshot>,
 ) -> Result<(), ServeError> {
-    serve_with(config, shutdown, view, Notifier::default()).await
+    serve_with(config, shutdown, view, Notifier::default(), None).await
 }
 
 /// [`serve`], reporting to systemd through `notifier` (see docs/operations.md):
@@ -95,6 +96,7 @@ pub async fn serve_with(
     shutdown: CancellationToken,
     view: watch::Sender<Snapshot>,
     notifier: Notifier,
+    mut commands: Option<mpsc::Receiver<Command>>,
 ) -> Result<(), ServeError> {
     let (mut s, mut accepted_rx) = Server::start(&config, view, notifier)?;
     let mut t = Timers::new(config.status_interval);
@@ -109,12 +111,25 @@ pub async fn serve_with(
             _ = t.dispatch.tick(), if s.dispatch.in_flight() > 0 => s.on_dispatch_tick(),
             _ = t.publish.tick() => s.on_publish_tick()?,
             _ = t.view.tick() => s.send_view(None),
+            cmd = next_command(&mut commands) => match cmd {
+                Some(c) => s.on_command(c),
+                // The API is gone: no more commands.
+                None => commands = None,
+            },
             // Last, so it wins only when nothing above is ready (see crate::batcher).
             () = std::future::ready(()), if s.batcher.ready_to_flush() => s.batcher.flush(&s.link),
         }
         s.turned();
     }
     s.stop().await
+}
+
+/// The next command from the HTTP API; never, without one.
+async fn next_command(commands: &mut Option<mpsc::Receiver<Command>>) -> Option<Command> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The main loop's timers.
@@ -176,6 +191,8 @@ struct Server {
     trends: Arc<std::sync::RwLock<Trends>>,
     /// The task profiles, fed from the dispatcher's finished tasks with every view.
     profiles: Arc<std::sync::RwLock<Profiles>>,
+    /// Where the drained nodes are kept (with a data dir).
+    drained_file: Option<std::path::PathBuf>,
 }
 
 impl Server {
@@ -204,6 +221,10 @@ impl Server {
             s.max_clock_skew,
             topics.clone(),
         ));
+        let drained_file = config.data_dir.as_ref().map(|d| d.join("drained"));
+        for node in load_drained(drained_file.as_deref()) {
+            dispatch.set_drained(&node, true);
+        }
         let (accepted_tx, accepted_rx) = tokio::sync::mpsc::unbounded_channel();
         let (journal, resend) = open_journal(config, &mut dispatch, accepted_tx)?;
         // The registry is empty until the retained birth records arrive.
@@ -261,6 +282,7 @@ impl Server {
             home_assistant,
             trends: Default::default(),
             profiles: Default::default(),
+            drained_file,
         };
         Ok((server, accepted_rx))
     }
@@ -430,6 +452,52 @@ impl Server {
         self.push_all(msgs);
     }
 
+    /// A command from the HTTP API; its answer to the API.
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Drain { node, drain, reply } => {
+                let changed = self.dispatch.set_drained(&node, drain);
+                if changed {
+                    tracing::info!(node.id = %node, drained = drain, "node drain changed");
+                    self.save_drained();
+                }
+                let in_flight = self
+                    .dispatch
+                    .node_placements(Instant::now())
+                    .iter()
+                    .find(|p| p.node == node)
+                    .map_or(0, |p| p.in_flight);
+                let _ = reply.send(Drained {
+                    node: node.to_string(),
+                    drained: drain,
+                    changed,
+                    in_flight,
+                });
+                // Undrained: what waits may go there now.
+                let msgs = self.dispatch.tick(&self.registry, Instant::now());
+                self.push_all(msgs);
+            }
+        }
+    }
+
+    /// The drained nodes, to `<data_dir>/drained` (one id a line), so a restart keeps
+    /// them; a failure is logged, and the drain holds until the restart.
+    fn save_drained(&self) {
+        let Some(path) = &self.drained_file else {
+            return;
+        };
+        let text: String = self
+            .dispatch
+            .drained()
+            .iter()
+            .map(|n| format!("{n}\n"))
+            .collect();
+        let tmp = path.with_extension("tmp");
+        if let Err(error) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::error!(%error, path = %path.display(), "could not save the drained nodes");
+        }
+    }
+
     /// The status (and scaling advice) out, retained; the snapshot to the view.
     fn on_publish_tick(&mut self) -> Result<(), ServeError> {
         let connected = self.link.is_connected();
@@ -497,6 +565,7 @@ impl Server {
             },
             trends: self.trends.clone(),
             profiles: self.profiles.clone(),
+            drained: self.dispatch.drained().clone(),
         };
         let finished = self.dispatch.take_finished();
         {
@@ -565,6 +634,24 @@ impl Server {
         self.link.close(Some(goodbye), Duration::from_secs(3)).await;
         Ok(())
     }
+}
+
+/// The drained nodes kept by [`Server::save_drained`]; a line that is not a node id
+/// is said and skipped.
+fn load_drained(path: Option<&std::path::Path>) -> Vec<NodeId> {
+    let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match NodeId::new(l.trim()) {
+            Ok(n) => Some(n),
+            Err(error) => {
+                tracing::warn!(line = l, %error, "skipped a line of the drained nodes file");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The coordinator's status as the broker keeps it: retained, at least once.

@@ -26,6 +26,7 @@ pub fn empty_snapshot() -> Snapshot {
         health: Health::default(),
         trends: Default::default(),
         profiles: Default::default(),
+        drained: Default::default(),
     })
 }
 

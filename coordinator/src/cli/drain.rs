@@ -1,0 +1,59 @@
+//! `fog-coordinator drain NODE [--undo]`: place nothing new on a node (for
+//! maintenance; what runs there finishes), or place on it again, through a running
+//! coordinator's HTTP API, signed with a client key of its `[clients]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::http::{authority, post};
+use super::keys::SignArgs;
+use fog_coordinator::config::CoordinatorConfig;
+
+use super::{config_err, failure, usage};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The node.
+    node: String,
+    /// Undrain: place on it again.
+    #[arg(long)]
+    undo: bool,
+    /// The coordinator's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    url: String,
+    /// Config file (for `security.client_key`).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    sign: SignArgs,
+}
+
+pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
+    let cfg = match &a.config {
+        Some(p) => CoordinatorConfig::load(p),
+        None => CoordinatorConfig::from_toml("", "<defaults>"),
+    }
+    .map_err(config_err)?;
+    let signer = a.sign.signer(&cfg)?.ok_or_else(|| {
+        usage("drain needs a client key: --key FILE, $FOG_CLIENT_KEY or security.client_key (see `fog-coordinator keys client`)")
+    })?;
+    let host = authority(&a.url).map_err(|e| usage(&e))?;
+    let verb = if a.undo { "undrain" } else { "drain" };
+    let path = format!("/api/v1/nodes/{}/{verb}", a.node);
+    let auth = signer.http_authorization("POST", &path, fog_rt::clock::now_ms(), b"");
+    let v = post(host, &path, &auth).map_err(|e| failure(&e))?;
+    let in_flight = v["in_flight"].as_u64().unwrap_or(0);
+    match (a.undo, v["changed"].as_bool() == Some(true)) {
+        (false, true) => println!(
+            "{}: drained; nothing new is placed there ({in_flight} tasks still running finish)",
+            a.node
+        ),
+        (false, false) => println!(
+            "{}: was drained already ({in_flight} tasks running)",
+            a.node
+        ),
+        (true, true) => println!("{}: undrained; tasks are placed there again", a.node),
+        (true, false) => println!("{}: was not drained", a.node),
+    }
+    Ok(ExitCode::SUCCESS)
+}
