@@ -31,6 +31,11 @@ use crate::view::View;
 pub const LIVE_WITHIN_MS: u64 = 60_000;
 /// Messages handed to the link per second, at most.
 pub const PER_TICK: usize = 1000;
+/// Messages waiting for the link, at most.
+pub const MAX_QUEUED: usize = 100_000;
+/// Temperature sensors and interfaces a node's device gets entities for, at most
+/// (their names come from the node's readings, which are not signed).
+pub const MAX_SENSORS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HomeAssistantConfig {
@@ -91,7 +96,9 @@ impl HomeAssistant {
     }
 
     /// Home Assistant said something on its status topic: after `online`, every
-    /// config goes out again.
+    /// config goes out again, then each node's connectivity and state. An `online`
+    /// while a re-announcement is still queued replaces it (no pile-up, whoever
+    /// sends them).
     pub fn on_status(&mut self, payload: &[u8]) {
         if payload.trim_ascii() != b"online" {
             return;
@@ -100,8 +107,9 @@ impl HomeAssistant {
             nodes = self.said.len(),
             "Home Assistant is online: announcing every node again"
         );
+        self.queue.retain(|m| !m.topic.ends_with("/config"));
         let mut again = Vec::new();
-        for said in self.said.values() {
+        for said in self.said.values_mut() {
             for (topic, payload) in &said.configs {
                 again.push(Message {
                     topic: topic.clone(),
@@ -109,13 +117,30 @@ impl HomeAssistant {
                     retain: true,
                 });
             }
+            // Sent again with the next snapshot.
+            said.online = None;
+            said.state_at_ms = 0;
         }
         self.queue.extend(again);
+        self.bound_queue();
     }
 
-    /// A new snapshot: configs for nodes whose entities changed, connectivity that
-    /// changed, state for every live reading not published yet.
+    /// The queue at most [`MAX_QUEUED`]: the oldest go (the next snapshot says what
+    /// changed again).
+    fn bound_queue(&mut self) {
+        while self.queue.len() > MAX_QUEUED {
+            self.queue.pop_front();
+        }
+    }
+
+    /// A new snapshot: configs for nodes whose entities changed (an empty retained
+    /// config for one that went), connectivity that changed, state for every live
+    /// reading not published yet.
     pub fn on_view(&mut self, view: &View, now_ms: u64) {
+        // What was said about nodes the registry no longer has is forgotten.
+        let known: std::collections::HashSet<&NodeId> =
+            view.nodes.iter().map(|n| &n.node).collect();
+        self.said.retain(|id, _| known.contains(id));
         for n in &view.nodes {
             let detail = view.details.get(&n.node);
             let Some(birth) = detail.and_then(|d| d.birth.as_deref()) else {
@@ -131,13 +156,24 @@ impl HomeAssistant {
             };
             let said = self.said.entry(n.node.clone()).or_default();
             let entities = entities(reading);
-            for (topic, payload) in configs(
+            let wanted: BTreeMap<String, Vec<u8>> = configs(
                 &self.cfg,
                 &self.topics,
                 self.coordinator_json,
                 &node,
                 &entities,
-            ) {
+            )
+            .into_iter()
+            .collect();
+            for gone in said.configs.keys().filter(|t| !wanted.contains_key(*t)) {
+                self.queue.push_back(Message {
+                    topic: gone.clone(),
+                    payload: Vec::new(),
+                    retain: true,
+                });
+            }
+            said.configs.retain(|t, _| wanted.contains_key(t));
+            for (topic, payload) in wanted {
                 if said.configs.get(&topic) != Some(&payload) {
                     said.configs.insert(topic.clone(), payload.clone());
                     self.queue.push_back(Message {
@@ -161,8 +197,11 @@ impl HomeAssistant {
                 });
             }
             if let Some(r) = reading {
-                let live = r.at_ms.saturating_add(LIVE_WITHIN_MS) >= now_ms
-                    || r.clock_synced == Some(false);
+                // Within a minute of now either way: a reading stamped far ahead
+                // (readings are not signed) would otherwise hold back every true one.
+                let near = r.at_ms.saturating_add(LIVE_WITHIN_MS) >= now_ms
+                    && r.at_ms <= now_ms.saturating_add(LIVE_WITHIN_MS);
+                let live = near || r.clock_synced == Some(false);
                 if live && r.at_ms > said.state_at_ms && n.state != NodeState::Offline {
                     said.state_at_ms = r.at_ms;
                     self.queue.push_back(Message {
@@ -173,6 +212,7 @@ impl HomeAssistant {
                 }
             }
         }
+        self.bound_queue();
     }
 
     /// Up to [`PER_TICK`] messages for the link, oldest first.
@@ -283,11 +323,11 @@ fn entities(reading: Option<&Reading>) -> Vec<Entity> {
         "Backlog drops",
         json!({"state_class": "total_increasing", "entity_category": "diagnostic"}),
     ));
-    for t in &r.temperatures {
+    for t in r.temperatures.iter().take(MAX_SENSORS) {
         let key = format!("temp_{}", entity_id(&t.sensor));
         v.push(sensor(&key, &format!("Temperature {}", t.sensor), json!({"unit_of_measurement": "°C", "device_class": "temperature", "state_class": "measurement"})));
     }
-    for n in &r.networks {
+    for n in r.networks.iter().take(MAX_SENSORS) {
         let rate = json!({"unit_of_measurement": "B/s", "device_class": "data_rate", "state_class": "measurement"});
         let i = entity_id(&n.interface);
         v.push(sensor(
@@ -423,10 +463,10 @@ fn state(r: &Reading, notices: &[String]) -> Value {
         "backlog_dropped".into(),
         json!(r.agent.backlog_dropped_total),
     );
-    for t in &r.temperatures {
+    for t in r.temperatures.iter().take(MAX_SENSORS) {
         s.insert(format!("temp_{}", entity_id(&t.sensor)), json!(t.celsius));
     }
-    for n in &r.networks {
+    for n in r.networks.iter().take(MAX_SENSORS) {
         let i = entity_id(&n.interface);
         s.insert(
             format!("net_{i}_rx"),

@@ -21,6 +21,12 @@ pub const PER_NODE: usize = 128;
 pub const WINDOW_MS: u64 = 3_600_000;
 /// "Recent", for a kind whose p95 is rising: the last five minutes against the hour.
 pub const RECENT_MS: u64 = 300_000;
+/// Distinct task kinds profiled, at most: kind names come from submissions, and each
+/// costs memory and series. Kinds past this are counted together as `other`.
+pub const MAX_KINDS: usize = 256;
+/// The name those are counted under.
+pub const OTHER_KIND: &str = "other";
+
 /// Upper bounds of the duration histograms, seconds (and +Inf).
 pub const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
@@ -164,7 +170,17 @@ fn clamp(v: u64) -> u32 {
 }
 
 impl Profiles {
+    /// `kind`, or [`OTHER_KIND`] once [`MAX_KINDS`] others are profiled.
+    fn kind_name<'a>(&self, kind: &'a str) -> &'a str {
+        if self.totals.contains_key(kind) || self.totals.len() < MAX_KINDS {
+            kind
+        } else {
+            OTHER_KIND
+        }
+    }
+
     pub fn record(&mut self, s: &TaskSample) {
+        let kind = self.kind_name(&s.kind).to_owned();
         let p = Point {
             at_s: clamp(s.at_ms / 1000),
             duration_ms: clamp(s.duration_ms),
@@ -173,17 +189,17 @@ impl Profiles {
             ended: s.ended,
             from_cache: s.from_cache,
         };
-        push(self.kinds.entry(s.kind.clone()).or_default(), p, PER_KIND);
+        push(self.kinds.entry(kind.clone()).or_default(), p, PER_KIND);
         if !s.node.is_empty() {
             push(
                 self.nodes
-                    .entry((s.kind.clone(), s.node.clone()))
+                    .entry((kind.clone(), s.node.clone()))
                     .or_default(),
                 p,
                 PER_NODE,
             );
         }
-        let t = self.totals.entry(s.kind.clone()).or_default();
+        let t = self.totals.entry(kind).or_default();
         *t.ended.entry(s.ended).or_default() += 1;
         if s.ended != Ended::Rejected {
             t.duration.observe(s.duration_ms as f64 / 1000.0);
@@ -200,6 +216,7 @@ impl Profiles {
             }
         }
         self.nodes.retain(|_, r| !r.is_empty());
+        self.kinds.retain(|_, r| !r.is_empty());
     }
 
     /// Counts and histograms since start, by kind (for `/metrics`).
@@ -364,15 +381,21 @@ fn bottlenecks(kinds: &[Profile], per_node: &[Profile], nodes: &[NodeSummary]) -
         .iter()
         .filter(|n| n.state == fog_proto::NodeState::Online)
     {
-        for (what, v) in [("CPU", n.cpu_pct), ("memory", n.mem_pct)] {
-            if let Some(v) = v.filter(|v| *v >= SATURATED_PCT) {
-                out.push(Bottleneck {
-                    what: "node_saturated",
-                    kind: None,
-                    node: Some(n.node.to_string()),
-                    detail: format!("{what} at {v:.0}% (at or above {SATURATED_PCT:.0}%)"),
-                });
-            }
+        // One flag a node (CPU, memory or both), so its series is one series.
+        let hot: Vec<String> = [("CPU", n.cpu_pct), ("memory", n.mem_pct)]
+            .into_iter()
+            .filter_map(|(what, v)| {
+                v.filter(|v| *v >= SATURATED_PCT)
+                    .map(|v| format!("{what} at {v:.0}%"))
+            })
+            .collect();
+        if !hot.is_empty() {
+            out.push(Bottleneck {
+                what: "node_saturated",
+                kind: None,
+                node: Some(n.node.to_string()),
+                detail: format!("{} (at or above {SATURATED_PCT:.0}%)", hot.join(", ")),
+            });
         }
     }
     for k in kinds {
@@ -403,7 +426,7 @@ fn bottlenecks(kinds: &[Profile], per_node: &[Profile], nodes: &[NodeSummary]) -
                 .collect();
             peers.sort_unstable();
             let peer = percentile(&peers, 0.5);
-            if p.p50_ms > 2 * peer.max(1) {
+            if u64::from(p.p50_ms) > 2 * u64::from(peer.max(1)) {
                 out.push(Bottleneck {
                     what: "slow_node",
                     kind: Some(kind.to_owned()),

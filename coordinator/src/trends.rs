@@ -12,6 +12,8 @@ use serde::Serialize;
 pub const KEEP_MS: u64 = 3_600_000;
 /// At most one sample per node this often (readings come every 10 s by default).
 pub const EVERY_MS: u64 = 10_000;
+/// A reading stamped further ahead of our clock than this is not charted.
+pub const MAX_AHEAD_MS: u64 = 300_000;
 
 /// One point of a node's charts. `None` where the reading did not say.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -48,10 +50,19 @@ pub struct Trends {
 }
 
 impl Trends {
-    /// A node's newest reading: a sample if the last one is [`EVERY_MS`] old.
-    pub fn sample(&mut self, id: &NodeId, r: &Reading) {
+    /// A node's newest reading, at `now_ms` by our clock: a sample if the last one
+    /// is [`EVERY_MS`] old. A reading stamped in the future (a node's clock far
+    /// ahead, or a forged one: readings are not signed) is left out, so it cannot
+    /// freeze the charts until our clock catches up.
+    pub fn sample(&mut self, id: &NodeId, r: &Reading, now_ms: u64) {
+        if r.at_ms > now_ms.saturating_add(MAX_AHEAD_MS) {
+            return;
+        }
         let ring = self.nodes.entry(id.clone()).or_default();
-        if ring.back().is_some_and(|s| r.at_ms < s.at_ms + EVERY_MS) {
+        if ring
+            .back()
+            .is_some_and(|s| r.at_ms < s.at_ms.saturating_add(EVERY_MS))
+        {
             return;
         }
         ring.push_back(NodeSample {
@@ -71,7 +82,10 @@ impl Trends {
                 .sum::<f64>() as f32,
             temp_c: r.temperatures.iter().map(|t| t.celsius).reduce(f32::max),
         });
-        while ring.front().is_some_and(|s| s.at_ms + KEEP_MS < r.at_ms) {
+        while ring
+            .front()
+            .is_some_and(|s| s.at_ms.saturating_add(KEEP_MS) < r.at_ms)
+        {
             ring.pop_front();
         }
     }
@@ -95,13 +109,14 @@ impl Trends {
             self.last_ended = Some((now_ms, ended));
             return;
         };
-        if now_ms < at + EVERY_MS {
+        if now_ms < at.saturating_add(EVERY_MS) {
             return;
         }
         self.last_ended = Some((now_ms, ended));
         self.fleet.push_back(FleetSample {
             at_ms: now_ms,
-            tasks_per_sec: ended.saturating_sub(before) as f32 * 1000.0 / (now_ms - at) as f32,
+            tasks_per_sec: ended.saturating_sub(before) as f32 * 1000.0
+                / now_ms.saturating_sub(at).max(1) as f32,
             latency_ms,
             online,
             in_flight,
@@ -172,6 +187,18 @@ mod tests {
             f.last()
         );
         assert!(t.node("nope").is_none());
+        // A reading from the future is not charted (nor does it stop the next ones).
+        let far = fog_proto::Reading {
+            at_ms: u64::MAX - 5,
+            ..Default::default()
+        };
+        let before = t.node("pi-1").map(|s| s.len());
+        t.sample(
+            &fog_proto::NodeId::new("pi-1").expect("valid"),
+            &far,
+            start + 800 * 5000,
+        );
+        assert_eq!(t.node("pi-1").map(|s| s.len()), before);
         // A node that leaves the registry leaves the charts.
         v.status.nodes.retain(|n| n.node.as_str() != "pi-1");
         crate::view::observe(&mut t, &v, start + 800 * 5000);

@@ -107,7 +107,7 @@ pub fn details(registry: &crate::registry::Registry) -> BTreeMap<NodeId, NodeDet
 pub fn observe(trends: &mut Trends, view: &View, now_ms: u64) {
     for n in &view.nodes {
         if let Some(r) = view.details.get(&n.node).and_then(|d| d.reading.as_deref()) {
-            trends.sample(&n.node, r);
+            trends.sample(&n.node, r, now_ms);
         }
     }
     trends.retain(&view.nodes.iter().map(|n| &n.node).collect());

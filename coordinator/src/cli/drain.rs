@@ -39,7 +39,7 @@ pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
     })?;
     let host = authority(&a.url).map_err(|e| usage(&e))?;
     let verb = if a.undo { "undrain" } else { "drain" };
-    let path = format!("/api/v1/nodes/{}/{verb}", a.node);
+    let path = format!("/api/v1/nodes/{}/{verb}", percent_encode(&a.node));
     let auth = signer.http_authorization("POST", &path, fog_rt::clock::now_ms(), b"");
     let v = post(host, &path, &auth).map_err(|e| failure(&e))?;
     let in_flight = v["in_flight"].as_u64().unwrap_or(0);
@@ -56,4 +56,31 @@ pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
         (true, false) => println!("{}: was not drained", a.node),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A path segment: everything but RFC 3986's unreserved characters percent-encoded,
+/// so the server decodes exactly the node id that was signed (`pi%41` stays `pi%41`).
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encode;
+
+    #[test]
+    fn node_ids_are_sent_as_they_are() {
+        assert_eq!(percent_encode("pi-1_a.b~"), "pi-1_a.b~");
+        assert_eq!(percent_encode("pi%41"), "pi%2541");
+        assert_eq!(percent_encode("a?b/c"), "a%3Fb%2Fc");
+        assert_eq!(percent_encode("é"), "%C3%A9");
+    }
 }

@@ -347,3 +347,97 @@ fn the_discovery_prefix_is_checked() {
             .enabled
     );
 }
+
+#[test]
+fn an_entity_that_went_is_removed_and_a_restart_gets_connectivity_again() {
+    let mut h = ha();
+    h.on_view(
+        &view(
+            "pi-1",
+            NodeState::Online,
+            Encoding::Json,
+            Some(reading(NOW)),
+        ),
+        NOW,
+    );
+    let _ = out(&mut h);
+    // eth0 is gone from the next reading.
+    let mut r = reading(NOW + 10_000);
+    r.networks.clear();
+    h.on_view(
+        &view("pi-1", NodeState::Online, Encoding::Json, Some(r)),
+        NOW + 10_000,
+    );
+    let msgs = out(&mut h);
+    let removed: Vec<&str> = msgs
+        .iter()
+        .filter(|m| m.payload.is_empty())
+        .map(|m| m.topic.as_str())
+        .collect();
+    assert_eq!(
+        removed,
+        [
+            "homeassistant/sensor/fog_pi-1/net_eth0_rx/config",
+            "homeassistant/sensor/fog_pi-1/net_eth0_tx/config"
+        ]
+    );
+    assert!(msgs.iter().all(|m| m.retain || m.topic.ends_with("/state")));
+    // Home Assistant online twice in a row: one set of configs queued, and the
+    // connectivity goes out again with the next snapshot.
+    h.on_status(b"online");
+    h.on_status(b"online");
+    let configs = h
+        .queue
+        .iter()
+        .filter(|m| m.topic.ends_with("/config"))
+        .count();
+    let _ = out(&mut h);
+    h.on_view(
+        &view("pi-1", NodeState::Online, Encoding::Json, None),
+        NOW + 10_000,
+    );
+    let again = out(&mut h);
+    assert!(
+        again
+            .iter()
+            .any(|m| m.topic == "fog/v1/ha/pi-1/online" && m.payload == b"ON"),
+        "{again:?}"
+    );
+    assert!(configs > 0 && configs < 20, "{configs}: once, not twice");
+    // A node the registry forgot is forgotten here too.
+    let mut v = view("pi-1", NodeState::Online, Encoding::Json, None);
+    v.status.nodes.clear();
+    h.on_view(&v, NOW);
+    assert!(h.said.is_empty());
+}
+
+#[test]
+fn a_reading_from_the_future_does_not_hold_back_the_true_ones() {
+    let mut h = ha();
+    let state_of = |h: &mut HomeAssistant| {
+        out(h)
+            .into_iter()
+            .filter(|m| m.topic.ends_with("/state"))
+            .count()
+    };
+    h.on_view(
+        &view(
+            "pi-1",
+            NodeState::Online,
+            Encoding::Json,
+            Some(reading(NOW + 10 * LIVE_WITHIN_MS)),
+        ),
+        NOW,
+    );
+    assert_eq!(state_of(&mut h), 0, "ten minutes ahead is not now");
+    h.on_view(
+        &view(
+            "pi-1",
+            NodeState::Online,
+            Encoding::Json,
+            Some(reading(NOW)),
+        ),
+        NOW,
+    );
+    assert_eq!(state_of(&mut h), 1);
+}

@@ -303,10 +303,18 @@ async fn set_drained(
             reply,
         })
         .map_err(|_| busy())?;
+    // Taken but not answered in time: it may still be applied, so say so.
+    let unconfirmed = || {
+        ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "unconfirmed",
+        reason: "the command was queued but not confirmed within 5 s; it may still apply: check GET /api/v1/nodes".into(),
+    }
+    };
     let done = tokio::time::timeout(std::time::Duration::from_secs(5), answer)
         .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())?;
+        .map_err(|_| unconfirmed())?
+        .map_err(|_| unconfirmed())?;
     tracing::info!(client = %client.name, node.id = %id, drain, changed = done.changed, "drain via the API");
     Ok(json(&done))
 }

@@ -122,7 +122,18 @@ impl Verifier {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(&sig, now_ms)
-            .map_err(|e| unauthorized(e.to_string().replace("submission refused: ", "")))?;
+            .map_err(|e| {
+                let reason = e.to_string().replace("submission refused: ", "");
+                match e {
+                    // Full: not this request's fault; try again later.
+                    crate::clients::Refusal::Busy(_) => ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        code: "busy",
+                        reason,
+                    },
+                    _ => unauthorized(reason),
+                }
+            })?;
         Ok(policy)
     }
 }

@@ -63,12 +63,16 @@ struct Fleet {
 
 impl Collector for Fleet {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // Declared before the families, which borrow their labels from them.
-        let profiles = self.view.profiles();
-        let report = profiles.report(self.now_ms, &self.view.nodes);
+        // Copied out, so the lock is not held while encoding (the main loop only
+        // tries it, but a scrape should not cost it its profile samples). Declared
+        // before the families, which borrow their labels from them.
+        let (totals, report) = {
+            let p = self.view.profiles();
+            (p.totals().clone(), p.report(self.now_ms, &self.view.nodes))
+        };
         let mut f = Families::default();
         coordinator_series(&mut f, &self.view);
-        task_series(&mut f, profiles.totals(), &report);
+        task_series(&mut f, &totals, &report);
         let forget_ms = FORGET_SERIES_AFTER.as_millis() as u64;
         for n in &self.view.nodes {
             if n.last_seen_ms.saturating_add(forget_ms) < self.now_ms {
@@ -400,7 +404,8 @@ fn node_series<'a>(f: &mut Families<'a>, n: &'a NodeSummary) {
         l(),
         flag(!n.breaker.is_empty() && n.breaker != "closed"),
     );
-    for notice in &n.notices {
+    let mut seen = std::collections::HashSet::new();
+    for notice in n.notices.iter().filter(|x| seen.insert(x.as_str())) {
         f.gauge(
             "fog_node_notice",
             "What the node's last reading says needs a look (value 1, the notice in a label).",
@@ -469,7 +474,10 @@ fn reading_series<'a>(f: &mut Families<'a>, node: &'a str, r: &'a Reading) {
         l(),
         r.uptime_secs as f64,
     );
-    for d in &r.disks {
+    // Label sets from a node's reading are its own names: a mountpoint, sensor or
+    // interface listed twice would be a duplicate series, which Prometheus refuses.
+    let mut seen = std::collections::HashSet::new();
+    for d in r.disks.iter().filter(|d| seen.insert(d.mount.as_str())) {
         let labels = || {
             vec![
                 ("node", node),
@@ -491,7 +499,12 @@ fn reading_series<'a>(f: &mut Families<'a>, node: &'a str, r: &'a Reading) {
             d.available_bytes as f64,
         );
     }
-    for n in &r.networks {
+    let mut seen = std::collections::HashSet::new();
+    for n in r
+        .networks
+        .iter()
+        .filter(|n| seen.insert(n.interface.as_str()))
+    {
         let labels = || vec![("node", node), ("device", n.interface.as_str())];
         f.counter(
             "fog_node_network_receive_bytes",
@@ -530,7 +543,12 @@ fn reading_series<'a>(f: &mut Families<'a>, node: &'a str, r: &'a Reading) {
             n.tx_dropped_total as f64,
         );
     }
-    for t in &r.temperatures {
+    let mut seen = std::collections::HashSet::new();
+    for t in r
+        .temperatures
+        .iter()
+        .filter(|t| seen.insert(t.sensor.as_str()))
+    {
         f.gauge(
             "fog_node_temperature_celsius",
             "A temperature sensor's reading.",

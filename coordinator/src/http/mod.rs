@@ -16,6 +16,34 @@ mod query;
 #[cfg(test)]
 pub(crate) mod tests;
 
+#[cfg(test)]
+mod host_tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_names() {
+        for ok in [
+            "127.0.0.1:9464",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:9464",
+            "[::1]",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:9464",
+            "10.0.0.1",
+            "",
+            "[::2]:1",
+            "localhost.evil.example",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +83,8 @@ pub struct Shared {
     streams: Arc<tokio::sync::Semaphore>,
     /// Signed requests and the main loop they command; `None`: read-only.
     control: Option<Arc<Control>>,
+    /// The listener is on loopback: requests must name a loopback host.
+    loopback_only: bool,
 }
 
 /// What the API needs to change something: who may sign, and the main loop's ear.
@@ -82,7 +112,14 @@ impl Shared {
             view,
             streams: Arc::new(tokio::sync::Semaphore::new(console::MAX_STREAMS)),
             control: None,
+            loopback_only: false,
         }
+    }
+
+    /// Answer only requests that name a loopback host (for a loopback listener).
+    pub fn loopback_only(mut self, on: bool) -> Self {
+        self.loopback_only = on;
+        self
     }
 
     pub fn with_control(mut self, control: Control) -> Self {
@@ -139,7 +176,64 @@ pub fn router(shared: Shared) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.loopback_only,
+            host_guard,
+        ))
         .with_state(Arc::new(shared))
+}
+
+/// Errors made by axum itself (a body over the limit) in the API's JSON shape.
+async fn json_errors(res: axum::response::Response) -> axum::response::Response {
+    if res.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return axum::response::IntoResponse::into_response(ApiError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            reason: format!("the body is over {MAX_BODY_BYTES} bytes"),
+        });
+    }
+    res
+}
+
+/// On a loopback listener, a request must name a loopback host: a web page the
+/// operator opens cannot rebind its own name to 127.0.0.1 and read the fleet
+/// (DNS rebinding).
+async fn host_guard(
+    axum::extract::State(loopback_only): axum::extract::State<bool>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if loopback_only {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !is_loopback_host(host) {
+            return axum::response::IntoResponse::into_response(ApiError {
+                status: axum::http::StatusCode::FORBIDDEN,
+                code: "forbidden_host",
+                reason: format!(
+                    "this API listens on loopback and answers only requests to localhost, 127.0.0.1 or [::1], not {host:?}"
+                ),
+            });
+        }
+    }
+    next.run(req).await
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +281,7 @@ impl HttpServer {
 
     async fn serve_shared(self, shared: Shared, shutdown: CancellationToken) {
         tracing::info!(addr = %self.addr, "HTTP API and /metrics serving");
-        let app = router(shared);
+        let app = router(shared.loopback_only(self.addr.ip().is_loopback()));
         let done = shutdown.clone();
         if let Err(error) = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { done.cancelled().await })

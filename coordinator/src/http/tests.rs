@@ -208,7 +208,7 @@ async fn api(view: View) -> Api {
 async fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.expect("write");
@@ -237,7 +237,7 @@ async fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u1
 /// The head of an event stream and its first event (the stream never ends).
 async fn first_event(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let head = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     s.write_all(head.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
@@ -557,7 +557,7 @@ async fn history_and_a_bounded_number_of_live_streams() {
         let mut s = tokio::net::TcpStream::connect(a.addr)
             .await
             .expect("connect");
-        s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .await
             .expect("write");
         let mut buf = [0u8; 512];
@@ -643,7 +643,7 @@ async fn post(addr: SocketAddr, path: &str, auth: &str, body: &[u8]) -> (u16, Va
         format!("Authorization: {auth}\r\n")
     };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.expect("write");
@@ -713,6 +713,11 @@ async fn only_a_signed_authorised_drain_is_taken() {
     let big = vec![b'x'; 100 * 1024];
     let (code, _) = post(a.addr, drain, &sign(drain, now, &big), &big).await;
     assert_eq!(code, 413, "a body over the limit");
+    assert_eq!(
+        v_err_code(a.addr, drain, &big).await,
+        "too_large",
+        "in the JSON shape"
+    );
 
     // The real thing, once; its replay is refused.
     let good = sign(drain, now, b"");
@@ -740,8 +745,31 @@ async fn only_a_signed_authorised_drain_is_taken() {
     .await;
     assert_eq!(code, 404);
 
+    // A page elsewhere that rebinds its name to 127.0.0.1 is refused (DNS rebinding).
+    let mut sock = tokio::net::TcpStream::connect(a.addr)
+        .await
+        .expect("connect");
+    sock.write_all(
+        b"GET /api/v1/nodes HTTP/1.1\r\nHost: evil.example:9464\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut raw = Vec::new();
+    let _ = sock.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 403") && text.contains("forbidden_host"),
+        "{text}"
+    );
+
     // A read-only server takes no change at all.
     let ro = api(fleet_view()).await;
     let (code, v) = post(ro.addr, drain, &sign(drain, now + 2, b""), b"").await;
     assert_eq!((code, reason(&v).contains("read-only")), (405, true), "{v}");
+}
+
+/// The JSON `error` code of an unsigned POST of `body`.
+async fn v_err_code(addr: SocketAddr, path: &str, body: &[u8]) -> String {
+    let (_, v) = post(addr, path, "", body).await;
+    v["error"].as_str().unwrap_or_default().to_owned()
 }

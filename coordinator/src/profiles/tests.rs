@@ -184,3 +184,39 @@ fn bottlenecks_name_what_stands_out() {
         r.bottlenecks
     );
 }
+
+#[test]
+fn kinds_past_the_cap_are_counted_as_other_and_empty_rings_go() {
+    let mut p = Profiles::default();
+    for i in 0..(super::MAX_KINDS + 10) {
+        p.record(&sample(&format!("k{i}"), "pi-1", &done(1, 0, false), NOW));
+    }
+    assert_eq!(p.totals().len(), super::MAX_KINDS + 1, "the cap, and other");
+    assert_eq!(p.totals()[super::OTHER_KIND].ended[&Ended::Completed], 10);
+    p.expire(NOW + WINDOW_MS + 10_000);
+    assert!(
+        p.report(NOW + WINDOW_MS + 10_000, &[]).kinds.is_empty(),
+        "nothing in the window"
+    );
+    assert!(
+        p.kinds.is_empty() && p.nodes.is_empty(),
+        "empty rings are dropped"
+    );
+}
+
+#[test]
+fn a_node_hot_on_cpu_and_memory_is_one_bottleneck() {
+    let mut hot = crate::http::tests::fleet_view().status.nodes[0].clone();
+    hot.cpu_pct = Some(97.0);
+    hot.mem_pct = Some(95.0);
+    hot.state = NodeState::Online;
+    let r = Profiles::default().report(NOW, &[hot]);
+    assert_eq!(r.bottlenecks.len(), 1, "{:?}", r.bottlenecks);
+    assert!(
+        r.bottlenecks[0]
+            .detail
+            .contains("CPU at 97%, memory at 95%"),
+        "{:?}",
+        r.bottlenecks
+    );
+}

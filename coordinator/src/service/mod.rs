@@ -193,6 +193,8 @@ struct Server {
     profiles: Arc<std::sync::RwLock<Profiles>>,
     /// Where the drained nodes are kept (with a data dir).
     drained_file: Option<std::path::PathBuf>,
+    /// Ended tasks not yet in the profiles (a reader held them at the last view).
+    pending_samples: Vec<crate::profiles::TaskSample>,
 }
 
 impl Server {
@@ -283,6 +285,7 @@ impl Server {
             trends: Default::default(),
             profiles: Default::default(),
             drained_file,
+            pending_samples: Vec::new(),
         };
         Ok((server, accepted_rx))
     }
@@ -539,14 +542,18 @@ impl Server {
     fn send_view(&mut self, status: Option<CoordinatorStatus>) {
         let connected = self.subscribed && self.link.is_connected();
         let status = status.unwrap_or_else(|| {
+            // The registry and the tasks as they are, even while the broker is away
+            // (the nodes are not forgotten for a blip: the charts and /metrics keep
+            // them); `online` says whether the coordinator is serving.
             let mut s = self::status(
                 &self.registry,
                 &self.dispatch,
                 &self.posture,
-                connected,
+                true,
                 "",
                 VIEW_TASKS_MAX,
             );
+            s.online = connected;
             s.scaling = self.scaler.current().cloned();
             s
         });
@@ -567,19 +574,23 @@ impl Server {
             profiles: self.profiles.clone(),
             drained: self.dispatch.drained().clone(),
         };
-        let finished = self.dispatch.take_finished();
-        {
-            let mut p = self.profiles.write().unwrap_or_else(|e| e.into_inner());
-            for s in &finished {
-                p.record(s);
+        // Never wait for a reader (a scrape holds the profiles while it reports): if
+        // one holds them, the samples wait for the next second (bounded).
+        self.pending_samples.extend(self.dispatch.take_finished());
+        if self.pending_samples.len() > crate::dispatch::Dispatcher::MAX_FINISHED {
+            let extra = self.pending_samples.len() - crate::dispatch::Dispatcher::MAX_FINISHED;
+            self.pending_samples.drain(..extra);
+        }
+        if let Ok(mut p) = self.profiles.try_write() {
+            for s in self.pending_samples.drain(..) {
+                p.record(&s);
             }
             p.expire(now_ms());
         }
-        crate::view::observe(
-            &mut self.trends.write().unwrap_or_else(|e| e.into_inner()),
-            &view,
-            now_ms(),
-        );
+        // The same for the charts: a second missed is a sample missed, no more.
+        if let Ok(mut t) = self.trends.try_write() {
+            crate::view::observe(&mut t, &view, now_ms());
+        }
         if let Some((ha, _)) = &mut self.home_assistant {
             ha.on_view(&view, now_ms());
             if connected {
