@@ -63,6 +63,14 @@ impl std::str::FromStr for Encoding {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
+    /// Encoded, it is over the largest frame its peers decode ([`Message::MAX_BYTES`]):
+    /// refused here, where the sender can see why, not silently by every receiver.
+    #[error("{what} is {len} bytes encoded, over the {max} bytes its receivers take")]
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("encoding {what} as json: {source}")]
     Json {
         what: &'static str,
@@ -132,6 +140,25 @@ pub fn encode_into<M: Message>(
             field,
         });
     }
+    let start = out.len();
+    encode_frame(msg, encoding, out)?;
+    let len = out.len() - start;
+    if len > M::MAX_BYTES {
+        out.truncate(start);
+        return Err(EncodeError::TooLarge {
+            what: M::NAME,
+            len,
+            max: M::MAX_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn encode_frame<M: Message>(
+    msg: &M,
+    encoding: Encoding,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     match encoding {
         Encoding::Json => {
             // Write `{"v":1,` and then the message object without its own `{`, so the
@@ -522,5 +549,38 @@ mod tests {
     fn unknown_first_byte_is_named() {
         let err = decode::<Heartbeat>(b"\x07abc").expect_err("refused");
         assert!(err.to_string().contains("0x07"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod too_large {
+    use super::{decode, encode, EncodeError, Encoding};
+    use crate::message::Heartbeat;
+    use crate::Message;
+
+    /// What fog encodes, fog decodes: a frame over the receivers' limit is refused by
+    /// the sender (found by fuzz/fuzz_targets/open_seal.rs: a heartbeat with a long
+    /// `degraded` list, under the limit until its seal was added).
+    #[test]
+    fn a_frame_over_the_limit_is_refused_when_encoded() {
+        let hb = Heartbeat {
+            degraded: vec!["x".repeat(100); 30],
+            ..Heartbeat::default()
+        };
+        let mut out = b"kept".to_vec();
+        let err = super::encode_into(&hb, Encoding::Json, &mut out).expect_err("too large");
+        assert!(
+            matches!(err, EncodeError::TooLarge { max, .. } if max == Heartbeat::MAX_BYTES),
+            "{err}"
+        );
+        assert_eq!(out, b"kept", "nothing appended");
+        let ok = Heartbeat {
+            degraded: vec!["store".into()],
+            ..Heartbeat::default()
+        };
+        for e in [Encoding::Json, Encoding::Postcard] {
+            let b = encode(&ok, e).expect("fits");
+            assert!(decode::<Heartbeat>(&b).is_ok());
+        }
     }
 }
