@@ -137,11 +137,7 @@ pub async fn node(
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
     let v = s.view();
-    let n = v
-        .nodes
-        .iter()
-        .find(|n| n.node.as_str() == id)
-        .ok_or_else(|| ApiError::not_found(format!("no node {id:?} is known")))?;
+    let n = find_node(&v, &id)?;
     let detail = v.details.get(&n.node);
     let tasks: Vec<&TaskSummary> = v.running.iter().filter(|t| t.node == id).collect();
     Ok(json(&serde_json::json!({
@@ -217,8 +213,16 @@ pub async fn task(
     Ok(json(&serde_json::json!({ "at_ms": v.at_ms, "task": t })))
 }
 
+/// Node `id` in the snapshot, or a JSON 404.
+pub(super) fn find_node<'v>(v: &'v View, id: &str) -> Result<&'v NodeSummary, ApiError> {
+    v.nodes
+        .iter()
+        .find(|n| n.node.as_str() == id)
+        .ok_or_else(|| ApiError::not_found(format!("no node {id:?} is known")))
+}
+
 /// The id in the path, or a JSON 400 (it was not valid UTF-8 once percent-decoded).
-fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(id)| id)
         .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))
 }
@@ -277,11 +281,7 @@ async fn set_drained(
         .check(headers, "POST", pq, body, now_ms())?;
     let id = path_id(path)?;
     let v = s.view();
-    let node = v
-        .nodes
-        .iter()
-        .find(|n| n.node.as_str() == id)
-        .ok_or_else(|| ApiError::not_found(format!("no node {id:?} is known")))?;
+    let node = find_node(&v, &id)?;
     let labels = v
         .details
         .get(&node.node)

@@ -120,13 +120,9 @@ pub async fn node_history(
     State(s): State<Arc<Shared>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = path
-        .map(|Path(id)| id)
-        .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    let id = super::api::path_id(path)?;
     let v = s.view();
-    if !v.nodes.iter().any(|n| n.node.as_str() == id) {
-        return Err(ApiError::not_found(format!("no node {id:?} is known")));
-    }
+    super::api::find_node(&v, &id)?;
     let samples = v.trends().node(&id).unwrap_or_default();
     Ok(json(
         &json!({ "at_ms": v.at_ms, "node": id, "samples": samples }),
