@@ -12,7 +12,9 @@
 #   scripts/browser-test.sh
 #
 # Then, over the same API: an unsigned drain is refused (401), a signed one keeps
-# new tasks off its node, and `fog-coordinator report` writes the HTML report.
+# new tasks off its node; a task submitted with `submit --url` comes back with its
+# output (unsigned and forbidden ones refused); `fog-coordinator report` writes the
+# HTML report.
 #
 # Needs chromium, node, npm and curl (apt-get install chromium nodejs npm curl).
 set -euo pipefail
@@ -77,6 +79,17 @@ after=$(on_pi2)
 [ "$before" = "$after" ] || { echo "browser-test: a drained node took tasks ($before then $after)" >&2; exit 1; }
 "$bin/fog-coordinator" drain pi-2 --undo --config "$work/coordinator.toml" --url "$api"
 echo "drain: pi-2 took none of 100 tasks while drained"
+
+# A task submitted over HTTP: unsigned, 401; by the CLI signed as bench, its output.
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d '{"tasks":[{"kind":"echo"}]}' "$api/api/v1/tasks")
+[ "$code" = 401 ] || { echo "browser-test: an unsigned submission got HTTP $code, not 401" >&2; exit 1; }
+got=$("$bin/fog-coordinator" submit --config "$work/coordinator.toml" --url "$api" --kind echo --payload over-http --wait)
+[ "$got" = over-http ] || { echo "browser-test: submit --url gave ${got@Q}, not over-http" >&2; exit 1; }
+if "$bin/fog-coordinator" submit --config "$work/coordinator.toml" --url "$api" --kind sha256 --payload x 2>"$work/refused"; then
+    echo "browser-test: a kind bench may not submit was taken over HTTP" >&2; exit 1
+fi
+grep -q 'refused' "$work/refused" || { echo "browser-test: the refusal does not say so: $(cat "$work/refused")" >&2; exit 1; }
+echo "submit over HTTP: output back; unsigned and a forbidden kind refused"
 
 # The HTML report from the same coordinator: self-contained, with the profiles.
 "$bin/fog-coordinator" report --html "$out/report.html" --url "http://127.0.0.1:$http" --since 30m

@@ -386,6 +386,45 @@ impl Gate {
         out
     }
 
+    /// Items from `client`, whose request the HTTP API has already authenticated (its
+    /// signed `Authorization`): the same per-item rules as a sealed list (kinds,
+    /// targets, requirements narrowed to the client's nodes and labels), each refusal
+    /// counted and answered. Their results go to the client's `http` reply topic
+    /// (`<prefix>/clients/NAME/http`) as well as to the HTTP request.
+    pub fn admit_client(
+        &mut self,
+        client: &str,
+        items: Vec<TaskSubmission>,
+        now: Instant,
+    ) -> Admitted {
+        let ns = self.topics.client_namespace(client);
+        let reply_to = format!("{ns}http");
+        let mut items = items;
+        for sub in &mut items {
+            sub.reply_to.clone_from(&reply_to);
+        }
+        let Some(policy) = self.clients.get(client).cloned() else {
+            // The HTTP API and the gate read the same [clients]: not reached.
+            let r = Refusal::UnknownClient(short(client));
+            self.count(&r, None, now);
+            return Admitted {
+                accepted: Vec::new(),
+                answered: items.into_iter().map(|s| (s, r.clone())).collect(),
+            };
+        };
+        let mut out = Admitted::default();
+        for mut sub in items {
+            match item(&policy, &ns, &mut sub) {
+                Ok(()) => out.accepted.push(sub),
+                Err(r) => {
+                    self.count(&r, None, now);
+                    out.answered.push((sub, r));
+                }
+            }
+        }
+        out
+    }
+
     /// The list's seal: the client it proves, or the refusal and the client to answer
     /// as (`None`: not provably from a client, so not answered).
     fn check_seal(

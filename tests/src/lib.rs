@@ -15,6 +15,7 @@ pub mod process;
 pub mod proxy;
 pub mod watcher;
 
+use std::net::SocketAddr;
 use std::future::Future;
 use std::time::Duration;
 
@@ -196,6 +197,33 @@ impl RunningCoordinator {
             }
         });
         Ok(RunningCoordinator { view, stop, task })
+    }
+
+    /// [`RunningCoordinator::start_with`], serving its HTTP API on a free loopback
+    /// port, signed changes (drain, submissions) taken from `cfg`'s `[clients]`.
+    pub async fn start_with_api(cfg: CoordinatorConfig) -> anyhow::Result<(Self, SocketAddr)> {
+        let (tx, view) = watch::channel(fog_coordinator::service::empty_snapshot());
+        let stop = CancellationToken::new();
+        let http = fog_coordinator::http::HttpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await?;
+        let addr = http.addr;
+        let (commands, rx) = fog_coordinator::control::channel();
+        let control = fog_coordinator::http::Control::new(
+            cfg.security.clients.clone(),
+            cfg.security.max_clock_skew,
+            commands,
+        );
+        tokio::spawn(http.serve_with_control(view.clone(), control, stop.clone()));
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            let notifier = fog_rt::sdnotify::Notifier::default();
+            if let Err(e) =
+                fog_coordinator::service::serve_with(cfg, s, tx, notifier, Some(rx)).await
+            {
+                panic!("coordinator failed: {e}");
+            }
+        });
+        Ok((RunningCoordinator { view, stop, task }, addr))
     }
 
     /// Wait until a snapshot satisfies `pred`; fail with the last snapshot if not.

@@ -106,3 +106,158 @@ async fn a_real_fleet_through_the_api_and_metrics() {
     stop.cancel();
     coord.stop().await;
 }
+
+/// `POST path` with `authorization` (none when empty): the status and the JSON body.
+async fn post(addr: SocketAddr, path: &str, authorization: &str, body: &[u8]) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = if authorization.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: {authorization}\r\n")
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let v = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (code, v)
+}
+
+/// Tasks submitted over HTTP to a real coordinator (journal on disk) and a real agent:
+/// only a signed request of a configured client is taken; its policy holds (kind
+/// `sha256` refused, 403); an allowed task is accepted once durable (202), runs, and
+/// is followed to its result with `?wait=`; the same id again is answered from the
+/// journal (`finished`) or as `running`; a replayed request, a forged one and bad
+/// input are refused with the right code, and none of them ran anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_submitted_over_http_are_signed_checked_and_journaled() {
+    use fog_coordinator::clients::{ClientPolicy, Kinds};
+    use fog_coordinator::http::auth::authorization;
+    use fog_rt::keys::KeyPair;
+
+    init_logging();
+    let broker = TestBroker::start().expect("broker");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = KeyPair::create(&dir.path().join("ops.key")).expect("client key");
+    let mut cfg = fog_e2e::fleet(&broker.url()).expect("fleet").coordinator();
+    cfg.data_dir = Some(dir.path().join("coordinator"));
+    cfg.security.allow_unsigned_submissions = false;
+    cfg.security.clients = std::collections::BTreeMap::from([(
+        "ops".to_owned(),
+        ClientPolicy {
+            name: "ops".into(),
+            key: key.public().clone(),
+            kinds: Kinds::Only(vec!["echo".into(), "sleep".into()]),
+            nodes: Vec::new(),
+            labels: Default::default(),
+        },
+    )]);
+    let (mut coord, addr) = RunningCoordinator::start_with_api(cfg)
+        .await
+        .expect("coordinator");
+    let _agent = RunningAgent::start("post-1", &broker.url(), "", "").expect("agent");
+    coord
+        .wait_for("post-1 online", WAIT, |s| {
+            s.nodes.iter().any(|n| {
+                n.node.as_str() == "post-1" && n.state == fog_proto::NodeState::Online
+            })
+        })
+        .await;
+    let signed = |path: &str, body: &[u8]| {
+        authorization("ops", &key, "POST", path, fog_rt::clock::now_ms(), body)
+    };
+    let tasks = "/api/v1/tasks";
+
+    // Unsigned, forged, by a stranger: 401, nothing taken.
+    let one = br#"{"tasks": [{"id": "h-0", "kind": "echo", "payload": "no"}]}"#;
+    let (code, v) = post(addr, tasks, "", one).await;
+    assert_eq!((code, v["error"].as_str()), (401, Some("unauthorized")), "{v}");
+    let other = KeyPair::generate().expect("a key").0;
+    let forged = authorization("ops", &other, "POST", tasks, fog_rt::clock::now_ms(), one);
+    let (code, v) = post(addr, tasks, &forged, one).await;
+    assert_eq!(code, 401, "{v}");
+    // Signed for another body: the signature covers it.
+    let (code, v) = post(addr, tasks, &signed(tasks, b"{}"), one).await;
+    assert_eq!(code, 401, "{v}");
+
+    // Bad input, signed: 422 / 400 with the field named.
+    let bad = br#"{"tasks": [{"kind": "echo", "timeout_ms": 0}]}"#;
+    let (code, v) = post(addr, tasks, &signed(tasks, bad), bad).await;
+    assert_eq!(code, 422, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("timeout_ms"), "{v}");
+    let q = "/api/v1/tasks?wait=forever";
+    let (code, v) = post(addr, q, &signed(q, one), one).await;
+    assert_eq!(code, 400, "{v}");
+
+    // A kind the client may not submit: 403, refused, with the reason.
+    let sha = br#"{"tasks": [{"id": "h-sha", "kind": "sha256", "payload": "x"}]}"#;
+    let (code, v) = post(addr, tasks, &signed(tasks, sha), sha).await;
+    assert_eq!(code, 403, "{v}");
+    assert_eq!(v["tasks"][0]["state"], "refused", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("sha256"), "{v}");
+
+    // Allowed: accepted once durable.
+    let hello = br#"{"tasks": [{"id": "h-1", "kind": "echo", "payload": "hello"}]}"#;
+    let auth = signed(tasks, hello);
+    let (code, v) = post(addr, tasks, &auth, hello).await;
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(v["tasks"][0]["state"], "accepted", "{v}");
+    assert_eq!(v["tasks"][0]["durable"], true, "{v}");
+    assert_eq!(v["tasks"][0]["task"], "/api/v1/tasks/h-1", "{v}");
+    // The same signed request again: a replay.
+    let (code, v) = post(addr, tasks, &auth, hello).await;
+    assert_eq!(code, 401, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("replay"), "{v}");
+
+    // Followed to its result.
+    let q = "/api/v1/tasks?wait=20";
+    let hi = br#"{"tasks": [{"id": "h-2", "kind": "echo", "payload": "hi"}]}"#;
+    let (code, v) = post(addr, q, &signed(q, hi), hi).await;
+    assert_eq!(code, 200, "{v}");
+    let t = &v["tasks"][0];
+    assert_eq!(t["state"], "finished", "{v}");
+    assert_eq!(t["result"]["node"], "post-1", "{v}");
+    assert_eq!(
+        t["result"]["outcome"]["completed"]["output"], "aGk=",
+        "echo's output is its payload (base64): {v}"
+    );
+    // The same id, a new request: answered from the journal, not run again.
+    let (code, v) = post(addr, q, &signed(q, hi), hi).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["tasks"][0]["state"], "finished", "{v}");
+    assert_eq!(v["tasks"][0]["durable"], true, "{v}");
+
+    // Still running when the same id comes again: `running`, one task.
+    let nap = br#"{"tasks": [{"id": "h-3", "kind": "sleep", "payload": "1500"}]}"#;
+    let (code, v) = post(addr, tasks, &signed(tasks, nap), nap).await;
+    assert_eq!((code, v["tasks"][0]["state"].as_str()), (202, Some("accepted")), "{v}");
+    let (code, v) = post(addr, tasks, &signed(tasks, nap), nap).await;
+    assert_eq!((code, v["tasks"][0]["state"].as_str()), (202, Some("running")), "{v}");
+
+    // h-1 is in the task list, finished; what was refused never became a task.
+    eventually("h-1 and h-3 finished in the API", WAIT, || async {
+        let (_, body) = get(addr, "/api/v1/tasks/h-3").await;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (v["task"]["state"] == "completed").then_some(())
+    })
+    .await;
+    let (_, body) = get(addr, "/api/v1/tasks/h-1").await;
+    assert!(body.contains("\"state\":\"completed\""), "{body}");
+    for never in ["h-0", "h-sha"] {
+        let (code, body) = get(addr, &format!("/api/v1/tasks/{never}")).await;
+        assert_eq!(code, 404, "{never}: {body}");
+    }
+    assert_eq!(coord.counter("tasks_submitted_total"), 3, "h-1, h-2 and h-3, once each");
+    coord.stop().await;
+}

@@ -26,6 +26,21 @@ pub fn post(host: &str, path: &str, authorization: &str) -> Result<Value, String
     request(host, "POST", path, Some(authorization), false)
 }
 
+/// `POST path` with `authorization` and a JSON `body`, waiting up to `wait` for
+/// the answer: its status and JSON body, whatever the status.
+pub fn post_json(
+    host: &str,
+    path: &str,
+    authorization: &str,
+    body: &[u8],
+    wait: Duration,
+) -> Result<(u16, Value), String> {
+    let (code, text) = exchange(host, "POST", path, Some(authorization), body, wait)?;
+    let v = serde_json::from_str(&text)
+        .map_err(|e| format!("{host}{path}: HTTP {code}, not JSON ({e}): {}", text.trim()))?;
+    Ok((code, v))
+}
+
 fn request(
     host: &str,
     method: &str,
@@ -33,10 +48,39 @@ fn request(
     authorization: Option<&str>,
     unwell_too: bool,
 ) -> Result<Value, String> {
+    let (code, body) = exchange(
+        host,
+        method,
+        path,
+        authorization,
+        b"",
+        Duration::from_secs(10),
+    )?;
+    if code != 200 && !(unwell_too && code == 503) {
+        return Err(format!("{host}{path}: HTTP {code}: {}", body.trim()));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("{host}{path}: not JSON: {e}"))
+}
+
+/// One request on a fresh connection: the status and the (de-chunked) body.
+fn exchange(
+    host: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    wait: Duration,
+) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(host).map_err(|e| format!("connecting to {host}: {e}"))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = s.set_read_timeout(Some(wait));
     let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n{auth}Content-Length: 0\r\n\r\n")
+    let kind = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n{auth}{kind}Content-Length: {}\r\n\r\n", body.len())
+        .and_then(|()| s.write_all(body))
         .map_err(|e| format!("asking {host}{path}: {e}"))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
@@ -45,10 +89,11 @@ fn request(
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{host}{path}: not an HTTP answer"))?;
-    let code = head.split(' ').nth(1).unwrap_or("?");
-    if code != "200" && !(unwell_too && code == "503") {
-        return Err(format!("{host}{path}: HTTP {code}: {}", body.trim()));
-    }
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("{host}{path}: not an HTTP status line"))?;
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
@@ -57,7 +102,7 @@ fn request(
     } else {
         body.to_owned()
     };
-    serde_json::from_str(&body).map_err(|e| format!("{host}{path}: not JSON: {e}"))
+    Ok((code, body))
 }
 
 fn dechunk(mut body: &str) -> Result<String, String> {

@@ -39,6 +39,11 @@ pub struct Args {
     /// Wait for the result (otherwise print the task id once submitted).
     #[arg(long)]
     wait: bool,
+    /// Submit through a coordinator's HTTP API (`http://HOST:PORT`, its `http_listen`)
+    /// instead of the broker: for a machine that reaches the coordinator but not the
+    /// broker. Needs a client key; waits at most 300 s for a result.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
@@ -50,6 +55,12 @@ pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
     }
     let timeout = Duration::from_secs_f64(a.timeout.min(86_400.0));
     let signer = a.sign.signer(&cfg)?;
+    if let Some(url) = &a.url {
+        let signer = signer.ok_or_else(|| {
+            usage("--url needs a client key: --key FILE, $FOG_CLIENT_KEY or security.client_key (see `fog-coordinator keys client`)")
+        })?;
+        return over_http(&a, url, &signer, bytes, timeout);
+    }
     runtime()?.block_on(async move {
         let mut c = client::Client::connect_as(
             &cfg.broker,
@@ -72,6 +83,69 @@ pub fn run(a: Args) -> Result<ExitCode, ExitCode> {
         c.close().await;
         Ok(print_result(&r))
     })
+}
+
+/// The task through `POST /api/v1/tasks` (docs/api.md): its id once accepted, or
+/// with `--wait` its result.
+fn over_http(
+    a: &Args,
+    url: &str,
+    signer: &client::Signer,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<ExitCode, ExitCode> {
+    use base64::Engine as _;
+    let host = super::http::authority(url).map_err(|e| usage(&e))?;
+    let task = serde_json::json!({
+        "kind": a.kind,
+        "payload_base64": base64::engine::general_purpose::STANDARD.encode(payload),
+        "priority": a.priority,
+        "timeout_ms": timeout.as_millis().min(u128::from(u32::MAX)) as u64,
+        "cacheable": a.cacheable,
+    });
+    let body = serde_json::json!({ "tasks": [task] }).to_string().into_bytes();
+    // The result comes within the task's time limit, plus time to be placed.
+    let wait_secs = (timeout.as_secs() + 30).min(300);
+    let path = if a.wait {
+        format!("/api/v1/tasks?wait={wait_secs}")
+    } else {
+        "/api/v1/tasks".to_owned()
+    };
+    let auth = signer.http_authorization("POST", &path, fog_rt::clock::now_ms(), &body);
+    let (code, v) = super::http::post_json(
+        host,
+        &path,
+        &auth,
+        &body,
+        Duration::from_secs(wait_secs + 10),
+    )
+    .map_err(|e| failure(&e))?;
+    let item = &v["tasks"][0];
+    let reason = item["reason"]
+        .as_str()
+        .or(v["reason"].as_str())
+        .unwrap_or("");
+    let id = item["id"].as_str().unwrap_or("");
+    match item["state"].as_str() {
+        Some("finished") => {
+            let r: TaskResult = serde_json::from_value(item["result"].clone())
+                .map_err(|e| failure(&format!("the coordinator's result for {id}: {e}")))?;
+            Ok(print_result(&r))
+        }
+        Some("accepted" | "running") if !a.wait => {
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(state @ ("accepted" | "running" | "pending")) => {
+            eprintln!("{id}: {state}, no result within {wait_secs} s; follow it at {url}/api/v1/tasks/{id}");
+            Err(ExitCode::FAILURE)
+        }
+        Some(state) => {
+            eprintln!("{id}: {state}: {reason}");
+            Err(ExitCode::FAILURE)
+        }
+        None => Err(failure(&format!("HTTP {code}: {reason}"))),
+    }
 }
 
 /// The payload from exactly one of `--payload`, `--payload-file` and `-`.

@@ -29,7 +29,7 @@ use std::time::Duration;
 use fog_proto::TaskSummary;
 
 use crate::profiles::TaskSample;
-use fog_proto::{codec, NodeId, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmissions};
+use fog_proto::{codec, NodeId, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmission, TaskSubmissions};
 use tokio::time::Instant;
 
 use crate::breaker::{BreakerConfig, BreakerState};
@@ -298,6 +298,45 @@ impl Dispatcher {
         // Refused ones are answered (where the gate allows) before anything else
         // happens to them: not journaled, not placed, not remembered.
         let admitted = self.gate.admit(list, self.wall_ms(), now);
+        self.take_admitted(registry, admitted, now)
+    }
+
+    /// Submissions from `client`, authenticated by the HTTP API: the gate's per-item
+    /// rules, then as [`Dispatcher::on_submit`]. Also returns the ids the gate
+    /// refused, with why (the API answers 403 when it refused them all).
+    pub fn on_client_submit(
+        &mut self,
+        registry: &Registry,
+        client: &str,
+        items: Vec<TaskSubmission>,
+        now: Instant,
+    ) -> (Vec<Out>, Vec<(String, String)>) {
+        let admitted = self.gate.admit_client(client, items, now);
+        let refused = admitted
+            .answered
+            .iter()
+            .map(|(s, r)| (s.id.clone(), r.to_string()))
+            .collect();
+        (self.take_admitted(registry, admitted, now), refused)
+    }
+
+    /// Whether task `id` is accepted and not finished.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.table.contains(id)
+    }
+
+    /// Whether accepted tasks are journaled (and answered `accepted` once durable).
+    pub fn is_journaling(&self) -> bool {
+        self.journaling
+    }
+
+    /// What the gate let through, to the table; what it refused, answered.
+    fn take_admitted(
+        &mut self,
+        registry: &Registry,
+        admitted: crate::clients::Admitted,
+        now: Instant,
+    ) -> Vec<Out> {
         let mut out = Vec::with_capacity(admitted.accepted.len() + admitted.answered.len());
         for (sub, refusal) in admitted.answered {
             let outcome = Outcome::Rejected {

@@ -340,6 +340,8 @@ pub async fn not_found(uri: Uri) -> ApiError {
 pub async fn method_not_allowed(uri: Uri) -> ApiError {
     let only = if uri.path().ends_with("/drain") || uri.path().ends_with("/undrain") {
         "POST only, signed"
+    } else if uri.path() == "/api/v1/tasks" {
+        "GET, or POST signed"
     } else {
         "GET only"
     };

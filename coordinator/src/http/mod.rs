@@ -13,6 +13,7 @@ pub mod console;
 mod error;
 pub mod metrics;
 mod query;
+mod submit;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -64,9 +65,11 @@ use crate::service::Snapshot;
 /// port range (9464 is the default OpenTelemetry Prometheus exporter port).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
-/// Largest request body taken (the API is read-only today; this bounds what an
-/// unauthenticated client can make the coordinator read).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body taken: bounds what an unauthenticated client can make the
+/// coordinator read, and what a signed submission carries (as an MQTT list: the
+/// body's payloads are a few KiB each at most in practice; a bigger input belongs
+/// in a file the task reads).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// A view older than this means the main loop is stuck: health says so.
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
@@ -151,7 +154,11 @@ pub const ROUTES: [&str; 13] = [
 ];
 
 /// Every path served to signed POSTs (docs/api.md, "Changes").
-pub const POST_ROUTES: [&str; 2] = ["/api/v1/nodes/:node/drain", "/api/v1/nodes/:node/undrain"];
+pub const POST_ROUTES: [&str; 3] = [
+    "/api/v1/nodes/:node/drain",
+    "/api/v1/nodes/:node/undrain",
+    "/api/v1/tasks",
+];
 
 /// The routes, on `shared`.
 pub fn router(shared: Shared) -> Router {
@@ -163,7 +170,7 @@ pub fn router(shared: Shared) -> Router {
         .route(node, get(api::node))
         .route(node_history, get(console::node_history))
         .route(fleet_history, get(console::fleet_history))
-        .route(tasks, get(api::tasks))
+        .route(tasks, get(api::tasks).post(submit::submit))
         .route(task, get(api::task))
         .route(scaling, get(api::scaling))
         .route(profiles, get(api::profiles))

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batcher::Batcher;
 use crate::clients::Gate;
 use crate::config::CoordinatorConfig;
-use crate::control::{Command, Drained};
+use crate::control::{Command, Watchers};
 use crate::dispatch::{Dispatcher, Out};
 use crate::home_assistant::HomeAssistant;
 use crate::journal::{Durable, Journal, JournalConfig};
@@ -31,8 +31,10 @@ use crate::signing::Posture;
 use crate::trends::Trends;
 use crate::view::{Health, JournalHealth, View};
 
+mod commands;
 mod snapshot;
 pub use snapshot::{empty_snapshot, Snapshot};
+use commands::load_drained;
 use snapshot::{publish_home_assistant, status};
 
 /// How stale the in-process view may be, when statuses are published less often.
@@ -195,6 +197,8 @@ struct Server {
     drained_file: Option<std::path::PathBuf>,
     /// Ended tasks not yet in the profiles (a reader held them at the last view).
     pending_samples: Vec<crate::profiles::TaskSample>,
+    /// HTTP submissions waiting for their answers.
+    watchers: Watchers,
 }
 
 impl Server {
@@ -286,12 +290,21 @@ impl Server {
             profiles: Default::default(),
             drained_file,
             pending_samples: Vec::new(),
+            watchers: Watchers::default(),
         };
         Ok((server, accepted_rx))
     }
 
     fn push_all(&mut self, msgs: Vec<Out>) {
         for m in msgs {
+            if let Out::Reply { result, .. } = &m {
+                // What comes here is a refusal at intake (never journaled), a repeat
+                // of a finished task (from the journal, with one), or, without a
+                // journal, a final result.
+                let durable = self.dispatch.is_journaling()
+                    && !matches!(result.outcome, fog_proto::Outcome::Rejected { .. });
+                self.watchers.offer_result(result, durable);
+            }
             self.batcher.push(m);
         }
     }
@@ -438,6 +451,9 @@ impl Server {
                 result,
             },
         };
+        if let Out::Reply { result, .. } = &out {
+            self.watchers.offer_result(result, true);
+        }
         self.batcher.push(out);
     }
 
@@ -455,54 +471,9 @@ impl Server {
         self.push_all(msgs);
     }
 
-    /// A command from the HTTP API; its answer to the API.
-    fn on_command(&mut self, c: Command) {
-        match c {
-            Command::Drain { node, drain, reply } => {
-                let changed = self.dispatch.set_drained(&node, drain);
-                if changed {
-                    tracing::info!(node.id = %node, drained = drain, "node drain changed");
-                    self.save_drained();
-                }
-                let in_flight = self
-                    .dispatch
-                    .node_placements(Instant::now())
-                    .iter()
-                    .find(|p| p.node == node)
-                    .map_or(0, |p| p.in_flight);
-                let _ = reply.send(Drained {
-                    node: node.to_string(),
-                    drained: drain,
-                    changed,
-                    in_flight,
-                });
-                // Undrained: what waits may go there now.
-                let msgs = self.dispatch.tick(&self.registry, Instant::now());
-                self.push_all(msgs);
-            }
-        }
-    }
-
-    /// The drained nodes, to `<data_dir>/drained` (one id a line), so a restart keeps
-    /// them; a failure is logged, and the drain holds until the restart.
-    fn save_drained(&self) {
-        let Some(path) = &self.drained_file else {
-            return;
-        };
-        let text: String = self
-            .dispatch
-            .drained()
-            .iter()
-            .map(|n| format!("{n}\n"))
-            .collect();
-        let tmp = path.with_extension("tmp");
-        if let Err(error) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
-            tracing::error!(%error, path = %path.display(), "could not save the drained nodes");
-        }
-    }
-
     /// The status (and scaling advice) out, retained; the snapshot to the view.
     fn on_publish_tick(&mut self) -> Result<(), ServeError> {
+        self.watchers.sweep();
         let connected = self.link.is_connected();
         let mut s = status(
             &self.registry,
@@ -645,24 +616,6 @@ impl Server {
         self.link.close(Some(goodbye), Duration::from_secs(3)).await;
         Ok(())
     }
-}
-
-/// The drained nodes kept by [`Server::save_drained`]; a line that is not a node id
-/// is said and skipped.
-fn load_drained(path: Option<&std::path::Path>) -> Vec<NodeId> {
-    let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| match NodeId::new(l.trim()) {
-            Ok(n) => Some(n),
-            Err(error) => {
-                tracing::warn!(line = l, %error, "skipped a line of the drained nodes file");
-                None
-            }
-        })
-        .collect()
 }
 
 /// The coordinator's status as the broker keeps it: retained, at least once.
