@@ -168,7 +168,7 @@ fn parse(body: &[u8]) -> Result<Vec<TaskSubmission>, ApiError> {
                 valid_id(&id).map_err(|e| invalid(format!("tasks[{i}].id: {e}")))?;
                 id
             }
-            None => crate::client::random_id("task"),
+            None => format!("task-{:08x}{:08x}", fastrand::u32(..), fastrand::u32(..)),
         };
         if let Some(j) = seen.insert(id.clone(), i) {
             return Err(invalid(format!(
