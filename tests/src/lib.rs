@@ -15,8 +15,8 @@ pub mod process;
 pub mod proxy;
 pub mod watcher;
 
-use std::net::SocketAddr;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use fog_agent::config::Config as AgentConfig;
@@ -204,8 +204,8 @@ impl RunningCoordinator {
     pub async fn start_with_api(cfg: CoordinatorConfig) -> anyhow::Result<(Self, SocketAddr)> {
         let (tx, view) = watch::channel(fog_coordinator::service::empty_snapshot());
         let stop = CancellationToken::new();
-        let http = fog_coordinator::http::HttpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await?;
+        let http =
+            fog_coordinator::http::HttpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = http.addr;
         let (commands, rx) = fog_coordinator::control::channel();
         let control = fog_coordinator::http::Control::new(

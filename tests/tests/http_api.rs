@@ -169,9 +169,9 @@ async fn tasks_submitted_over_http_are_signed_checked_and_journaled() {
     let _agent = RunningAgent::start("post-1", &broker.url(), "", "").expect("agent");
     coord
         .wait_for("post-1 online", WAIT, |s| {
-            s.nodes.iter().any(|n| {
-                n.node.as_str() == "post-1" && n.state == fog_proto::NodeState::Online
-            })
+            s.nodes
+                .iter()
+                .any(|n| n.node.as_str() == "post-1" && n.state == fog_proto::NodeState::Online)
         })
         .await;
     let signed = |path: &str, body: &[u8]| {
@@ -182,7 +182,11 @@ async fn tasks_submitted_over_http_are_signed_checked_and_journaled() {
     // Unsigned, forged, by a stranger: 401, nothing taken.
     let one = br#"{"tasks": [{"id": "h-0", "kind": "echo", "payload": "no"}]}"#;
     let (code, v) = post(addr, tasks, "", one).await;
-    assert_eq!((code, v["error"].as_str()), (401, Some("unauthorized")), "{v}");
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
     let other = KeyPair::generate().expect("a key").0;
     let forged = authorization("ops", &other, "POST", tasks, fog_rt::clock::now_ms(), one);
     let (code, v) = post(addr, tasks, &forged, one).await;
@@ -241,9 +245,17 @@ async fn tasks_submitted_over_http_are_signed_checked_and_journaled() {
     // Still running when the same id comes again: `running`, one task.
     let nap = br#"{"tasks": [{"id": "h-3", "kind": "sleep", "payload": "1500"}]}"#;
     let (code, v) = post(addr, tasks, &signed(tasks, nap), nap).await;
-    assert_eq!((code, v["tasks"][0]["state"].as_str()), (202, Some("accepted")), "{v}");
+    assert_eq!(
+        (code, v["tasks"][0]["state"].as_str()),
+        (202, Some("accepted")),
+        "{v}"
+    );
     let (code, v) = post(addr, tasks, &signed(tasks, nap), nap).await;
-    assert_eq!((code, v["tasks"][0]["state"].as_str()), (202, Some("running")), "{v}");
+    assert_eq!(
+        (code, v["tasks"][0]["state"].as_str()),
+        (202, Some("running")),
+        "{v}"
+    );
 
     // h-1 is in the task list, finished; what was refused never became a task.
     eventually("h-1 and h-3 finished in the API", WAIT, || async {
@@ -258,6 +270,10 @@ async fn tasks_submitted_over_http_are_signed_checked_and_journaled() {
         let (code, body) = get(addr, &format!("/api/v1/tasks/{never}")).await;
         assert_eq!(code, 404, "{never}: {body}");
     }
-    assert_eq!(coord.counter("tasks_submitted_total"), 3, "h-1, h-2 and h-3, once each");
+    assert_eq!(
+        coord.counter("tasks_submitted_total"),
+        3,
+        "h-1, h-2 and h-3, once each"
+    );
     coord.stop().await;
 }

@@ -103,7 +103,9 @@ fn over_http(
         "timeout_ms": timeout.as_millis().min(u128::from(u32::MAX)) as u64,
         "cacheable": a.cacheable,
     });
-    let body = serde_json::json!({ "tasks": [task] }).to_string().into_bytes();
+    let body = serde_json::json!({ "tasks": [task] })
+        .to_string()
+        .into_bytes();
     // The result comes within the task's time limit, plus time to be placed.
     let wait_secs = (timeout.as_secs() + 30).min(300);
     let path = if a.wait {

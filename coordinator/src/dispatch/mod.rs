@@ -29,7 +29,10 @@ use std::time::Duration;
 use fog_proto::TaskSummary;
 
 use crate::profiles::TaskSample;
-use fog_proto::{codec, NodeId, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmission, TaskSubmissions};
+use fog_proto::{
+    codec, NodeId, Outcome, TaskAssignment, TaskResult, TaskResults, TaskSubmission,
+    TaskSubmissions,
+};
 use tokio::time::Instant;
 
 use crate::breaker::{BreakerConfig, BreakerState};

@@ -365,9 +365,18 @@ mod tests {
                 r#"{"tasks": [{"kind": "echo", "payload": "a", "payload_base64": "YQ=="}]}"#,
                 "both",
             ),
-            (r#"{"tasks": [{"kind": "echo", "payload_base64": "!!"}]}"#, "payload_base64"),
-            (r#"{"tasks": [{"kind": "echo", "timeout_ms": 0}]}"#, "timeout_ms"),
-            (r#"{"tasks": [{"kind": "echo", "strategy": "best"}]}"#, "strategy"),
+            (
+                r#"{"tasks": [{"kind": "echo", "payload_base64": "!!"}]}"#,
+                "payload_base64",
+            ),
+            (
+                r#"{"tasks": [{"kind": "echo", "timeout_ms": 0}]}"#,
+                "timeout_ms",
+            ),
+            (
+                r#"{"tasks": [{"kind": "echo", "strategy": "best"}]}"#,
+                "strategy",
+            ),
             (r#"{"tasks": [{"kind": "echo", "priority": 300}]}"#, "u8"),
             ("not json", "JSON"),
         ];

@@ -33,8 +33,8 @@ use crate::view::{Health, JournalHealth, View};
 
 mod commands;
 mod snapshot;
-pub use snapshot::{empty_snapshot, Snapshot};
 use commands::load_drained;
+pub use snapshot::{empty_snapshot, Snapshot};
 use snapshot::{publish_home_assistant, status};
 
 /// How stale the in-process view may be, when statuses are published less often.
