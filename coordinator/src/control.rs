@@ -22,6 +22,11 @@ pub enum Command {
         drain: bool,
         reply: oneshot::Sender<Drained>,
     },
+    /// Take an offline node out of the fleet view (`Err`: why not, it is online).
+    Forget {
+        node: NodeId,
+        reply: oneshot::Sender<Result<Forgot, String>>,
+    },
     /// Tasks from `client` (whose signed request the API checked): through the gate
     /// and into the table; every answer for their ids to `answers` until each is
     /// `wait`ed for.
@@ -42,6 +47,14 @@ pub struct Drained {
     pub changed: bool,
     /// Tasks still running there (they finish; nothing new goes there).
     pub in_flight: u32,
+}
+
+/// What forgetting a node did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Forgot {
+    pub node: String,
+    /// Its state when it was forgotten (`offline`).
+    pub was: String,
 }
 
 /// How far a submission over HTTP is followed.

@@ -137,10 +137,32 @@ impl HomeAssistant {
     /// config for one that went), connectivity that changed, state for every live
     /// reading not published yet.
     pub fn on_view(&mut self, view: &View, now_ms: u64) {
-        // What was said about nodes the registry no longer has is forgotten.
+        // A node the registry no longer has (forgotten): its retained configs are
+        // emptied, which removes its entities and device from Home Assistant, and so
+        // is its retained connectivity.
         let known: std::collections::HashSet<&NodeId> =
             view.nodes.iter().map(|n| &n.node).collect();
-        self.said.retain(|id, _| known.contains(id));
+        let gone: Vec<NodeId> = self
+            .said
+            .keys()
+            .filter(|id| !known.contains(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            let Some(said) = self.said.remove(&id) else {
+                continue;
+            };
+            let online = said
+                .online
+                .map(|_| self.topics.home_assistant(&id, "online"));
+            for topic in said.configs.into_keys().chain(online) {
+                self.queue.push_back(Message {
+                    topic,
+                    payload: Vec::new(),
+                    retain: true,
+                });
+            }
+        }
         for n in &view.nodes {
             let detail = view.details.get(&n.node);
             let Some(birth) = detail.and_then(|d| d.birth.as_deref()) else {

@@ -134,6 +134,75 @@ async fn post(addr: SocketAddr, path: &str, authorization: &str, body: &[u8]) ->
     (code, v)
 }
 
+/// A real coordinator (journal on disk, its HTTP API) with one signing client, `ops`
+/// (kinds echo and sleep only), and one real agent, `node`, online.
+struct SignedFleet {
+    broker: TestBroker,
+    _dir: tempfile::TempDir,
+    cfg: fog_coordinator::config::CoordinatorConfig,
+    key: fog_rt::keys::KeyPair,
+    coord: RunningCoordinator,
+    addr: SocketAddr,
+    agent: Option<RunningAgent>,
+}
+
+impl SignedFleet {
+    async fn start(node: &str) -> SignedFleet {
+        use fog_coordinator::clients::{ClientPolicy, Kinds};
+        use fog_rt::keys::KeyPair;
+
+        init_logging();
+        let broker = TestBroker::start().expect("broker");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = KeyPair::create(&dir.path().join("ops.key")).expect("client key");
+        let mut cfg = fog_e2e::fleet(&broker.url()).expect("fleet").coordinator();
+        cfg.data_dir = Some(dir.path().join("coordinator"));
+        cfg.security.allow_unsigned_submissions = false;
+        cfg.security.clients = std::collections::BTreeMap::from([(
+            "ops".to_owned(),
+            ClientPolicy {
+                name: "ops".into(),
+                key: key.public().clone(),
+                kinds: Kinds::Only(vec!["echo".into(), "sleep".into()]),
+                nodes: Vec::new(),
+                labels: Default::default(),
+            },
+        )]);
+        let (mut coord, addr) = RunningCoordinator::start_with_api(cfg.clone())
+            .await
+            .expect("coordinator");
+        let agent = RunningAgent::start(node, &broker.url(), "", "").expect("agent");
+        coord
+            .wait_for("the agent online", WAIT, |s| {
+                s.nodes
+                    .iter()
+                    .any(|n| n.node.as_str() == node && n.state == fog_proto::NodeState::Online)
+            })
+            .await;
+        SignedFleet {
+            broker,
+            _dir: dir,
+            cfg,
+            key,
+            coord,
+            addr,
+            agent: Some(agent),
+        }
+    }
+
+    /// The `Authorization` header of `ops` for `POST path` with `body`, now.
+    fn signed(&self, path: &str, body: &[u8]) -> String {
+        fog_coordinator::http::auth::authorization(
+            "ops",
+            &self.key,
+            "POST",
+            path,
+            fog_rt::clock::now_ms(),
+            body,
+        )
+    }
+}
+
 /// Tasks submitted over HTTP to a real coordinator (journal on disk) and a real agent:
 /// only a signed request of a configured client is taken; its policy holds (kind
 /// `sha256` refused, 403); an allowed task is accepted once durable (202), runs, and
@@ -142,41 +211,12 @@ async fn post(addr: SocketAddr, path: &str, authorization: &str, body: &[u8]) ->
 /// input are refused with the right code, and none of them ran anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_submitted_over_http_are_signed_checked_and_journaled() {
-    use fog_coordinator::clients::{ClientPolicy, Kinds};
     use fog_coordinator::http::auth::authorization;
     use fog_rt::keys::KeyPair;
 
-    init_logging();
-    let broker = TestBroker::start().expect("broker");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let key = KeyPair::create(&dir.path().join("ops.key")).expect("client key");
-    let mut cfg = fog_e2e::fleet(&broker.url()).expect("fleet").coordinator();
-    cfg.data_dir = Some(dir.path().join("coordinator"));
-    cfg.security.allow_unsigned_submissions = false;
-    cfg.security.clients = std::collections::BTreeMap::from([(
-        "ops".to_owned(),
-        ClientPolicy {
-            name: "ops".into(),
-            key: key.public().clone(),
-            kinds: Kinds::Only(vec!["echo".into(), "sleep".into()]),
-            nodes: Vec::new(),
-            labels: Default::default(),
-        },
-    )]);
-    let (mut coord, addr) = RunningCoordinator::start_with_api(cfg)
-        .await
-        .expect("coordinator");
-    let _agent = RunningAgent::start("post-1", &broker.url(), "", "").expect("agent");
-    coord
-        .wait_for("post-1 online", WAIT, |s| {
-            s.nodes
-                .iter()
-                .any(|n| n.node.as_str() == "post-1" && n.state == fog_proto::NodeState::Online)
-        })
-        .await;
-    let signed = |path: &str, body: &[u8]| {
-        authorization("ops", &key, "POST", path, fog_rt::clock::now_ms(), body)
-    };
+    let f = SignedFleet::start("post-1").await;
+    let addr = f.addr;
+    let signed = |path: &str, body: &[u8]| f.signed(path, body);
     let tasks = "/api/v1/tasks";
 
     // Unsigned, forged, by a stranger: 401, nothing taken.
@@ -271,9 +311,81 @@ async fn tasks_submitted_over_http_are_signed_checked_and_journaled() {
         assert_eq!(code, 404, "{never}: {body}");
     }
     assert_eq!(
-        coord.counter("tasks_submitted_total"),
+        f.coord.counter("tasks_submitted_total"),
         3,
         "h-1, h-2 and h-3, once each"
     );
+    f.coord.stop().await;
+}
+
+/// `nodes forget` through the API: refused unsigned (401), for an unknown node
+/// (404) and while the node is online (409); an offline node leaves the API and the
+/// metrics, a restarted coordinator does not take it back from its retained
+/// goodbye, and its agent started again brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_node_stays_gone_until_its_agent_starts_again() {
+    let mut f = SignedFleet::start("gone-1").await;
+    let path = "/api/v1/nodes/gone-1/forget";
+    let (code, v) = post(f.addr, path, "", b"").await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
+    let nobody = "/api/v1/nodes/nobody/forget";
+    let (code, v) = post(f.addr, nobody, &f.signed(nobody, b""), b"").await;
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = post(f.addr, path, &f.signed(path, b""), b"").await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("node_online")),
+        "{v}"
+    );
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stop its agent"),
+        "{v}"
+    );
+
+    // Stopped: offline by its goodbye (retained), then forgotten.
+    f.agent.take().expect("the agent").stop().await;
+    let addr = f.addr;
+    eventually("gone-1 offline", WAIT, || async {
+        (node_state(addr, "gone-1").await.as_deref() == Some("offline")).then_some(())
+    })
+    .await;
+    let (code, v) = post(addr, path, &f.signed(path, b""), b"").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["node"].as_str(), v["was"].as_str()),
+        (Some("gone-1"), Some("offline"))
+    );
+    eventually("gone-1 gone from the API", WAIT, || async {
+        (get(addr, "/api/v1/nodes/gone-1").await.0 == 404).then_some(())
+    })
+    .await;
+    let (_, text) = get(addr, "/metrics").await;
+    assert!(!text.contains("gone-1"), "{text}");
+    f.coord.stop().await;
+
+    // A restart receives the retained goodbye again: dropped, still forgotten.
+    let (coord, addr) = RunningCoordinator::start_with_api(f.cfg.clone())
+        .await
+        .expect("coordinator again");
+    eventually("the retained goodbye dropped", WAIT, || async {
+        (coord.counter("rejected_forgotten_total") >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(get(addr, "/api/v1/nodes/gone-1").await.0, 404);
+
+    // Its agent started again: back.
+    let agent = RunningAgent::start("gone-1", &f.broker.url(), "", "").expect("agent");
+    eventually("gone-1 back", WAIT, || async {
+        (node_state(addr, "gone-1").await.as_deref() == Some("online")).then_some(())
+    })
+    .await;
+    agent.stop().await;
     coord.stop().await;
 }

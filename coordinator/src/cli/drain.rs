@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::http::{authority, post};
+use super::http::{authority, post_json};
 use super::keys::SignArgs;
 use fog_coordinator::config::CoordinatorConfig;
 
@@ -29,19 +29,8 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
-    let cfg = match &a.config {
-        Some(p) => CoordinatorConfig::load(p),
-        None => CoordinatorConfig::from_toml("", "<defaults>"),
-    }
-    .map_err(config_err)?;
-    let signer = a.sign.signer(&cfg)?.ok_or_else(|| {
-        usage("drain needs a client key: --key FILE, $FOG_CLIENT_KEY or security.client_key (see `fog-coordinator keys client`)")
-    })?;
-    let host = authority(&a.url).map_err(|e| usage(&e))?;
     let verb = if a.undo { "undrain" } else { "drain" };
-    let path = format!("/api/v1/nodes/{}/{verb}", percent_encode(&a.node));
-    let auth = signer.http_authorization("POST", &path, fog_rt::clock::now_ms(), b"");
-    let v = post(host, &path, &auth).map_err(|e| failure(&e))?;
+    let v = node_command(&a.url, a.config.as_deref(), &a.sign, &a.node, verb)?;
     let in_flight = v["in_flight"].as_u64().unwrap_or(0);
     match (a.undo, v["changed"].as_bool() == Some(true)) {
         (false, true) => println!(
@@ -56,6 +45,38 @@ pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
         (true, false) => println!("{}: was not drained", a.node),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /api/v1/nodes/{node}/{verb}` on the coordinator at `url`, signed with the
+/// client key of `sign` (or the config's): the JSON answer of a 200; any other
+/// answer fails with the API's reason.
+pub fn node_command(
+    url: &str,
+    config: Option<&std::path::Path>,
+    sign: &SignArgs,
+    node: &str,
+    verb: &str,
+) -> Result<serde_json::Value, ExitCode> {
+    let cfg = match config {
+        Some(p) => CoordinatorConfig::load(p),
+        None => CoordinatorConfig::from_toml("", "<defaults>"),
+    }
+    .map_err(config_err)?;
+    let signer = sign.signer(&cfg)?.ok_or_else(|| {
+        usage(&format!("{verb} needs a client key: --key FILE, $FOG_CLIENT_KEY or security.client_key (see `fog-coordinator keys client`)"))
+    })?;
+    let host = authority(url).map_err(|e| usage(&e))?;
+    let path = format!("/api/v1/nodes/{}/{verb}", percent_encode(node));
+    let auth = signer.http_authorization("POST", &path, fog_rt::clock::now_ms(), b"");
+    let (code, v) = post_json(host, &path, &auth, b"", std::time::Duration::from_secs(10))
+        .map_err(|e| failure(&e))?;
+    if code != 200 {
+        let reason = v["reason"].as_str().unwrap_or("no reason given");
+        return Err(failure(&format!(
+            "{node}: {verb} refused (HTTP {code}): {reason}"
+        )));
+    }
+    Ok(v)
 }
 
 /// A path segment: everything but RFC 3986's unreserved characters percent-encoded,

@@ -21,11 +21,6 @@ pub fn get(host: &str, path: &str, unwell_too: bool) -> Result<Value, String> {
     request(host, "GET", path, None, unwell_too)
 }
 
-/// `POST path` with `authorization` and no body; the JSON body of a 200.
-pub fn post(host: &str, path: &str, authorization: &str) -> Result<Value, String> {
-    request(host, "POST", path, Some(authorization), false)
-}
-
 /// `POST path` with `authorization` and a JSON `body`, waiting up to `wait` for
 /// the answer: its status and JSON body, whatever the status.
 pub fn post_json(

@@ -37,14 +37,25 @@ enum NodesCommand {
     },
     /// Stop believing NODE (its approved and pending keys are removed).
     Revoke { node: String },
+    /// Take an offline NODE out of the fleet (status, console, /metrics, Home
+    /// Assistant), through a running coordinator's HTTP API, signed with a client key.
+    /// Its retained status no longer brings it back; starting its agent again does.
+    Forget {
+        node: String,
+        /// The coordinator's HTTP API.
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+        #[command(flatten)]
+        sign: super::keys::SignArgs,
+    },
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
-    let dir = nodes_dir(a)?;
     match &a.command {
-        NodesCommand::List => list(&dir),
-        NodesCommand::Approve { node, key } => approve(&dir, node, key.as_deref()),
+        NodesCommand::List => list(&nodes_dir(a)?),
+        NodesCommand::Approve { node, key } => approve(&nodes_dir(a)?, node, key.as_deref()),
         NodesCommand::Revoke { node } => {
+            let dir = nodes_dir(a)?;
             let id = node_id(node)?;
             if store::revoke(&dir, &id).map_err(|e| failure(&e))? {
                 println!("revoked {id}");
@@ -55,6 +66,15 @@ pub fn run(a: &Args) -> Result<ExitCode, ExitCode> {
                     dir.display()
                 )))
             }
+        }
+        NodesCommand::Forget { node, url, sign } => {
+            let v = super::drain::node_command(url, a.config.as_deref(), sign, node, "forget")?;
+            println!(
+                "{}: forgotten (it was {}); it comes back only if its agent starts again",
+                v["node"].as_str().unwrap_or(node),
+                v["was"].as_str().unwrap_or("offline")
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

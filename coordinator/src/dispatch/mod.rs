@@ -211,6 +211,12 @@ impl Dispatcher {
         self.nodes.set_drained(node, drained)
     }
 
+    /// `node` was forgotten by the registry: nothing is placed there, what was placed
+    /// there is placed again at the next tick, and it is no longer drained.
+    pub fn forget(&mut self, node: &NodeId) {
+        self.nodes.forget(node);
+    }
+
     /// The drained nodes.
     pub fn drained(&self) -> &std::collections::BTreeSet<NodeId> {
         self.nodes.drained()

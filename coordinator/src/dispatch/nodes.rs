@@ -193,6 +193,16 @@ impl NodeView {
         changed
     }
 
+    /// `id` left the registry (forgotten): its slot stays (slots are never reused)
+    /// but counts as offline until the node is back, and it is no longer drained.
+    pub(super) fn forget(&mut self, id: &NodeId) {
+        self.set_drained(id, false);
+        if let Some(&slot) = self.slot_of.get(id) {
+            self.slots[slot].state = NodeState::Offline;
+            self.generation += 1;
+        }
+    }
+
     pub(super) fn drained(&self) -> &std::collections::BTreeSet<NodeId> {
         &self.drained
     }

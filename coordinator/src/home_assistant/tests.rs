@@ -412,6 +412,46 @@ fn an_entity_that_went_is_removed_and_a_restart_gets_connectivity_again() {
 }
 
 #[test]
+fn a_forgotten_node_leaves_home_assistant_with_every_entity() {
+    let mut h = ha();
+    h.on_view(
+        &view(
+            "pi-1",
+            NodeState::Offline,
+            Encoding::Json,
+            Some(reading(NOW)),
+        ),
+        NOW,
+    );
+    let said: Vec<String> = out(&mut h)
+        .into_iter()
+        .filter(|m| m.retain)
+        .map(|m| m.topic)
+        .collect();
+    assert!(said.len() > 5, "{said:?}");
+    let mut v = view("pi-1", NodeState::Offline, Encoding::Json, None);
+    v.status.nodes.clear();
+    v.details.clear();
+    h.on_view(&v, NOW + 1_000);
+    let msgs = out(&mut h);
+    assert!(
+        msgs.iter().all(|m| m.retain && m.payload.is_empty()),
+        "only empty retained messages: {msgs:?}"
+    );
+    let mut emptied: Vec<String> = msgs.into_iter().map(|m| m.topic).collect();
+    let mut expected = said;
+    emptied.sort();
+    expected.sort();
+    assert_eq!(
+        emptied, expected,
+        "every config and the connectivity, emptied"
+    );
+    assert!(emptied.contains(&"fog/v1/ha/pi-1/online".to_owned()));
+    h.on_view(&v, NOW + 2_000);
+    assert!(out(&mut h).is_empty(), "once");
+}
+
+#[test]
 fn a_reading_from_the_future_does_not_hold_back_the_true_ones() {
     let mut h = ha();
     let state_of = |h: &mut HomeAssistant| {

@@ -270,6 +270,47 @@ async fn set_drained(
     body: &[u8],
     drain: bool,
 ) -> Result<Response, ApiError> {
+    let (client, done) = node_command(s, headers, uri, path, body, |node, reply| {
+        crate::control::Command::Drain { node, drain, reply }
+    })
+    .await?;
+    tracing::info!(client = %client, node.id = %done.node, drain, changed = done.changed, "drain via the API");
+    Ok(json(&done))
+}
+
+/// `POST /api/v1/nodes/{node}/forget`, signed: an offline node leaves the fleet view
+/// (registry, console, metrics, Home Assistant); refused (409) while it is online
+/// or suspect, since a node that speaks comes straight back.
+pub async fn forget(
+    State(s): St,
+    headers: HeaderMap,
+    uri: Uri,
+    path: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let (client, done) = node_command(&s, &headers, &uri, path, &body, |node, reply| {
+        crate::control::Command::Forget { node, reply }
+    })
+    .await?;
+    let done = done.map_err(|reason| ApiError {
+        status: StatusCode::CONFLICT,
+        code: "node_online",
+        reason,
+    })?;
+    tracing::info!(client = %client, node.id = %done.node, was = %done.was, "node forgotten via the API");
+    Ok(json(&done))
+}
+
+/// A signed command about one known node, which the client's policy may target,
+/// through the main loop: the client's name and the loop's answer.
+async fn node_command<T>(
+    s: &Shared,
+    headers: &HeaderMap,
+    uri: &Uri,
+    path: Result<Path<String>, PathRejection>,
+    body: &[u8],
+    make: impl FnOnce(fog_proto::NodeId, tokio::sync::oneshot::Sender<T>) -> crate::control::Command,
+) -> Result<(String, T), ApiError> {
     let Some(control) = &s.control else {
         return Err(ApiError::method_not_allowed(
             "this coordinator's API is read-only (started without [clients] control)",
@@ -297,11 +338,7 @@ async fn set_drained(
     };
     control
         .commands
-        .try_send(crate::control::Command::Drain {
-            node: node.node.clone(),
-            drain,
-            reply,
-        })
+        .try_send(make(node.node.clone(), reply))
         .map_err(|_| busy())?;
     // Taken but not answered in time: it may still be applied, so say so.
     let unconfirmed = || {
@@ -315,8 +352,7 @@ async fn set_drained(
         .await
         .map_err(|_| unconfirmed())?
         .map_err(|_| unconfirmed())?;
-    tracing::info!(client = %client.name, node.id = %id, drain, changed = done.changed, "drain via the API");
-    Ok(json(&done))
+    Ok((client.name.clone(), done))
 }
 
 /// `GET /api/v1/scaling`: the current advice (`null` before there is one).
@@ -338,7 +374,10 @@ pub async fn not_found(uri: Uri) -> ApiError {
 }
 
 pub async fn method_not_allowed(uri: Uri) -> ApiError {
-    let only = if uri.path().ends_with("/drain") || uri.path().ends_with("/undrain") {
+    let only = if ["/drain", "/undrain", "/forget"]
+        .iter()
+        .any(|end| uri.path().ends_with(end))
+    {
         "POST only, signed"
     } else if uri.path() == "/api/v1/tasks" {
         "GET, or POST signed"

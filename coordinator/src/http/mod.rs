@@ -154,9 +154,10 @@ pub const ROUTES: [&str; 13] = [
 ];
 
 /// Every path served to signed POSTs (docs/api.md, "Changes").
-pub const POST_ROUTES: [&str; 3] = [
+pub const POST_ROUTES: [&str; 4] = [
     "/api/v1/nodes/:node/drain",
     "/api/v1/nodes/:node/undrain",
+    "/api/v1/nodes/:node/forget",
     "/api/v1/tasks",
 ];
 
@@ -180,6 +181,7 @@ pub fn router(shared: Shared) -> Router {
         .route(page, get(console::page))
         .route(POST_ROUTES[0], axum::routing::post(api::drain))
         .route(POST_ROUTES[1], axum::routing::post(api::undrain))
+        .route(POST_ROUTES[2], axum::routing::post(api::forget))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

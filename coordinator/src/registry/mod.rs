@@ -28,6 +28,9 @@ use tokio::time::Instant;
 use crate::identity::{Distrust, NodeKeys};
 use crate::phi::PhiDetector;
 
+mod forgotten;
+pub use forgotten::{Forgotten, MAX_FORGOTTEN};
+
 /// Liveness rules.
 #[derive(Debug, Clone)]
 pub struct LivenessConfig {
@@ -91,6 +94,15 @@ impl IngestError {
             IngestError::Distrusted { reason, .. } => reason,
         }
     }
+}
+
+/// Why a node was not forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForgetError {
+    #[error("no such node")]
+    Unknown,
+    #[error("it is {}: a node that speaks comes straight back; stop its agent first", .0.as_str())]
+    NotOffline(NodeState),
 }
 
 /// What ingesting a message did.
@@ -186,6 +198,8 @@ pub struct Registry {
     max_skew_ms: u64,
     /// Births from nodes waiting for approval, applied once approved.
     waiting_births: HashMap<NodeId, Status>,
+    /// Nodes an operator forgot: what they left retained is not believed again.
+    forgotten: Forgotten,
 }
 
 /// Most births kept for nodes waiting for approval.
@@ -202,7 +216,48 @@ impl Registry {
             keys: NodeKeys::open(),
             max_skew_ms: 300_000,
             waiting_births: HashMap::new(),
+            forgotten: Forgotten::default(),
         }
+    }
+
+    /// Forget `node`, which must be offline, at `wall_ms`: it leaves the registry,
+    /// and what it sent before now is not believed again (see [`Forgotten`]).
+    pub fn forget(&mut self, node: &str, wall_ms: u64) -> Result<NodeState, ForgetError> {
+        let Some(e) = self.nodes.get(node) else {
+            return Err(ForgetError::Unknown);
+        };
+        if e.state != NodeState::Offline {
+            return Err(ForgetError::NotOffline(e.state));
+        }
+        let Some((id, e)) = self.nodes.remove_entry(node) else {
+            return Err(ForgetError::Unknown);
+        };
+        self.waiting_births.remove(node);
+        self.forgotten.insert(id, wall_ms);
+        self.generation += 1;
+        Ok(e.state)
+    }
+
+    /// The nodes forgotten (to keep across a restart).
+    pub fn forgotten(&self) -> &Forgotten {
+        &self.forgotten
+    }
+
+    /// The nodes forgotten before a restart.
+    pub fn set_forgotten(&mut self, f: Forgotten) {
+        self.forgotten = f;
+    }
+
+    /// Drop a message stamped before its node was forgotten (counted as `forgotten`).
+    fn not_forgotten(&mut self, topic: &str, node: &str, at_ms: u64) -> Result<(), IngestError> {
+        if !self.forgotten.is_empty() && self.forgotten.is_old_news(node, at_ms) {
+            return Err(IngestError::Distrusted {
+                topic: topic.to_owned(),
+                why: "stamped before the node was forgotten (what the broker kept retained)".into(),
+                reason: "forgotten",
+            });
+        }
+        Ok(())
     }
 
     /// Believe only nodes signing with their approved keys.
@@ -310,6 +365,7 @@ impl Registry {
                     "unapproved" => "rejected_unapproved_total",
                     "impostor" => "rejected_impostor_total",
                     "replayed" => "rejected_replayed_total",
+                    "forgotten" => "rejected_forgotten_total",
                     _ => "rejected_malformed_total",
                 });
             }
@@ -332,6 +388,7 @@ impl Registry {
         match kind {
             NodeTopic::Heartbeat => {
                 let mut hb: Heartbeat = codec::decode(payload).map_err(decode_err)?;
+                self.not_forgotten(topic, node, hb.at_ms)?;
                 self.believe_heartbeat(topic, node, &mut hb, now)?;
                 self.birth_after_approval(topic, node, now, wall_ms);
                 let e = self.touch(node, now, wall_ms);
@@ -342,6 +399,7 @@ impl Registry {
             }
             NodeTopic::Metrics => {
                 let r: Reading = codec::decode(payload).map_err(decode_err)?;
+                self.not_forgotten(topic, node, r.at_ms)?;
                 // Readings are not signed (they are history, replayed from a node's
                 // backlog), so a coordinator that checks identities takes them only for
                 // a node it already believes, and never as a sign of life: liveness
@@ -362,6 +420,7 @@ impl Registry {
             }
             NodeTopic::Status => {
                 let mut s: Status = codec::decode(payload).map_err(decode_err)?;
+                self.not_forgotten(topic, node, s.at_ms)?;
                 let id = NodeId::new(node)?;
                 if let Err(e) = self.believe_status(topic, &id, &mut s, now) {
                     // A birth from a node not approved yet is kept (the newest per node,

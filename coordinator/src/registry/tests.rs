@@ -215,3 +215,62 @@ async fn bad_input_is_counted_by_reason_and_changes_nothing() {
         .expect("good input still flows");
     assert_eq!(r.len(), 1);
 }
+
+/// Forgetting: refused while the node is online (it would come straight back) or
+/// unknown; an offline node leaves, its retained status (stamped before) does not
+/// bring it back, a newer message does.
+#[tokio::test(start_paused = true)]
+async fn a_forgotten_node_stays_forgotten_until_it_speaks_again() {
+    let mut r = reg();
+    let t0 = Instant::now();
+    let status = "fog/v1/nodes/pi-1/status";
+    let mut b = birth("pi-1", 1000);
+    b.at_ms = 5_000;
+    r.ingest(status, &enc(&b, Encoding::Json), t0, 5_000)
+        .expect("birth");
+    assert_eq!(r.forget("pi-2", 9_000), Err(ForgetError::Unknown));
+    assert_eq!(
+        r.forget("pi-1", 9_000),
+        Err(ForgetError::NotOffline(NodeState::Online))
+    );
+    let will = Status {
+        seal: None,
+        online: false,
+        at_ms: 5_000,
+        reason: "connection lost".into(),
+        birth: None,
+    };
+    r.ingest(status, &enc(&will, Encoding::Json), t0, 6_000)
+        .expect("will");
+    let generation = r.generation();
+    assert_eq!(r.forget("pi-1", 9_000), Ok(NodeState::Offline));
+    assert!(r.get("pi-1").is_none() && r.is_empty());
+    assert!(r.generation() > generation, "placement learns of it");
+
+    // What the broker kept retained, again (a reconnect, a restart): dropped.
+    for m in [&b, &will] {
+        let e = r
+            .ingest(status, &enc(m, Encoding::Json), t0, 10_000)
+            .expect_err("old news");
+        assert_eq!(e.reason(), "forgotten");
+    }
+    let old_hb = Heartbeat {
+        seq: 9,
+        at_ms: 8_000,
+        ..Heartbeat::default()
+    };
+    let hb_topic = "fog/v1/nodes/pi-1/heartbeat";
+    assert!(r
+        .ingest(hb_topic, &enc(&old_hb, Encoding::Json), t0, 10_000)
+        .is_err());
+    assert!(r.is_empty());
+    assert_eq!(r.counter("rejected_forgotten_total"), 3);
+
+    // Started again: its new birth is believed, and it is forgotten no more.
+    let mut again = birth("pi-1", 1000);
+    again.at_ms = 20_000;
+    r.ingest(status, &enc(&again, Encoding::Json), t0, 20_000)
+        .expect("a new birth");
+    assert_eq!(r.get("pi-1").expect("back").state, NodeState::Online);
+    assert!(r.forgotten().is_empty());
+}

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Server;
-use crate::control::{Answer, Command, Drained, Wait, WATCHED_MAX};
+use crate::control::{Answer, Command, Drained, Forgot, Wait, WATCHED_MAX};
 
 impl Server {
     /// A command from the HTTP API; its answer to the API.
@@ -33,6 +33,10 @@ impl Server {
                 // Undrained: what waits may go there now.
                 let msgs = self.dispatch.tick(&self.registry, Instant::now());
                 self.push_all(msgs);
+            }
+            Command::Forget { node, reply } => {
+                let answer = self.forget(&node);
+                let _ = reply.send(answer);
             }
             Command::Submit {
                 client,
@@ -110,6 +114,33 @@ impl Server {
             };
             self.watchers.offer(&answer, Some(answers));
         }
+    }
+
+    /// Forget an offline node: out of the registry (so of the view, the metrics and
+    /// Home Assistant, which clears its entities), of the dispatcher, and kept so in
+    /// `<data_dir>/forgotten`.
+    fn forget(&mut self, node: &NodeId) -> Result<Forgot, String> {
+        let was = self
+            .registry
+            .forget(node.as_str(), now_ms())
+            .map_err(|e| format!("{node} is not forgotten: {e}"))?;
+        let drained = self.dispatch.drained().contains(node);
+        self.dispatch.forget(node);
+        if drained {
+            self.save_drained();
+        }
+        if let Some(path) = &self.forgotten_file {
+            if let Err(error) = self.registry.forgotten().save(path) {
+                tracing::error!(%error, path = %path.display(), "could not save the forgotten nodes; a restart brings this one back as offline");
+            }
+        }
+        tracing::info!(node.id = %node, was = was.as_str(), "node forgotten");
+        let msgs = self.dispatch.tick(&self.registry, Instant::now());
+        self.push_all(msgs);
+        Ok(Forgot {
+            node: node.to_string(),
+            was: was.as_str().to_owned(),
+        })
     }
 
     /// The drained nodes, to `<data_dir>/drained` (one id a line), so a restart keeps

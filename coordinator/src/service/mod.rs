@@ -195,6 +195,8 @@ struct Server {
     profiles: Arc<std::sync::RwLock<Profiles>>,
     /// Where the drained nodes are kept (with a data dir).
     drained_file: Option<std::path::PathBuf>,
+    /// Where the forgotten nodes are kept (with a data dir).
+    forgotten_file: Option<std::path::PathBuf>,
     /// Ended tasks not yet in the profiles (a reader held them at the last view).
     pending_samples: Vec<crate::profiles::TaskSample>,
     /// HTTP submissions waiting for their answers.
@@ -219,6 +221,10 @@ impl Server {
             )?,
             config.security.max_clock_skew,
         );
+        let forgotten_file = config.data_dir.as_ref().map(|d| d.join("forgotten"));
+        if let Some(path) = &forgotten_file {
+            registry.set_forgotten(crate::registry::Forgotten::load(path));
+        }
         let mut dispatch = Dispatcher::new(config.placement.clone());
         let s = &config.security;
         dispatch.set_gate(Gate::new(
@@ -289,6 +295,7 @@ impl Server {
             trends: Default::default(),
             profiles: Default::default(),
             drained_file,
+            forgotten_file,
             pending_samples: Vec::new(),
             watchers: Watchers::default(),
         };
