@@ -113,6 +113,7 @@ fn fleet(nodes: usize) -> Arc<View> {
         trends: Default::default(),
         profiles: Default::default(),
         drained: Default::default(),
+        latency: Default::default(),
     })
 }
 

@@ -49,6 +49,7 @@ pub mod home_assistant;
 pub mod http;
 pub mod identity;
 pub mod journal;
+pub mod latency;
 pub mod mosquitto;
 pub mod phi;
 pub mod placement;

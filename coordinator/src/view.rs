@@ -28,6 +28,8 @@ pub struct View {
     pub profiles: Arc<RwLock<Profiles>>,
     /// Nodes an operator drained (nothing new is placed there).
     pub drained: std::collections::BTreeSet<NodeId>,
+    /// Placement and journal commit latencies since start.
+    pub latency: crate::latency::Latencies,
 }
 
 impl View {

@@ -327,9 +327,12 @@ impl Dispatcher {
         self.nodes.load_mut(slot).in_flight += 1;
         self.counters.placed += 1;
         let (default_timeout, grace) = (self.cfg.default_timeout, self.cfg.timeout_grace);
-        let t = self.table.place(id, slot, now, probe, |t| {
+        let (t, first_wait) = self.table.place(id, slot, now, probe, |t| {
             now + t.timeout(default_timeout) + grace
         })?;
+        if let Some(waited) = first_wait {
+            self.placement_latency.observe(waited);
+        }
         Some(Out::Assign {
             node: self.nodes.slots[slot].id.clone(),
             task: TaskAssignment {

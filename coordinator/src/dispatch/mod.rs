@@ -136,6 +136,8 @@ pub struct Dispatcher {
     pub counters: DispatchCounters,
     /// Tasks that ended since the service last took them, for the task profiles.
     finished: std::collections::VecDeque<TaskSample>,
+    /// How long new tasks waited for their first placement.
+    pub placement_latency: crate::latency::Histogram,
 }
 
 impl Default for Dispatcher {
@@ -166,6 +168,7 @@ impl Dispatcher {
             journal: Vec::new(),
             counters: DispatchCounters::default(),
             finished: Default::default(),
+            placement_latency: Default::default(),
         }
     }
 

@@ -40,6 +40,9 @@ pub(super) struct Task {
     /// Since when every node asked has refused it as busy: back-pressure does not use
     /// up attempts, but a task refused for `max_wait` is dead-lettered.
     pub(super) busy_since: Option<Instant>,
+    /// Placed at least once since the coordinator took it (the placement latency
+    /// counts the first wait only: later ones include a deliberate backoff).
+    pub(super) placed_once: bool,
 }
 
 impl Task {
@@ -68,6 +71,7 @@ impl Task {
             last_failure: None,
             failures: 0,
             busy_since: None,
+            placed_once: false,
         }
     }
 
@@ -164,11 +168,16 @@ impl TaskTable {
         now: Instant,
         probe: bool,
         timeout_at: impl FnOnce(&Task) -> Instant,
-    ) -> Option<&Task> {
+    ) -> Option<(&Task, Option<Duration>)> {
         let t = self.tasks.get_mut(id)?;
-        if matches!(t.at, Where::Waiting { .. }) {
+        let mut first_wait = None;
+        if let Where::Waiting { since } = t.at {
             self.waiting -= 1;
+            if !t.placed_once {
+                first_wait = Some(now.saturating_duration_since(since));
+            }
         }
+        t.placed_once = true;
         t.at = Where::Placed {
             slot,
             at: now,
@@ -181,7 +190,7 @@ impl TaskTable {
             id: id.to_owned(),
         };
         self.timers.push(Reverse(timer));
-        self.tasks.get(id)
+        self.tasks.get(id).map(|t| (t, first_wait))
     }
 
     /// Take a task off its node (it will not report there any more): waiting again.

@@ -250,6 +250,10 @@ async fn tasks_on_a_node_that_goes_offline_are_placed_again_and_fenced() {
         "a's two tasks go to b as attempt 2"
     );
     assert_eq!(d.counters.node_lost, 2);
+    assert_eq!(
+        d.placement_latency.count, 4,
+        "the placement latency counts first placements, not the two placed again"
+    );
     // a comes back and reports its old attempt: fenced off.
     let a_task = (0..4)
         .map(|i| format!("t{i}"))

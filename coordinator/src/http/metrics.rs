@@ -298,6 +298,21 @@ fn coordinator_series<'a>(f: &mut Families<'a>, v: &'a View) {
             flag(h.journal == JournalHealth::Ok),
         );
     }
+    let l = &v.latency;
+    f.push(
+        "fog_coordinator_placement_seconds",
+        "From a task's acceptance to its first assignment to a node (waits for a free or eligible node included).",
+        vec![],
+        Value::Histogram(l.placement.buckets(), l.placement.sum_secs, l.placement.count),
+    );
+    if let Some(j) = &l.journal_commit {
+        f.push(
+            "fog_coordinator_journal_commit_seconds",
+            "One group commit of the task journal (its write and fsync); absent without a journal.",
+            vec![],
+            Value::Histogram(j.buckets(), j.sum_secs, j.count),
+        );
+    }
     f.gauge(
         "fog_coordinator_tasks_in_flight",
         "Tasks accepted and not finished: placed on a node or waiting for one.",
@@ -652,6 +667,13 @@ mod tests {
             "fog_task_duration_seconds_count{kind=\"echo\"} 3",
             "fog_tasks_finished_total{kind=\"echo\",outcome=\"completed\"} 2",
             "fog_tasks_finished_total{kind=\"echo\",outcome=\"failed\"} 1",
+            "# TYPE fog_coordinator_placement_seconds histogram",
+            "fog_coordinator_placement_seconds_bucket{le=\"5e-05\"} 0",
+            "fog_coordinator_placement_seconds_bucket{le=\"0.0001\"} 1",
+            "fog_coordinator_placement_seconds_count 1",
+            "# TYPE fog_coordinator_journal_commit_seconds histogram",
+            "fog_coordinator_journal_commit_seconds_bucket{le=\"0.001\"} 1",
+            "fog_coordinator_journal_commit_seconds_count 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
         }

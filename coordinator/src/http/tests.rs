@@ -148,6 +148,17 @@ pub(crate) fn fleet_view() -> View {
         trends: Default::default(),
         profiles: Arc::new(std::sync::RwLock::new(profiles)),
         drained: Default::default(),
+        latency: {
+            let mut l = crate::latency::Latencies {
+                journal_commit: Some(Default::default()),
+                ..Default::default()
+            };
+            l.placement.observe(std::time::Duration::from_micros(80));
+            if let Some(j) = &mut l.journal_commit {
+                j.observe(std::time::Duration::from_micros(900));
+            }
+            l
+        },
     };
     // Two echoes ran on pi-1, one failed on pi-2.
     let now = fog_rt::clock::now_ms();

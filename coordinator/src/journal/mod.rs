@@ -183,6 +183,8 @@ pub struct Journal {
     writer: Option<std::thread::JoinHandle<()>>,
     /// Whether the writer's last commit failed (the disk is full, say).
     failing: Arc<AtomicBool>,
+    /// How long each group commit took (for `/metrics`).
+    commits: Arc<crate::latency::SharedHistogram>,
 }
 
 #[derive(Debug, Clone)]
@@ -226,9 +228,11 @@ impl Journal {
         let cfg = cfg.clone();
         let failing = Arc::new(AtomicBool::new(false));
         let flag = failing.clone();
+        let commits = Arc::new(crate::latency::SharedHistogram::default());
+        let timed = commits.clone();
         let writer = std::thread::Builder::new()
             .name("fog-journal".into())
-            .spawn(move || write_loop(db, cfg, index, rx, accepted, &flag))
+            .spawn(move || write_loop(db, cfg, index, rx, accepted, &flag, &timed))
             .map_err(|source| JournalError::Writer {
                 path: dir.to_owned(),
                 source,
@@ -238,6 +242,7 @@ impl Journal {
                 ops: Some(tx),
                 writer: Some(writer),
                 failing,
+                commits,
             },
             records,
         ))
@@ -248,6 +253,11 @@ impl Journal {
     pub fn is_healthy(&self) -> bool {
         self.writer.as_ref().is_some_and(|w| !w.is_finished())
             && !self.failing.load(Ordering::Relaxed)
+    }
+
+    /// The group commits' durations so far.
+    pub fn commit_latency(&self) -> crate::latency::Histogram {
+        self.commits.snapshot()
     }
 
     pub fn write(&self, op: Op) {
@@ -440,6 +450,7 @@ fn write_loop(
     rx: std::sync::mpsc::Receiver<Op>,
     accepted: tokio::sync::mpsc::UnboundedSender<Durable>,
     failing: &AtomicBool,
+    commits: &crate::latency::SharedHistogram,
 ) {
     let mut batch = Vec::new();
     let mut last_prune = Instant::now();
@@ -451,7 +462,10 @@ fn write_loop(
         if prune {
             last_prune = Instant::now();
         }
-        let ok = match commit(&db, &cfg, &mut index, &batch, prune) {
+        let started = Instant::now();
+        let committed = commit(&db, &cfg, &mut index, &batch, prune);
+        commits.observe(started.elapsed());
+        let ok = match committed {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, ops = batch.len(), "task journal commit failed");

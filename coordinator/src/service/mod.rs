@@ -551,6 +551,10 @@ impl Server {
             trends: self.trends.clone(),
             profiles: self.profiles.clone(),
             drained: self.dispatch.drained().clone(),
+            latency: crate::latency::Latencies {
+                placement: self.dispatch.placement_latency,
+                journal_commit: self.journal.as_ref().map(|j| j.commit_latency()),
+            },
         };
         // Never wait for a reader (a scrape holds the profiles while it reports): if
         // one holds them, the samples wait for the next second (bounded).

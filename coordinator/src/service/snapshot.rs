@@ -27,6 +27,7 @@ pub fn empty_snapshot() -> Snapshot {
         trends: Default::default(),
         profiles: Default::default(),
         drained: Default::default(),
+        latency: Default::default(),
     })
 }
 
