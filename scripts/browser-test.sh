@@ -91,6 +91,35 @@ fi
 grep -q 'refused' "$work/refused" || { echo "browser-test: the refusal does not say so: $(cat "$work/refused")" >&2; exit 1; }
 echo "submit over HTTP: output back; unsigned and a forbidden kind refused"
 
+# Each node's charts carry the tasks that ended there (a sample every 10 s).
+charted=$(python3 - "$api" <<'PY'
+import json, sys, time, urllib.request
+api = sys.argv[1]
+get = lambda p: json.load(urllib.request.urlopen(api + p))
+deadline = time.time() + 30
+while True:
+    names = [n["node"] for n in get("/api/v1/nodes")["nodes"]]
+    total = sum(s["tasks_per_sec"] * 10 for n in names for s in get(f"/api/v1/nodes/{n}/history")["samples"])
+    if total > 0 or time.time() > deadline:
+        print(round(total))
+        break
+    time.sleep(2)
+PY
+)
+[ "$charted" -gt 0 ] || { echo "browser-test: no node's chart shows a task that ended there" >&2; exit 1; }
+echo "node charts: about $charted tasks charted"
+
+# pi-1 was killed (offline): forgotten, signed; it leaves the node list.
+"$bin/fog-coordinator" nodes forget pi-1 --config "$work/coordinator.toml" --url "$api"
+sleep 1.5
+code=$(curl -s -o /dev/null -w '%{http_code}' "$api/api/v1/nodes/pi-1")
+[ "$code" = 404 ] || { echo "browser-test: a forgotten node is still served (HTTP $code)" >&2; exit 1; }
+if "$bin/fog-coordinator" nodes forget pi-2 --config "$work/coordinator.toml" --url "$api" 2>"$work/online"; then
+    echo "browser-test: an online node was forgotten" >&2; exit 1
+fi
+grep -q 'online' "$work/online" || { echo "browser-test: the refusal does not say why: $(cat "$work/online")" >&2; exit 1; }
+echo "nodes forget: the killed pi-1 forgotten; online pi-2 refused"
+
 # The HTML report from the same coordinator: self-contained, with the profiles.
 "$bin/fog-coordinator" report --html "$out/report.html" --url "http://127.0.0.1:$http" --since 30m
 grep -q '<td>echo</td>' "$out/report.html" || { echo "browser-test: the report has no profile of echo" >&2; exit 1; }

@@ -199,6 +199,8 @@ struct Server {
     forgotten_file: Option<std::path::PathBuf>,
     /// Ended tasks not yet in the profiles (a reader held them at the last view).
     pending_samples: Vec<crate::profiles::TaskSample>,
+    /// Per node, tasks ended and their summed latency, not yet in the charts.
+    node_tasks: HashMap<String, (u32, u64)>,
     /// HTTP submissions waiting for their answers.
     watchers: Watchers,
 }
@@ -297,6 +299,7 @@ impl Server {
             drained_file,
             forgotten_file,
             pending_samples: Vec::new(),
+            node_tasks: HashMap::new(),
             watchers: Watchers::default(),
         };
         Ok((server, accepted_rx))
@@ -558,7 +561,16 @@ impl Server {
         };
         // Never wait for a reader (a scrape holds the profiles while it reports): if
         // one holds them, the samples wait for the next second (bounded).
-        self.pending_samples.extend(self.dispatch.take_finished());
+        let fresh = self.dispatch.take_finished();
+        for s in &fresh {
+            // Each node's chart of its tasks (those that ran there: not rejections).
+            if s.ended != crate::profiles::Ended::Rejected && !s.node.is_empty() {
+                let t = self.node_tasks.entry(s.node.clone()).or_default();
+                t.0 = t.0.saturating_add(1);
+                t.1 = t.1.saturating_add(s.latency_ms);
+            }
+        }
+        self.pending_samples.extend(fresh);
         if self.pending_samples.len() > crate::dispatch::Dispatcher::MAX_FINISHED {
             let extra = self.pending_samples.len() - crate::dispatch::Dispatcher::MAX_FINISHED;
             self.pending_samples.drain(..extra);
@@ -571,6 +583,7 @@ impl Server {
         }
         // The same for the charts: a second missed is a sample missed, no more.
         if let Ok(mut t) = self.trends.try_write() {
+            t.count_tasks(std::mem::take(&mut self.node_tasks));
             crate::view::observe(&mut t, &view, now_ms());
         }
         if let Some((ha, _)) = &mut self.home_assistant {
