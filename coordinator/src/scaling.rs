@@ -195,6 +195,7 @@ mod tests {
                 latency_ms: 0.0,
                 degraded: Vec::new(),
                 notices: Vec::new(),
+                drained: false,
             })
             .collect()
     }

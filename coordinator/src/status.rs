@@ -209,7 +209,11 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
             } else {
                 n.arch.clone()
             },
-            n.state.as_str().to_owned(),
+            if n.drained {
+                format!("{} (drained)", n.state.as_str())
+            } else {
+                n.state.as_str().to_owned()
+            },
             health(n),
             opt(n.cpu_pct, 1),
             opt(n.mem_pct, 1),
@@ -348,6 +352,7 @@ mod tests {
                     latency_ms: 42.0,
                     degraded: vec!["store".into()],
                     notices: vec!["under-voltage".into(), "clock not synchronised".into()],
+                    drained: true,
                 },
                 NodeSummary {
                     identity: String::new(),
@@ -369,6 +374,7 @@ mod tests {
                     latency_ms: 0.0,
                     degraded: Vec::new(),
                     notices: Vec::new(),
+                    drained: false,
                 },
             ],
             counters: Default::default(),
@@ -388,6 +394,8 @@ mod tests {
             lines[2].contains("offline") && lines[2].contains("never"),
             "{t}"
         );
+        assert!(lines[1].contains("online (drained)"), "{t}");
+        assert!(!lines[2].contains("drained"), "{t}");
         assert_eq!(
             lines[0].find("ARCH"),
             lines[1].find("aarch64"),

@@ -510,6 +510,9 @@ pub struct NodeSummary {
     /// throttling, an unsynchronised clock, a worn eMMC. Empty when all is well.
     #[serde(default)]
     pub notices: Vec<String>,
+    /// An operator drained it (`fog-coordinator drain`): nothing new is placed there.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// On `cluster/scaling`.

@@ -189,3 +189,17 @@ fn task_lists() {
         },
     );
 }
+
+/// A coordinator status from before `drained` (JSON): `fog-coordinator status` of a
+/// newer build still reads an older coordinator's retained status.
+#[test]
+fn a_coordinator_status_from_before_drained_still_decodes() {
+    let old =
+        std::fs::read(golden_dir().join("coordinator-status-before-drained.json")).expect("vector");
+    let back: fog_proto::CoordinatorStatus = decode(&old).expect("an older status decodes");
+    let mut expected = samples::coordinator_status();
+    for n in &mut expected.nodes {
+        n.drained = false;
+    }
+    assert_eq!(back, expected);
+}

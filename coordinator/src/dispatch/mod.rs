@@ -111,6 +111,8 @@ pub struct NodePlacement {
     pub breaker: BreakerState,
     pub latency_ms: f64,
     pub degraded: bool,
+    /// An operator drained it.
+    pub drained: bool,
 }
 
 pub struct Dispatcher {
@@ -291,6 +293,7 @@ impl Dispatcher {
                 breaker: s.breaker.peek(cfg, now),
                 latency_ms: l.latency_ms,
                 degraded: s.degraded,
+                drained: s.drained,
             })
             .collect();
         v.sort_by(|a, b| a.node.cmp(&b.node));

@@ -75,8 +75,6 @@ struct NodeRow<'a> {
     #[serde(flatten)]
     summary: &'a NodeSummary,
     labels: std::collections::BTreeMap<&'a str, &'a str>,
-    /// An operator drained it (`POST /api/v1/nodes/{node}/drain`).
-    drained: bool,
 }
 
 fn row<'a>(v: &'a View, n: &'a NodeSummary) -> NodeRow<'a> {
@@ -91,11 +89,7 @@ fn row<'a>(v: &'a View, n: &'a NodeSummary) -> NodeRow<'a> {
                 .collect()
         })
         .unwrap_or_default();
-    NodeRow {
-        summary: n,
-        labels,
-        drained: v.drained.contains(&n.node),
-    }
+    NodeRow { summary: n, labels }
 }
 
 /// `GET /api/v1/nodes[?state=S][&health=H][&label=K=V ...]`

@@ -42,6 +42,7 @@ fn summary(id: &str, state: NodeState) -> NodeSummary {
         identity: "approved".into(),
         task_trust: Default::default(),
         notices: Vec::new(),
+        drained: false,
     }
 }
 

@@ -707,6 +707,7 @@ impl Registry {
                         NodeState::Offline => Vec::new(),
                         _ => e.reading_notices.clone(),
                     },
+                    drained: false,
                 }
             })
             .collect();
@@ -739,6 +740,7 @@ impl Registry {
                 identity: self.keys.standing(node).to_owned(),
                 task_trust: Default::default(),
                 notices: Vec::new(),
+                drained: false,
             });
         }
         v.sort_by(|a, b| a.node.cmp(&b.node));

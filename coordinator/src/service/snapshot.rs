@@ -80,6 +80,7 @@ pub(super) fn status(
             n.in_flight = x.in_flight;
             n.breaker = x.breaker.as_str().to_owned();
             n.latency_ms = x.latency_ms as f32;
+            n.drained = x.drained;
             if n.health == NodeHealth::Healthy {
                 if x.breaker != BreakerState::Closed {
                     n.health = NodeHealth::Unhealthy;

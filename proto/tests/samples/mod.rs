@@ -295,6 +295,7 @@ pub fn coordinator_status() -> CoordinatorStatus {
             identity: "approved".into(),
             task_trust: TaskTrust::Signed,
             notices: vec!["under-voltage".into()],
+            drained: true,
         }],
         counters: BTreeMap::from([("malformed_total".into(), 2)]),
         running: vec![TaskSummary {
