@@ -1,6 +1,7 @@
 //! The coordinator's own latencies, for `/metrics`: how long a new task waits for its
 //! first placement (main loop, [`Histogram`]) and how long a journal group commit takes
-//! (the journal's writer thread, [`SharedHistogram`]). Both are finer than the task
+//! (the journal's writer thread, [`SharedHistogram`]), and how old heartbeats are when
+//! the registry takes them in. Both are finer than the task
 //! histograms (a placement or an fsync is usually well under a millisecond).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +84,9 @@ pub struct Latencies {
     pub placement: Histogram,
     /// One journal group commit (write and fsync); `None` without a journal.
     pub journal_commit: Option<Histogram>,
+    /// A heartbeat's age when the registry took it in (the node's clock offset
+    /// included: meaningful where nodes keep time, as timesyncd does).
+    pub heartbeat_age: Histogram,
 }
 
 #[cfg(test)]

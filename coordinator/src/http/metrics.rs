@@ -333,6 +333,12 @@ fn coordinator_series<'a>(f: &mut Families<'a>, v: &'a View) {
         smallvec![],
         Value::Histogram(l.placement.buckets(), l.placement.sum_secs, l.placement.count),
     );
+    f.push(
+        "fog_coordinator_heartbeat_age_seconds",
+        "A heartbeat's age when the registry took it in: the coordinator's clock minus the node's stamp (broker and coordinator delay, plus the node's clock offset).",
+        smallvec![],
+        Value::Histogram(l.heartbeat_age.buckets(), l.heartbeat_age.sum_secs, l.heartbeat_age.count),
+    );
     if let Some(j) = &l.journal_commit {
         f.push(
             "fog_coordinator_journal_commit_seconds",

@@ -200,6 +200,9 @@ pub struct Registry {
     waiting_births: HashMap<NodeId, Status>,
     /// Nodes an operator forgot: what they left retained is not believed again.
     forgotten: Forgotten,
+    /// How old each heartbeat was when it was taken in (our clock minus the node's
+    /// stamp: the broker's and our delay, plus the node's clock offset).
+    pub heartbeat_age: crate::latency::Histogram,
 }
 
 /// Most births kept for nodes waiting for approval.
@@ -217,6 +220,7 @@ impl Registry {
             max_skew_ms: 300_000,
             waiting_births: HashMap::new(),
             forgotten: Forgotten::default(),
+            heartbeat_age: Default::default(),
         }
     }
 
@@ -391,6 +395,8 @@ impl Registry {
                 self.not_forgotten(topic, node, hb.at_ms)?;
                 self.believe_heartbeat(topic, node, &mut hb, now)?;
                 self.birth_after_approval(topic, node, now, wall_ms);
+                self.heartbeat_age
+                    .observe(Duration::from_millis(wall_ms.saturating_sub(hb.at_ms)));
                 let e = self.touch(node, now, wall_ms);
                 e.last_heartbeat_seq = Some(hb.seq);
                 e.gaps.heartbeat(now);

@@ -76,6 +76,9 @@ async fn birth_heartbeat_silence_and_recovery() {
     let s = r.summaries();
     assert_eq!(s[0].cpu_pct, Some(50.0));
     assert_eq!(s[0].arch, "aarch64");
+    // Both heartbeats were stamped 0 and taken at 2 and 3 ms: their ages.
+    assert_eq!(r.heartbeat_age.count, 2);
+    assert!((r.heartbeat_age.sum_secs - 0.005).abs() < 1e-9);
 }
 
 #[tokio::test(start_paused = true)]

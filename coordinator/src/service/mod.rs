@@ -557,6 +557,7 @@ impl Server {
             latency: crate::latency::Latencies {
                 placement: self.dispatch.placement_latency,
                 journal_commit: self.journal.as_ref().map(|j| j.commit_latency()),
+                heartbeat_age: self.registry.heartbeat_age,
             },
         };
         // Never wait for a reader (a scrape holds the profiles while it reports): if
