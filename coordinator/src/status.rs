@@ -235,14 +235,26 @@ pub fn render_table(s: &CoordinatorStatus, now_ms: u64) -> String {
         ]);
     }
     let mut out = table(&rows, &[4, 5, 6, 7, 8, 10]);
+    let o = s.omitted;
     let count = |st| s.nodes.iter().filter(|n| n.state == st).count();
+    if o.total() > 0 {
+        let _ = writeln!(
+            out,
+            "... and {} more nodes not listed ({} online, {} suspect, {} offline): the retained status lists at most {} (those needing a look first); GET /api/v1/nodes lists all",
+            o.total(),
+            o.online,
+            o.suspect,
+            o.offline,
+            fog_proto::STATUS_NODES_MAX
+        );
+    }
     let _ = writeln!(
         out,
         "{} nodes: {} online, {} suspect, {} offline; coordinator {} (updated {})",
-        s.nodes.len(),
-        count(NodeState::Online),
-        count(NodeState::Suspect),
-        count(NodeState::Offline),
+        s.nodes.len() + o.total() as usize,
+        count(NodeState::Online) + o.online as usize,
+        count(NodeState::Suspect) + o.suspect as usize,
+        count(NodeState::Offline) + o.offline as usize,
         if s.online { "online" } else { "OFFLINE" },
         ago(now_ms, s.at_ms),
     );
@@ -327,6 +339,7 @@ mod tests {
         let s = CoordinatorStatus {
             signing_key: Default::default(),
             warnings: Default::default(),
+            omitted: Default::default(),
             online: true,
             at_ms: 10_000,
             version: "0.1.0".into(),
@@ -414,5 +427,62 @@ mod tests {
             "{t}"
         );
         assert_eq!(lines[0].find("BREAKER"), lines[2].find("open"), "{t}");
+    }
+
+    /// Past [`fog_proto::STATUS_NODES_MAX`] the retained status keeps the nodes that
+    /// need a look and counts the rest; the table's totals still count every node.
+    #[test]
+    fn a_large_fleet_is_trimmed_to_the_nodes_that_need_a_look() {
+        let mut s = crate::service::empty_snapshot().status.clone();
+        s.online = true;
+        let node = |i: usize, state: NodeState| NodeSummary {
+            node: NodeId::new(format!("n-{i:03}")).expect("valid"),
+            state,
+            health: if state == NodeState::Online {
+                fog_proto::NodeHealth::Healthy
+            } else {
+                fog_proto::NodeHealth::Offline
+            },
+            ..crate::http::tests::fleet_view().status.nodes[0].clone()
+        };
+        s.nodes = (0..100).map(|i| node(i, NodeState::Online)).collect();
+        for n in &mut s.nodes {
+            n.notices.clear();
+            n.degraded.clear();
+            n.identity = "approved".into();
+        }
+        s.nodes[97] = node(97, NodeState::Offline);
+        s.nodes[98].drained = true;
+        s.nodes[99].notices = vec!["under-voltage".into()];
+        let mut same = s.clone();
+        same.trim_nodes(100);
+        assert_eq!(same, s, "at the bound: untouched");
+        s.trim_nodes(10);
+        let ids: Vec<&str> = s.nodes.iter().map(|n| n.node.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "n-000", "n-001", "n-002", "n-003", "n-004", "n-005", "n-006", "n-097", "n-098",
+                "n-099"
+            ],
+            "the three that need a look, then the first calm ones, by id"
+        );
+        assert_eq!(
+            s.omitted,
+            fog_proto::OmittedNodes {
+                online: 90,
+                suspect: 0,
+                offline: 0
+            }
+        );
+        let t = render_table(&s, 10_000);
+        assert!(
+            t.contains("... and 90 more nodes not listed (90 online"),
+            "{t}"
+        );
+        assert!(
+            t.contains("100 nodes: 99 online, 0 suspect, 1 offline"),
+            "{t}"
+        );
     }
 }

@@ -507,6 +507,7 @@ mod tests {
         let status = CoordinatorStatus {
             signing_key: Default::default(),
             warnings: Default::default(),
+            omitted: Default::default(),
             online: true,
             at_ms: 0,
             version: String::new(),

@@ -404,10 +404,63 @@ pub struct CoordinatorStatus {
     /// Settings in effect that weaken security (lab-only switches), said on `status`.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Nodes left out of `nodes`, by state, when there were more than
+    /// [`STATUS_NODES_MAX`] (the healthy online ones go first); all zero otherwise.
+    #[serde(default)]
+    pub omitted: OmittedNodes,
 }
 
 /// Most tasks per list in a coordinator status.
 pub const STATUS_TASKS_MAX: usize = 50;
+
+/// Most nodes listed in the retained coordinator status: at about 340 bytes a node
+/// (JSON), 2,000 are 0.7 MB, published every `status_interval_secs` to every
+/// subscriber; a 25,000-node fleet would pass the 8 MiB packet limit. The HTTP API
+/// (`GET /api/v1/nodes`) lists every node.
+pub const STATUS_NODES_MAX: usize = 2_000;
+
+/// How many nodes a coordinator status leaves out, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OmittedNodes {
+    pub online: u32,
+    pub suspect: u32,
+    pub offline: u32,
+}
+
+impl OmittedNodes {
+    pub fn total(&self) -> u32 {
+        self.online + self.suspect + self.offline
+    }
+}
+
+impl CoordinatorStatus {
+    /// Keep at most `max` nodes, those that need a look first (not online, not
+    /// healthy, with notices, drained, or not approved), then by id; the rest are
+    /// counted in `omitted`.
+    pub fn trim_nodes(&mut self, max: usize) {
+        if self.nodes.len() <= max {
+            return;
+        }
+        let calm = |n: &NodeSummary| {
+            n.state == NodeState::Online
+                && n.health == NodeHealth::Healthy
+                && n.notices.is_empty()
+                && n.degraded.is_empty()
+                && !n.drained
+                && (n.identity.is_empty() || n.identity == "approved" || n.identity == "unchecked")
+        };
+        // Stable: within each group the order (by node id) stays.
+        self.nodes.sort_by_key(|n| calm(n));
+        for n in self.nodes.drain(max..) {
+            match n.state {
+                NodeState::Online => self.omitted.online += 1,
+                NodeState::Suspect => self.omitted.suspect += 1,
+                NodeState::Offline => self.omitted.offline += 1,
+            }
+        }
+        self.nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    }
+}
 
 /// One task in the coordinator status (for `fog-coordinator tasks`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -190,7 +190,7 @@ fn task_lists() {
     );
 }
 
-/// A coordinator status from before `drained` (JSON): `fog-coordinator status` of a
+/// A coordinator status from before `drained` and `omitted` (JSON): `fog-coordinator status` of a
 /// newer build still reads an older coordinator's retained status.
 #[test]
 fn a_coordinator_status_from_before_drained_still_decodes() {

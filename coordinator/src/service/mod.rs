@@ -505,6 +505,7 @@ impl Server {
             }
         }
         s.scaling = self.scaler.current().cloned();
+        s.trim_nodes(fog_proto::STATUS_NODES_MAX);
         if self.link.is_connected() && self.subscribed {
             let _ = self.link.publish(
                 &self.status_topic,

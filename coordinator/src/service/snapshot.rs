@@ -45,6 +45,7 @@ fn empty_status() -> CoordinatorStatus {
         scaling: None,
         signing_key: String::new(),
         warnings: Vec::new(),
+        omitted: Default::default(),
     }
 }
 
@@ -108,6 +109,7 @@ pub(super) fn status(
         scaling: None,
         signing_key: posture.signing_key.clone(),
         warnings: posture.warnings.clone(),
+        omitted: Default::default(),
     }
 }
 

@@ -271,6 +271,7 @@ pub fn coordinator_status() -> CoordinatorStatus {
     CoordinatorStatus {
         signing_key: Default::default(),
         warnings: Default::default(),
+        omitted: Default::default(),
         online: true,
         at_ms: 1_790_000_040_000,
         version: "0.1.0".into(),
