@@ -83,6 +83,7 @@ bench=""
 if [ "$tasks" -gt 0 ]; then
     bench=$("$bin/fog-coordinator" bench --config "$work/coordinator.toml" --tasks "$tasks" --concurrency 200 --kind echo --payload-bytes 16 2>&1 | tr '\n' ' ')
 fi
+sleep 2  # the next snapshot, which /metrics reads
 curl -s "$api/metrics" > "$work/m2"
 python3 - "$work" "$agents" "$window" "$c0" "$c1" "$w0" "$w1" "$hz" "$coord_rss" "$sim_rss" "$status_secs" "$status_bytes" "$up_secs" "$bench" <<'PY'
 import json, sys

@@ -407,9 +407,13 @@ impl Server {
                 .map(|e| e.offline_reason.clone())
                 .unwrap_or_default();
             tracing::info!(node.id = %node, online, %reason, "node status");
-            // A Last Will: re-place that node's tasks now, not at the next tick.
-            let msgs = self.dispatch.tick(&self.registry, now);
-            self.push_all(msgs);
+            // A Last Will: re-place that node's tasks now, not at the next tick. A
+            // birth waits for the tick (10 ms): a fleet booting at hundreds of births a
+            // second would otherwise make placement re-read every node for each one.
+            if !online {
+                let msgs = self.dispatch.tick(&self.registry, now);
+                self.push_all(msgs);
+            }
         }
         if let Err(error) = res {
             let reason = error.reason();

@@ -224,6 +224,8 @@ async fn simulate(args: Args) -> std::process::ExitCode {
     }
     let rss_peak = rss_kib();
     let connected = stats.connected.load(Ordering::Relaxed);
+    // A signal cancels the agents at once, so some have said goodbye already.
+    let by_signal = stop.is_cancelled();
     stop.cancel();
     // Goodbyes, bounded: a broker that stopped reading does not hold the exit.
     let _ = tokio::time::timeout(Duration::from_secs(20), async {
@@ -248,7 +250,7 @@ async fn simulate(args: Args) -> std::process::ExitCode {
             "bytes_per_agent": per_agent.round(),
         })
     );
-    if connected < u64::from(spawned) {
+    if !by_signal && connected < u64::from(spawned) {
         eprintln!(
             "fog-sim: {} of {spawned} agents were connected at the end",
             connected
