@@ -173,19 +173,7 @@ async fn simulate(args: Args) -> std::process::ExitCode {
     });
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
-    let signals = stop.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        signals.cancel();
-    });
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        let s = stop.clone();
-        tokio::spawn(async move {
-            term.recv().await;
-            s.cancel();
-        });
-    }
+    cancel_on_signals(&stop);
     let rss_before = rss_kib();
     let started = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -232,6 +220,42 @@ async fn simulate(args: Args) -> std::process::ExitCode {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    print_summary(&stats, spawned, connected, started, rss_peak, rss_before);
+    if !by_signal && connected < u64::from(spawned) {
+        eprintln!(
+            "fog-sim: {} of {spawned} agents were connected at the end",
+            connected
+        );
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// SIGINT or SIGTERM: every agent says goodbye and the run ends.
+fn cancel_on_signals(stop: &CancellationToken) {
+    let signals = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        signals.cancel();
+    });
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        let s = stop.clone();
+        tokio::spawn(async move {
+            term.recv().await;
+            s.cancel();
+        });
+    }
+}
+
+/// The run's one JSON line on stdout.
+fn print_summary(
+    stats: &Stats,
+    spawned: u32,
+    connected: u64,
+    started: tokio::time::Instant,
+    rss_peak: u64,
+    rss_before: u64,
+) {
     let per_agent =
         (rss_peak.saturating_sub(rss_before) as f64 * 1024.0) / f64::from(spawned.max(1));
     println!(
@@ -250,13 +274,6 @@ async fn simulate(args: Args) -> std::process::ExitCode {
             "bytes_per_agent": per_agent.round(),
         })
     );
-    if !by_signal && connected < u64::from(spawned) {
-        eprintln!(
-            "fog-sim: {} of {spawned} agents were connected at the end",
-            connected
-        );
-    }
-    std::process::ExitCode::SUCCESS
 }
 
 #[cfg(test)]
