@@ -24,6 +24,8 @@ const WAIT: Duration = Duration::from_secs(20);
 const BIG: usize = 20 * 1024 * 1024;
 /// How long a retained poison is left in place while reconnections are counted.
 const WINDOW: Duration = Duration::from_secs(10);
+/// The agent's reconnect backoff tops out at 30 s (see `start`): back within this.
+const BACK_WITHIN: Duration = Duration::from_secs(45);
 const COORD_ID: &str = "as poison-coordinator ";
 const AGENT_ID: &str = "as poison-agent ";
 
@@ -170,7 +172,7 @@ async fn task_runs(broker: &SiteBroker) -> bool {
 }
 
 async fn measure(name: &str, broker: &SiteBroker) -> Vec<(String, Effect)> {
-    let f = start(broker).await;
+    let mut f = start(broker).await;
     let submit = "fog/v1/tasks/submit";
     let tasks = "fog/v1/nodes/pi-1/tasks";
     let mut out = Vec::new();
@@ -202,6 +204,11 @@ async fn measure(name: &str, broker: &SiteBroker) -> Vec<(String, Effect)> {
         );
         out.push((what.to_owned(), e));
     }
+    // Back within the agent's longest backoff (30 s, plus jitter) once the poison is
+    // gone, whichever step of its backoff the last attack left it on: no loop.
+    f.coord
+        .wait_for("pi-1 online again", BACK_WITHIN, |s| online(s, "pi-1"))
+        .await;
     let ran = task_runs(broker).await;
     println!("poison [{name}] a task runs afterwards: {ran}");
     assert!(ran, "[{name}] no task ran after the attacks");
