@@ -14,7 +14,8 @@
 # Measured over a WINDOW_SECS window (default 60) once every agent is connected:
 # the coordinator's CPU (utime+stime from /proc), its RSS, the heartbeat age at the
 # registry (p50/p99 of `fog_coordinator_heartbeat_age_seconds` over the window), then
-# the bench's tasks and the placement wait, the time `fog-coordinator status` takes,
+# how long the main loop's turns took by what they handled (p99 and the slowest), the
+# bench's tasks and the placement wait, the time `fog-coordinator status` takes,
 # the retained coordinator status' size, and fog-sim's own RSS. One JSON line at the
 # end; the simulator's progress on stderr.
 set -euo pipefail
@@ -108,6 +109,17 @@ def quantile(before, after, q):
             return le
     return les[-1]
 
+def turns(path):
+    """The main loop's turn histograms, by what they handled."""
+    out = {}
+    for line in open(path):
+        if line.startswith("fog_coordinator_loop_turn_seconds_bucket{"):
+            handled = line.split('handled="')[1].split('"')[0]
+            le = line.split('le="')[1].split('"')[0]
+            out.setdefault(handled, {})[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+t0, t1 = turns(f"{work}/m0"), turns(f"{work}/m1")
 hb0 = hist(f"{work}/m0", "fog_coordinator_heartbeat_age_seconds")
 hb1 = hist(f"{work}/m1", "fog_coordinator_heartbeat_age_seconds")
 pl1 = hist(f"{work}/m1", "fog_coordinator_placement_seconds")
@@ -130,6 +142,9 @@ print(json.dumps({
     "heartbeat_age_p99_ms_at_most": ms(quantile(hb0, hb1, 0.99)),
     "placement_wait_p50_ms_at_most": ms(quantile(pl1, pl2, 0.50)),
     "placement_wait_p99_ms_at_most": ms(quantile(pl1, pl2, 0.99)),
+    "loop_turns_in_window": {h: int(t1[h].get(float("inf"), 0) - t0.get(h, {}).get(float("inf"), 0)) for h in t1},
+    "loop_turn_p99_ms_at_most": {h: ms(quantile(t0.get(h, {}), t1[h], 0.99)) for h in t1 if t1[h].get(float("inf"), 0) > t0.get(h, {}).get(float("inf"), 0)},
+    "loop_turn_max_ms_at_most": {h: ms(quantile(t0.get(h, {}), t1[h], 1.0)) for h in t1 if t1[h].get(float("inf"), 0) > t0.get(h, {}).get(float("inf"), 0)},
     "status_cli_s": float(status_secs),
     "retained_status_bytes": int(status_bytes),
     "sim_rss_mib": round(int(sim_rss) / 1024, 1),

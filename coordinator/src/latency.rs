@@ -76,6 +76,76 @@ impl SharedHistogram {
     }
 }
 
+/// What one turn of the coordinator's main loop handled: each has its own histogram
+/// of how long the turn took (a slow kind of turn delays every message behind it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// A node's status, heartbeat or reading, into the registry.
+    NodeMessage,
+    /// A submission or a node's results, into the dispatcher.
+    TaskMessage,
+    /// Connected, subscribed, disconnected.
+    Link,
+    /// The journal said something is durable.
+    Durable,
+    /// The silence rules (every 100 ms).
+    Liveness,
+    /// Retries, timeouts and re-placement while tasks are in flight.
+    Dispatch,
+    /// The retained status (and the view with it).
+    Publish,
+    /// The in-process view: HTTP API, /metrics, charts, Home Assistant.
+    View,
+    /// A command from the HTTP API.
+    Command,
+    /// Batched assignments and answers out to the broker.
+    Flush,
+}
+
+impl Turn {
+    pub const ALL: [Turn; 10] = [
+        Turn::NodeMessage,
+        Turn::TaskMessage,
+        Turn::Link,
+        Turn::Durable,
+        Turn::Liveness,
+        Turn::Dispatch,
+        Turn::Publish,
+        Turn::View,
+        Turn::Command,
+        Turn::Flush,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Turn::NodeMessage => "node_message",
+            Turn::TaskMessage => "task_message",
+            Turn::Link => "link",
+            Turn::Durable => "durable",
+            Turn::Liveness => "liveness",
+            Turn::Dispatch => "dispatch",
+            Turn::Publish => "publish",
+            Turn::View => "view",
+            Turn::Command => "command",
+            Turn::Flush => "flush",
+        }
+    }
+}
+
+/// One [`Histogram`] per kind of [`Turn`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Turns([Histogram; Turn::ALL.len()]);
+
+impl Turns {
+    pub fn observe(&mut self, turn: Turn, d: Duration) {
+        self.0[turn as usize].observe(d);
+    }
+
+    pub fn get(&self, turn: Turn) -> &Histogram {
+        &self.0[turn as usize]
+    }
+}
+
 /// What `/metrics` shows of them, copied into each view.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Latencies {
@@ -87,6 +157,8 @@ pub struct Latencies {
     /// A heartbeat's age when the registry took it in (the node's clock offset
     /// included: meaningful where nodes keep time, as timesyncd does).
     pub heartbeat_age: Histogram,
+    /// The main loop's turns, by what they handled.
+    pub turns: Turns,
 }
 
 #[cfg(test)]
@@ -125,5 +197,19 @@ mod tests {
         assert_eq!(got.counts, h.counts);
         assert_eq!(got.count, 4);
         assert!((got.sum_secs - h.sum_secs).abs() < 1e-9);
+    }
+
+    #[test]
+    fn each_kind_of_turn_has_its_own_histogram() {
+        let mut t = Turns::default();
+        t.observe(Turn::View, Duration::from_millis(30));
+        t.observe(Turn::NodeMessage, Duration::from_micros(20));
+        t.observe(Turn::NodeMessage, Duration::from_micros(30));
+        assert_eq!(t.get(Turn::View).count, 1);
+        assert_eq!(t.get(Turn::NodeMessage).count, 2);
+        assert_eq!(t.get(Turn::Flush).count, 0);
+        for (i, turn) in Turn::ALL.iter().enumerate() {
+            assert_eq!(*turn as usize, i, "ALL is in declaration order");
+        }
     }
 }

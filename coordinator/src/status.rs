@@ -457,7 +457,10 @@ mod tests {
         let mut same = s.clone();
         same.trim_nodes(100);
         assert_eq!(same, s, "at the bound: untouched");
+        assert_eq!(s.cut(usize::MAX, 100), s, "a cut at the bound: a copy");
+        let cut = s.cut(usize::MAX, 10);
         s.trim_nodes(10);
+        assert_eq!(cut, s, "a cut keeps what trimming keeps");
         let ids: Vec<&str> = s.nodes.iter().map(|n| n.node.as_str()).collect();
         assert_eq!(
             ids,

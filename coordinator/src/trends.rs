@@ -66,7 +66,11 @@ impl Trends {
         if r.at_ms > now_ms.saturating_add(MAX_AHEAD_MS) {
             return;
         }
-        let ring = self.nodes.entry(id.clone()).or_default();
+        // No copy of the id for a node already charted (once a second for every node).
+        let ring = match self.nodes.get_mut(id) {
+            Some(ring) => ring,
+            None => self.nodes.entry(id.clone()).or_default(),
+        };
         let previous = ring.back().map(|s| s.at_ms);
         if previous.is_some_and(|at| r.at_ms < at.saturating_add(EVERY_MS)) {
             return;

@@ -107,9 +107,10 @@ pub fn details(registry: &crate::registry::Registry) -> BTreeMap<NodeId, NodeDet
 
 /// What is new in `view` (at `now_ms`) into the charts.
 pub fn observe(trends: &mut Trends, view: &View, now_ms: u64) {
-    for n in &view.nodes {
-        if let Some(r) = view.details.get(&n.node).and_then(|d| d.reading.as_deref()) {
-            trends.sample(&n.node, r, now_ms);
+    // Every node with a reading is in the details (a walk, not a lookup per node).
+    for (id, d) in &view.details {
+        if let Some(r) = d.reading.as_deref() {
+            trends.sample(id, r, now_ms);
         }
     }
     trends.retain(&view.nodes.iter().map(|n| &n.node).collect());

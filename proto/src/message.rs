@@ -431,6 +431,12 @@ impl OmittedNodes {
     pub fn total(&self) -> u32 {
         self.online + self.suspect + self.offline
     }
+
+    fn add(&mut self, o: OmittedNodes) {
+        self.online += o.online;
+        self.suspect += o.suspect;
+        self.offline += o.offline;
+    }
 }
 
 impl CoordinatorStatus {
@@ -441,25 +447,81 @@ impl CoordinatorStatus {
         if self.nodes.len() <= max {
             return;
         }
-        let calm = |n: &NodeSummary| {
-            n.state == NodeState::Online
-                && n.health == NodeHealth::Healthy
-                && n.notices.is_empty()
-                && n.degraded.is_empty()
-                && !n.drained
-                && (n.identity.is_empty() || n.identity == "approved" || n.identity == "unchecked")
-        };
-        // Stable: within each group the order (by node id) stays.
-        self.nodes.sort_by_key(|n| calm(n));
-        for n in self.nodes.drain(max..) {
-            match n.state {
-                NodeState::Online => self.omitted.online += 1,
-                NodeState::Suspect => self.omitted.suspect += 1,
-                NodeState::Offline => self.omitted.offline += 1,
-            }
-        }
         self.nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        let (kept, omitted) = select_nodes(&self.nodes, max);
+        let mut keep = vec![false; self.nodes.len()];
+        for i in kept {
+            keep[i] = true;
+        }
+        let mut i = 0;
+        self.nodes.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        self.omitted.add(omitted);
     }
+
+    /// A copy for the broker: at most `tasks_max` tasks per list and the nodes
+    /// [`trim_nodes`](Self::trim_nodes) would keep, without copying the others (at
+    /// 10,000 nodes the status is built once for the in-process view and this is
+    /// cut from it).
+    pub fn cut(&self, tasks_max: usize, nodes_max: usize) -> CoordinatorStatus {
+        let tasks = |v: &[TaskSummary]| v.iter().take(tasks_max).cloned().collect();
+        let (nodes, omitted) = if self.nodes.len() <= nodes_max {
+            (self.nodes.clone(), self.omitted)
+        } else {
+            let (kept, more) = select_nodes(&self.nodes, nodes_max);
+            let mut nodes: Vec<NodeSummary> =
+                kept.into_iter().map(|i| self.nodes[i].clone()).collect();
+            nodes.sort_by(|a, b| a.node.cmp(&b.node));
+            let mut omitted = self.omitted;
+            omitted.add(more);
+            (nodes, omitted)
+        };
+        CoordinatorStatus {
+            online: self.online,
+            at_ms: self.at_ms,
+            version: self.version.clone(),
+            reason: self.reason.clone(),
+            nodes,
+            counters: self.counters.clone(),
+            running: tasks(&self.running),
+            recent: tasks(&self.recent),
+            dead: tasks(&self.dead),
+            scaling: self.scaling.clone(),
+            signing_key: self.signing_key.clone(),
+            warnings: self.warnings.clone(),
+            omitted,
+        }
+    }
+}
+
+/// Which of `nodes` (sorted by id) a status of at most `max` keeps, by index in
+/// ascending order: those that need a look first, then the calm ones, each group by
+/// id; and what it leaves out, by state.
+fn select_nodes(nodes: &[NodeSummary], max: usize) -> (Vec<usize>, OmittedNodes) {
+    let calm = |n: &NodeSummary| {
+        n.state == NodeState::Online
+            && n.health == NodeHealth::Healthy
+            && n.notices.is_empty()
+            && n.degraded.is_empty()
+            && !n.drained
+            && (n.identity.is_empty() || n.identity == "approved" || n.identity == "unchecked")
+    };
+    let (mut kept, calm_ones): (Vec<usize>, Vec<usize>) =
+        (0..nodes.len()).partition(|&i| !calm(&nodes[i]));
+    kept.extend(calm_ones);
+    let mut omitted = OmittedNodes::default();
+    for &i in kept.get(max..).unwrap_or_default() {
+        match nodes[i].state {
+            NodeState::Online => omitted.online += 1,
+            NodeState::Suspect => omitted.suspect += 1,
+            NodeState::Offline => omitted.offline += 1,
+        }
+    }
+    kept.truncate(max);
+    kept.sort_unstable();
+    (kept, omitted)
 }
 
 /// One task in the coordinator status (for `fog-coordinator tasks`).

@@ -11,6 +11,7 @@
 pub mod brokers;
 pub mod finals;
 pub mod generated;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod watcher;

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::breaker::BreakerConfig;
 use crate::dispatch::PlacementConfig;
 use crate::home_assistant::HomeAssistantConfig;
+use crate::journal::ClusterConfig;
 use crate::registry::LivenessConfig;
 use crate::scaling::ScalingConfig;
 
@@ -38,6 +39,15 @@ struct Raw {
     broker: Option<toml::Table>,
     security: Option<security::RawSecurity>,
     clients: Option<toml::Table>,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    postgres_url: Option<String>,
+    coordinator_id: Option<String>,
+    lease_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +110,9 @@ pub struct CoordinatorConfig {
     pub home_assistant: HomeAssistantConfig,
     pub broker: BrokerConfig,
     pub security: SecurityConfig,
+    /// Cluster mode: the shared PostgreSQL journal; `None` keeps the redb journal in
+    /// `data_dir`.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Every period the coordinator's config takes, in seconds.
@@ -196,8 +209,59 @@ impl CoordinatorConfig {
             )?,
             broker: BrokerConfig::from_table(broker_table, origin)?,
             security,
+            cluster: cluster(
+                origin,
+                raw.cluster.unwrap_or_default(),
+                d.cluster.unwrap_or_default(),
+            )?,
         })
     }
+}
+
+/// `[cluster]`: on with a PostgreSQL URL; the id defaults to the host name and must be
+/// usable as an MQTT topic level and a client id (it names the coordinator there too).
+fn cluster(
+    origin: &str,
+    r: RawCluster,
+    d: RawCluster,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let url = pick(r.postgres_url, d.postgres_url);
+    let lease = interval(
+        origin,
+        "cluster.lease_secs",
+        pick(r.lease_secs, d.lease_secs),
+        1.0,
+        300.0,
+    )?;
+    let id = pick(r.coordinator_id, d.coordinator_id);
+    if url.trim().is_empty() {
+        return Ok(None);
+    }
+    let id = if id.is_empty() {
+        fog_rt::host::hostname()
+    } else {
+        id
+    };
+    if let Err(e) = fog_proto::NodeId::new(&id) {
+        return Err(invalid(
+            origin,
+            "cluster.coordinator_id",
+            format!("{id:?} cannot name this coordinator: {e}"),
+        ));
+    }
+    // Checked here, so a typo is a config error at start and not a failed connect.
+    if let Err(e) = url.parse::<::postgres::Config>() {
+        return Err(invalid(
+            origin,
+            "cluster.postgres_url",
+            format!("not a PostgreSQL connection string: {e}"),
+        ));
+    }
+    Ok(Some(ClusterConfig {
+        postgres_url: url,
+        coordinator_id: id,
+        lease,
+    }))
 }
 
 /// `[home_assistant]`: a discovery prefix that is a plain topic (no wildcards, no
@@ -473,5 +537,51 @@ mod tests {
         assert!((c.scaling.tolerance - 0.05).abs() < 1e-6);
         let e = CoordinatorConfig::from_toml("[broker]\nbogus = 1", "t").expect_err("refused");
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn cluster_mode_is_off_by_default_and_its_keys_are_checked() {
+        let c = CoordinatorConfig::from_toml("", "t").expect("valid");
+        assert_eq!(c.cluster, None, "one coordinator, redb, by default");
+        let c = CoordinatorConfig::from_toml(
+            "[cluster]\npostgres_url = \"postgres://fog@db/fog\"\ncoordinator_id = \"coord-1\"",
+            "t",
+        )
+        .expect("valid");
+        let cluster = c.cluster.expect("cluster mode");
+        assert_eq!(cluster.coordinator_id, "coord-1");
+        assert_eq!(cluster.lease, Duration::from_secs(5));
+        let c = CoordinatorConfig::from_toml("[cluster]\npostgres_url = \"host=db user=fog\"", "t")
+            .expect("valid");
+        assert_eq!(
+            c.cluster.expect("cluster mode").coordinator_id,
+            fog_rt::host::hostname(),
+            "the host name unless set"
+        );
+        for (text, key) in [
+            (
+                "[cluster]\npostgres_url = \"postgres://db:notaport/fog\"",
+                "`cluster.postgres_url`",
+            ),
+            (
+                "[cluster]\npostgres_url = \"host=db\"\ncoordinator_id = \"a/b\"",
+                "`cluster.coordinator_id`",
+            ),
+            (
+                "[cluster]\npostgres_url = \"host=db\"\nlease_secs = 0.1",
+                "`cluster.lease_secs`",
+            ),
+            ("[cluster]\npostgres = \"host=db\"", "postgres"),
+        ] {
+            let e = CoordinatorConfig::from_toml(text, "t").expect_err(text);
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        // The URL's password never shows in an error.
+        let e = CoordinatorConfig::from_toml(
+            "[cluster]\npostgres_url = \"postgres://fog:s3cret@db:notaport/fog\"",
+            "t",
+        )
+        .expect_err("refused");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 }

@@ -247,6 +247,7 @@ impl FleetBuilder {
             home_assistant: Default::default(),
             broker: self.coordinator_broker.clone(),
             security: self.with_fleet_key(self.security.clone()),
+            cluster: None,
         }
     }
 

@@ -301,6 +301,40 @@ fn task_series<'a>(
     }
 }
 
+/// The coordinator's own latency histograms: placement, heartbeat age, the main
+/// loop's turns, journal commits.
+fn latency_series(f: &mut Families<'_>, l: &crate::latency::Latencies) {
+    f.push(
+        "fog_coordinator_placement_seconds",
+        "From a task's acceptance to its first assignment to a node (waits for a free or eligible node included).",
+        smallvec![],
+        Value::Histogram(l.placement.buckets(), l.placement.sum_secs, l.placement.count),
+    );
+    f.push(
+        "fog_coordinator_heartbeat_age_seconds",
+        "A heartbeat's age when the registry took it in: the coordinator's clock minus the node's stamp (broker and coordinator delay, plus the node's clock offset).",
+        smallvec![],
+        Value::Histogram(l.heartbeat_age.buckets(), l.heartbeat_age.sum_secs, l.heartbeat_age.count),
+    );
+    for turn in crate::latency::Turn::ALL {
+        let t = l.turns.get(turn);
+        f.push(
+            "fog_coordinator_loop_turn_seconds",
+            "One turn of the coordinator's main loop, by what it handled (messages wait behind a slow turn).",
+            smallvec![("handled", turn.as_str())],
+            Value::Histogram(t.buckets(), t.sum_secs, t.count),
+        );
+    }
+    if let Some(j) = &l.journal_commit {
+        f.push(
+            "fog_coordinator_journal_commit_seconds",
+            "One group commit of the task journal (its write and fsync); absent without a journal.",
+            smallvec![],
+            Value::Histogram(j.buckets(), j.sum_secs, j.count),
+        );
+    }
+}
+
 fn coordinator_series<'a>(f: &mut Families<'a>, v: &'a View) {
     let h = v.health;
     f.gauge(
@@ -326,27 +360,7 @@ fn coordinator_series<'a>(f: &mut Families<'a>, v: &'a View) {
             flag(h.journal == JournalHealth::Ok),
         );
     }
-    let l = &v.latency;
-    f.push(
-        "fog_coordinator_placement_seconds",
-        "From a task's acceptance to its first assignment to a node (waits for a free or eligible node included).",
-        smallvec![],
-        Value::Histogram(l.placement.buckets(), l.placement.sum_secs, l.placement.count),
-    );
-    f.push(
-        "fog_coordinator_heartbeat_age_seconds",
-        "A heartbeat's age when the registry took it in: the coordinator's clock minus the node's stamp (broker and coordinator delay, plus the node's clock offset).",
-        smallvec![],
-        Value::Histogram(l.heartbeat_age.buckets(), l.heartbeat_age.sum_secs, l.heartbeat_age.count),
-    );
-    if let Some(j) = &l.journal_commit {
-        f.push(
-            "fog_coordinator_journal_commit_seconds",
-            "One group commit of the task journal (its write and fsync); absent without a journal.",
-            smallvec![],
-            Value::Histogram(j.buckets(), j.sum_secs, j.count),
-        );
-    }
+    latency_series(f, &v.latency);
     f.gauge(
         "fog_coordinator_tasks_in_flight",
         "Tasks accepted and not finished: placed on a node or waiting for one.",

@@ -11,33 +11,28 @@
 //! meanwhile sharing the next ([`fog_rt::group_commit`]), and a notice per accepted
 //! task once its commit is durable.
 //!
-//! Layout: an append-only log with one entry per commit, holding every record of
-//! that commit (a group commit, as a write-ahead log does); a task's latest record is
-//! its state. A commit is then one B-tree append however many tasks it carries. The
-//! first layout (`v1/tasks`, one row per task id, rewritten in place, plus a
-//! `v1/finished` index) made three B-tree writes per task and was most of the
-//! coordinator's CPU under load (docs/performance.md). The writer keeps, in memory,
-//! each task's entry and how many tasks' latest records each entry still holds
-//! (rebuilt from the log on open, which reads every record anyway); an entry nobody's
-//! latest record is in any more, superseded or pruned, is deleted whole. A v1 file is
-//! converted on open.
+//! Where the records live is a [`Backend`]: the redb log of a single coordinator
+//! ([`redb_log`], the default: nothing to install), or a PostgreSQL database shared by
+//! several coordinators ([`postgres`], cluster mode: each owns the tasks it accepted
+//! under a lease, and the others adopt them when it dies).
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fog_proto::{codec, Encoding, TaskResult, TaskSubmission};
 use fog_rt::group_commit::GroupCommit;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
-/// commit sequence -> the records of that commit (see [`encode_entry`]).
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("v2/log");
-/// The first layout: task id -> record, and (finished_at_ms ++ id) for pruning. Read
-/// and converted on open.
-const V1_TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("v1/tasks");
-const V1_FINISHED: TableDefinition<&[u8], ()> = TableDefinition::new("v1/finished");
+pub mod postgres;
+mod redb_log;
+#[cfg(test)]
+use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
+#[cfg(test)]
+use redb_log::*;
+
+pub use postgres::{ClusterConfig, LeaseClock};
 
 /// What went wrong with the journal, each with its source.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +62,10 @@ pub enum JournalError {
     Commit(#[from] redb::CommitError),
     #[error("task journal: encoding a record: {0}")]
     Encode(#[from] fog_proto::EncodeError),
+    #[error("task journal (PostgreSQL): {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("task journal (PostgreSQL): this coordinator ({id}, epoch {epoch}) lost its lease: another coordinator may have adopted its tasks, so it must not write or answer for them")]
+    Fenced { id: String, epoch: i64 },
 }
 
 /// One task as stored. Submissions and results are kept in the wire format (postcard),
@@ -166,7 +165,8 @@ pub enum Op {
     Finish(Record),
 }
 
-/// Something now durable that the client must hear about.
+/// Something now durable that the client must hear about, or that the main loop must
+/// act on.
 #[derive(Debug)]
 pub enum Durable {
     /// The task is accepted: it will end with exactly one final result.
@@ -176,6 +176,33 @@ pub enum Durable {
         reply_to: String,
         result: TaskResult,
     },
+    /// Cluster mode: unfinished tasks of a coordinator whose lease ran out, now this
+    /// one's, to place again with a raised attempt (as after a restart).
+    Adopted(Vec<Record>),
+    /// Cluster mode: this coordinator lost its lease; it must stop at once (systemd
+    /// starts it again, with a new epoch).
+    Fenced(String),
+}
+
+/// Where the records live. One writer thread owns it.
+trait Backend: Send + 'static {
+    /// Make `batch` durable in one transaction (`prune`: and drop finished records
+    /// past their age or count). An error means none of it is.
+    fn commit(&mut self, batch: &[Op], prune: bool) -> Result<(), JournalError>;
+
+    /// How often [`idle`](Backend::idle) must run, whether or not there are writes.
+    fn idle_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Keep this coordinator's claim alive, and take over what others left: the
+    /// records adopted.
+    fn idle(&mut self) -> Result<Vec<Record>, JournalError> {
+        Ok(Vec::new())
+    }
+
+    /// A clean stop, after the last commit.
+    fn close(&mut self) {}
 }
 
 pub struct Journal {
@@ -185,6 +212,8 @@ pub struct Journal {
     failing: Arc<AtomicBool>,
     /// How long each group commit took (for `/metrics`).
     commits: Arc<crate::latency::SharedHistogram>,
+    /// Cluster mode: until when this coordinator's lease holds.
+    lease: Option<Arc<LeaseClock>>,
 }
 
 #[derive(Debug, Clone)]
@@ -213,39 +242,77 @@ impl Journal {
         cfg: &JournalConfig,
         accepted: tokio::sync::mpsc::UnboundedSender<Durable>,
     ) -> Result<(Journal, Vec<Record>), JournalError> {
-        std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir {
-            path: dir.to_owned(),
-            source,
+        let (log, records) = redb_log::RedbLog::open(dir, cfg)?;
+        let journal =
+            Journal::start(log, cfg, accepted, None).map_err(|source| JournalError::Writer {
+                path: dir.to_owned(),
+                source,
+            })?;
+        Ok((journal, records))
+    }
+
+    /// Cluster mode: register with the PostgreSQL database `cluster` names (a new
+    /// epoch), and return the journal and this coordinator's own records (those it
+    /// owned before a restart).
+    pub fn open_cluster(
+        cluster: &ClusterConfig,
+        cfg: &JournalConfig,
+        accepted: tokio::sync::mpsc::UnboundedSender<Durable>,
+    ) -> Result<(Journal, Vec<Record>), JournalError> {
+        // The PostgreSQL client runs a small runtime of its own, which cannot start (or
+        // stop) on a thread of the caller's runtime: it is made on a thread of its own
+        // and lives on the writer thread.
+        let (pg, records) = std::thread::scope(|s| {
+            s.spawn(|| postgres::PgJournal::open(cluster, cfg))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
-        let file = dir.join("coordinator.redb");
-        let db = Database::builder()
-            .set_cache_size(8 << 20)
-            .create(&file)
-            .map_err(|source| JournalError::Open { path: file, source })?;
-        convert_v1(&db)?;
-        let (index, records) = read_log(&db)?;
+        let lease = pg.lease_clock();
+        let journal = Journal::start(pg, cfg, accepted, Some(lease)).map_err(|source| {
+            JournalError::Writer {
+                path: PathBuf::from(cluster.coordinator_id.clone()),
+                source,
+            }
+        })?;
+        Ok((journal, records))
+    }
+
+    fn start(
+        backend: impl Backend,
+        cfg: &JournalConfig,
+        accepted: tokio::sync::mpsc::UnboundedSender<Durable>,
+        lease: Option<Arc<LeaseClock>>,
+    ) -> std::io::Result<Journal> {
         let (tx, rx) = std::sync::mpsc::channel();
         let cfg = cfg.clone();
         let failing = Arc::new(AtomicBool::new(false));
         let flag = failing.clone();
         let commits = Arc::new(crate::latency::SharedHistogram::default());
         let timed = commits.clone();
+        let clock = lease.clone();
         let writer = std::thread::Builder::new()
             .name("fog-journal".into())
-            .spawn(move || write_loop(db, cfg, index, rx, accepted, &flag, &timed))
-            .map_err(|source| JournalError::Writer {
-                path: dir.to_owned(),
-                source,
-            })?;
-        Ok((
-            Journal {
-                ops: Some(tx),
-                writer: Some(writer),
-                failing,
-                commits,
-            },
-            records,
-        ))
+            .spawn(move || write_loop(backend, cfg, rx, accepted, &flag, &timed, clock))?;
+        Ok(Journal {
+            ops: Some(tx),
+            writer: Some(writer),
+            failing,
+            commits,
+            lease,
+        })
+    }
+
+    /// Whether this coordinator may still act for the tasks it owns: always with the
+    /// redb journal; in cluster mode, while its lease (by this machine's clock, with a
+    /// margin) has not run out since the last renewal. A process that was paused past
+    /// its lease finds out here before it sends anything.
+    pub fn lease_ok(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.is_valid())
+    }
+
+    /// Cluster mode: why this coordinator was fenced, once it was.
+    pub fn fenced(&self) -> Option<String> {
+        self.lease.as_ref().and_then(|l| l.fenced())
     }
 
     /// Whether the journal takes writes: its writer thread runs and its last commit
@@ -277,273 +344,130 @@ impl Drop for Journal {
     }
 }
 
-/// Turn a v1 file (records keyed by task id) into the log, in one transaction.
-fn convert_v1(db: &Database) -> Result<(), JournalError> {
-    let tx = db.begin_write()?;
-    let has_v1 = tx.list_tables()?.any(|t| t.name() == V1_TASKS.name());
-    if has_v1 {
-        let mut rows = Vec::new();
-        {
-            let old = tx.open_table(V1_TASKS)?;
-            for row in old.iter()? {
-                let (_, v) = row?;
-                let bytes = v.value().to_vec();
-                // In submission order, so the log reads as if written that way.
-                let at = decode(&bytes).map_or(0, |r| r.submitted_ms);
-                rows.push((at, bytes));
-            }
-        }
-        rows.sort_by_key(|(at, _)| *at);
-        {
-            let mut log = tx.open_table(LOG)?;
-            let seq = log.last()?.map_or(0, |(k, _)| k.value() + 1);
-            let entry = encode_entry(rows.iter().map(|(_, b)| b.as_slice()));
-            log.insert(seq, entry.as_slice())?;
-        }
-        tx.delete_table(V1_TASKS)?;
-        tx.delete_table(V1_FINISHED)?;
-        tracing::info!(
-            records = rows.len(),
-            "task journal converted to the log layout"
-        );
-    } else {
-        tx.open_table(LOG)?;
-    }
-    Ok(tx.commit()?)
-}
-
-/// One log entry: a u32 LE count, then per record a u32 LE length and the record.
-fn encode_entry<'a>(records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = vec![0; 4];
-    let mut n: u32 = 0;
-    for r in records {
-        out.extend_from_slice(&(r.len() as u32).to_le_bytes());
-        out.extend_from_slice(r);
-        n += 1;
-    }
-    out[..4].copy_from_slice(&n.to_le_bytes());
-    out
-}
-
-/// The records of one entry; an entry that does not parse is an error as a whole.
-fn decode_entry(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
-    let (n, mut rest) = bytes.split_first_chunk::<4>().ok_or("short entry")?;
-    let n = u32::from_le_bytes(*n) as usize;
-    // Each record takes at least its 4-byte length: a count past that is corrupt.
-    if n > rest.len() / 4 {
-        return Err(format!("entry claims {n} records in {} bytes", rest.len()));
-    }
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (len, tail) = rest.split_first_chunk::<4>().ok_or("short entry")?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if tail.len() < len {
-            return Err("record runs past its entry".into());
-        }
-        out.push(&tail[..len]);
-        rest = &tail[len..];
-    }
-    if !rest.is_empty() {
-        return Err("bytes after the last record".into());
-    }
-    Ok(out)
-}
-
-/// What the writer knows about the log: which entry holds each task's latest record,
-/// how many latest records each entry still holds, and the finished tasks oldest first.
-#[derive(Debug, Default)]
-struct Index {
-    next_seq: u64,
-    latest: HashMap<String, u64>,
-    live: HashMap<u64, u32>,
-    /// Entries no task's latest record is in any more: deleted at the next commit.
-    dead: Vec<u64>,
-    /// (finished at ms, entry of the finish record, task id), in log order.
-    finished: VecDeque<(u64, u64, String)>,
-}
-
-impl Index {
-    /// A record for `id` is durable in entry `seq`.
-    fn note(&mut self, id: &str, seq: u64, finished_at: Option<u64>) {
-        let old = match self.latest.get_mut(id) {
-            Some(old) => Some(std::mem::replace(old, seq)),
-            None => {
-                self.latest.insert(id.to_owned(), seq);
-                None
-            }
-        };
-        *self.live.entry(seq).or_default() += 1;
-        if let Some(old) = old {
-            self.release(old);
-        }
-        if let Some(at) = finished_at {
-            self.finished.push_back((at, seq, id.to_owned()));
-        }
-    }
-
-    /// One latest record fewer in entry `seq`.
-    fn release(&mut self, seq: u64) {
-        if let Some(n) = self.live.get_mut(&seq) {
-            *n -= 1;
-            if *n == 0 {
-                self.live.remove(&seq);
-                self.dead.push(seq);
-            }
-        }
-    }
-
-    /// Forget finished tasks past the count or the age, oldest first.
-    fn expire(&mut self, keep_count: usize, cutoff_ms: u64) {
-        while let Some((at, seq, _)) = self.finished.front() {
-            if self.finished.len() <= keep_count && *at >= cutoff_ms {
-                break;
-            }
-            let seq = *seq;
-            if let Some((_, _, id)) = self.finished.pop_front() {
-                if self.latest.get(&id) == Some(&seq) {
-                    self.latest.remove(&id);
-                    self.release(seq);
-                }
-            }
-        }
-    }
-}
-
-/// Read the whole log: each task's latest record, and the writer's index.
-fn read_log(db: &Database) -> Result<(Index, Vec<Record>), JournalError> {
-    let mut index = Index::default();
-    let mut records: HashMap<String, Record> = HashMap::new();
-    let tx = db.begin_read()?;
-    let log = tx.open_table(LOG)?;
-    for row in log.iter()? {
-        let (k, v) = row?;
-        let seq = k.value();
-        index.next_seq = seq + 1;
-        let entry = match decode_entry(v.value()) {
-            Ok(e) => e,
-            // Logged and left: one bad entry never stops the coordinator.
-            Err(e) => {
-                tracing::error!(seq, error = %e, "skipping an unreadable task journal entry");
-                continue;
-            }
-        };
-        for bytes in entry {
-            match decode(bytes) {
-                Ok(r) => {
-                    let id = r.sub.id.clone();
-                    index.note(&id, seq, r.result.as_ref().map(|x| x.at_ms));
-                    records.insert(id, r);
-                }
-                Err(e) => tracing::error!(seq, error = %e, "skipping an unreadable task record"),
-            }
-        }
-    }
-    let mut records: Vec<Record> = records.into_values().collect();
-    records.sort_by_key(|r| r.submitted_ms);
-    Ok((index, records))
-}
-
 fn write_loop(
-    db: Database,
+    mut backend: impl Backend,
     cfg: JournalConfig,
-    mut index: Index,
     rx: std::sync::mpsc::Receiver<Op>,
     accepted: tokio::sync::mpsc::UnboundedSender<Durable>,
     failing: &AtomicBool,
     commits: &crate::latency::SharedHistogram,
+    lease: Option<Arc<LeaseClock>>,
 ) {
     let mut batch = Vec::new();
     let mut last_prune = Instant::now();
     let mut gather = GroupCommit::new(cfg.commit_interval, 8192);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        gather.fill(&rx, &mut batch);
-        let prune = last_prune.elapsed() >= Duration::from_secs(1);
-        if prune {
-            last_prune = Instant::now();
-        }
-        let started = Instant::now();
-        let committed = commit(&db, &cfg, &mut index, &batch, prune);
-        commits.observe(started.elapsed());
-        let ok = match committed {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, ops = batch.len(), "task journal commit failed");
-                false
-            }
+    let idle_every = backend.idle_every();
+    let mut next_idle = idle_every.map(|d| Instant::now() + d);
+    loop {
+        let first = match next_idle {
+            None => rx.recv().ok(),
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(op) => Some(op),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
         };
-        failing.store(!ok, Ordering::Relaxed);
-        for op in batch.drain(..) {
-            match op {
-                // Not acknowledged if not durable: the client resubmits.
-                Op::Accept(r) if ok => {
-                    let _ = accepted.send(Durable::Accepted {
-                        id: r.sub.id,
-                        reply_to: r.sub.reply_to,
-                    });
+        match first {
+            Some(first) => {
+                batch.push(first);
+                gather.fill(&rx, &mut batch);
+                let prune = last_prune.elapsed() >= Duration::from_secs(1);
+                if prune {
+                    last_prune = Instant::now();
                 }
-                // A result is forwarded even if its commit failed: the task is done
-                // and the client waits for it; only a crash now could repeat it.
-                Op::Finish(r) => {
-                    if let Some(result) = r.result {
-                        let _ = accepted.send(Durable::Finished {
-                            reply_to: r.sub.reply_to,
-                            result,
-                        });
+                let started = Instant::now();
+                let committed = backend.commit(&batch, prune);
+                commits.observe(started.elapsed());
+                if let Err(JournalError::Fenced { .. }) = &committed {
+                    // Nothing of this batch is answered: its tasks are another's now.
+                    fenced(committed, &accepted, failing, lease.as_deref());
+                    return;
+                }
+                let ok = match committed {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, ops = batch.len(), "task journal commit failed");
+                        false
+                    }
+                };
+                failing.store(!ok, Ordering::Relaxed);
+                answer(batch.drain(..), ok, &accepted);
+            }
+            // Stopped: the journal was dropped.
+            None if next_idle.is_none() => break,
+            None => {}
+        }
+        if let (Some(every), Some(at)) = (idle_every, next_idle) {
+            if Instant::now() >= at {
+                let idled = backend.idle();
+                if idled.is_ok() {
+                    failing.store(false, Ordering::Relaxed);
+                }
+                match idled {
+                    Ok(adopted) if adopted.is_empty() => {}
+                    Ok(adopted) => {
+                        let _ = accepted.send(Durable::Adopted(adopted));
+                    }
+                    Err(e @ JournalError::Fenced { .. }) => {
+                        fenced(Err(e), &accepted, failing, lease.as_deref());
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "task journal: renewing the lease failed");
+                        failing.store(true, Ordering::Relaxed);
                     }
                 }
-                _ => {}
+                next_idle = Some(Instant::now() + every);
             }
         }
     }
+    backend.close();
 }
 
-/// Append `batch` as one entry, and delete the entries nothing lives in any more, in
-/// one transaction. `index` changes only once the commit is durable: an entry must
-/// never be deleted because a newer record was written that did not survive.
-fn commit(
-    db: &Database,
-    cfg: &JournalConfig,
-    index: &mut Index,
-    batch: &[Op],
-    prune: bool,
-) -> Result<(), JournalError> {
-    if prune {
-        let cutoff = fog_rt::clock::now_ms().saturating_sub(cfg.keep_finished.as_millis() as u64);
-        // Only in memory until the deletes below commit; a failed commit leaves the
-        // entries in the file, where the next open finds them (and expires them again).
-        index.expire(cfg.keep_finished_count, cutoff);
+/// The writer stops for good: the main loop hears why.
+fn fenced(
+    why: Result<(), JournalError>,
+    accepted: &tokio::sync::mpsc::UnboundedSender<Durable>,
+    failing: &AtomicBool,
+    lease: Option<&LeaseClock>,
+) {
+    failing.store(true, Ordering::Relaxed);
+    let reason = why.err().map(|e| e.to_string()).unwrap_or_default();
+    if let Some(l) = lease {
+        l.fence(&reason);
     }
-    let mut records = Vec::with_capacity(batch.len());
+    tracing::error!(%reason, "task journal fenced");
+    let _ = accepted.send(Durable::Fenced(reason));
+}
+
+/// After a commit: the notices it owes.
+fn answer(
+    batch: impl Iterator<Item = Op>,
+    ok: bool,
+    accepted: &tokio::sync::mpsc::UnboundedSender<Durable>,
+) {
     for op in batch {
-        let (Op::Accept(r) | Op::Attempt(r) | Op::Finish(r)) = op;
-        records.push(encode(r)?);
-    }
-    let entry = encode_entry(records.iter().map(Vec::as_slice));
-    let seq = index.next_seq;
-    let dead = std::mem::take(&mut index.dead);
-    let tx = db.begin_write()?;
-    let written = (|| {
-        let mut log = tx.open_table(LOG)?;
-        log.insert(seq, entry.as_slice())?;
-        for s in &dead {
-            log.remove(*s)?;
+        match op {
+            // Not acknowledged if not durable: the client resubmits.
+            Op::Accept(r) if ok => {
+                let _ = accepted.send(Durable::Accepted {
+                    id: r.sub.id,
+                    reply_to: r.sub.reply_to,
+                });
+            }
+            // A result is forwarded even if its commit failed: the task is done
+            // and the client waits for it; only a crash now could repeat it.
+            Op::Finish(r) => {
+                if let Some(result) = r.result {
+                    let _ = accepted.send(Durable::Finished {
+                        reply_to: r.sub.reply_to,
+                        result,
+                    });
+                }
+            }
+            _ => {}
         }
-        Ok::<(), JournalError>(())
-    })();
-    if let Err(e) = written.and_then(|()| Ok(tx.commit()?)) {
-        // Nothing was deleted: try again at the next commit.
-        index.dead.extend(dead);
-        return Err(e);
     }
-    index.next_seq += 1;
-    let now = fog_rt::clock::now_ms();
-    for op in batch {
-        let (Op::Accept(r) | Op::Attempt(r) | Op::Finish(r)) = op;
-        let finished_at = matches!(op, Op::Finish(_)).then_some(now);
-        index.note(&r.sub.id, seq, finished_at);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

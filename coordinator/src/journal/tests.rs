@@ -62,6 +62,7 @@ async fn accepted_tasks_come_back_after_a_reopen_and_finished_ones_keep_their_re
             match rx.recv().await.expect("notice") {
                 Durable::Accepted { id, .. } => acked.push(id),
                 Durable::Finished { result, .. } => finished.push(result.id),
+                other => panic!("a redb journal adopts nothing and is never fenced: {other:?}"),
             }
         }
         acked.sort();
@@ -269,4 +270,29 @@ fn a_v1_journal_is_converted_on_open() {
         .map(|t| t.name().to_owned())
         .collect();
     assert_eq!(names, ["v2/log"]);
+}
+
+#[tokio::test]
+async fn cluster_mode_without_its_database_fails_at_open_and_says_why() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let cluster = ClusterConfig {
+        postgres_url: format!(
+            "host=127.0.0.1 port={port} user=fog password=s3cret connect_timeout=2"
+        ),
+        coordinator_id: "coord-a".into(),
+        lease: Duration::from_secs(5),
+    };
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let e = match Journal::open_cluster(&cluster, &JournalConfig::default(), tx) {
+        Ok(_) => panic!("nothing listens there"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("PostgreSQL"), "{e}");
+    assert!(
+        !e.contains("s3cret"),
+        "the password stays out of errors: {e}"
+    );
 }

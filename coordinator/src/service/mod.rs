@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fog_proto::{
-    codec, CoordinatorStatus, Encoding, NodeId, NodeTopic, ParsedTopic, Topics, STATUS_TASKS_MAX,
-};
+use fog_proto::{codec, Encoding, NodeId, NodeTopic, ParsedTopic, Topics, STATUS_TASKS_MAX};
 use fog_rt::clock::now_ms;
 use fog_rt::sdnotify::Notifier;
 use fog_rt::systemd::SystemdReport;
@@ -24,18 +22,19 @@ use crate::control::{Command, Watchers};
 use crate::dispatch::{Dispatcher, Out};
 use crate::home_assistant::HomeAssistant;
 use crate::journal::{Durable, Journal, JournalConfig};
+use crate::latency::{Turn, Turns};
 use crate::profiles::Profiles;
 use crate::registry::Registry;
 use crate::scaling::Scaler;
 use crate::signing::Posture;
 use crate::trends::Trends;
-use crate::view::{Health, JournalHealth, View};
 
 mod commands;
+mod publish;
 mod snapshot;
 use commands::load_drained;
+use snapshot::status;
 pub use snapshot::{empty_snapshot, Snapshot};
-use snapshot::{publish_home_assistant, status};
 
 /// How stale the in-process view may be, when statuses are published less often.
 const VIEW_EVERY: Duration = Duration::from_secs(1);
@@ -61,6 +60,8 @@ pub enum ServeError {
     NodeKeys(#[from] crate::identity::store::StoreError),
     #[error("the coordinator's signing key: {0}")]
     Key(#[from] fog_rt::keys::KeyError),
+    #[error("{0}; stopping (a restart registers again with a new epoch)")]
+    Fenced(String),
 }
 
 /// After start and after every (re)subscription, how long a task whose kind no known
@@ -103,27 +104,84 @@ pub async fn serve_with(
     let (mut s, mut accepted_rx) = Server::start(&config, view, notifier)?;
     let mut t = Timers::new(config.status_interval);
     loop {
-        tokio::select! {
+        let wake = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            ev = s.link.next_event() => s.on_link_event(ev, &mut t.publish)?,
-            _ = t.flush.tick(), if !s.batcher.is_idle() => s.batcher.flush(&s.link),
-            Some(d) = accepted_rx.recv() => s.on_durable(d),
-            _ = t.liveness.tick() => s.on_liveness_tick(),
-            _ = t.dispatch.tick(), if s.dispatch.in_flight() > 0 => s.on_dispatch_tick(),
-            _ = t.publish.tick() => s.on_publish_tick()?,
-            _ = t.view.tick() => s.send_view(None),
+            ev = s.link.next_event() => Wake::Link(ev),
+            _ = t.flush.tick(), if !s.batcher.is_idle() => Wake::Flush,
+            Some(d) = accepted_rx.recv() => Wake::Durable(d),
+            _ = t.liveness.tick() => Wake::Liveness,
+            _ = t.dispatch.tick(), if s.dispatch.in_flight() > 0 => Wake::Dispatch,
+            _ = t.publish.tick() => Wake::Publish,
+            _ = t.view.tick() => Wake::View,
             cmd = next_command(&mut commands) => match cmd {
-                Some(c) => s.on_command(c),
+                Some(c) => Wake::Command(c),
                 // The API is gone: no more commands.
-                None => commands = None,
+                None => {
+                    commands = None;
+                    continue;
+                }
             },
             // Last, so it wins only when nothing above is ready (see crate::batcher).
-            () = std::future::ready(()), if s.batcher.ready_to_flush() => s.batcher.flush(&s.link),
+            () = std::future::ready(()), if s.batcher.ready_to_flush() => Wake::Flush,
+        };
+        if !s.lease_ok() {
+            // Cluster mode: the lease was not renewed in time (the database is slow or
+            // away, or this process was paused). Act on nothing until it is, or stop
+            // if the journal finds this coordinator fenced.
+            if !s.wait_for_lease(&shutdown).await? {
+                break;
+            }
         }
+        // Handler time only (not the wait): what delays the messages queued behind.
+        let started = std::time::Instant::now();
+        let turn = match wake {
+            Wake::Link(ev) => s.on_link_event(ev, &mut t.publish)?,
+            Wake::Flush => {
+                s.batcher.flush(&s.link);
+                Turn::Flush
+            }
+            Wake::Durable(d) => {
+                s.on_durable(d)?;
+                Turn::Durable
+            }
+            Wake::Liveness => {
+                s.on_liveness_tick();
+                Turn::Liveness
+            }
+            Wake::Dispatch => {
+                s.on_dispatch_tick();
+                Turn::Dispatch
+            }
+            Wake::Publish => {
+                s.on_publish_tick()?;
+                Turn::Publish
+            }
+            Wake::View => {
+                s.send_view(None);
+                Turn::View
+            }
+            Wake::Command(c) => {
+                s.on_command(c);
+                Turn::Command
+            }
+        };
         s.turned();
+        s.turns.observe(turn, started.elapsed());
     }
     s.stop().await
+}
+
+/// What woke the main loop.
+enum Wake {
+    Link(Option<LinkEvent>),
+    Flush,
+    Durable(Durable),
+    Liveness,
+    Dispatch,
+    Publish,
+    View,
+    Command(Command),
 }
 
 /// The next command from the HTTP API; never, without one.
@@ -203,6 +261,8 @@ struct Server {
     node_tasks: HashMap<String, (u32, u64)>,
     /// HTTP submissions waiting for their answers.
     watchers: Watchers,
+    /// How long the main loop's turns take, by kind.
+    turns: Turns,
 }
 
 impl Server {
@@ -301,6 +361,7 @@ impl Server {
             pending_samples: Vec::new(),
             node_tasks: HashMap::new(),
             watchers: Watchers::default(),
+            turns: Turns::default(),
         };
         Ok((server, accepted_rx))
     }
@@ -323,7 +384,8 @@ impl Server {
         &mut self,
         ev: Option<LinkEvent>,
         publish: &mut tokio::time::Interval,
-    ) -> Result<(), ServeError> {
+    ) -> Result<Turn, ServeError> {
+        let mut turn = Turn::Link;
         match ev {
             Some(LinkEvent::Message { topic, payload })
                 if self
@@ -334,13 +396,18 @@ impl Server {
                 if let Some((ha, _)) = &mut self.home_assistant {
                     ha.on_status(&payload);
                 }
+                turn = Turn::NodeMessage;
             }
             Some(LinkEvent::Message { topic, payload })
                 if topic.ends_with("/results") || topic.ends_with("/tasks/submit") =>
             {
                 self.on_task_message(&topic, &payload);
+                turn = Turn::TaskMessage;
             }
-            Some(LinkEvent::Message { topic, payload }) => self.on_node_message(&topic, &payload),
+            Some(LinkEvent::Message { topic, payload }) => {
+                self.on_node_message(&topic, &payload);
+                turn = Turn::NodeMessage;
+            }
             // The coordinator makes no tracked publishes.
             Some(LinkEvent::Connected | LinkEvent::Acked(_) | LinkEvent::Unreachable) => {}
             Some(LinkEvent::Subscribed) => {
@@ -353,7 +420,7 @@ impl Server {
             Some(LinkEvent::Disconnected) => self.subscribed = false,
             None => return Err(ServeError::LinkEnded),
         }
-        Ok(())
+        Ok(turn)
     }
 
     /// A submission or a node's results: to the dispatcher.
@@ -447,9 +514,44 @@ impl Server {
         Ok(())
     }
 
-    /// Durable now: tell the client its task is accepted, or its result.
-    fn on_durable(&mut self, d: Durable) {
+    /// Whether this coordinator may act for its tasks (cluster mode's lease).
+    fn lease_ok(&self) -> bool {
+        self.journal.as_ref().is_none_or(Journal::lease_ok)
+    }
+
+    /// Wait until the lease is renewed (true), shutdown (false) or the journal says
+    /// this coordinator is fenced (the error).
+    async fn wait_for_lease(&mut self, shutdown: &CancellationToken) -> Result<bool, ServeError> {
+        tracing::warn!("cluster lease not renewed in time: acting on nothing until it is");
+        loop {
+            if let Some(reason) = self.journal.as_ref().and_then(Journal::fenced) {
+                return Err(ServeError::Fenced(reason));
+            }
+            if self.lease_ok() {
+                tracing::info!("cluster lease renewed: acting again");
+                return Ok(true);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+
+    /// Durable now: tell the client its task is accepted, or its result; or, in
+    /// cluster mode, tasks adopted from a dead peer, or this coordinator fenced.
+    fn on_durable(&mut self, d: Durable) -> Result<(), ServeError> {
         let out = match d {
+            Durable::Fenced(reason) => return Err(ServeError::Fenced(reason)),
+            Durable::Adopted(records) => {
+                // As after a restart: placed again with a raised attempt; nothing
+                // finished comes this way, so nothing is resent.
+                let again = self
+                    .dispatch
+                    .restore(records, Instant::now(), Duration::ZERO);
+                self.push_all(again);
+                return Ok(());
+            }
             Durable::Accepted { id, reply_to } => Out::Reply {
                 topic: reply_to,
                 result: fog_proto::TaskResult {
@@ -469,6 +571,7 @@ impl Server {
             self.watchers.offer_result(result, true);
         }
         self.batcher.push(out);
+        Ok(())
     }
 
     fn on_liveness_tick(&mut self) {
@@ -483,122 +586,6 @@ impl Server {
     fn on_dispatch_tick(&mut self) {
         let msgs = self.dispatch.tick(&self.registry, Instant::now());
         self.push_all(msgs);
-    }
-
-    /// The status (and scaling advice) out, retained; the snapshot to the view.
-    fn on_publish_tick(&mut self) -> Result<(), ServeError> {
-        self.watchers.sweep();
-        let connected = self.link.is_connected();
-        let mut s = status(
-            &self.registry,
-            &self.dispatch,
-            &self.posture,
-            self.subscribed && connected,
-            "",
-            STATUS_TASKS_MAX,
-        );
-        if let Some(advice) = self.scaler.observe(Instant::now(), s.at_ms, &s.nodes) {
-            tracing::info!(direction = advice.direction.as_str(), current = advice.current_nodes, desired = advice.desired_nodes, reason = %advice.reason, "scaling advice");
-            if self.link.is_connected() {
-                let _ = self.link.publish(
-                    &self.scaling_topic,
-                    codec::encode(&advice, self.enc)?,
-                    Qos::AtLeastOnce,
-                    true,
-                );
-            }
-        }
-        s.scaling = self.scaler.current().cloned();
-        s.trim_nodes(fog_proto::STATUS_NODES_MAX);
-        if self.link.is_connected() && self.subscribed {
-            let _ = self.link.publish(
-                &self.status_topic,
-                codec::encode(&s, self.enc)?,
-                Qos::AtLeastOnce,
-                true,
-            );
-        }
-        // The view lists more tasks than the MQTT status.
-        self.send_view(None);
-        Ok(())
-    }
-
-    /// A new snapshot to the in-process viewers: `status` if just made, else a fresh
-    /// one (with the scaling advice last published).
-    fn send_view(&mut self, status: Option<CoordinatorStatus>) {
-        let connected = self.subscribed && self.link.is_connected();
-        let status = status.unwrap_or_else(|| {
-            // The registry and the tasks as they are, even while the broker is away
-            // (the nodes are not forgotten for a blip: the charts and /metrics keep
-            // them); `online` says whether the coordinator is serving.
-            let mut s = self::status(
-                &self.registry,
-                &self.dispatch,
-                &self.posture,
-                true,
-                "",
-                VIEW_TASKS_MAX,
-            );
-            s.online = connected;
-            s.scaling = self.scaler.current().cloned();
-            s
-        });
-        let journal = match &self.journal {
-            None => JournalHealth::Memory,
-            Some(j) if j.is_healthy() => JournalHealth::Ok,
-            Some(_) => JournalHealth::Failing,
-        };
-        let view = View {
-            status,
-            details: crate::view::details(&self.registry),
-            health: Health {
-                broker: connected,
-                journal,
-                in_flight: self.dispatch.in_flight(),
-            },
-            trends: self.trends.clone(),
-            profiles: self.profiles.clone(),
-            drained: self.dispatch.drained().clone(),
-            latency: crate::latency::Latencies {
-                placement: self.dispatch.placement_latency,
-                journal_commit: self.journal.as_ref().map(|j| j.commit_latency()),
-                heartbeat_age: self.registry.heartbeat_age,
-            },
-        };
-        // Never wait for a reader (a scrape holds the profiles while it reports): if
-        // one holds them, the samples wait for the next second (bounded).
-        let fresh = self.dispatch.take_finished();
-        for s in &fresh {
-            // Each node's chart of its tasks (those that ran there: not rejections).
-            if s.ended != crate::profiles::Ended::Rejected && !s.node.is_empty() {
-                let t = self.node_tasks.entry(s.node.clone()).or_default();
-                t.0 = t.0.saturating_add(1);
-                t.1 = t.1.saturating_add(s.latency_ms);
-            }
-        }
-        self.pending_samples.extend(fresh);
-        if self.pending_samples.len() > crate::dispatch::Dispatcher::MAX_FINISHED {
-            let extra = self.pending_samples.len() - crate::dispatch::Dispatcher::MAX_FINISHED;
-            self.pending_samples.drain(..extra);
-        }
-        if let Ok(mut p) = self.profiles.try_write() {
-            for s in self.pending_samples.drain(..) {
-                p.record(&s);
-            }
-            p.expire(now_ms());
-        }
-        // The same for the charts: a second missed is a sample missed, no more.
-        if let Ok(mut t) = self.trends.try_write() {
-            t.count_tasks(std::mem::take(&mut self.node_tasks));
-            crate::view::observe(&mut t, &view, now_ms());
-        }
-        if let Some((ha, _)) = &mut self.home_assistant {
-            ha.on_view(&view, now_ms());
-            if connected {
-                publish_home_assistant(ha, &self.link);
-            }
-        }
-        self.view.send_replace(Arc::new(view));
     }
 
     /// What the dispatcher changed goes to the journal.
@@ -665,13 +652,22 @@ fn open_journal(
     dispatch: &mut Dispatcher,
     accepted_tx: UnboundedSender<Durable>,
 ) -> Result<(Option<Journal>, Vec<Out>), ServeError> {
-    let Some(dir) = &config.data_dir else {
+    let (j, records) = if let Some(cluster) = &config.cluster {
+        Journal::open_cluster(cluster, &JournalConfig::default(), accepted_tx)?
+    } else if let Some(dir) = &config.data_dir {
+        let (j, records) = Journal::open(dir, &JournalConfig::default(), accepted_tx)?;
+        tracing::info!(dir = %dir.display(), "task journal open");
+        (j, records)
+    } else {
         drop(accepted_tx);
         return Ok((None, Vec::new()));
     };
-    let (j, records) = Journal::open(dir, &JournalConfig::default(), accepted_tx)?;
     let unfinished = records.iter().filter(|r| r.result.is_none()).count();
-    tracing::info!(dir = %dir.display(), unfinished, finished = records.len() - unfinished, "task journal open");
+    tracing::info!(
+        unfinished,
+        finished = records.len() - unfinished,
+        "task journal read"
+    );
     dispatch.enable_journal();
     let resend = dispatch.restore(records, Instant::now(), RESEND_AFTER_RESTART);
     Ok((Some(j), resend))
