@@ -168,7 +168,13 @@ async fn a_peer_that_stops_hands_its_unfinished_tasks_over_at_once() {
     // A 30 s lease: only the clean stop (its lease ended at once) explains this.
     match b.next(5).await {
         Durable::Adopted(records) => {
-            assert_eq!(ids(&records), ["a1", "a2"], "the unfinished ones only");
+            assert_eq!(ids(&records), ["a1", "a2", "a3"]);
+            let finished: Vec<bool> = records.iter().map(|r| r.result.is_some()).collect();
+            assert_eq!(
+                finished,
+                [false, false, true],
+                "the unfinished to place again, and the one just finished (coord-a may not have sent its result) to send again"
+            );
         }
         other => panic!("expected an adoption, got {other:?}"),
     }
@@ -178,7 +184,7 @@ async fn a_peer_that_stops_hands_its_unfinished_tasks_over_at_once() {
         [
             ("a1".into(), "coord-b".into(), false),
             ("a2".into(), "coord-b".into(), false),
-            ("a3".into(), "coord-a".into(), true),
+            ("a3".into(), "coord-b".into(), true),
         ]
     );
     // The adopter writes them as its own.
@@ -265,4 +271,50 @@ async fn a_database_restart_loses_nothing_accepted() {
     drop(a);
     let (_a, records) = open(&pg, "coord-a", Duration::from_secs(30));
     assert_eq!(ids(&records), ["z1", "z2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL (apt-get install postgresql); .ci/run runs it"]
+async fn a_resubmission_elsewhere_takes_the_task_over_and_only_its_owner_answers() {
+    let pg = TestPostgres::start().expect("postgres");
+    let (mut a, _) = open(&pg, "coord-a", Duration::from_secs(30));
+    let (mut b, _) = open(&pg, "coord-b", Duration::from_secs(30));
+    a.accept(&["r1", "f1"]).await;
+    a.journal.write(Op::Finish(record("f1", 1, true)));
+    match a.next(10).await {
+        Durable::Finished { result, .. } => assert_eq!(result.id, "f1"),
+        other => panic!("expected f1's result, got {other:?}"),
+    }
+    // The client did not hear "accepted" for r1 in time and sent it again; it reached
+    // coord-b, which owns it from now on.
+    b.accept(&["r1"]).await;
+    assert_eq!(rows(&pg)[1], ("r1".into(), "coord-b".into(), false));
+    // coord-a's run of r1 ends: not its task any more, so it does not answer.
+    a.journal.write(Op::Finish(record("r1", 1, true)));
+    a.journal.write(Op::Accept(record("sync", 1, false)));
+    match a.next(10).await {
+        Durable::Accepted { id, .. } => assert_eq!(id, "sync", "r1's result was not forwarded"),
+        other => panic!("expected only the accept after r1's result, got {other:?}"),
+    }
+    assert!(!rows(&pg)[1].2, "and it did not land");
+    b.journal.write(Op::Finish(record("r1", 1, true)));
+    assert!(matches!(b.next(10).await, Durable::Finished { .. }));
+    // f1 was finished at coord-a before the client heard; sent again to coord-b, the
+    // stored result answers it (the same record, not a second run's).
+    b.journal.write(Op::Accept(record("f1", 1, false)));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(b.next(10).await);
+    }
+    assert!(
+        got.iter()
+            .any(|d| matches!(d, Durable::Accepted { id, .. } if id == "f1")),
+        "{got:?}"
+    );
+    let stored = got.iter().find_map(|d| match d {
+        Durable::Finished { result, .. } => Some(result.clone()),
+        _ => None,
+    });
+    assert_eq!(stored, record("f1", 1, true).result, "the stored result");
+    assert_eq!(rows(&pg)[0], ("f1".into(), "coord-a".into(), true));
 }

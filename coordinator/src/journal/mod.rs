@@ -184,11 +184,23 @@ pub enum Durable {
     Fenced(String),
 }
 
+/// What a commit found besides the writes (cluster mode: tasks other coordinators
+/// hold; always empty with one coordinator).
+#[derive(Debug, Default)]
+struct Committed {
+    /// Tasks of this batch now owned by another coordinator: their results are its to
+    /// send, not this one's.
+    not_ours: std::collections::HashSet<String>,
+    /// Submissions of ids the cluster already finished: their stored records, whose
+    /// results answer the client.
+    finished_elsewhere: Vec<Record>,
+}
+
 /// Where the records live. One writer thread owns it.
 trait Backend: Send + 'static {
     /// Make `batch` durable in one transaction (`prune`: and drop finished records
     /// past their age or count). An error means none of it is.
-    fn commit(&mut self, batch: &[Op], prune: bool) -> Result<(), JournalError>;
+    fn commit(&mut self, batch: &[Op], prune: bool) -> Result<Committed, JournalError>;
 
     /// How often [`idle`](Backend::idle) must run, whether or not there are writes.
     fn idle_every(&self) -> Option<Duration> {
@@ -378,20 +390,28 @@ fn write_loop(
                 let started = Instant::now();
                 let committed = backend.commit(&batch, prune);
                 commits.observe(started.elapsed());
-                if let Err(JournalError::Fenced { .. }) = &committed {
+                if let Err(e @ JournalError::Fenced { .. }) = committed {
                     // Nothing of this batch is answered: its tasks are another's now.
-                    fenced(committed, &accepted, failing, lease.as_deref());
+                    fenced(Err(e), &accepted, failing, lease.as_deref());
                     return;
                 }
-                let ok = match committed {
-                    Ok(()) => true,
+                let (ok, found) = match committed {
+                    Ok(found) => (true, found),
                     Err(e) => {
                         tracing::error!(error = %e, ops = batch.len(), "task journal commit failed");
-                        false
+                        (false, Committed::default())
                     }
                 };
                 failing.store(!ok, Ordering::Relaxed);
-                answer(batch.drain(..), ok, &accepted);
+                answer(batch.drain(..), ok, &found, &accepted);
+                for r in found.finished_elsewhere {
+                    if let Some(result) = r.result {
+                        let _ = accepted.send(Durable::Finished {
+                            reply_to: r.sub.reply_to,
+                            result,
+                        });
+                    }
+                }
             }
             // Stopped: the journal was dropped.
             None if next_idle.is_none() => break,
@@ -440,10 +460,11 @@ fn fenced(
     let _ = accepted.send(Durable::Fenced(reason));
 }
 
-/// After a commit: the notices it owes.
+/// After a commit: the notices it owes (none for a task another coordinator owns).
 fn answer(
     batch: impl Iterator<Item = Op>,
     ok: bool,
+    found: &Committed,
     accepted: &tokio::sync::mpsc::UnboundedSender<Durable>,
 ) {
     for op in batch {
@@ -457,7 +478,7 @@ fn answer(
             }
             // A result is forwarded even if its commit failed: the task is done
             // and the client waits for it; only a crash now could repeat it.
-            Op::Finish(r) => {
+            Op::Finish(r) if !found.not_ours.contains(&r.sub.id) => {
                 if let Some(result) = r.result {
                     let _ = accepted.send(Durable::Finished {
                         reply_to: r.sub.reply_to,

@@ -11,7 +11,8 @@
 //! tick, takes its unfinished tasks in bounded batches (`FOR UPDATE SKIP LOCKED`, so
 //! survivors split them without waiting on each other) and places them again with a
 //! raised attempt, as after a restart; agents already drop what an older attempt
-//! reports. Row locks order the two sides: an adopter holds the dead coordinator's row
+//! reports; and those it finished in the last minute, whose results it may not have
+//! sent, are sent again. Row locks order the two sides: an adopter holds the dead coordinator's row
 //! `FOR SHARE` while it takes tasks, and a renewal must update that row, so either
 //! the renewal comes first (and the coordinator is alive: nothing is taken) or the
 //! adoption does (and the renewal finds the lease run out: fenced). The database's
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 
-use super::{decode, encode, Backend, JournalConfig, JournalError, Op, Record};
+use super::{decode, encode, Backend, Committed, JournalConfig, JournalError, Op, Record};
 
 /// `[cluster]`: the shared database and who this coordinator is in it.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,10 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
 }
+
+/// A dead coordinator's results finished this recently are sent again by the one that
+/// adopts its tasks (as a restarted coordinator sends its own again).
+pub const RESEND_ADOPTED: Duration = Duration::from_secs(60);
 
 /// Tasks a survivor takes per transaction, and transactions per idle tick.
 const ADOPT_BATCH: i64 = 1_000;
@@ -240,10 +245,14 @@ impl PgJournal {
             self.me.clock.renewed(started, self.me.lease);
             return Ok(Vec::new());
         }
+        // The unfinished ones, to place again; and those finished in the last minute,
+        // whose results the dead coordinator may not have sent before it died: sent
+        // again (the same record: a client drops a repeat).
         let rows = tx.query(
-            "SELECT id, record FROM fog_tasks WHERE owner = ANY($1) AND finished_at IS NULL \
+            "SELECT id, record FROM fog_tasks WHERE owner = ANY($1) \
+             AND (finished_at IS NULL OR finished_at > now() - $3 * interval '1 millisecond') \
              ORDER BY submitted_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
-            &[&dead, &ADOPT_BATCH],
+            &[&dead, &ADOPT_BATCH, &lease_ms(RESEND_ADOPTED)],
         )?;
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         if !ids.is_empty() {
@@ -291,44 +300,84 @@ impl Keep {
 }
 
 impl Backend for PgJournal {
-    fn commit(&mut self, batch: &[Op], prune: bool) -> Result<(), JournalError> {
+    fn commit(&mut self, batch: &[Op], prune: bool) -> Result<Committed, JournalError> {
         let started = Instant::now();
         let writes = Writes::of(batch)?;
         self.connected()?;
         let mut tx = self.client.transaction()?;
         self.me.renew(&mut tx)?;
+        let mut done = Committed::default();
         if !writes.new_ids.is_empty() {
-            // A task id another coordinator already holds stays its (a resubmission
-            // that reached a second coordinator); the update below then skips it.
-            tx.execute(
-                "INSERT INTO fog_tasks (id, owner, submitted_ms, finished_at, record) \
-                 SELECT u.id, $1, u.submitted_ms, CASE WHEN u.finished THEN now() END, u.record \
-                 FROM unnest($2::text[], $3::bigint[], $4::bool[], $5::bytea[]) \
-                 AS u(id, submitted_ms, finished, record) ON CONFLICT (id) DO NOTHING",
-                &[
-                    &self.me.id,
-                    &writes.new_ids,
-                    &writes.new_submitted,
-                    &writes.new_finished,
-                    &writes.new_records,
-                ],
-            )?;
+            // A task id the cluster already holds unfinished (the client resubmitted
+            // it, here, because its acknowledgement did not come: its coordinator may
+            // have died) becomes this coordinator's: the latest intake owns it, and the
+            // former owner's answers for it are dropped below. One held finished keeps
+            // its result, which answers the client.
+            let taken: std::collections::HashSet<String> = tx
+                .query(
+                    "INSERT INTO fog_tasks (id, owner, submitted_ms, finished_at, record) \
+                     SELECT u.id, $1, u.submitted_ms, CASE WHEN u.finished THEN now() END, u.record \
+                     FROM unnest($2::text[], $3::bigint[], $4::bool[], $5::bytea[]) \
+                     AS u(id, submitted_ms, finished, record) \
+                     ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, \
+                     record = EXCLUDED.record, finished_at = EXCLUDED.finished_at \
+                     WHERE fog_tasks.finished_at IS NULL RETURNING id",
+                    &[
+                        &self.me.id,
+                        &writes.new_ids,
+                        &writes.new_submitted,
+                        &writes.new_finished,
+                        &writes.new_records,
+                    ],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let finished: Vec<&String> = writes
+                .new_ids
+                .iter()
+                .filter(|id| !taken.contains(*id))
+                .collect();
+            if !finished.is_empty() {
+                let rows = tx.query(
+                    "SELECT record FROM fog_tasks WHERE id = ANY($1)",
+                    &[&finished],
+                )?;
+                done.finished_elsewhere = decode_rows(&rows);
+            }
         }
         if !writes.ids.is_empty() {
-            tx.execute(
-                "UPDATE fog_tasks AS t SET record = u.record, \
-                 finished_at = CASE WHEN u.finished THEN now() END \
-                 FROM unnest($2::text[], $3::bool[], $4::bytea[]) AS u(id, finished, record) \
-                 WHERE t.id = u.id AND t.owner = $1",
-                &[&self.me.id, &writes.ids, &writes.finished, &writes.records],
-            )?;
+            let ours: std::collections::HashSet<String> = tx
+                .query(
+                    "UPDATE fog_tasks AS t SET record = u.record, \
+                     finished_at = CASE WHEN u.finished THEN now() END \
+                     FROM unnest($2::text[], $3::bool[], $4::bytea[]) AS u(id, finished, record) \
+                     WHERE t.id = u.id AND t.owner = $1 RETURNING t.id",
+                    &[&self.me.id, &writes.ids, &writes.finished, &writes.records],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            done.not_ours = writes
+                .ids
+                .iter()
+                .filter(|id| !ours.contains(*id))
+                .cloned()
+                .collect();
         }
         if prune {
             self.keep.prune(&mut tx)?;
         }
         tx.commit()?;
         self.me.clock.renewed(started, self.me.lease);
-        Ok(())
+        if !done.not_ours.is_empty() || !done.finished_elsewhere.is_empty() {
+            tracing::info!(
+                not_ours = done.not_ours.len(),
+                finished_elsewhere = done.finished_elsewhere.len(),
+                "cluster journal: tasks another coordinator owns (their answers are its) or finished before"
+            );
+        }
+        Ok(done)
     }
 
     fn idle_every(&self) -> Option<Duration> {

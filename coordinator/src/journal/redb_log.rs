@@ -16,7 +16,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
-use super::{decode, encode, Backend, JournalConfig, JournalError, Op, Record};
+use super::{decode, encode, Backend, Committed, JournalConfig, JournalError, Op, Record};
 
 /// commit sequence -> the records of that commit (see [`encode_entry`]).
 pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("v2/log");
@@ -225,8 +225,10 @@ impl RedbLog {
 }
 
 impl Backend for RedbLog {
-    fn commit(&mut self, batch: &[Op], prune: bool) -> Result<(), JournalError> {
-        commit(&self.db, &self.cfg, &mut self.index, batch, prune)
+    fn commit(&mut self, batch: &[Op], prune: bool) -> Result<Committed, JournalError> {
+        commit(&self.db, &self.cfg, &mut self.index, batch, prune)?;
+        // One coordinator: every task in it is its own.
+        Ok(Committed::default())
     }
 }
 

@@ -43,6 +43,8 @@ const VIEW_EVERY: Duration = Duration::from_secs(1);
 pub const VIEW_TASKS_MAX: usize = crate::dispatch::RECENT_KEPT;
 /// How often silence rules are applied.
 const LIVENESS_TICK: Duration = Duration::from_millis(100);
+/// The shared subscription group of cluster mode's coordinators.
+pub const SHARE_GROUP: &str = "fog-coordinators";
 /// Largest MQTT packet the coordinator handles.
 pub const MAX_PACKET_BYTES: usize = crate::broker::MAX_PAYLOAD_BYTES;
 
@@ -544,11 +546,13 @@ impl Server {
         let out = match d {
             Durable::Fenced(reason) => return Err(ServeError::Fenced(reason)),
             Durable::Adopted(records) => {
-                // As after a restart: placed again with a raised attempt; nothing
-                // finished comes this way, so nothing is resent.
-                let again = self
-                    .dispatch
-                    .restore(records, Instant::now(), Duration::ZERO);
+                // As after a restart: the unfinished placed again with a raised
+                // attempt, the recently finished answered again.
+                let again = self.dispatch.restore(
+                    records,
+                    Instant::now(),
+                    crate::journal::postgres::RESEND_ADOPTED,
+                );
                 self.push_all(again);
                 return Ok(());
             }
@@ -699,7 +703,14 @@ fn start_link(
     .into_iter()
     .map(|k| (topics.all_nodes(k), Qos::AtLeastOnce))
     .collect();
-    subscriptions.push((topics.submit(), Qos::AtLeastOnce));
+    // In cluster mode the coordinators share the submissions: the broker hands each
+    // to one of them (MQTT 5's shared subscriptions, which Mosquitto and rumqttd also
+    // give MQTT 3.1.1 clients).
+    let submit = match &config.cluster {
+        Some(_) => format!("$share/{SHARE_GROUP}/{}", topics.submit()),
+        None => topics.submit(),
+    };
+    subscriptions.push((submit, Qos::AtLeastOnce));
     subscriptions.extend(home_assistant_status.map(|t| (t, Qos::AtLeastOnce)));
     Ok(Link::start(LinkOptions {
         broker: config.broker.clone(),
