@@ -270,3 +270,81 @@ async fn a_cluster_coordinator_killed_under_load_loses_nothing_and_its_tasks_mov
         "nothing unfinished is left with the dead coordinator"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (apt-get install postgresql); .ci/run runs it"]
+async fn a_coordinator_paused_past_its_lease_stops_when_it_wakes_and_nothing_is_answered_twice() {
+    init_logging();
+    let pg = TestPostgres::start().expect("postgres");
+    let broker = TestBroker::start().expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = ClusterCoordinator::start("coord-a", &pg, &broker, dir.path());
+    let _b = ClusterCoordinator::start("coord-b", &pg, &broker, dir.path());
+    let nodes = ["p1", "p2"];
+    let _agents: Vec<RunningAgent> = nodes
+        .iter()
+        .map(|n| RunningAgent::start(n, &broker.url(), "[pool]\nworkers = 4", "").expect("agent"))
+        .collect();
+    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
+    agents_online(&cfg, &nodes).await;
+    let deadline = Instant::now() + WAIT;
+    while registered(&pg).len() < 2 {
+        assert!(Instant::now() < deadline, "coordinators never registered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut tap = FinalsTap::start(broker.addr).await;
+    let mut c = Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
+        .await
+        .expect("client connects");
+    let n = 200;
+    // Long enough that coord-a is paused with tasks of its own still running.
+    let subs: Vec<_> = (0..n)
+        .map(|i| {
+            let mut s = client::submission("sleep", b"100".to_vec(), 0, WAIT, false);
+            s.id = format!("ps-{i}");
+            s
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in subs.chunks(10) {
+        ids.extend(c.submit_many(chunk.to_vec()).await.expect("submitted"));
+    }
+    let mut accepted = HashSet::new();
+    let mut seen: HashMap<String, Vec<TaskResult>> = HashMap::new();
+    finals_until(&mut c, &mut seen, &mut accepted, n / 10, WAIT, false).await;
+    fog_e2e::process::signal(&a.0, "STOP");
+    let owned = owners(&pg);
+    assert!(
+        owned
+            .get("coord-a")
+            .is_some_and(|(_, unfinished)| *unfinished > 0),
+        "the paused coordinator must hold unfinished tasks: {owned:?}"
+    );
+    // Past its lease: coord-b adopts its tasks and finishes them.
+    tokio::time::sleep(Duration::from_secs_f64(LEASE_SECS * 2.0)).await;
+    fog_e2e::process::signal(&a.0, "CONT");
+    // It wakes, finds its lease gone and stops (a restart would register again).
+    let exit = fog_e2e::process::exit_within(&mut a.0, Duration::from_secs(10));
+    assert!(
+        !exit.success(),
+        "a fenced coordinator exits with an error: {exit:?}"
+    );
+    let again: Vec<_> = subs
+        .into_iter()
+        .filter(|s| !accepted.contains(&s.id) && !seen.contains_key(&s.id))
+        .collect();
+    let resubmitted = again.len();
+    for chunk in again.chunks(10) {
+        c.submit_many(chunk.to_vec()).await.expect("resubmitted");
+    }
+    finals_until(&mut c, &mut seen, &mut accepted, n, WAIT, true).await;
+    each_completed_once(&ids, &seen, resubmitted);
+    // On the wire, too: never two different results for one task (a repeat of the
+    // same record is what a resend is).
+    tap.assert_exactly_once(&ids, Resend::IdenticalOnly).await;
+    let after = owners(&pg);
+    assert!(
+        after.values().all(|(_, unfinished)| *unfinished == 0),
+        "nothing is left unfinished: {after:?} (at the pause: {owned:?})"
+    );
+}
