@@ -80,6 +80,14 @@ impl Breaker {
     }
 
     /// The state as last seen, without applying the passage of time.
+    /// When an open breaker turns half-open by the clock (`None` unless open).
+    pub fn half_open_at(&self, cfg: &BreakerConfig) -> Option<Instant> {
+        match self.state {
+            BreakerState::Open => self.opened_at.map(|t| t + cfg.open_for),
+            _ => None,
+        }
+    }
+
     pub fn last_state(&self) -> BreakerState {
         self.state
     }

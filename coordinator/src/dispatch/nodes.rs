@@ -96,6 +96,13 @@ impl Slot {
     }
 }
 
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// A node's `cost` label as a number. The agent refuses a label that is not a finite,
 /// non-negative number; from an older or foreign agent such a label makes the node
 /// the dearest (it is used only when nothing else can take the task), said once.
@@ -167,6 +174,10 @@ pub(super) struct NodeView {
     /// Bumped when a node's weight changed.
     weights_generation: u64,
     last_weights: Option<Instant>,
+    /// The earliest time an open breaker turns half-open: a sync then looks at the
+    /// breakers whatever else is due, so probes start when the open period ends (not
+    /// up to the next weights update, a second later).
+    half_open_due: Option<Instant>,
     kind_times: HashMap<String, KindTimes>,
     placer: Placer,
     /// Drained nodes, also those without a slot yet (they get the flag with one).
@@ -184,6 +195,7 @@ impl NodeView {
             generation: 0,
             weights_generation: 0,
             last_weights: None,
+            half_open_due: None,
             kind_times: HashMap::new(),
             placer: Placer::with_seed(seed),
             drained: Default::default(),
@@ -231,20 +243,32 @@ impl NodeView {
         let weights_due = self
             .last_weights
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
-        let mut moved = self.registry_moved(registry);
-        if !moved && !weights_due {
+        let registry_moved = self.registry_moved(registry);
+        let mut moved = registry_moved;
+        let breakers_due = self.half_open_due.is_some_and(|t| now >= t);
+        if !moved && !weights_due && !breakers_due {
             return;
         }
-        self.registry_generation = Some(registry.generation());
-        self.last_weights = Some(now);
         // An open breaker whose time is up turns half-open by the clock alone; its
         // node becomes a probe candidate, so the eligible sets must be rebuilt.
+        self.half_open_due = None;
         for s in &mut self.slots {
             let before = s.breaker.last_state();
             if s.breaker.state(&cfg.breaker, now) != before {
                 moved = true;
             }
+            let due = s.breaker.half_open_at(&cfg.breaker);
+            self.half_open_due = earliest(self.half_open_due, due);
         }
+        if !registry_moved && !weights_due {
+            // Only the breakers were due: the registry need not be read again.
+            if moved {
+                self.generation += 1;
+            }
+            return;
+        }
+        self.registry_generation = Some(registry.generation());
+        self.last_weights = Some(now);
         let mut weights_changed = false;
         for (id, e) in registry.nodes() {
             let slot = self.slot_for(id, e.state);
@@ -316,6 +340,11 @@ impl NodeView {
             None => self.kind_times.entry(kind.to_owned()).or_default(),
         };
         times.learn(slot, sample_ms);
+    }
+
+    /// A breaker may have opened: when it turns half-open, the next sync sees it.
+    pub(super) fn half_open_at(&mut self, at: Option<Instant>) {
+        self.half_open_due = earliest(self.half_open_due, at);
     }
 
     /// Eligibility changed outside a sync (a breaker moved).

@@ -116,6 +116,8 @@ impl Dispatcher {
             }
         }
         let after = breaker.state(bcfg, now);
+        let half_open_at = breaker.half_open_at(bcfg);
+        self.nodes.half_open_at(half_open_at);
         if before != after {
             self.nodes.eligibility_changed();
             if after == BreakerState::Open {

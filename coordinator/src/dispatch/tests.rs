@@ -348,6 +348,54 @@ async fn a_breaker_opens_after_five_failures_and_closes_after_two_probes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn probes_start_when_the_open_period_ends_not_at_the_next_weights_update() {
+    let r = registry(&["a", "b", "c"]);
+    let mut d = Dispatcher::with_seed(
+        PlacementConfig {
+            strategy: Strategy::RoundRobin,
+            retry_initial: Duration::ZERO,
+            max_attempts: 1,
+            ..Default::default()
+        },
+        1,
+    );
+    let t0 = Instant::now();
+    let mut n = 0;
+    let mut submit_one = |d: &mut Dispatcher, at: Instant| {
+        n += 1;
+        let id = format!("t{n}");
+        let out = assigned(&d.on_submit(&r, &submit(&id, "echo"), at));
+        (id, out[0].0.clone())
+    };
+    let mut fails = 0;
+    while fails < 5 {
+        let (id, node) = submit_one(&mut d, t0);
+        let outcome = if node == "a" {
+            fails += 1;
+            failed()
+        } else {
+            done()
+        };
+        d.on_result(&r, &node, &result(&id, 1, &node, outcome), t0);
+    }
+    let open_for = crate::breaker::BreakerConfig::default().open_for;
+    // A sync half a second before the open period ends: the weights are then not due
+    // again for a second, and the registry does not move.
+    // Placements while it is open (they build and cache who may take the kind).
+    let (id, node) = submit_one(&mut d, t0 + Duration::from_secs(30));
+    assert_ne!(node, "a", "open");
+    d.on_result(&r, &node, &result(&id, 1, &node, done()), t0);
+    d.tick(&r, t0 + open_for - Duration::from_millis(500));
+    let t1 = t0 + open_for + Duration::from_millis(10);
+    d.tick(&r, t1);
+    let (_, node) = submit_one(&mut d, t1);
+    assert_eq!(
+        node, "a",
+        "a's probe goes out 10 ms after the open period, not at the next weights update"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn out_of_attempts_is_dead_lettered_with_the_last_failure() {
     let r = registry(&["a", "b"]);
     let mut d = rr();
