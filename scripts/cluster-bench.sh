@@ -9,6 +9,10 @@
 # COORDINATORS=0 runs one coordinator with its redb journal instead (the baseline on
 # the same machine, same session). AGENTS=N (default 5); PGBENCH=1 first calibrates the
 # database with pgbench (a simple-update load, 4 clients, 10 s) and prints its TPS;
+# KILL_AFTER=S kills one coordinator (c2, with kill -9) S seconds into the bench, to see
+# a failover under load: its unfinished tasks move to the others after its lease; what
+# the broker had handed it and it had not acknowledged shows as lost, since `bench`
+# does not resubmit (a client should; docs/scale-out.md).
 # BIN_DIR=DIR runs DIR's binaries and builds nothing. One JSON line at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,16 +72,22 @@ for i in $(seq "$n"); do
 done
 # One client key, the same [clients] table in every coordinator's config.
 "$bin/fog-coordinator" keys client bench --dir "$work" --kind echo > "$work/clients.toml" 2>/dev/null
+cpids=()
 for i in $(seq "$n"); do
     cat "$work/clients.toml" >> "$work/c$i.toml"
-    FOG_LOG=warn "$bin/fog-coordinator" serve --config "$work/c$i.toml" 2>"$work/c$i.log" & pids+=($!)
+    FOG_LOG=warn "$bin/fog-coordinator" serve --config "$work/c$i.toml" 2>"$work/c$i.log" & pids+=($!); cpids+=($!)
 done
 "$bin/fog-sim" --broker "127.0.0.1:$mqtt" --agents "$agents" --rate 100 --heartbeat 1 --reading 10 \
     --duration 600 >/dev/null 2>"$work/sim.log" & pids+=($!)
 sleep 4
+killed=null
+if [ -n "${KILL_AFTER:-}" ] && [ "$n" -gt 1 ]; then
+    (sleep "$KILL_AFTER"; kill -9 "${cpids[1]}") & pids+=($!)
+    killed='"c2"'
+fi
 out=$("$bin/fog-coordinator" bench --config "$work/c1.toml" --tasks "$tasks" --concurrency "$concurrency" \
     --kind echo --payload-bytes 16 2>&1 | tr '\n' ' ')
 tps=$(grep -o '[0-9.]* tasks/s' <<<"$out" | head -1 | cut -d' ' -f1)
-printf '{"coordinators": %s, "journal": "%s", "agents": %s, "tasks": %s, "concurrency": %s, "tasks_per_sec": %s, "pgbench_tps": %s, "bench": "%s"}\n' \
+printf '{"coordinators": %s, "journal": "%s", "agents": %s, "tasks": %s, "concurrency": %s, "tasks_per_sec": %s, "pgbench_tps": %s, "killed": %s, "bench": "%s"}\n' \
     "$n" "$([ "$coordinators" -gt 0 ] && echo postgresql || echo redb)" "$agents" "$tasks" "$concurrency" \
-    "${tps:-null}" "${pgbench_tps:-null}" "$(sed 's/"/\\"/g' <<<"$out" | cut -c1-400)"
+    "${tps:-null}" "${pgbench_tps:-null}" "$killed" "$(sed 's/"/\\"/g' <<<"$out" | cut -c1-400)"

@@ -344,6 +344,9 @@ impl Backend for PgJournal {
                     &[&finished],
                 )?;
                 done.finished_elsewhere = decode_rows(&rows);
+                // Its stored result answers: not a result this coordinator ran (an
+                // accept and a finish in one batch), which may differ.
+                done.not_ours.extend(finished.into_iter().cloned());
             }
         }
         if !writes.ids.is_empty() {
@@ -358,12 +361,8 @@ impl Backend for PgJournal {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            done.not_ours = writes
-                .ids
-                .iter()
-                .filter(|id| !ours.contains(*id))
-                .cloned()
-                .collect();
+            done.not_ours
+                .extend(writes.ids.iter().filter(|id| !ours.contains(*id)).cloned());
         }
         if prune {
             self.keep.prune(&mut tx)?;
