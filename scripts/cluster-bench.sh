@@ -86,7 +86,7 @@ if [ -n "${KILL_AFTER:-}" ] && [ "$n" -gt 1 ]; then
     killed='"c2"'
 fi
 out=$("$bin/fog-coordinator" bench --config "$work/c1.toml" --tasks "$tasks" --concurrency "$concurrency" \
-    --kind echo --payload-bytes 16 2>&1 | tr '\n' ' ')
+    --kind echo --payload-bytes 16 2>&1 | tr '\n' ' ' || true)
 tps=$(grep -o '[0-9.]* tasks/s' <<<"$out" | head -1 | cut -d' ' -f1)
 printf '{"coordinators": %s, "journal": "%s", "agents": %s, "tasks": %s, "concurrency": %s, "tasks_per_sec": %s, "pgbench_tps": %s, "killed": %s, "bench": "%s"}\n' \
     "$n" "$([ "$coordinators" -gt 0 ] && echo postgresql || echo redb)" "$agents" "$tasks" "$concurrency" \
