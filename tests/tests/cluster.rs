@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use fog_coordinator::client::{self, Client};
 use fog_e2e::postgres::TestPostgres;
 use fog_e2e::{brokers::harness_bin, init_logging, FinalsTap, Resend, RunningAgent, TestBroker};
-use fog_proto::{NodeState, Outcome, TaskResult, Topics};
+use fog_proto::{NodeState, Outcome, TaskResult, TaskSubmission, Topics};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Short, so the test is: the default is 5 s.
@@ -67,6 +67,80 @@ impl Drop for ClusterCoordinator {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A cluster for a test: coordinators on one PostgreSQL and one broker, agents, all
+/// online and registered, a finals tap and a client.
+struct Site {
+    coordinators: Vec<ClusterCoordinator>,
+    _agents: Vec<RunningAgent>,
+    tap: FinalsTap,
+    client: Client,
+    // Last: dropped after the processes that use them.
+    _dir: tempfile::TempDir,
+    _broker: TestBroker,
+}
+
+impl Site {
+    async fn start(pg: &TestPostgres, coordinators: &[&str], nodes: &[&str]) -> Site {
+        let broker = TestBroker::start().expect("broker");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coordinators: Vec<_> = coordinators
+            .iter()
+            .map(|id| ClusterCoordinator::start(id, pg, &broker, dir.path()))
+            .collect();
+        let agents: Vec<RunningAgent> = nodes
+            .iter()
+            .map(|n| {
+                RunningAgent::start(n, &broker.url(), "[pool]\nworkers = 4", "").expect("agent")
+            })
+            .collect();
+        let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
+        agents_online(&cfg, nodes).await;
+        let deadline = Instant::now() + WAIT;
+        while registered(pg).len() < coordinators.len() {
+            assert!(Instant::now() < deadline, "coordinators never registered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tap = FinalsTap::start(broker.addr).await;
+        let client = Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
+            .await
+            .expect("client connects");
+        Site {
+            coordinators,
+            _agents: agents,
+            tap,
+            client,
+            _dir: dir,
+            _broker: broker,
+        }
+    }
+
+    /// Send `subs` in lists of `per_list` (the broker hands each list to one
+    /// coordinator); their ids.
+    async fn submit(&mut self, subs: &[TaskSubmission], per_list: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for chunk in subs.chunks(per_list) {
+            ids.extend(
+                self.client
+                    .submit_many(chunk.to_vec())
+                    .await
+                    .expect("submitted"),
+            );
+        }
+        ids
+    }
+}
+
+/// `n` `sleep` tasks of `ms` milliseconds, named `prefix-i`.
+fn sleeps(prefix: &str, n: usize, ms: u32) -> Vec<TaskSubmission> {
+    (0..n)
+        .map(|i| {
+            let mut s = client::submission("sleep", ms.to_string().into_bytes(), 0, WAIT, false);
+            s.id = format!("{prefix}-{i}");
+            s
+        })
+        .collect()
 }
 
 /// The coordinators' registrations, as the database has them.
@@ -174,49 +248,20 @@ fn each_completed_once(
 async fn a_cluster_coordinator_killed_under_load_loses_nothing_and_its_tasks_move_on() {
     init_logging();
     let pg = TestPostgres::start().expect("postgres");
-    let broker = TestBroker::start().expect("broker");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut a = ClusterCoordinator::start("coord-a", &pg, &broker, dir.path());
-    let _b = ClusterCoordinator::start("coord-b", &pg, &broker, dir.path());
-    let _c = ClusterCoordinator::start("coord-c", &pg, &broker, dir.path());
-    let nodes = ["c1", "c2", "c3"];
-    let _agents: Vec<RunningAgent> = nodes
-        .iter()
-        .map(|n| RunningAgent::start(n, &broker.url(), "[pool]\nworkers = 4", "").expect("agent"))
-        .collect();
-    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
-    agents_online(&cfg, &nodes).await;
-    let deadline = Instant::now() + WAIT;
-    while registered(&pg).len() < 3 {
-        assert!(Instant::now() < deadline, "coordinators never registered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut tap = FinalsTap::start(broker.addr).await;
-    let mut c = Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
-        .await
-        .expect("client connects");
+    let mut site = Site::start(&pg, &["coord-a", "coord-b", "coord-c"], &["c1", "c2", "c3"]).await;
     let n = 600;
-    let subs: Vec<_> = (0..n)
-        .map(|i| {
-            let mut s = client::submission("sleep", b"20".to_vec(), 0, WAIT, false);
-            s.id = format!("cl-{i}");
-            s
-        })
-        .collect();
-    // In lists of 20: the broker hands each message to one coordinator.
-    let mut ids = Vec::new();
-    for chunk in subs.chunks(20) {
-        ids.extend(c.submit_many(chunk.to_vec()).await.expect("submitted"));
-    }
+    let subs = sleeps("cl", n, 20);
+    let ids = site.submit(&subs, 20).await;
+    let c = &mut site.client;
     let mut accepted = HashSet::new();
     let mut seen: HashMap<String, Vec<TaskResult>> = HashMap::new();
-    finals_until(&mut c, &mut seen, &mut accepted, n * 3 / 10, WAIT, false).await;
+    finals_until(c, &mut seen, &mut accepted, n * 3 / 10, WAIT, false).await;
     assert!(
         seen.len() >= n * 3 / 10 && seen.len() < n,
         "30 % done before the kill: {}",
         seen.len()
     );
-    a.kill9();
+    site.coordinators[0].kill9();
     let killed = Instant::now();
     let owned = owners(&pg);
     assert!(
@@ -235,17 +280,19 @@ async fn a_cluster_coordinator_killed_under_load_loses_nothing_and_its_tasks_mov
         .filter(|s| !accepted.contains(&s.id) && !seen.contains_key(&s.id))
         .collect();
     let resubmitted = again.len();
-    for chunk in again.chunks(20) {
-        c.submit_many(chunk.to_vec()).await.expect("resubmitted");
-    }
-    finals_until(&mut c, &mut seen, &mut accepted, n, WAIT, true).await;
+    site.submit(&again, 20).await;
+    let c = &mut site.client;
+    finals_until(c, &mut seen, &mut accepted, n, WAIT, true).await;
     // Less the second of settling.
     let took = killed.elapsed().saturating_sub(Duration::from_secs(1));
     each_completed_once(&ids, &seen, resubmitted);
     eprintln!(
         "cluster: {resubmitted} resubmitted; the load done {took:?} after the kill; owners at the kill {owned:?}"
     );
-    let wire = tap.assert_exactly_once(&ids, Resend::IdenticalOnly).await;
+    let wire = site
+        .tap
+        .assert_exactly_once(&ids, Resend::IdenticalOnly)
+        .await;
     for (id, r) in ids.iter().zip(&wire) {
         assert_eq!(seen.get(id).map(|rs| &rs[0]), Some(r), "{id}");
     }
@@ -276,43 +323,23 @@ async fn a_cluster_coordinator_killed_under_load_loses_nothing_and_its_tasks_mov
 async fn a_coordinator_paused_past_its_lease_stops_when_it_wakes_and_nothing_is_answered_twice() {
     init_logging();
     let pg = TestPostgres::start().expect("postgres");
-    let broker = TestBroker::start().expect("broker");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut a = ClusterCoordinator::start("coord-a", &pg, &broker, dir.path());
-    let _b = ClusterCoordinator::start("coord-b", &pg, &broker, dir.path());
-    let nodes = ["p1", "p2"];
-    let _agents: Vec<RunningAgent> = nodes
-        .iter()
-        .map(|n| RunningAgent::start(n, &broker.url(), "[pool]\nworkers = 4", "").expect("agent"))
-        .collect();
-    let cfg = fog_rt::broker::BrokerConfig::plain(&broker.url()).expect("url");
-    agents_online(&cfg, &nodes).await;
-    let deadline = Instant::now() + WAIT;
-    while registered(&pg).len() < 2 {
-        assert!(Instant::now() < deadline, "coordinators never registered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut tap = FinalsTap::start(broker.addr).await;
-    let mut c = Client::connect(&cfg, Topics::default(), Duration::from_secs(10))
-        .await
-        .expect("client connects");
+    let mut site = Site::start(&pg, &["coord-a", "coord-b"], &["p1", "p2"]).await;
     let n = 200;
     // Long enough that coord-a is paused with tasks of its own still running.
-    let subs: Vec<_> = (0..n)
-        .map(|i| {
-            let mut s = client::submission("sleep", b"100".to_vec(), 0, WAIT, false);
-            s.id = format!("ps-{i}");
-            s
-        })
-        .collect();
-    let mut ids = Vec::new();
-    for chunk in subs.chunks(10) {
-        ids.extend(c.submit_many(chunk.to_vec()).await.expect("submitted"));
-    }
+    let subs = sleeps("ps", n, 100);
+    let ids = site.submit(&subs, 10).await;
     let mut accepted = HashSet::new();
     let mut seen: HashMap<String, Vec<TaskResult>> = HashMap::new();
-    finals_until(&mut c, &mut seen, &mut accepted, n / 10, WAIT, false).await;
-    fog_e2e::process::signal(&a.0, "STOP");
+    finals_until(
+        &mut site.client,
+        &mut seen,
+        &mut accepted,
+        n / 10,
+        WAIT,
+        false,
+    )
+    .await;
+    fog_e2e::process::signal(&site.coordinators[0].0, "STOP");
     let owned = owners(&pg);
     assert!(
         owned
@@ -322,9 +349,9 @@ async fn a_coordinator_paused_past_its_lease_stops_when_it_wakes_and_nothing_is_
     );
     // Past its lease: coord-b adopts its tasks and finishes them.
     tokio::time::sleep(Duration::from_secs_f64(LEASE_SECS * 2.0)).await;
-    fog_e2e::process::signal(&a.0, "CONT");
+    fog_e2e::process::signal(&site.coordinators[0].0, "CONT");
     // It wakes, finds its lease gone and stops (a restart would register again).
-    let exit = fog_e2e::process::exit_within(&mut a.0, Duration::from_secs(10));
+    let exit = fog_e2e::process::exit_within(&mut site.coordinators[0].0, Duration::from_secs(10));
     assert!(
         !exit.success(),
         "a fenced coordinator exits with an error: {exit:?}"
@@ -334,14 +361,14 @@ async fn a_coordinator_paused_past_its_lease_stops_when_it_wakes_and_nothing_is_
         .filter(|s| !accepted.contains(&s.id) && !seen.contains_key(&s.id))
         .collect();
     let resubmitted = again.len();
-    for chunk in again.chunks(10) {
-        c.submit_many(chunk.to_vec()).await.expect("resubmitted");
-    }
-    finals_until(&mut c, &mut seen, &mut accepted, n, WAIT, true).await;
+    site.submit(&again, 10).await;
+    finals_until(&mut site.client, &mut seen, &mut accepted, n, WAIT, true).await;
     each_completed_once(&ids, &seen, resubmitted);
     // On the wire, too: never two different results for one task (a repeat of the
     // same record is what a resend is).
-    tap.assert_exactly_once(&ids, Resend::IdenticalOnly).await;
+    site.tap
+        .assert_exactly_once(&ids, Resend::IdenticalOnly)
+        .await;
     let after = owners(&pg);
     assert!(
         after.values().all(|(_, unfinished)| *unfinished == 0),

@@ -392,7 +392,7 @@ fn write_loop(
                 commits.observe(started.elapsed());
                 if let Err(e @ JournalError::Fenced { .. }) = committed {
                     // Nothing of this batch is answered: its tasks are another's now.
-                    fenced(Err(e), &accepted, failing, lease.as_deref());
+                    fenced(&e, &accepted, failing, lease.as_deref());
                     return;
                 }
                 let (ok, found) = match committed {
@@ -429,7 +429,7 @@ fn write_loop(
                         let _ = accepted.send(Durable::Adopted(adopted));
                     }
                     Err(e @ JournalError::Fenced { .. }) => {
-                        fenced(Err(e), &accepted, failing, lease.as_deref());
+                        fenced(&e, &accepted, failing, lease.as_deref());
                         return;
                     }
                     Err(e) => {
@@ -446,13 +446,13 @@ fn write_loop(
 
 /// The writer stops for good: the main loop hears why.
 fn fenced(
-    why: Result<(), JournalError>,
+    why: &JournalError,
     accepted: &tokio::sync::mpsc::UnboundedSender<Durable>,
     failing: &AtomicBool,
     lease: Option<&LeaseClock>,
 ) {
     failing.store(true, Ordering::Relaxed);
-    let reason = why.err().map(|e| e.to_string()).unwrap_or_default();
+    let reason = why.to_string();
     if let Some(l) = lease {
         l.fence(&reason);
     }

@@ -42,10 +42,6 @@ pub struct ClusterConfig {
     pub lease: Duration,
 }
 
-impl ClusterConfig {
-    pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
-}
-
 /// A dead coordinator's results finished this recently are sent again by the one that
 /// adopts its tasks (as a restarted coordinator sends its own again).
 pub const RESEND_ADOPTED: Duration = Duration::from_secs(60);
